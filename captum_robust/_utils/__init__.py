@@ -1,0 +1,1 @@
+"""Internal helpers shared by every layer of the package (not public API)."""

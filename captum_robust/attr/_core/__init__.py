@@ -1,0 +1,1 @@
+"""Implementations, one module per family of attributions."""

@@ -1,0 +1,449 @@
+"""Class activation maps: CAM, Grad-CAM and Grad-CAM++ as Captum layer attributions.
+
+All three read the feature map ``A`` (K channels, ``u`` cells) produced by ``layer``:
+
+* CAM (Zhou et al. 2016; Boopathy et al. 2020, eq. 1) needs a network that ends in
+  ``A -> global average pooling -> nn.Linear(W, b)`` and is then a pure forward computation:
+  ``CAM(x, c)_i = (1/u) sum_k W[c, k] A_k,i``, which sums to ``f_c(x) - b_c``.
+* Grad-CAM (Selvaraju et al. 2017) replaces ``W[c, k]`` by the mean over cells of
+  ``df_c / dA_k,i`` and works on any network; on a GAP -> linear head it equals CAM.
+* Grad-CAM++ (Chattopadhay et al. 2018) weights the positive gradients per cell.
+
+Unlike Captum's ``LayerGradCam`` these return the maps of every class at once when
+``target=None`` (one forward pass and one batched backward pass), and with
+``create_graph=True`` they are differentiable with respect to the inputs and the model
+parameters, which attacks and regularizers on attributions need.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from captum.attr import GradientAttribution, LayerAttribution
+from captum.log import log_usage
+from torch import Tensor, nn
+
+from captum_robust._utils.layers import forward_with_layer
+from captum_robust._utils.validation import (
+    TargetType,
+    TensorOrTuple,
+    check_int_range,
+    check_submodule,
+    classification_outputs,
+    format_additional_args,
+    format_inputs,
+    resolve_target,
+)
+
+__all__ = ["CAM", "GradCAM", "GradCAMPlusPlus"]
+
+
+def _spatial_dims(activation: Tensor, offset: int = 0) -> Tuple[int, ...]:
+    return tuple(range(2 + offset, activation.dim() + offset))
+
+
+def _upsample(maps: Tensor, inputs: Tuple[Tensor, ...], mode: str) -> Tensor:
+    """Interpolate B x C x H' x W' maps to the spatial size of the first input."""
+    if maps.dim() != 4 or inputs[0].dim() != 4:
+        raise ValueError(
+            "upsample=True needs 4-D maps (B x C x H' x W') and 4-D image inputs (B x C x H x W), "
+            f"got maps of shape {tuple(maps.shape)} and inputs of shape {tuple(inputs[0].shape)}"
+        )
+    align = None if mode in ("nearest", "area") else False
+    return F.interpolate(maps, size=inputs[0].shape[2:], mode=mode, align_corners=align)
+
+
+def _class_gradients(
+    outputs: Tensor,
+    activation: Tensor,
+    target: Optional[Tensor],
+    create_graph: bool,
+    class_batch_size: Optional[int],
+) -> Tensor:
+    """Gradients of class scores with respect to ``activation``.
+
+    With a per-example ``target`` (B,), returns ``d f_{target_b}(x_b) / dA_b`` (B x K x ...).
+    With ``target=None``, returns the gradients of every class stacked in front
+    (C x B x K x ...), from batched vector-Jacobian products (``is_grads_batched``),
+    ``class_batch_size`` classes at a time.
+    """
+    n, c = outputs.shape
+    if target is not None:
+        grad_out = F.one_hot(target, c).to(outputs.dtype)
+        (g,) = torch.autograd.grad(outputs, activation, grad_outputs=grad_out, create_graph=create_graph)
+        return g
+    eye = torch.eye(c, dtype=outputs.dtype, device=outputs.device)
+    step = c if class_batch_size is None else class_batch_size
+    chunks: List[Tensor] = []
+    for start in range(0, c, step):
+        rows = eye[start : start + step]  # c' x C
+        grad_out = rows[:, None, :].expand(rows.shape[0], n, c)
+        last = start + step >= c
+        (g,) = torch.autograd.grad(
+            outputs,
+            activation,
+            grad_outputs=grad_out,
+            is_grads_batched=True,
+            retain_graph=create_graph or not last,
+            create_graph=create_graph,
+        )
+        chunks.append(g)
+    return torch.cat(chunks, dim=0)
+
+
+def _combine(weights: Tensor, activation: Tensor, all_classes: bool, attr_dim_summation: bool) -> Tensor:
+    """``sum_k weights_k * A_k`` (or the per-channel products), classes in dimension 1."""
+    if all_classes:
+        prod = weights * activation.unsqueeze(0)  # C x B x K x ...
+        maps = prod.sum(dim=2) if attr_dim_summation else prod
+        return maps.movedim(0, 1)  # B x C x ...
+    prod = weights * activation
+    return prod.sum(dim=1, keepdim=True) if attr_dim_summation else prod
+
+
+class _CAMBase(LayerAttribution):
+    def __init__(self, forward_func: Callable[..., Any], layer: nn.Module) -> None:
+        check_submodule(forward_func, layer, "layer")
+        LayerAttribution.__init__(self, forward_func, layer)
+
+    def has_convergence_delta(self) -> bool:
+        return False
+
+    @staticmethod
+    def _check_common(class_batch_size: Optional[int], interpolate_mode: str) -> None:
+        if class_batch_size is not None:
+            check_int_range(class_batch_size, "class_batch_size", 1)
+        allowed = ("nearest", "bilinear", "bicubic", "area")
+        if interpolate_mode not in allowed:
+            raise ValueError(f"interpolate_mode must be one of {allowed}, got {interpolate_mode!r}")
+
+
+class CAM(_CAMBase):
+    r"""Class activation map (Zhou et al. 2016) in the complete form of Boopathy et al. (2020), eq. 1.
+
+    For a network whose last feature map ``A`` (K channels, ``u`` cells) is globally average
+    pooled and fed to a linear ``classifier`` with weights ``W`` and bias ``b``:
+
+    .. math::
+
+        \mathrm{CAM}(x, c)_i = \frac{1}{u} \sum_{k=1}^{K} W_{c,k} A_{k,i}(x),
+        \qquad \sum_i \mathrm{CAM}(x, c)_i + b_c = f_c(x).
+
+    The map therefore satisfies completeness like Integrated Gradients, and equals Grad-CAM
+    without its ReLU on such a head. ``raw=True`` returns the map the authors' code used
+    (``u`` times larger, so its *mean* is ``f_c(x) - b_c``). CAM is one forward pass; with
+    ``create_graph=True`` the map is differentiable with respect to the inputs and the
+    parameters (Boopathy's Int regularizers and AAI attacks differentiate it).
+
+    Args:
+        forward_func (nn.Module or callable): the model, returning class scores B x C.
+        layer (nn.Module): the module whose output is the feature map ``A``; for the models
+            in :mod:`captum_robust.models` use ``model.feature_layer``.
+        classifier (nn.Linear): the linear layer that receives the global average pool of
+            ``A`` (``model.classifier``).
+
+    Raises:
+        TypeError: ``classifier`` is not an ``nn.Linear`` or ``layer`` not a module.
+        ValueError: ``layer``/``classifier`` is not a submodule of the model; at
+            attribution time, the classifier's input is not the global average pool of
+            the layer's output (then CAM does not apply: use :class:`GradCAM`).
+
+    Example::
+
+        >>> from captum_robust.models import Small
+        >>> from captum_robust.attr import CAM
+        >>> model = Small().eval()
+        >>> cam = CAM(model, model.feature_layer, model.classifier)
+        >>> x = torch.rand(4, 1, 28, 28)
+        >>> maps = cam.attribute(x)                  # every class: 4 x 10 x 7 x 7
+        >>> mine = cam.attribute(x, target=[3, 1, 4, 1])   # 4 x 1 x 7 x 7
+    """
+
+    def __init__(self, forward_func: Callable[..., Any], layer: nn.Module, classifier: nn.Linear) -> None:
+        super().__init__(forward_func, layer)
+        if not isinstance(classifier, nn.Linear):
+            raise TypeError(
+                f"classifier must be an nn.Linear fed by global average pooling, got "
+                f"{type(classifier).__name__}; for other heads use GradCAM"
+            )
+        check_submodule(forward_func, classifier, "classifier")
+        self.classifier = classifier
+
+    @log_usage()
+    def attribute(
+        self,
+        inputs: TensorOrTuple,
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+        raw: bool = False,
+        create_graph: bool = False,
+        upsample: bool = False,
+        interpolate_mode: str = "bilinear",
+    ) -> Tensor:
+        r"""Compute class activation maps.
+
+        Args:
+            inputs (Tensor or tuple[Tensor, ...]): model inputs, batch first.
+            target (int, list[int], Tensor or None): the class of each example (an int for
+                all, or one per example) giving a B x 1 x H' x W' map; ``None`` returns the
+                maps of every class, B x C x H' x W', in one pass.
+            additional_forward_args (Any, optional): extra arguments passed to the model
+                after the inputs, as in Captum.
+            raw (bool): return the authors' raw map (u times eq. 1; its mean plus the bias
+                is the logit) instead of eq. 1. Default False.
+            create_graph (bool): keep the graph so the maps are differentiable with respect
+                to the inputs and the parameters. Default False (computed under no_grad).
+            upsample (bool): interpolate the maps to the input's spatial size (for display
+                only; the upsampled map no longer sums to the logit). Default False.
+            interpolate_mode (str): ``"bilinear"`` (default), ``"bicubic"``, ``"nearest"`` or ``"area"``.
+
+        Returns:
+            Tensor: B x 1 x H' x W' (one target) or B x C x H' x W' (``target=None``).
+        """
+        self._check_common(None, interpolate_mode)
+        _, inputs_t = format_inputs(inputs)
+        args = format_additional_args(additional_forward_args)
+        fed: List[Tensor] = []
+
+        def grab(module: nn.Module, hook_args: Tuple[Any, ...]) -> None:
+            fed.append(hook_args[0])
+
+        handle = self.classifier.register_forward_pre_hook(grab)
+        try:
+            outputs, activation = forward_with_layer(
+                self.forward_func, self.layer, inputs_t, args, grad_enabled=create_graph
+            )
+        finally:
+            handle.remove()
+        outputs = classification_outputs(outputs)
+        self._check_gap_head(activation, fed)
+        weight = self.classifier.weight
+        if weight.shape[0] != outputs.shape[1]:
+            raise ValueError(
+                f"classifier has {weight.shape[0]} outputs but the model returns {outputs.shape[1]} classes; "
+                "pass the final linear layer as classifier"
+            )
+        weight = weight.to(activation.dtype)
+        with torch.set_grad_enabled(create_graph):
+            if target is None:
+                maps = torch.einsum("ck,bk...->bc...", weight, activation)
+            else:
+                t = resolve_target(target, outputs.shape[0], outputs.shape[1], outputs.device)
+                maps = torch.einsum("bk,bk...->b...", weight[t], activation).unsqueeze(1)
+            if not raw:
+                maps = maps / math.prod(activation.shape[2:])
+            if upsample:
+                maps = _upsample(maps, inputs_t, interpolate_mode)
+        return maps
+
+    def _check_gap_head(self, activation: Tensor, fed: List[Tensor]) -> None:
+        name = self.classifier.__class__.__name__
+        if len(fed) != 1:
+            raise ValueError(
+                f"classifier ({name}) was called {len(fed)} times in one forward pass; "
+                "CAM needs the final linear layer, called once"
+            )
+        pooled_in = fed[0]
+        if activation.dim() < 3:
+            raise ValueError(
+                f"layer output has shape {tuple(activation.shape)}; CAM needs a feature map "
+                "B x K x H' x W' (or B x K x L); use GradCAM for other layers"
+            )
+        expected = activation.mean(dim=_spatial_dims(activation))
+        if pooled_in.shape != expected.shape or not torch.allclose(
+            pooled_in.detach(), expected.detach(), rtol=1e-4, atol=1e-5 * (1.0 + float(expected.detach().abs().max()))
+        ):
+            raise ValueError(
+                f"the classifier's input (shape {tuple(pooled_in.shape)}) is not the global average pool "
+                f"of the layer's output (shape {tuple(activation.shape)}), so CAM does not apply to this "
+                "model: use GradCAM, which works on any head"
+            )
+
+
+class GradCAM(_CAMBase, GradientAttribution):
+    r"""Grad-CAM (Selvaraju et al. 2017), equal to Captum's ``LayerGradCam``, batched over classes
+    and differentiable.
+
+    .. math::
+
+        \alpha_k^c = \frac{1}{u} \sum_i \frac{\partial f_c(x)}{\partial A_{k,i}}, \qquad
+        \mathrm{GradCAM}(x, c) = \mathrm{ReLU}^{?}\Big(\sum_k \alpha_k^c A_k\Big)
+
+    (Boopathy et al. 2020, sec. 2). As in Captum, the ReLU is applied only with
+    ``relu_attributions=True``. On a global-average-pooling -> linear head the unrectified
+    map equals :class:`CAM` exactly.
+
+    ``target=None`` returns every class's map from one forward pass and one batched
+    backward pass (Captum needs one call per class). With ``create_graph=True`` the map
+    is differentiable with respect to inputs and parameters; note that for ReLU networks
+    the second derivatives through the ReLUs are zero almost everywhere, so gradients of
+    the map ignore how the ReLU pattern would move (use a softplus copy of the model).
+
+    Args:
+        forward_func (nn.Module or callable): the model, returning class scores B x C.
+        layer (nn.Module): the layer whose output (or input) is explained.
+
+    Example::
+
+        >>> from captum_robust.models import Small
+        >>> from captum_robust.attr import GradCAM
+        >>> model = Small().eval()
+        >>> gc = GradCAM(model, model.feature_layer)
+        >>> maps = gc.attribute(torch.rand(4, 1, 28, 28), target=0, relu_attributions=True)
+    """
+
+    def __init__(self, forward_func: Callable[..., Any], layer: nn.Module) -> None:
+        super().__init__(forward_func, layer)
+
+    def _gradients_and_activation(
+        self,
+        inputs: TensorOrTuple,
+        target: TargetType,
+        additional_forward_args: Any,
+        attribute_to_layer_input: bool,
+        create_graph: bool,
+        class_batch_size: Optional[int],
+    ) -> Tuple[Tuple[Tensor, ...], Tensor, Tensor, bool]:
+        _, inputs_t = format_inputs(inputs)
+        args = format_additional_args(additional_forward_args)
+        outputs, activation = forward_with_layer(
+            self.forward_func,
+            self.layer,
+            inputs_t,
+            args,
+            attribute_to_layer_input=attribute_to_layer_input,
+            require_grad=True,
+        )
+        outputs = classification_outputs(outputs)
+        t = None if target is None else resolve_target(target, outputs.shape[0], outputs.shape[1], outputs.device)
+        grads = _class_gradients(outputs, activation, t, create_graph, class_batch_size)
+        if not create_graph:
+            activation = activation.detach()
+        return inputs_t, grads, activation, t is None
+
+    @log_usage()
+    def attribute(
+        self,
+        inputs: TensorOrTuple,
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+        attribute_to_layer_input: bool = False,
+        relu_attributions: bool = False,
+        attr_dim_summation: bool = True,
+        create_graph: bool = False,
+        class_batch_size: Optional[int] = None,
+        upsample: bool = False,
+        interpolate_mode: str = "bilinear",
+    ) -> Tensor:
+        r"""Compute Grad-CAM maps.
+
+        Args:
+            inputs (Tensor or tuple[Tensor, ...]): model inputs, batch first.
+            target (int, list[int], Tensor or None): class per example (B x 1 x ... output),
+                or ``None`` for every class (B x C x ... output).
+            additional_forward_args (Any, optional): extra model arguments, as in Captum.
+            attribute_to_layer_input (bool): explain the layer's input instead of its output.
+            relu_attributions (bool): apply a ReLU to the map (Captum's option). Default False.
+            attr_dim_summation (bool): sum over channels (default). If False, return the
+                per-channel products, B x 1 x K x ... (or B x C x K x ... for all classes).
+            create_graph (bool): keep the graph so the map is differentiable. Default False.
+            class_batch_size (int, optional): with ``target=None``, how many classes share
+                one batched backward pass (bounds memory to class_batch_size x the size of
+                the feature map); default all.
+            upsample (bool): interpolate to the input's spatial size (display only).
+            interpolate_mode (str): interpolation for ``upsample``.
+
+        Returns:
+            Tensor: the maps, classes in dimension 1.
+        """
+        self._check_common(class_batch_size, interpolate_mode)
+        if upsample and not attr_dim_summation:
+            raise ValueError("upsample=True needs attr_dim_summation=True (per-channel maps are 5-D)")
+        inputs_t, grads, activation, all_classes = self._gradients_and_activation(
+            inputs, target, additional_forward_args, attribute_to_layer_input, create_graph, class_batch_size
+        )
+        with torch.set_grad_enabled(create_graph):
+            offset = 1 if all_classes else 0
+            weights = grads.mean(dim=_spatial_dims(activation, offset), keepdim=True) if activation.dim() > 2 else grads
+            maps = _combine(weights, activation, all_classes, attr_dim_summation)
+            if relu_attributions:
+                maps = F.relu(maps)
+            if upsample:
+                maps = _upsample(maps, inputs_t, interpolate_mode)
+        return maps
+
+
+class GradCAMPlusPlus(GradCAM):
+    r"""Grad-CAM++ (Chattopadhay et al. 2018), in the closed form used by its authors.
+
+    With :math:`g = \partial f_c / \partial A` (per channel k and cell i):
+
+    .. math::
+
+        a_{k,i} = \frac{g_{k,i}^2}{2 g_{k,i}^2 + \sum_j A_{k,j}\, g_{k,i}^3}
+        \quad (0 \text{ where the denominator is } 0), \qquad
+        w_k = \sum_i a_{k,i}\, \mathrm{ReLU}(g_{k,i}), \qquad
+        \mathrm{map} = \mathrm{ReLU}\Big(\sum_k w_k A_k\Big).
+
+    The powers :math:`g^2, g^3` stand for the second and third derivatives of
+    :math:`\exp(f_c)` divided by :math:`\exp(f_c)`; this is exact only when the score is
+    passed through an exponential and is linear in ``A`` (e.g. a global-average-pooling ->
+    linear head), and a heuristic otherwise. The exact map for the network
+    :math:`\exp(f_c)` is then :math:`\exp(f_c(x))` times this one (Boopathy et al. 2020, sec. 2).
+
+    Takes the same arguments as :class:`GradCAM`; ``relu_attributions`` defaults to True
+    (the method's definition).
+
+    Example::
+
+        >>> from captum_robust.models import Small
+        >>> from captum_robust.attr import GradCAMPlusPlus
+        >>> model = Small().eval()
+        >>> maps = GradCAMPlusPlus(model, model.feature_layer).attribute(torch.rand(2, 1, 28, 28))
+    """
+
+    @log_usage()
+    def attribute(  # type: ignore[override]
+        self,
+        inputs: TensorOrTuple,
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+        attribute_to_layer_input: bool = False,
+        relu_attributions: bool = True,
+        attr_dim_summation: bool = True,
+        create_graph: bool = False,
+        class_batch_size: Optional[int] = None,
+        upsample: bool = False,
+        interpolate_mode: str = "bilinear",
+    ) -> Tensor:
+        r"""Compute Grad-CAM++ maps. Arguments and output as in :meth:`GradCAM.attribute`,
+        except that ``relu_attributions`` defaults to True and the layer's activation must have
+        spatial dimensions (B x K x H' x W' or B x K x L)."""
+        self._check_common(class_batch_size, interpolate_mode)
+        if upsample and not attr_dim_summation:
+            raise ValueError("upsample=True needs attr_dim_summation=True (per-channel maps are 5-D)")
+        inputs_t, g, activation, all_classes = self._gradients_and_activation(
+            inputs, target, additional_forward_args, attribute_to_layer_input, create_graph, class_batch_size
+        )
+        if activation.dim() < 3:
+            raise ValueError(
+                f"Grad-CAM++ needs a layer with spatial dimensions, got activation shape {tuple(activation.shape)}"
+            )
+        with torch.set_grad_enabled(create_graph):
+            offset = 1 if all_classes else 0
+            dims = _spatial_dims(activation, offset)
+            g2 = g * g
+            a_sum = activation.sum(dim=_spatial_dims(activation), keepdim=True)
+            denom = 2.0 * g2 + a_sum * g2 * g
+            nonzero = denom != 0
+            alpha = torch.where(nonzero, g2 / torch.where(nonzero, denom, torch.ones_like(denom)), torch.zeros_like(g2))
+            weights = (alpha * F.relu(g)).sum(dim=dims, keepdim=True)
+            maps = _combine(weights, activation, all_classes, attr_dim_summation)
+            if relu_attributions:
+                maps = F.relu(maps)
+            if upsample:
+                maps = _upsample(maps, inputs_t, interpolate_mode)
+        return maps
