@@ -1,0 +1,477 @@
+"""Data sets for the examples, tests and benchmarks: nothing is downloaded at run time.
+
+Two kinds of source are supported:
+
+* **Embedded default** -- scikit-learn's handwritten digits (1,797 real 8x8 grey-scale
+  images, shipped inside the scikit-learn package), served by :func:`load_digits` and
+  :func:`digits_loaders`, optionally upsampled (bilinear) to the 28x28 resolution of MNIST.
+  This works offline everywhere scikit-learn is installed.
+* **Files the user already has** -- MNIST and Fashion-MNIST in the original IDX format
+  (:func:`load_mnist`, :func:`load_fashion_mnist`) and the *binary* version of CIFAR-10
+  (:func:`load_cifar10`). Point ``data_dir`` at the folder that holds them. Download them
+  yourself beforehand, e.g. MNIST from a mirror of ``yann.lecun.com/exdb/mnist``,
+  Fashion-MNIST from ``github.com/zalandoresearch/fashion-mnist`` and
+  ``www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz`` (extract it).
+
+The file parsers check every header field, the payload length and the label range, and
+raise :class:`DataFormatError` (a :class:`ValueError`) naming the file and what was expected
+rather than return a silently wrong array. Nothing is ever unpickled.
+
+Every loader returns a :class:`torch.utils.data.TensorDataset` of ``(images, labels)``:
+floating-point images in ``[0, 1]`` shaped ``N x C x H x W`` and ``int64`` labels.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import math
+import os
+import struct
+import zlib
+from pathlib import Path
+from typing import NamedTuple, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+__all__ = [
+    "DataFormatError",
+    "DigitsData",
+    "load_digits",
+    "digits_loaders",
+    "load_mnist",
+    "load_fashion_mnist",
+    "load_cifar10",
+    "DIGITS_CLASSES",
+    "MNIST_CLASSES",
+    "FASHION_MNIST_CLASSES",
+    "CIFAR10_CLASSES",
+]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+DIGITS_CLASSES: Tuple[str, ...] = tuple(str(i) for i in range(10))
+MNIST_CLASSES: Tuple[str, ...] = DIGITS_CLASSES
+FASHION_MNIST_CLASSES: Tuple[str, ...] = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)
+CIFAR10_CLASSES: Tuple[str, ...] = (
+    "airplane", "automobile", "bird", "cat", "deer",
+    "dog", "frog", "horse", "ship", "truck",
+)
+
+_NUM_CLASSES = 10
+_IDX_IMAGES_MAGIC = 0x00000803  # unsigned byte, 3 dimensions
+_IDX_LABELS_MAGIC = 0x00000801  # unsigned byte, 1 dimension
+_CIFAR_SIDE = 32
+_CIFAR_RECORD = 1 + 3 * _CIFAR_SIDE * _CIFAR_SIDE  # 3073 bytes: label, R plane, G plane, B plane
+
+
+class DataFormatError(ValueError):
+    """A data file exists but its content is not what the format requires."""
+
+
+class DigitsData(NamedTuple):
+    """The scikit-learn digits split into a training and a test set.
+
+    Attributes:
+        train: ``TensorDataset`` of images ``N x 1 x size x size`` in ``[0, 1]`` and int64 labels.
+        test: the held-out part, same layout.
+        classes: the class names ``("0", ..., "9")``; label ``i`` is ``classes[i]``.
+        image_shape: ``(1, size, size)``, the shape of one image.
+    """
+
+    train: TensorDataset
+    test: TensorDataset
+    classes: Tuple[str, ...]
+    image_shape: Tuple[int, int, int]
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _check_int(name: str, value, low: int, high: int = None) -> None:
+    allowed = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be {allowed}, got {value!r} of type {type(value).__name__}")
+    if value < low or (high is not None and value > high):
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+
+
+def _check_dtype(dtype) -> None:
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating-point torch.dtype (e.g. torch.float32), got {dtype!r}")
+
+
+def _check_dir(data_dir: PathLike, what: str) -> Path:
+    if not isinstance(data_dir, (str, os.PathLike)):
+        raise TypeError(f"data_dir must be a path (str or os.PathLike), got {type(data_dir).__name__}")
+    path = Path(data_dir).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"{what} data_dir '{path}' does not exist")
+    if not path.is_dir():
+        raise NotADirectoryError(f"{what} data_dir '{path}' is not a directory")
+    return path
+
+
+# --------------------------------------------------------------------------- digits
+
+
+@functools.lru_cache(maxsize=1)
+def _sklearn_digits() -> Tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits as _sk_load_digits
+
+    bunch = _sk_load_digits()
+    images = bunch.images.astype(np.float64) / 16.0  # 0..16 -> [0, 1], exact in binary
+    labels = bunch.target.astype(np.int64)
+    images.flags.writeable = False
+    labels.flags.writeable = False
+    return images, labels
+
+
+def _resize_bilinear(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Bilinear resize of ``B x C x H x W`` images to ``size x size``, clamped to [0, 1]."""
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    return x.clamp(0.0, 1.0)
+
+
+def load_digits(
+    size: int = 28,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+) -> DigitsData:
+    """The scikit-learn handwritten digits as a stratified train/test split.
+
+    The 1,797 8x8 images (pixel values 0..16) are scaled to ``[0, 1]`` by dividing by 16,
+    resized to ``size x size`` with bilinear interpolation
+    (``F.interpolate(mode="bilinear", align_corners=False)``, computed in float64) when
+    ``size != 8``, clamped to ``[0, 1]`` and cast to ``dtype``. The split is stratified by
+    class and fully determined by ``seed``.
+
+    Args:
+        size: side length of the returned images, an integer >= 1 (28 matches MNIST,
+            8 gives the original pixels).
+        test_fraction: fraction of the 1,797 images held out, in (0, 1); both parts must
+            keep at least one image of every class.
+        seed: seed of the split, an integer in [0, 2**32 - 1]. Same seed, same split.
+        dtype: floating-point dtype of the images.
+
+    Returns:
+        DigitsData: ``(train, test, classes, image_shape)``; ``train`` and ``test`` are
+        ``TensorDataset`` s of images ``N x 1 x size x size`` and int64 labels in 0..9.
+
+    Raises:
+        ValueError: ``size`` < 1, ``test_fraction`` outside (0, 1) or so extreme that a
+            split lacks a class, ``seed`` out of range.
+        TypeError: an argument of the wrong type.
+
+    Example:
+        >>> from captum_robust.data import load_digits
+        >>> data = load_digits(size=28, seed=0)
+        >>> x, y = data.train[0]
+        >>> tuple(x.shape), data.image_shape, len(data.train) + len(data.test)
+        ((1, 28, 28), (1, 28, 28), 1797)
+    """
+    _check_int("size", size, 1)
+    _check_int("seed", seed, 0, 2**32 - 1)
+    _check_dtype(dtype)
+    if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)):
+        raise TypeError(f"test_fraction must be a float in (0, 1), got {test_fraction!r}")
+    if not 0.0 < test_fraction < 1.0:  # also rejects NaN
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
+
+    images, labels = _sklearn_digits()
+    n = len(labels)
+    n_test = math.ceil(test_fraction * n)  # how scikit-learn rounds
+    if n_test < _NUM_CLASSES or n - n_test < _NUM_CLASSES:
+        low, high = _NUM_CLASSES / n, 1 - _NUM_CLASSES / n
+        raise ValueError(
+            f"test_fraction must leave at least {_NUM_CLASSES} of the {n} images (one per class) "
+            f"in each split, i.e. lie in about [{low:.4f}, {high:.4f}], got {test_fraction!r}"
+        )
+
+    from sklearn.model_selection import train_test_split
+
+    train_idx, test_idx = train_test_split(
+        np.arange(n), test_size=n_test, stratify=labels, random_state=int(seed)
+    )
+
+    x = _resize_bilinear(torch.tensor(images).unsqueeze(1), size).to(dtype)  # float64 until here
+    y = torch.from_numpy(labels.copy())
+
+    def part(idx: np.ndarray) -> TensorDataset:
+        idx_t = torch.from_numpy(idx)
+        return TensorDataset(x[idx_t], y[idx_t])
+
+    return DigitsData(part(train_idx), part(test_idx), DIGITS_CLASSES, (1, size, size))
+
+
+def digits_loaders(
+    batch_size: int = 64,
+    size: int = 28,
+    seed: int = 0,
+    test_fraction: float = 0.2,
+    dtype: torch.dtype = torch.float32,
+    num_workers: int = 0,
+) -> Tuple[DataLoader, DataLoader]:
+    """Data loaders over :func:`load_digits`: shuffled training set, ordered test set.
+
+    The training loader shuffles with its own ``torch.Generator`` seeded by ``seed``, so the
+    sequence of batches is reproducible and independent of the global RNG.
+
+    Args:
+        batch_size: examples per batch, an integer >= 1 (the last batch may be smaller).
+        size: image side length, passed to :func:`load_digits`.
+        seed: seed of both the split and the shuffling, an integer in [0, 2**32 - 1].
+        test_fraction: held-out fraction, passed to :func:`load_digits`.
+        dtype: floating-point dtype of the images.
+        num_workers: ``DataLoader`` worker processes, an integer >= 0.
+
+    Returns:
+        tuple: ``(train_loader, test_loader)`` yielding ``(images, labels)`` batches of shape
+        ``B x 1 x size x size`` and ``B``.
+
+    Raises:
+        ValueError: as :func:`load_digits`, or ``batch_size`` < 1, ``num_workers`` < 0.
+
+    Example:
+        >>> from captum_robust.data import digits_loaders
+        >>> train_loader, test_loader = digits_loaders(batch_size=32, size=28)
+        >>> x, y = next(iter(train_loader))
+        >>> tuple(x.shape), tuple(y.shape)
+        ((32, 1, 28, 28), (32,))
+    """
+    _check_int("batch_size", batch_size, 1)
+    _check_int("num_workers", num_workers, 0)
+    data = load_digits(size=size, test_fraction=test_fraction, seed=seed, dtype=dtype)
+    generator = torch.Generator().manual_seed(int(seed))
+    train_loader = DataLoader(
+        data.train, batch_size=batch_size, shuffle=True, generator=generator, num_workers=num_workers
+    )
+    test_loader = DataLoader(data.test, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    return train_loader, test_loader
+
+
+# --------------------------------------------------------------------------- IDX (MNIST, Fashion-MNIST)
+
+
+def _read_bytes(path: Path) -> bytes:
+    """Read a file, decompressing it if its name ends in ``.gz``."""
+    if path.suffix != ".gz":
+        return path.read_bytes()
+    try:
+        with gzip.open(path, "rb") as f:
+            return f.read()
+    except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+        raise DataFormatError(f"'{path}' is not a valid, complete gzip file ({e}); download it again") from e
+
+
+def _find(folder: Path, name: str, what: str) -> Path:
+    for candidate in (folder / name, folder / (name + ".gz")):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"{what}: neither '{folder / name}' nor '{folder / name}.gz' exists")
+
+
+def _parse_idx(path: Path, magic: int, ndim: int) -> np.ndarray:
+    """Parse an unsigned-byte IDX file into a uint8 array, checking header and length."""
+    buf = _read_bytes(path)
+    header_len = 4 + 4 * ndim
+    kind = "images" if ndim == 3 else "labels"
+    if len(buf) < 4:
+        raise DataFormatError(f"'{path}' has {len(buf)} bytes, too short for an IDX header")
+    (got,) = struct.unpack(">I", buf[:4])
+    if got != magic:
+        hint = " (the file looks gzip-compressed: gunzip it or name it .gz)" if buf[:2] == b"\x1f\x8b" else ""
+        raise DataFormatError(
+            f"'{path}': expected IDX magic number 0x{magic:08X} (unsigned byte {kind}, {ndim} "
+            f"dimension{'s' if ndim > 1 else ''}), got 0x{got:08X}{hint}"
+        )
+    if len(buf) < header_len:
+        raise DataFormatError(
+            f"'{path}' is truncated inside its header: {len(buf)} bytes, expected >= {header_len}"
+        )
+    dims = struct.unpack(f">{ndim}I", buf[4:header_len])
+    if any(d == 0 for d in dims):
+        raise DataFormatError(f"'{path}': expected every dimension >= 1, header says {dims}")
+    expected = math.prod(dims)
+    payload = len(buf) - header_len
+    if payload != expected:
+        problem = "truncated" if payload < expected else "too long"
+        raise DataFormatError(
+            f"'{path}' is {problem}: header dimensions {dims} need exactly {expected} data bytes "
+            f"after the {header_len}-byte header, found {payload}"
+        )
+    return np.frombuffer(buf, dtype=np.uint8, offset=header_len).reshape(dims)
+
+
+def _check_labels(labels: np.ndarray, path: PathLike) -> None:
+    bad = np.flatnonzero(labels >= _NUM_CLASSES)
+    if bad.size:
+        raise DataFormatError(
+            f"'{path}': labels must be in 0..{_NUM_CLASSES - 1}, found {int(labels[bad[0]])} "
+            f"at record {int(bad[0])} ({bad.size} out of range)"
+        )
+
+
+def _to_dataset(images: np.ndarray, labels: np.ndarray, dtype: torch.dtype) -> TensorDataset:
+    x = torch.tensor(images, dtype=dtype).div_(255)  # copies out of the read-only buffer
+    y = torch.tensor(labels, dtype=torch.int64)
+    return TensorDataset(x, y)
+
+
+def _load_idx_pair(data_dir: PathLike, train: bool, what: str, dtype: torch.dtype) -> TensorDataset:
+    _check_dtype(dtype)
+    folder = _check_dir(data_dir, what)
+    prefix = "train" if train else "t10k"
+    images_path = _find(folder, f"{prefix}-images-idx3-ubyte", what)
+    labels_path = _find(folder, f"{prefix}-labels-idx1-ubyte", what)
+    images = _parse_idx(images_path, _IDX_IMAGES_MAGIC, 3)
+    labels = _parse_idx(labels_path, _IDX_LABELS_MAGIC, 1)
+    if images.shape[0] != labels.shape[0]:
+        raise DataFormatError(
+            f"{what}: '{images_path}' holds {images.shape[0]} images but '{labels_path}' holds "
+            f"{labels.shape[0]} labels; expected the same count"
+        )
+    _check_labels(labels, labels_path)
+    return _to_dataset(images[:, None], labels, dtype)
+
+
+def load_mnist(data_dir: PathLike, train: bool = True, dtype: torch.dtype = torch.float32) -> TensorDataset:
+    """MNIST from the original IDX files in ``data_dir``.
+
+    Reads ``train-images-idx3-ubyte`` / ``train-labels-idx1-ubyte`` (``train=True``) or
+    ``t10k-images-idx3-ubyte`` / ``t10k-labels-idx1-ubyte`` (``train=False``), each either
+    plain or gzipped with a ``.gz`` suffix (the plain file is used when both exist). The
+    header's magic number (0x00000803 images, 0x00000801 labels), dimensions and exact
+    payload length are checked, as are the matching counts and the label range 0..9.
+
+    Args:
+        data_dir: folder holding the IDX files.
+        train: the 60,000-image training set if True, else the 10,000-image test set.
+        dtype: floating-point dtype of the images.
+
+    Returns:
+        TensorDataset: images ``N x 1 x rows x cols`` (28 x 28 for MNIST) equal to the stored
+        bytes divided by 255, and int64 labels ``N``.
+
+    Raises:
+        FileNotFoundError: ``data_dir`` or a file is missing.
+        DataFormatError: a corrupt or truncated gzip file, a wrong magic number, wrong
+            dimensions, a payload length that does not match the header, differing image and
+            label counts, or a label outside 0..9. The message names the file.
+
+    Example:
+        >>> from captum_robust.data import load_mnist
+        >>> train_set = load_mnist("~/data/MNIST")  # doctest: +SKIP
+        >>> train_set.tensors[0].shape  # doctest: +SKIP
+        torch.Size([60000, 1, 28, 28])
+    """
+    return _load_idx_pair(data_dir, train, "MNIST", dtype)
+
+
+def load_fashion_mnist(
+    data_dir: PathLike, train: bool = True, dtype: torch.dtype = torch.float32
+) -> TensorDataset:
+    """Fashion-MNIST from its IDX files in ``data_dir``.
+
+    Fashion-MNIST uses the same file names and format as MNIST, so this reads exactly like
+    :func:`load_mnist`; point ``data_dir`` at the Fashion-MNIST folder. Class names are in
+    :data:`FASHION_MNIST_CLASSES`.
+
+    Args:
+        data_dir: folder holding the Fashion-MNIST IDX files (plain or ``.gz``).
+        train: the training set if True, else the test set.
+        dtype: floating-point dtype of the images.
+
+    Returns:
+        TensorDataset: images ``N x 1 x 28 x 28`` in ``[0, 1]`` and int64 labels ``N``.
+
+    Raises:
+        FileNotFoundError: ``data_dir`` or a file is missing.
+        DataFormatError: any format error listed in :func:`load_mnist`.
+
+    Example:
+        >>> from captum_robust.data import load_fashion_mnist, FASHION_MNIST_CLASSES
+        >>> test_set = load_fashion_mnist("~/data/fashion", train=False)  # doctest: +SKIP
+        >>> FASHION_MNIST_CLASSES[int(test_set[0][1])]  # doctest: +SKIP
+        'Ankle boot'
+    """
+    return _load_idx_pair(data_dir, train, "Fashion-MNIST", dtype)
+
+
+# --------------------------------------------------------------------------- CIFAR-10 (binary version)
+
+
+def _cifar_folder(data_dir: PathLike) -> Path:
+    folder = _check_dir(data_dir, "CIFAR-10")
+    for candidate in (folder, folder / "cifar-10-batches-bin"):
+        if (candidate / "test_batch.bin").is_file() or (candidate / "data_batch_1.bin").is_file():
+            return candidate
+    for candidate in (folder, folder / "cifar-10-batches-py"):
+        is_py = candidate.name == "cifar-10-batches-py" and candidate.is_dir()
+        if is_py or (candidate / "data_batch_1").is_file():
+            raise DataFormatError(
+                f"CIFAR-10: '{candidate}' is the Python (pickle) version, which captum_robust does not "
+                f"load; download the binary version (cifar-10-binary.tar.gz) and point data_dir at "
+                f"its 'cifar-10-batches-bin' folder"
+            )
+    raise FileNotFoundError(
+        f"CIFAR-10: expected data_batch_1.bin .. data_batch_5.bin and test_batch.bin in '{folder}' "
+        f"or in '{folder / 'cifar-10-batches-bin'}'"
+    )
+
+
+def load_cifar10(data_dir: PathLike, train: bool = True, dtype: torch.dtype = torch.float32) -> TensorDataset:
+    """CIFAR-10 from the *binary* version (``cifar-10-binary.tar.gz``, extracted).
+
+    Reads ``data_batch_1.bin`` .. ``data_batch_5.bin`` (``train=True``) or ``test_batch.bin``
+    from ``data_dir`` or from ``data_dir/cifar-10-batches-bin``. Each record is one label
+    byte followed by 3,072 pixel bytes: the red, green and blue 32x32 planes, row-major.
+    The Python (pickle) version is refused: nothing is unpickled.
+
+    Args:
+        data_dir: the ``cifar-10-batches-bin`` folder or its parent.
+        train: the 50,000-image training set if True, else the 10,000-image test set.
+        dtype: floating-point dtype of the images.
+
+    Returns:
+        TensorDataset: images ``N x 3 x 32 x 32`` (channels R, G, B) equal to the stored bytes
+        divided by 255, and int64 labels ``N``; class names are in :data:`CIFAR10_CLASSES`.
+
+    Raises:
+        FileNotFoundError: ``data_dir`` or a batch file is missing.
+        DataFormatError: a file whose size is not a positive multiple of the 3,073-byte
+            record, a label outside 0..9, or ``data_dir`` holding the pickle version.
+
+    Example:
+        >>> from captum_robust.data import load_cifar10
+        >>> test_set = load_cifar10("~/data", train=False)  # doctest: +SKIP
+        >>> test_set.tensors[0].shape  # doctest: +SKIP
+        torch.Size([10000, 3, 32, 32])
+    """
+    _check_dtype(dtype)
+    folder = _cifar_folder(data_dir)
+    names = [f"data_batch_{i}.bin" for i in range(1, 6)] if train else ["test_batch.bin"]
+    images, labels = [], []
+    for name in names:
+        path = folder / name
+        if not path.is_file():
+            raise FileNotFoundError(f"CIFAR-10: '{path}' does not exist")
+        buf = path.read_bytes()
+        if len(buf) == 0 or len(buf) % _CIFAR_RECORD:
+            raise DataFormatError(
+                f"CIFAR-10: '{path}' has {len(buf)} bytes, expected a positive multiple of the "
+                f"{_CIFAR_RECORD}-byte record (1 label byte + 3x32x32 pixel bytes)"
+            )
+        records = np.frombuffer(buf, dtype=np.uint8).reshape(-1, _CIFAR_RECORD)
+        _check_labels(records[:, 0], path)
+        labels.append(records[:, 0])
+        images.append(records[:, 1:].reshape(-1, 3, _CIFAR_SIDE, _CIFAR_SIDE))
+    return _to_dataset(np.concatenate(images), np.concatenate(labels), dtype)
