@@ -41,13 +41,17 @@ def format_inputs(inputs: TensorOrTuple, name: str = "inputs") -> Tuple[bool, Tu
 
 def check_finite(tensor: Tensor, name: str) -> None:
     """Raise ``ValueError`` if ``tensor`` holds NaN or +-inf."""
-    finite = torch.isfinite(tensor)
-    if not bool(finite.all()):
-        n_bad = int((~finite).sum())
-        raise ValueError(
-            f"{name} contains {n_bad} NaN or infinite value(s) (of {tensor.numel()}); "
-            "attributions of non-finite inputs are meaningless"
-        )
+    with torch.no_grad():
+        if bool(torch.isfinite(tensor.sum())):  # one pass; a NaN or inf anywhere makes the sum non-finite
+            return
+        finite = torch.isfinite(tensor)
+    if bool(finite.all()):  # the sum overflowed, every element is finite
+        return
+    n_bad = int((~finite).sum())
+    raise ValueError(
+        f"{name} contains {n_bad} NaN or infinite value(s) (of {tensor.numel()}); "
+        "attributions of non-finite inputs are meaningless"
+    )
 
 
 def format_additional_args(additional_forward_args: Any) -> Tuple[Any, ...]:

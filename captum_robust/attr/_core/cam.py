@@ -91,17 +91,24 @@ def _class_gradients(
             create_graph=create_graph,
         )
         chunks.append(g)
-    return torch.cat(chunks, dim=0)
+    return chunks[0] if len(chunks) == 1 else torch.cat(chunks, dim=0)
 
 
 def _combine(weights: Tensor, activation: Tensor, all_classes: bool, attr_dim_summation: bool) -> Tensor:
-    """``sum_k weights_k * A_k`` (or the per-channel products), classes in dimension 1."""
+    """``sum_k weights_k * A_k`` (or the per-channel products), classes in dimension 1.
+
+    ``weights`` is C x B x K (every class) or B x K (one class per example). The channel sum
+    is an einsum (a batched matrix product), never a broadcast product followed by a sum,
+    which would be several times slower for all classes.
+    """
+    spatial = (None,) * (activation.dim() - 2)
     if all_classes:
-        prod = weights * activation.unsqueeze(0)  # C x B x K x ...
-        maps = prod.sum(dim=2) if attr_dim_summation else prod
-        return maps.movedim(0, 1)  # B x C x ...
-    prod = weights * activation
-    return prod.sum(dim=1, keepdim=True) if attr_dim_summation else prod
+        if attr_dim_summation:
+            return torch.einsum("cbk,bk...->bc...", weights, activation)
+        return (weights[(...,) + spatial] * activation.unsqueeze(0)).movedim(0, 1)
+    if attr_dim_summation:
+        return torch.einsum("bk,bk...->b...", weights, activation).unsqueeze(1)
+    return weights[(...,) + spatial] * activation
 
 
 class _CAMBase(LayerAttribution):
@@ -367,7 +374,7 @@ class GradCAM(_CAMBase, GradientAttribution):
         )
         with torch.set_grad_enabled(create_graph):
             offset = 1 if all_classes else 0
-            weights = grads.mean(dim=_spatial_dims(activation, offset), keepdim=True) if activation.dim() > 2 else grads
+            weights = grads.mean(dim=_spatial_dims(activation, offset)) if activation.dim() > 2 else grads
             maps = _combine(weights, activation, all_classes, attr_dim_summation)
             if relu_attributions:
                 maps = F.relu(maps)
@@ -440,7 +447,7 @@ class GradCAMPlusPlus(GradCAM):
             denom = 2.0 * g2 + a_sum * g2 * g
             nonzero = denom != 0
             alpha = torch.where(nonzero, g2 / torch.where(nonzero, denom, torch.ones_like(denom)), torch.zeros_like(g2))
-            weights = (alpha * F.relu(g)).sum(dim=dims, keepdim=True)
+            weights = (alpha * F.relu(g)).sum(dim=dims)
             maps = _combine(weights, activation, all_classes, attr_dim_summation)
             if relu_attributions:
                 maps = F.relu(maps)
