@@ -394,3 +394,26 @@ def test_float32_and_float64_agree():
         model64.load_state_dict({k: v.double() for k, v in model.state_dict().items()})
         m64 = method(model64, model64.feature_layer).attribute(x.double())
         torch.testing.assert_close(m32.double(), m64, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("method", ["cam", "gradcam", "gradcampp"])
+def test_cuda_matches_cpu(method):
+    model = _gap_model(Small)
+    x = torch.rand(4, 1, 28, 28)
+
+    def run(m, inp):
+        attr = {
+            "cam": CAM(m, m.feature_layer, m.classifier),
+            "gradcam": GradCAM(m, m.feature_layer),
+            "gradcampp": GradCAMPlusPlus(m, m.feature_layer),
+        }[method]
+        return attr.attribute(inp), attr.attribute(inp, target=torch.tensor([1, 2, 3, 4], device=inp.device))
+
+    cpu_all, cpu_one = run(model, x)
+    model_cuda = _gap_model(Small).cuda()
+    model_cuda.load_state_dict(model.state_dict())
+    gpu_all, gpu_one = run(model_cuda, x.cuda())
+    assert gpu_all.device.type == "cuda"
+    torch.testing.assert_close(gpu_all.cpu(), cpu_all, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(gpu_one.cpu(), cpu_one, rtol=1e-4, atol=1e-5)
