@@ -6,5 +6,22 @@ needs: every class at once, ``create_graph`` for differentiable maps, clear erro
 """
 
 from captum_robust.attr._core.cam import CAM, GradCAM, GradCAMPlusPlus
+from captum_robust.attr._core.certify import CertifiedTopK, TopKCertificate
+from captum_robust.attr._core.smoothgrad import (
+    QuadraticSmoothGrad,
+    RelaxedSparsifiedSmoothGrad,
+    ScaledSmoothGrad,
+    SparsifiedSmoothGrad,
+)
 
-__all__ = ["CAM", "GradCAM", "GradCAMPlusPlus"]
+__all__ = [
+    "CAM",
+    "GradCAM",
+    "GradCAMPlusPlus",
+    "ScaledSmoothGrad",
+    "QuadraticSmoothGrad",
+    "SparsifiedSmoothGrad",
+    "RelaxedSparsifiedSmoothGrad",
+    "CertifiedTopK",
+    "TopKCertificate",
+]
