@@ -1,0 +1,272 @@
+"""A small, seeded training loop for the examples, the CLI and the benchmarks.
+
+This is deliberately minimal: Adam on the cross-entropy loss, an optional wall-clock
+budget and a tqdm progress bar. The robust objectives of :mod:`captum_robust.robust.regularizers`
+are meant for the user's own training loop; this helper only produces the plain
+("natural") models the demos explain.
+
+Example:
+    >>> import torch
+    >>> from captum_robust.data import digits_loaders
+    >>> from captum_robust.models import Small
+    >>> from captum_robust.training import evaluate_accuracy, train_classifier
+    >>> train_loader, test_loader = digits_loaders(batch_size=32, seed=0)
+    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+    <torch._C.Generator object at ...>
+    >>> model = Small()
+    >>> stats = train_classifier(model, train_loader, epochs=2, generator=torch.Generator().manual_seed(0))
+    >>> stats["epochs_completed"]
+    2
+    >>> 0.0 <= evaluate_accuracy(model, test_loader) <= 1.0
+    True
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import time
+from typing import Any, Dict, Iterable, List, Optional, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from captum_robust._utils.state import preserved_model_state
+
+__all__ = ["train_classifier", "evaluate_accuracy"]
+
+
+def _resolve_device(model: nn.Module, device: Optional[Union[str, torch.device]]) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def _batch(batch: Any, device: torch.device):
+    if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+        raise ValueError(
+            "the loader must yield (inputs, labels) pairs, got a batch of type "
+            f"{type(batch).__name__}" + (f" with {len(batch)} element(s)" if isinstance(batch, (tuple, list)) else "")
+        )
+    x, y = batch[0], batch[1]
+    if not isinstance(x, Tensor) or not isinstance(y, Tensor):
+        raise TypeError(f"inputs and labels must be tensors, got {type(x).__name__} and {type(y).__name__}")
+    return x.to(device), y.to(device)
+
+
+def train_classifier(
+    model: nn.Module,
+    train_loader: Iterable,
+    epochs: int = 10,
+    lr: float = 1e-3,
+    max_seconds: Optional[float] = None,
+    generator: Optional[torch.Generator] = None,
+    show_progress: bool = False,
+    device: Optional[Union[str, torch.device]] = None,
+    weight_decay: float = 0.0,
+) -> Dict[str, Any]:
+    """Train a classifier with Adam on the cross-entropy loss, in place.
+
+    The model is put in training mode for the loop and every module's train/eval flag is
+    restored afterwards (also on error). Training stops after ``epochs`` passes over
+    ``train_loader`` or, if ``max_seconds`` is given, at the first batch boundary after that
+    many wall-clock seconds -- whichever comes first. A run cut by the budget depends on the
+    machine's speed; for reproducible models fix ``epochs`` and leave ``max_seconds`` unset.
+
+    Randomness: the loader's shuffling is the loader's business (give it its own
+    ``torch.Generator``). If ``generator`` is given, the loop runs inside
+    :func:`torch.random.fork_rng` with the global RNG seeded from ``generator``, so random
+    layers (Dropout) and loaders without their own generator draw from a reproducible stream
+    and the caller's global RNG state is left exactly as it was. Without ``generator`` they
+    use (and advance) the global RNG.
+
+    Args:
+        model (nn.Module): maps ``inputs`` to logits ``B x num_classes``; trained in place.
+        train_loader (iterable): yields ``(inputs, labels)`` batches with int64 labels.
+        epochs (int): maximum number of passes over the loader, >= 1. Default 10.
+        lr (float): Adam learning rate, > 0. Default 1e-3.
+        max_seconds (float, optional): wall-clock budget in seconds, > 0. Default None (no budget).
+        generator (torch.Generator, optional): seeds the random draws made during training
+            (see above). Default None.
+        show_progress (bool): show a tqdm progress bar (on stderr). Default False.
+        device (str or torch.device, optional): move the model and the batches there. Default:
+            the device of the model's parameters.
+        weight_decay (float): Adam's L2 penalty, >= 0. Default 0.
+
+    Returns:
+        dict: ``epochs_completed`` (full passes), ``steps`` (optimizer steps), ``seconds``
+        (wall time of the loop), ``stopped_by_time`` (True if the budget ended training),
+        ``final_loss`` (mean loss of the last, possibly partial, epoch), and ``history``: one
+        dict per epoch started with ``epoch``, ``loss`` (mean over its batches),
+        ``train_accuracy`` (on the fly, while training), ``steps``, ``seconds`` (elapsed at
+        its end) and ``complete``.
+
+    Raises:
+        ValueError: ``epochs`` < 1, ``lr`` <= 0, ``max_seconds`` <= 0, an empty loader or a
+            loader that does not yield ``(inputs, labels)``.
+        TypeError: arguments of the wrong type.
+
+    Example:
+        >>> import torch
+        >>> from torch.utils.data import DataLoader, TensorDataset
+        >>> from captum_robust.models import Small
+        >>> ds = TensorDataset(torch.rand(64, 1, 28, 28), torch.randint(0, 10, (64,)))
+        >>> loader = DataLoader(ds, batch_size=16, shuffle=True, generator=torch.Generator().manual_seed(0))
+        >>> stats = train_classifier(Small(), loader, epochs=1, generator=torch.Generator().manual_seed(0))
+        >>> stats["steps"]
+        4
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral):
+        raise TypeError(f"epochs must be an int >= 1, got {epochs!r}")
+    if epochs < 1:
+        raise ValueError(f"epochs must be an int >= 1, got epochs={epochs!r}")
+    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a finite number > 0, got lr={lr!r}")
+    if isinstance(weight_decay, bool) or not isinstance(weight_decay, numbers.Real) or not (
+        math.isfinite(weight_decay) and weight_decay >= 0
+    ):
+        raise ValueError(f"weight_decay must be a finite number >= 0, got weight_decay={weight_decay!r}")
+    if max_seconds is not None and (
+        isinstance(max_seconds, bool)
+        or not isinstance(max_seconds, numbers.Real)
+        or not (max_seconds > 0)  # also rejects NaN
+    ):
+        raise ValueError(f"max_seconds must be None or a number > 0, got max_seconds={max_seconds!r}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+
+    dev = _resolve_device(model, device)
+    if device is not None:
+        model.to(dev)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("model has no parameters that require gradients; nothing to train")
+    optimizer = torch.optim.Adam(params, lr=float(lr), weight_decay=float(weight_decay))
+    try:
+        steps_per_epoch: Optional[int] = len(train_loader)  # type: ignore[arg-type]
+    except TypeError:
+        steps_per_epoch = None
+    if steps_per_epoch == 0:
+        raise ValueError("train_loader is empty")
+
+    fork_devices: List[int] = []
+    if generator is not None and dev.type == "cuda":
+        fork_devices = [dev.index if dev.index is not None else torch.cuda.current_device()]
+
+    history: List[Dict[str, Any]] = []
+    steps = 0
+    stopped_by_time = False
+    modes = [(m, m.training) for m in model.modules()]
+    start = time.perf_counter()
+    bar = tqdm(
+        total=None if steps_per_epoch is None else epochs * steps_per_epoch,
+        disable=not show_progress,
+        desc="training",
+        unit="batch",
+        leave=True,
+    )
+    try:
+        with torch.random.fork_rng(devices=fork_devices, enabled=generator is not None):
+            if generator is not None:
+                seed = int(torch.randint(0, 2**62, (1,), generator=generator).item())
+                torch.manual_seed(seed)
+            model.train()
+            for epoch in range(int(epochs)):
+                loss_sum, correct, seen, batches = 0.0, 0, 0, 0
+                for batch in train_loader:
+                    x, y = _batch(batch, dev)
+                    logits = model(x)
+                    loss = F.cross_entropy(logits, y)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    steps += 1
+                    batches += 1
+                    n = y.shape[0]
+                    loss_sum += float(loss.detach()) * n
+                    correct += int((logits.detach().argmax(dim=1) == y).sum())
+                    seen += n
+                    bar.update(1)
+                    if batches % 10 == 0:
+                        bar.set_postfix(epoch=epoch + 1, loss=f"{loss_sum / seen:.3f}", refresh=False)
+                    if max_seconds is not None and time.perf_counter() - start >= max_seconds:
+                        stopped_by_time = True
+                        break
+                if batches == 0:
+                    raise ValueError("train_loader is empty")
+                complete = not stopped_by_time or (steps_per_epoch is not None and batches == steps_per_epoch)
+                history.append(
+                    {
+                        "epoch": epoch + 1,
+                        "loss": loss_sum / seen,
+                        "train_accuracy": correct / seen,
+                        "steps": batches,
+                        "seconds": time.perf_counter() - start,
+                        "complete": complete,
+                    }
+                )
+                bar.set_postfix(epoch=epoch + 1, loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+                if stopped_by_time:
+                    break
+    finally:
+        bar.close()
+        for m, mode in modes:
+            m.training = mode
+
+    return {
+        "epochs_completed": sum(1 for h in history if h["complete"]),
+        "steps": steps,
+        "seconds": time.perf_counter() - start,
+        "stopped_by_time": stopped_by_time,
+        "final_loss": history[-1]["loss"] if history else float("nan"),
+        "history": history,
+    }
+
+
+@torch.no_grad()
+def evaluate_accuracy(
+    model: nn.Module, loader: Iterable, device: Optional[Union[str, torch.device]] = None
+) -> float:
+    """Fraction of examples whose arg-max logit is the label, with the model in eval mode.
+
+    Every module's train/eval flag (and the parameters' ``.grad`` / ``requires_grad``) is
+    restored afterwards, also on error. Runs under ``torch.no_grad()``.
+
+    Args:
+        model (nn.Module): maps inputs to logits ``B x num_classes``.
+        loader (iterable): yields ``(inputs, labels)`` batches.
+        device (str or torch.device, optional): where to send the batches. Default: the
+            device of the model's parameters (the model itself is not moved).
+
+    Returns:
+        float: ``correct / total`` in [0, 1].
+
+    Raises:
+        ValueError: the loader yields no examples or not ``(inputs, labels)`` pairs.
+
+    Example:
+        >>> import torch
+        >>> from torch.utils.data import DataLoader, TensorDataset
+        >>> from captum_robust.models import Small
+        >>> loader = DataLoader(TensorDataset(torch.rand(8, 1, 28, 28), torch.zeros(8, dtype=torch.long)))
+        >>> 0.0 <= evaluate_accuracy(Small(), loader) <= 1.0
+        True
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    dev = _resolve_device(model, device)
+    correct, total = 0, 0
+    with preserved_model_state(model, train=False):
+        for batch in loader:
+            x, y = _batch(batch, dev)
+            correct += int((model(x).argmax(dim=1) == y).sum())
+            total += y.shape[0]
+    if total == 0:
+        raise ValueError("loader yielded no examples; cannot compute an accuracy")
+    return correct / total

@@ -1,0 +1,171 @@
+import contextlib
+import importlib.metadata
+import io
+import re
+
+import pytest
+import torch
+
+from captum_robust.cli import main
+from captum_robust.data import load_digits
+from captum_robust.models import Small
+
+
+def _run(argv):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv)
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def quick_demo(tmp_path_factory):
+    out_dir = tmp_path_factory.mktemp("demo")
+    rng_before = torch.get_rng_state()
+    threads_before = torch.get_num_threads()
+    code, stdout, stderr = _run(["demo", "--quick", "--out", str(out_dir), "--no-progress"])
+    rng_after = torch.get_rng_state()
+    return {
+        "code": code,
+        "out": out_dir,
+        "stdout": stdout,
+        "stderr": stderr,
+        "rng_unchanged": torch.equal(rng_before, rng_after),
+        "threads_unchanged": torch.get_num_threads() == threads_before,
+    }
+
+
+def test_demo_quick_succeeds_and_writes_files(quick_demo):
+    assert quick_demo["code"] == 0, quick_demo["stderr"]
+    out = quick_demo["out"]
+    for name in ("report.md", "figure_attributions.png", "model.pt"):
+        assert (out / name).stat().st_size > 0, name
+    assert (out / "figure_attributions.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert str(out / "report.md") in quick_demo["stdout"]
+    report = (out / "report.md").read_text()
+    assert "![" in report and "(figure_attributions.png)" in report  # relative link
+    # main() runs inside fork_rng: the caller's global RNG is left as it was
+    assert quick_demo["rng_unchanged"]
+    assert quick_demo["threads_unchanged"]  # --threads is restored afterwards
+
+
+def test_report_accuracy_matches_reloaded_model(quick_demo):
+    report = (quick_demo["out"] / "report.md").read_text()
+    m = re.search(r"Test accuracy: ([0-9.]+) \((\d+)/(\d+)\)", report)
+    assert m, report
+    accuracy, correct, total = float(m.group(1)), int(m.group(2)), int(m.group(3))
+
+    model = Small()
+    model.load_state_dict(torch.load(quick_demo["out"] / "model.pt", weights_only=True))
+    model.eval()
+    x, y = load_digits(size=28, seed=0).test.tensors
+    with torch.no_grad():
+        pred = model(x).argmax(dim=1)
+    assert total == len(y) == 360
+    assert correct == int((pred == y).sum())
+    assert abs(accuracy - correct / total) < 5e-5
+    assert accuracy > 0.5  # --quick trains to clearly above chance (0.1)
+    assert f"{accuracy:.4f}" in quick_demo["stdout"]
+
+    # the per-example table lists the first K test images with their labels and the model's predictions
+    rows = re.findall(r"^\| (\d+) \| (\d+) \| (\d+)( \(wrong\))? \| \((\d), (\d)\) \| \((\d), (\d)\) \|$", report, re.M)
+    assert len(rows) == 8
+    for i, (idx, label, p, wrong, *_cells) in enumerate(rows):
+        assert int(idx) == i
+        assert int(label) == int(y[i])
+        assert int(p) == int(pred[i])
+        assert bool(wrong) == (int(y[i]) != int(pred[i]))
+
+
+def test_report_cam_completeness_and_top_cell(quick_demo):
+    report = (quick_demo["out"] / "report.md").read_text()
+    m = re.search(r"\|sum of CAM \+ bias - logit\|: \*\*([0-9.e+-]+)\*\*", report)
+    assert m, report
+    assert float(m.group(1)) < 1e-4
+    # the top CAM cell of example 0 (true class) agrees with CAM recomputed from the saved model
+    from captum_robust.attr import CAM
+
+    model = Small()
+    model.load_state_dict(torch.load(quick_demo["out"] / "model.pt", weights_only=True))
+    x, y = load_digits(size=28, seed=0).test.tensors
+    cam = CAM(model.eval(), model.feature_layer, model.classifier).attribute(x[:1], target=y[:1])
+    r, c = divmod(int(cam.flatten().argmax()), cam.shape[-1])
+    row0 = re.search(r"^\| 0 \| \d+ \| \d+( \(wrong\))? \| \((\d), (\d)\) \|", report, re.M)
+    assert (int(row0.group(2)), int(row0.group(3))) == (r, c)
+
+
+def test_demo_is_deterministic_for_a_seed(tmp_path):
+    args = ["demo", "--epochs", "1", "--examples", "1", "--seed", "3", "--no-progress", "--quick"]
+    assert _run(args + ["--out", str(tmp_path / "a")])[0] == 0
+    assert _run(args + ["--out", str(tmp_path / "b")])[0] == 0
+    a = torch.load(tmp_path / "a" / "model.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "model.pt", weights_only=True)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["demo", "--help"], ["--version"]])
+def test_help_exits_zero(argv):
+    code, stdout, _ = _run(argv)
+    assert code == 0
+    if "--help" in argv:
+        assert "usage: captum-robust" in stdout
+    if argv == ["--help"]:
+        assert "demo" in stdout
+    if argv == ["demo", "--help"]:
+        for option in ("--out", "--epochs", "--seconds", "--seed", "--examples", "--no-progress", "--quick"):
+            assert option in stdout
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["nonsense"],
+        ["demo", "--epochs", "zero"],
+        ["demo", "--epochs", "0"],
+        ["demo", "--seconds", "-1"],
+        ["demo", "--examples", "0"],
+        ["demo", "--seed", "-1"],
+        ["demo", "--unknown-option"],
+    ],
+)
+def test_bad_arguments_exit_two(argv, tmp_path):
+    code, stdout, stderr = _run(argv + ["--out", str(tmp_path / "never")] if argv[:1] == ["demo"] else argv)
+    assert code == 2
+    assert "error" in stderr
+    assert not (tmp_path / "never").exists()
+
+
+def test_out_is_an_existing_file_exits_two(tmp_path):
+    blocker = tmp_path / "report.txt"
+    blocker.write_text("keep me")
+    code, stdout, stderr = _run(["demo", "--quick", "--no-progress", "--out", str(blocker)])
+    assert code == 2
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and "--out" in lines[0] and "not a directory" in lines[0]
+    assert "Traceback" not in stderr
+    assert blocker.read_text() == "keep me"
+
+
+def test_out_below_a_file_exits_two(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, _, stderr = _run(["demo", "--quick", "--no-progress", "--out", str(blocker / "sub")])
+    assert code == 2
+    assert "--out" in stderr and "Traceback" not in stderr
+
+
+def test_too_many_examples_exits_two(tmp_path):
+    code, _, stderr = _run(["demo", "--quick", "--no-progress", "--examples", "361", "--out", str(tmp_path)])
+    assert code == 2
+    assert "--examples 361" in stderr and "360" in stderr
+    assert not (tmp_path / "model.pt").exists()
+
+
+def test_console_script_is_declared():
+    scripts = importlib.metadata.entry_points(group="console_scripts")
+    matches = [ep for ep in scripts if ep.name == "captum-robust"]
+    assert len(matches) == 1
+    assert matches[0].value == "captum_robust.cli:main"
+    assert matches[0].load() is main
