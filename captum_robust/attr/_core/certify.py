@@ -677,6 +677,7 @@ class CertifiedTopK(Attribution):
         internal_batch_size: Optional[int],
         generator: Optional[torch.Generator],
         show_progress: bool,
+        stacklevel: int,
     ) -> Tuple[bool, Tuple[Tensor, ...], Tensor, Tensor, int, float, int]:
         is_tuple, inputs_t = format_inputs(inputs)
         smoothed = self.smoothed_attribution
@@ -696,7 +697,7 @@ class CertifiedTopK(Attribution):
                 f"n={n}, confidence={self.confidence} (the Hoeffding margin {margin:.3f} leaves no room); "
                 f"the smallest useful n_samples is {needed} (Levine used 8192)",
                 UserWarning,
-                stacklevel=3,
+                stacklevel=stacklevel,
             )
         mean, sigma_used, q_used = smoothed._smooth(
             inputs_t,
@@ -744,7 +745,7 @@ class CertifiedTopK(Attribution):
             (the message names the smallest useful ``n_samples``).
         """
         is_tuple, inputs_t, mean, sigma, q, margin, kk = self._maps(
-            inputs, target, additional_forward_args, n_samples, internal_batch_size, generator, show_progress
+            inputs, target, additional_forward_args, n_samples, internal_batch_size, generator, show_progress, 5
         )
         flat = _flat_map(mean, "the smoothed map")
         cert, order = _sorted_certificate(flat, kk, self.rho, sigma.to(flat.dtype), margin)
@@ -789,7 +790,7 @@ class CertifiedTopK(Attribution):
             its certified rank.
         """
         is_tuple, inputs_t, mean, sigma, _, margin, _ = self._maps(
-            inputs, target, additional_forward_args, n_samples, internal_batch_size, generator, show_progress
+            inputs, target, additional_forward_args, n_samples, internal_batch_size, generator, show_progress, 4
         )
         ranks = certified_rank(mean, index, self.rho, sigma.to(torch.float64), margin)
         return SmoothGradBase._unflatten(mean, inputs_t, is_tuple), ranks

@@ -412,6 +412,8 @@ class SmoothGradBase(GradientAttribution):
         base = [x.unsqueeze(0) if create_graph else x.detach().unsqueeze(0) for x in inputs]
         n_chunks = -(-q // per_chunk)
         context = preserved_model_state(self.forward_func)
+        low: Optional[Tensor] = None
+        high: Optional[Tensor] = None
         with context, preserved_model_state(surrogate), torch.set_grad_enabled(create_graph):
             done = 0
             for _ in tqdm(range(n_chunks), disable=not show_progress, desc=type(self).__name__, leave=False):
@@ -424,13 +426,20 @@ class SmoothGradBase(GradientAttribution):
                 t_rows = None if target_t is None else target_t.repeat(s)
                 grads = self._gradient_rows(model, points, _expand_args(args, batch, s), t_rows, create_graph)
                 maps = self.map_from_gradients(grads)
+                low = torch.minimum(low, maps.detach().amin()) if low is not None else maps.detach().amin()
+                high = torch.maximum(high, maps.detach().amax()) if high is not None else maps.detach().amax()
                 acc = acc + maps.reshape(s, batch, n_features).sum(dim=0).to(acc_dtype)
                 done += s
-        mean = (acc / q).clamp(0.0, 1.0).to(dtype)
-        if not bool(torch.isfinite(mean.detach()).all()):
+        assert low is not None and high is not None
+        lo, hi = float(low), float(high)
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise ValueError("the smoothed map contains NaN: the model's gradient is not finite at some noisy points")
+        if lo < 0.0 or hi > 1.0:
             raise ValueError(
-                "the smoothed map contains NaN: the model's gradient is not finite at some noisy points"
+                f"{type(self).__name__}.map_from_gradients returned values in [{lo}, {hi}]; base maps must lie "
+                "in [0, 1] (the certificate holds for smoothed maps of bounded functions)"
             )
+        mean = (acc / q).clamp(0.0, 1.0).to(dtype)
         return mean, self._effective_sigma(sigmas), q
 
     @staticmethod
