@@ -5,7 +5,8 @@ Targets (batch 64, Small, 1 x 28 x 28, CPU):
 * CAM of every class costs at most 1.3x one forward pass of the model (no_grad);
 * all-class Grad-CAM costs at most 0.5x the time of C separate Captum ``LayerGradCam`` calls.
 
-Every ratio is measured in this run: each timed call is repeated, and the median is used.
+Every ratio is measured in this run: the calls are timed round-robin, ``--repeats`` times
+each, and the medians are compared.
 Prints a markdown table and writes ``benchmarks/results/cam.json``.
 
 Usage::
@@ -29,24 +30,30 @@ from captum_robust.attr import CAM, GradCAM, GradCAMPlusPlus
 from captum_robust.models import Small
 
 
-def median_seconds(fn, repeats: int, warmup: int = 3) -> float:
+def interleaved_medians(fns: dict, repeats: int, warmup: int = 3) -> dict:
+    """Median wall time of each function, timed round-robin so that load changes on a shared
+    machine hit every candidate alike."""
     for _ in range(warmup):
-        fn()
-    times = []
+        for fn in fns.values():
+            fn()
+    times = {name: [] for name in fns}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: stable on a shared machine)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "cam.json")
     args = parser.parse_args()
 
+    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = Small(in_channels=1).eval()
     x = torch.rand(args.batch, 1, 28, 28)
@@ -68,16 +75,19 @@ def main() -> None:
         for c in range(n_classes):
             captum.attribute(x, target=c)
 
-    t = {
-        "forward": median_seconds(forward, args.repeats),
-        "forward_backward": median_seconds(forward_backward, args.repeats),
-        "cam_all": median_seconds(lambda: cam.attribute(x), args.repeats),
-        "cam_all_create_graph": median_seconds(lambda: cam.attribute(x, create_graph=True), args.repeats),
-        "gradcam_all": median_seconds(lambda: gradcam.attribute(x), args.repeats),
-        "gradcampp_all": median_seconds(lambda: gradcampp.attribute(x), args.repeats),
-        "captum_layergradcam_one": median_seconds(lambda: captum.attribute(x, target=0), args.repeats),
-        "captum_layergradcam_all": median_seconds(captum_all, max(5, args.repeats // 3)),
-    }
+    t = interleaved_medians(
+        {
+            "forward": forward,
+            "forward_backward": forward_backward,
+            "cam_all": lambda: cam.attribute(x),
+            "cam_all_create_graph": lambda: cam.attribute(x, create_graph=True),
+            "gradcam_all": lambda: gradcam.attribute(x),
+            "gradcampp_all": lambda: gradcampp.attribute(x),
+            "captum_layergradcam_one": lambda: captum.attribute(x, target=0),
+            "captum_layergradcam_all": captum_all,
+        },
+        args.repeats,
+    )
     rows = [
         ("CAM, all classes", t["cam_all"], "one forward pass", t["forward"], 1.3),
         ("CAM, all classes, create_graph", t["cam_all_create_graph"], "one forward pass", t["forward"], None),

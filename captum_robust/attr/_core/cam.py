@@ -235,11 +235,13 @@ class CAM(_CAMBase):
             )
         weight = weight.to(activation.dtype)
         with torch.set_grad_enabled(create_graph):
+            flat = activation.flatten(2)  # B x K x u, a view: no copy of the feature map
             if target is None:
-                maps = torch.einsum("ck,bk...->bc...", weight, activation)
+                maps = torch.matmul(weight, flat)  # (C x K) @ (B x K x u) -> B x C x u
             else:
                 t = resolve_target(target, outputs.shape[0], outputs.shape[1], outputs.device)
-                maps = torch.einsum("bk,bk...->b...", weight[t], activation).unsqueeze(1)
+                maps = torch.bmm(weight[t].unsqueeze(1), flat)  # B x 1 x u
+            maps = maps.view(*maps.shape[:2], *activation.shape[2:])
             if not raw:
                 maps = maps / math.prod(activation.shape[2:])
             if upsample:
@@ -259,10 +261,12 @@ class CAM(_CAMBase):
                 f"layer output has shape {tuple(activation.shape)}; CAM needs a feature map "
                 "B x K x H' x W' (or B x K x L); use GradCAM for other layers"
             )
-        expected = activation.mean(dim=_spatial_dims(activation))
-        if pooled_in.shape != expected.shape or not torch.allclose(
-            pooled_in.detach(), expected.detach(), rtol=1e-4, atol=1e-5 * (1.0 + float(expected.detach().abs().max()))
-        ):
+        with torch.no_grad():
+            expected = activation.mean(dim=_spatial_dims(activation))
+            matches = pooled_in.shape == expected.shape and bool(
+                (pooled_in - expected).abs().max() <= 1e-4 * (1.0 + expected.abs().max())
+            )
+        if not matches:
             raise ValueError(
                 f"the classifier's input (shape {tuple(pooled_in.shape)}) is not the global average pool "
                 f"of the layer's output (shape {tuple(activation.shape)}), so CAM does not apply to this "
