@@ -346,27 +346,33 @@ class _RngState:
 
 
 class _RecomputedChunk(torch.autograd.Function):
-    """One chunk of the path whose graph is not kept: the forward pass computes the chunk's
-    path-gradient sums without a graph; the backward pass recomputes them with
-    ``create_graph=True`` and returns their vector-Jacobian product with respect to the
-    declared tensors (inputs, baselines, additional-argument tensors) and the leaves the
+    """One chunk of the path whose graph is not kept.
+
+    The chunk's path-gradient sums are computed without a graph *before* the function is
+    applied (inside ``Function.forward`` forward-mode AD is disabled, and layer attributions
+    need it) and passed in as ``values``; ``forward`` only returns copies of them. The
+    backward pass recomputes the sums with ``create_graph=True`` (with the random-number
+    state of the first evaluation) and returns their vector-Jacobian product with respect to
+    the declared tensors (inputs, baselines, additional-argument tensors) and the leaves the
     forward function uses (its parameters). The backward pass is itself differentiable, so
-    higher derivatives (``gradgradcheck``) are right too."""
+    higher derivatives (``gradgradcheck``) are right too.
+    """
 
     @staticmethod
-    def forward(ctx: Any, path: _Path, rect: Rect, n_declared: int, *tensors: Tensor) -> Tuple[Tensor, ...]:  # type: ignore[override]
-        ctx.path, ctx.rect, ctx.n_declared = path, rect, n_declared
-        ctx.rng = _RngState(tensors)
-        ctx.save_for_backward(*tensors)
-        with torch.enable_grad():
-            outs = path.evaluate(tensors[:n_declared], rect, create_graph=False)
-        return tuple(o.detach() for o in outs)
+    def forward(  # type: ignore[override]
+        ctx: Any, path: _Path, rect: Rect, rng: "_RngState", n_values: int, n_declared: int, *tensors: Tensor
+    ) -> Tuple[Tensor, ...]:
+        ctx.path, ctx.rect, ctx.rng, ctx.n_declared = path, rect, rng, n_declared
+        ctx.n_values = n_values
+        ctx.save_for_backward(*tensors[n_values:])
+        return tuple(v.detach().clone() for v in tensors[:n_values])
 
     @staticmethod
     def backward(ctx: Any, *grad_outputs: Optional[Tensor]) -> Tuple[Optional[Tensor], ...]:  # type: ignore[override]
         tensors = ctx.saved_tensors
+        offset = 5 + ctx.n_values  # path, rect, rng, n_values, n_declared, *values
         outer_create_graph = torch.is_grad_enabled()
-        wanted = [i for i, t in enumerate(tensors) if ctx.needs_input_grad[3 + i]]
+        wanted = [i for i, t in enumerate(tensors) if ctx.needs_input_grad[offset + i]]
         result: List[Optional[Tensor]] = [None] * len(tensors)
         if wanted:
             with torch.enable_grad(), ctx.rng.restored():
@@ -382,12 +388,13 @@ class _RecomputedChunk(torch.autograd.Function):
                     )
                     for i, g in zip(wanted, grads):
                         result[i] = g
-        return (None, None, None, *result)
+        return (None, None, None, None, None, *([None] * ctx.n_values), *result)
 
 
 def _current_sequence_nr() -> int:
     """The autograd node counter of this thread (nodes created later get larger numbers)."""
-    probe = torch.zeros((), requires_grad=True) * 1.0
+    with torch.enable_grad():
+        probe = torch.zeros((), requires_grad=True) * 1.0
     return probe.grad_fn._sequence_nr()  # type: ignore[union-attr]
 
 
@@ -640,8 +647,8 @@ class BatchedIntegratedGradients(GradientAttribution):
         with preserved_model_state(self.forward_func):
             path = _Path(self, inputs_t, baselines_t, args, target, method, n_steps, layer, attribute_to_layer_input)
             declared = path.tensors if create_graph else tuple(t.detach() for t in path.tensors)
-            totals, chunk = _integrate(path, declared, chunk_arg, create_graph, show_progress)
             with torch.set_grad_enabled(create_graph):
+                totals, chunk = _integrate(path, declared, chunk_arg, create_graph, show_progress)
                 xs, bs, _ = path._split(declared)
                 if layer is not None or not self.multiplies_by_inputs:
                     attributions = tuple(totals)
@@ -773,7 +780,9 @@ def _integrate(
                 mode = "keep"
         for rect in rest:
             if mode == "recompute":
-                outs = _RecomputedChunk.apply(path, rect, len(declared), *declared, *leaves)
+                rng = _RngState(declared)
+                values = path.evaluate(declared, rect, create_graph=False)
+                outs = _RecomputedChunk.apply(path, rect, rng, len(values), len(declared), *values, *declared, *leaves)
             elif mode == "checkpoint":
                 outs = torch.utils.checkpoint.checkpoint(
                     lambda *ts, _r=rect: path.evaluate(ts, _r, create_graph=True), *declared, use_reentrant=False
