@@ -13,6 +13,7 @@ from captum_robust.attr._core.smoothgrad import (
     RelaxedSparsifiedSmoothGrad,
     ScaledSmoothGrad,
     SparsifiedSmoothGrad,
+    attribute_with_shared_noise,
 )
 
 __all__ = [

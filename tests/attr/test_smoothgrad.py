@@ -14,6 +14,7 @@ from captum_robust.attr import (
     RelaxedSparsifiedSmoothGrad,
     ScaledSmoothGrad,
     SparsifiedSmoothGrad,
+    attribute_with_shared_noise,
 )
 from captum_robust.attr._core.smoothgrad import _kth_largest, _NoiseStream, top_count_mask
 from tests.helpers.models import TinyGapNet, TwoInputNet
@@ -218,6 +219,20 @@ def test_same_seed_same_map_whatever_the_chunking(dtype):
     torch.manual_seed(11)
     f = _methods(model)["sparsified"].attribute(x)
     torch.testing.assert_close(e, f, rtol=0, atol=0)
+
+
+def test_shared_noise_maps_equal_separate_calls():
+    model = TinyGapNet().double().eval()
+    x = torch.randn(3, 2, 5, 5, dtype=torch.float64)
+    methods = list(_methods(model, n_samples=33).values())
+    shared = attribute_with_shared_noise(methods, x, target=[0, 1, 2], generator=_gen(6), internal_batch_size=10)
+    for method, got in zip(methods, shared):
+        alone = method.attribute(x, target=[0, 1, 2], generator=_gen(6), internal_batch_size=10)
+        torch.testing.assert_close(got, alone, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="same noise"):
+        attribute_with_shared_noise([ScaledSmoothGrad(model, 0.3), ScaledSmoothGrad(model, 0.2)], x)
+    with pytest.raises(ValueError, match="same model"):
+        attribute_with_shared_noise([ScaledSmoothGrad(model, 0.3), ScaledSmoothGrad(TinyGapNet(), 0.3)], x)
 
 
 def test_memory_is_bounded_by_internal_batch_size():

@@ -60,6 +60,7 @@ __all__ = [
     "QuadraticSmoothGrad",
     "SparsifiedSmoothGrad",
     "RelaxedSparsifiedSmoothGrad",
+    "attribute_with_shared_noise",
 ]
 
 SigmaType = Union[float, Tensor, Sequence[Union[float, Tensor]]]
@@ -381,14 +382,43 @@ class SmoothGradBase(GradientAttribution):
         show_progress: bool,
     ) -> Tuple[Tensor, Tensor, int]:
         """Return ``(mean map B x n, effective sigma B, n_samples)``."""
+        means, sigma, q = self._smooth_many(
+            (self,),
+            inputs,
+            target,
+            additional_forward_args,
+            n_samples,
+            internal_batch_size,
+            generator,
+            create_graph,
+            surrogate,
+            show_progress,
+        )
+        return means[0], sigma, q
+
+    def _smooth_many(
+        self,
+        methods: Sequence["SmoothGradBase"],
+        inputs: Tuple[Tensor, ...],
+        target: TargetType,
+        additional_forward_args: Any,
+        n_samples: Optional[int],
+        internal_batch_size: Optional[int],
+        generator: Optional[torch.Generator],
+        create_graph: bool,
+        surrogate: Optional[Callable[..., Any]],
+        show_progress: bool,
+    ) -> Tuple[List[Tensor], Tensor, int]:
+        """Smooth the base maps of several ``methods`` over this method's noisy samples (one gradient pass)."""
         q = self.n_samples if n_samples is None else check_int_range(n_samples, "n_samples", 1)
         ibs = DEFAULT_INTERNAL_BATCH_SIZE if internal_batch_size is None else internal_batch_size
         check_int_range(ibs, "internal_batch_size", 1)
-        if create_graph and not self.differentiable:
-            raise ValueError(
-                f"{type(self).__name__} is piecewise constant in the input (its gradient is zero almost "
-                "everywhere), so create_graph=True is meaningless; attack RelaxedSparsifiedSmoothGrad instead"
-            )
+        for method in methods:
+            if create_graph and not method.differentiable:
+                raise ValueError(
+                    f"{type(method).__name__} is piecewise constant in the input (its gradient is zero almost "
+                    "everywhere), so create_graph=True is meaningless; attack RelaxedSparsifiedSmoothGrad instead"
+                )
         if generator is not None:
             if not isinstance(generator, torch.Generator):
                 raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
@@ -406,15 +436,16 @@ class SmoothGradBase(GradientAttribution):
         n_features = sum(t[0].numel() for t in inputs)
         dtype = inputs[0].dtype
         acc_dtype = torch.float64 if inputs[0].device.type != "mps" else dtype
-        acc = torch.zeros(batch, n_features, dtype=acc_dtype, device=inputs[0].device)
+        accs = [torch.zeros(batch, n_features, dtype=acc_dtype, device=inputs[0].device) for _ in methods]
         stream = _NoiseStream(inputs, generator)
         sig_shapes = [s.view((1, batch) + (1,) * (x.dim() - 1)) for s, x in zip(sigmas, inputs)]
         base = [x.unsqueeze(0) if create_graph else x.detach().unsqueeze(0) for x in inputs]
         n_chunks = -(-q // per_chunk)
-        context = preserved_model_state(self.forward_func)
-        low: Optional[Tensor] = None
-        high: Optional[Tensor] = None
-        with context, preserved_model_state(surrogate), torch.set_grad_enabled(create_graph):
+        lows: List[Optional[Tensor]] = [None] * len(methods)
+        highs: List[Optional[Tensor]] = [None] * len(methods)
+        with preserved_model_state(self.forward_func), preserved_model_state(surrogate), torch.set_grad_enabled(
+            create_graph
+        ):
             done = 0
             for _ in tqdm(range(n_chunks), disable=not show_progress, desc=type(self).__name__, leave=False):
                 s = min(per_chunk, q - done)
@@ -425,22 +456,27 @@ class SmoothGradBase(GradientAttribution):
                 ]
                 t_rows = None if target_t is None else target_t.repeat(s)
                 grads = self._gradient_rows(model, points, _expand_args(args, batch, s), t_rows, create_graph)
-                maps = self.map_from_gradients(grads)
-                low = torch.minimum(low, maps.detach().amin()) if low is not None else maps.detach().amin()
-                high = torch.maximum(high, maps.detach().amax()) if high is not None else maps.detach().amax()
-                acc = acc + maps.reshape(s, batch, n_features).sum(dim=0).to(acc_dtype)
+                for i, method in enumerate(methods):
+                    maps = method.map_from_gradients(grads)
+                    low, high = maps.detach().amin(), maps.detach().amax()
+                    lows[i] = low if lows[i] is None else torch.minimum(lows[i], low)  # type: ignore[arg-type]
+                    highs[i] = high if highs[i] is None else torch.maximum(highs[i], high)  # type: ignore[arg-type]
+                    accs[i] = accs[i] + maps.reshape(s, batch, n_features).sum(dim=0).to(acc_dtype)
                 done += s
-        assert low is not None and high is not None
-        lo, hi = float(low), float(high)
-        if not (math.isfinite(lo) and math.isfinite(hi)):
-            raise ValueError("the smoothed map contains NaN: the model's gradient is not finite at some noisy points")
-        if lo < 0.0 or hi > 1.0:
-            raise ValueError(
-                f"{type(self).__name__}.map_from_gradients returned values in [{lo}, {hi}]; base maps must lie "
-                "in [0, 1] (the certificate holds for smoothed maps of bounded functions)"
-            )
-        mean = (acc / q).clamp(0.0, 1.0).to(dtype)
-        return mean, self._effective_sigma(sigmas), q
+        means = []
+        for method, acc, low_t, high_t in zip(methods, accs, lows, highs):
+            lo, hi = float(low_t), float(high_t)  # type: ignore[arg-type]
+            if not (math.isfinite(lo) and math.isfinite(hi)):
+                raise ValueError(
+                    "the smoothed map contains NaN: the model's gradient is not finite at some noisy points"
+                )
+            if lo < 0.0 or hi > 1.0:
+                raise ValueError(
+                    f"{type(method).__name__}.map_from_gradients returned values in [{lo}, {hi}]; base maps must "
+                    "lie in [0, 1] (the certificate holds for smoothed maps of bounded functions)"
+                )
+            means.append((acc / q).clamp(0.0, 1.0).to(dtype))
+        return means, self._effective_sigma(sigmas), q
 
     @staticmethod
     def _unflatten(flat: Tensor, inputs: Tuple[Tensor, ...], is_tuple: bool) -> TensorOrTuple:
@@ -721,3 +757,78 @@ class RelaxedSparsifiedSmoothGrad(SmoothGradBase):
         ones = (a >= m_gamma) & (a > 0)
         h = torch.where(ones, torch.ones_like(a), scaled)
         return torch.where(a < m_tau, torch.zeros_like(a), h)
+
+
+def attribute_with_shared_noise(
+    methods: Sequence[SmoothGradBase],
+    inputs: TensorOrTuple,
+    target: TargetType = None,
+    additional_forward_args: Any = None,
+    n_samples: Optional[int] = None,
+    internal_batch_size: Optional[int] = None,
+    generator: Optional[torch.Generator] = None,
+    show_progress: bool = False,
+) -> List[TensorOrTuple]:
+    """Several smoothed maps from the *same* noisy samples, with one gradient pass per sample.
+
+    Comparing methods (or sparsity levels) on the same noise is both fairer and much cheaper:
+    the gradients, which dominate the cost, are computed once and every method's base map
+    is applied to them. Each returned map equals ``method.attribute(inputs, ...)`` called
+    with a generator in the same state.
+
+    Args:
+        methods (sequence of SmoothGradBase): the smoothed methods; they must share the
+            model (the same ``forward_func`` object), ``sigma`` and ``relative_sigma``.
+        inputs, target, additional_forward_args, internal_batch_size, generator,
+        show_progress: as in :meth:`SmoothGradBase.attribute`.
+        n_samples (int, optional): number of samples; default the first method's.
+
+    Returns:
+        list: one map (shaped like the inputs) per method, in order.
+
+    Example::
+
+        >>> from captum_robust.models import Small
+        >>> from captum_robust.attr import ScaledSmoothGrad, SparsifiedSmoothGrad, attribute_with_shared_noise
+        >>> model = Small().eval()
+        >>> methods = [ScaledSmoothGrad(model, 0.2, 256)] + [SparsifiedSmoothGrad(model, t, 0.2, 256) for t in (0.05, 0.1)]
+        >>> scaled, sparse5, sparse10 = attribute_with_shared_noise(methods, torch.rand(2, 1, 28, 28), target=0)
+    """
+    methods = list(methods)
+    if not methods or not all(isinstance(m, SmoothGradBase) for m in methods):
+        raise TypeError("methods must be a non-empty sequence of SmoothGradBase instances (the SmoothGrad family)")
+    first = methods[0]
+
+    def same_sigma(a: SigmaType, b: SigmaType) -> bool:
+        if isinstance(a, tuple) or isinstance(b, tuple):
+            return (
+                isinstance(a, tuple) and isinstance(b, tuple) and len(a) == len(b)
+                and all(same_sigma(x, y) for x, y in zip(a, b))
+            )
+        if isinstance(a, Tensor) or isinstance(b, Tensor):
+            return isinstance(a, Tensor) and isinstance(b, Tensor) and a.shape == b.shape and bool((a == b).all())
+        return a == b
+
+    for m in methods[1:]:
+        if m.forward_func is not first.forward_func:
+            raise ValueError("all methods must explain the same model (the same forward_func object)")
+        if not same_sigma(m.sigma, first.sigma) or m.relative_sigma != first.relative_sigma:
+            raise ValueError(
+                f"all methods must use the same noise: {type(m).__name__} has sigma={m.sigma!r}, "
+                f"relative_sigma={m.relative_sigma} but {type(first).__name__} has sigma={first.sigma!r}, "
+                f"relative_sigma={first.relative_sigma}"
+            )
+    is_tuple, inputs_t = format_inputs(inputs)
+    means, _, _ = first._smooth_many(
+        methods,
+        inputs_t,
+        target,
+        additional_forward_args,
+        n_samples,
+        internal_batch_size,
+        generator,
+        False,
+        None,
+        show_progress,
+    )
+    return [SmoothGradBase._unflatten(m, inputs_t, is_tuple) for m in means]

@@ -1,0 +1,306 @@
+"""Speed and memory of Sparsified SmoothGrad and its certificate (issue 4).
+
+Targets (Small on 1 x 28 x 28, batch 8, n_samples 8192, CPU, one thread):
+
+* ``SparsifiedSmoothGrad`` costs at most 1.15x the *bare chunked gradient computation over
+  the same noisy samples* (same noise stream, same chunks: forward, backward, sum of the
+  gradients -- so the sparsification itself costs at most 15%);
+* it is at least as fast as Captum's ``NoiseTunnel(Saliency)`` smoothgrad with the same
+  n_samples at Captum's best ``nt_samples_batch_size`` (swept);
+* the certificate (``topk_certificate`` on the smoothed maps) costs at most 5% of the
+  smoothing; ``CertifiedTopK.attribute`` as a whole at most 1.05x the smoothing;
+* peak memory is flat in n_samples: one child process per configuration, its maximum
+  resident set size (``ru_maxrss``) is reported (on CUDA: ``torch.cuda.max_memory_allocated``).
+
+Ratios are medians over repeats of calls interleaved in one loop (reference, candidate,
+reference, ...), so drifts in machine load hit both. Prints markdown tables and writes
+``benchmarks/results/smoothgrad.json`` (``smoothgrad_<device>.json`` off the CPU).
+
+Usage::
+
+    python benchmarks/smoothgrad.py              # the issue's configuration (a few minutes)
+    python benchmarks/smoothgrad.py --quick      # n_samples 1024, fewer repeats (about a minute)
+    python benchmarks/smoothgrad.py --device cuda --image-size 224 --channels 3 --model wrn
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Dict, List
+
+import torch
+from captum.attr import NoiseTunnel, Saliency
+
+from captum_robust.attr import CertifiedTopK, SparsifiedSmoothGrad
+from captum_robust.attr import certify
+from captum_robust.attr._core.smoothgrad import _NoiseStream
+from captum_robust.models import Small, WideResNet
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def build(args: argparse.Namespace):
+    torch.manual_seed(0)
+    device = torch.device(args.device)
+    if args.model == "small":
+        model = Small(in_channels=args.channels)
+    else:  # a randomly initialised ResNet-like model, for timing at ImageNet size
+        model = WideResNet(depth=16, widen_factor=2, in_channels=args.channels, num_classes=1000)
+    model = model.to(device).eval()
+    x = torch.rand(args.batch, args.channels, args.image_size, args.image_size, device=device)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    return model, x, y
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def bare_chunked_gradients(model, x, y, sigma, n_samples, internal_batch_size, generator):
+    """The reference: the same noisy points in the same chunks, forward + backward + sum of gradients."""
+    batch = x.shape[0]
+    per_chunk = max(1, internal_batch_size // batch)
+    stream = _NoiseStream((x,), generator)
+    acc = torch.zeros(batch, x[0].numel(), dtype=torch.float64, device=x.device)
+    done = 0
+    while done < n_samples:
+        s = min(per_chunk, n_samples - done)
+        (noise,) = stream.take(s)
+        points = (x.unsqueeze(0) + sigma * noise).reshape((s * batch,) + tuple(x.shape[1:])).requires_grad_()
+        out = model(points)
+        (g,) = torch.autograd.grad(out.gather(1, y.repeat(s)[:, None]).sum(), points)
+        acc += g.reshape(s, batch, -1).sum(0)
+        done += s
+    return acc / n_samples
+
+
+def interleaved(fns: Dict[str, Callable[[], object]], repeats: int, device: torch.device) -> Dict[str, List[float]]:
+    for fn in fns.values():  # warm-up
+        fn()
+    times: Dict[str, List[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            sync(device)
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def time_once(fn: Callable[[], object], device: torch.device) -> float:
+    sync(device)
+    start = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - start
+
+
+# ---------------------------------------------------------------------------- memory children
+
+
+def child(args: argparse.Namespace) -> None:
+    """Run one configuration once and print its peak memory as JSON (called in a fresh process)."""
+    torch.set_num_threads(1)
+    model, x, y = build(args)
+    device = x.device
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    if args.child in ("sparsified", "unchunked"):
+        rows = args.internal_batch_size if args.child == "sparsified" else args.child_n_samples * x.shape[0]
+        SparsifiedSmoothGrad(model, args.sparsity, args.sigma, args.child_n_samples).attribute(
+            x, target=y, internal_batch_size=rows, generator=torch.Generator(device).manual_seed(0)
+        )
+    elif args.child == "captum":
+        NoiseTunnel(Saliency(model)).attribute(
+            x, nt_type="smoothgrad", nt_samples=args.child_n_samples, nt_samples_batch_size=args.nt_batch,
+            stdevs=args.sigma, target=y, abs=True,
+        )
+    elif args.child == "idle":
+        model(x)
+    peak = {"maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
+    if device.type == "cuda":
+        peak["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    print(json.dumps(peak))
+
+
+def peak_memory(args: argparse.Namespace, which: str, n_samples: int, nt_batch: int) -> Dict[str, float]:
+    cmd = [
+        sys.executable, __file__, "--child", which, "--child-n-samples", str(n_samples), "--nt-batch", str(nt_batch),
+        "--device", args.device, "--model", args.model, "--channels", str(args.channels),
+        "--image-size", str(args.image_size), "--batch", str(args.batch), "--sigma", str(args.sigma),
+        "--sparsity", str(args.sparsity), "--internal-batch-size", str(args.internal_batch_size),
+    ]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="n_samples 1024 and fewer repeats")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--model", choices=["small", "wrn"], default="small")
+    parser.add_argument("--channels", type=int, default=1)
+    parser.add_argument("--image-size", type=int, default=28)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--n-samples", type=int, default=8192)
+    parser.add_argument("--sigma", type=float, default=0.2)
+    parser.add_argument("--sparsity", type=float, default=0.1)
+    parser.add_argument("--internal-batch-size", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--nt-batches", default="16,32,64,128,512", help="Captum nt_samples_batch_size sweep")
+    parser.add_argument("--memory-n-samples", default="512,4096,16384")
+    parser.add_argument("--unchunked-n-samples", default="512,2048",
+                        help="also measure all samples in one pass (shows that the measurement sees growth)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--child-n-samples", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--nt-batch", type=int, default=64, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return
+    if args.quick:
+        args.n_samples, args.repeats = 1024, 3
+        args.memory_n_samples = "256,1024,4096"
+        args.unchunked_n_samples = "256,1024"
+        args.nt_batches = "64,512"
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    model, x, y = build(args)
+    n = x[0].numel()
+    q, ibs, sigma = args.n_samples, args.internal_batch_size, args.sigma
+    ssg = SparsifiedSmoothGrad(model, args.sparsity, sigma, q)
+    k = max(1, round(0.2 * n))
+    wrapper = CertifiedTopK(ssg, k=k, rho=0.03)
+
+    def gen():
+        return torch.Generator(device).manual_seed(0)
+
+    def bare():
+        return bare_chunked_gradients(model, x, y, sigma, q, ibs, gen())
+
+    def sparsified():
+        return ssg.attribute(x, target=y, internal_batch_size=ibs, generator=gen())
+
+    def certified():
+        return wrapper.attribute(x, target=y, internal_batch_size=ibs, generator=gen())
+
+    def captum(nt_batch):
+        return lambda: NoiseTunnel(Saliency(model)).attribute(
+            x, nt_type="smoothgrad", nt_samples=q, nt_samples_batch_size=nt_batch, stdevs=sigma, target=y, abs=True
+        )
+
+    print(f"# SmoothGrad benchmark: {args.model} {args.channels}x{args.image_size}x{args.image_size}, batch "
+          f"{args.batch}, n_samples {q}, internal_batch_size {ibs} rows, device {device}, threads {args.threads}\n")
+
+    # 1. Captum's best nt_samples_batch_size (one call each)
+    sweep = {}
+    for b in [int(v) for v in args.nt_batches.split(",")]:
+        sweep[b] = time_once(captum(b), device)
+        print(f"captum NoiseTunnel(Saliency) nt_samples_batch_size={b}: {sweep[b]:.2f} s")
+    best_nt = min(sweep, key=sweep.get)
+
+    # 2. interleaved repeats: bare gradients, sparsified, certified, Captum at its best
+    times = interleaved(
+        {"bare": bare, "sparsified": sparsified, "certified": certified, "captum_best": captum(best_nt)},
+        args.repeats,
+        device,
+    )
+    med = {name: statistics.median(v) for name, v in times.items()}
+    ratio_bare = statistics.median([s / b for s, b in zip(times["sparsified"], times["bare"])])
+    ratio_captum = statistics.median([s / c for s, c in zip(times["sparsified"], times["captum_best"])])
+    ratio_wrapper = statistics.median([c / s for c, s in zip(times["certified"], times["sparsified"])])
+
+    # 3. the certificate alone, on the smoothed maps
+    maps = sparsified()
+    margin = certify.hoeffding_margin(n, q, 0.95)
+    cert_fn = lambda: certify.topk_certificate(maps, k, 0.03, sigma, margin)  # noqa: E731
+    cert_times = interleaved({"cert": cert_fn}, 50, device)["cert"]
+    cert_time = statistics.median(cert_times)
+    cert_share = cert_time / med["sparsified"]
+
+    rows = [
+        ("sparsified / bare chunked gradients", ratio_bare, "<= 1.15"),
+        (f"sparsified / Captum NoiseTunnel(Saliency), nt_samples_batch_size={best_nt}", ratio_captum, "<= 1.00"),
+        ("certificate (topk_certificate) / sparsified smoothing", cert_share, "<= 0.05"),
+        ("CertifiedTopK.attribute / sparsified smoothing", ratio_wrapper, "<= 1.05"),
+    ]
+    print("\n| quantity | ratio (median) | target | met |\n|---|---|---|---|")
+    for name, value, target in rows:
+        ok = value <= float(target.split()[-1])
+        print(f"| {name} | {value:.3f} | {target} | {'yes' if ok else 'NO'} |")
+    print("\n| call | median seconds |\n|---|---|")
+    for name, value in med.items():
+        print(f"| {name} | {value:.3f} |")
+    print(f"| certificate only | {cert_time * 1e3:.3f} ms |")
+
+    # 4. peak memory against n_samples, a fresh process per configuration
+    memory = []
+    for m in [int(v) for v in args.memory_n_samples.split(",")]:
+        for which in ("sparsified", "captum"):
+            peak = peak_memory(args, which, m, best_nt)
+            memory.append({"method": which, "n_samples": m, **peak})
+    for m in [int(v) for v in args.unchunked_n_samples.split(",") if v]:
+        peak = peak_memory(args, "unchunked", m, best_nt)
+        memory.append({"method": "unchunked", "n_samples": m, **peak})
+    idle = peak_memory(args, "idle", 1, best_nt)
+    key = "cuda_max_allocated_mb" if device.type == "cuda" else "maxrss_mb"
+    print(f"\nPeak memory ({key}; a process that only runs the model once: {idle[key]:.0f} MB)\n")
+    labels = {"sparsified": f"SparsifiedSmoothGrad, internal_batch_size={ibs}",
+              "captum": f"Captum NoiseTunnel(Saliency), nt_samples_batch_size={best_nt}",
+              "unchunked": "SparsifiedSmoothGrad, every sample in one pass (for contrast)"}
+    print("| method | n_samples | peak MB | above idle MB |\n|---|---|---|---|")
+    for r in memory:
+        print(f"| {labels[r['method']]} | {r['n_samples']} | {r[key]:.0f} | {r[key] - idle[key]:.0f} |")
+    spars = [r for r in memory if r["method"] == "sparsified"]
+    growth = max(r[key] for r in spars) - min(r[key] for r in spars)
+    flat = growth < 0.05 * min(r[key] for r in spars) + 20
+    print(f"\nsparsified: peak memory grows by {growth:.1f} MB from n_samples {spars[0]['n_samples']} to "
+          f"{spars[-1]['n_samples']} ({'flat' if flat else 'NOT flat'})")
+
+    result = {
+        "config": {k_: (str(v) if isinstance(v, Path) else v) for k_, v in vars(args).items()},
+        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpu_count": os.cpu_count(),
+                    "torch": torch.__version__,
+                    "cuda_device": torch.cuda.get_device_name() if device.type == "cuda" else None},
+        "captum_sweep_seconds": sweep,
+        "captum_best_nt_samples_batch_size": best_nt,
+        "times_seconds": times,
+        "medians_seconds": med,
+        "ratio_sparsified_over_bare": ratio_bare,
+        "ratio_sparsified_over_captum_best": ratio_captum,
+        "certificate_seconds": cert_time,
+        "certificate_share_of_smoothing": cert_share,
+        "ratio_certified_over_sparsified": ratio_wrapper,
+        "memory": memory,
+        "memory_idle": idle,
+        "memory_key": key,
+        "memory_growth_sparsified_mb": growth,
+        "memory_flat": flat,
+    }
+    out = args.out or RESULTS / ("smoothgrad.json" if device.type == "cpu" else f"smoothgrad_{device.type}.json")
+    if args.quick and args.out is None:
+        out = out.with_name(out.stem + "_quick.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()
