@@ -1,0 +1,545 @@
+r"""Rank measures between batches of attribution maps: Kendall's tau, Spearman's rho,
+top-k intersection, and Ghorbani's center of mass.
+
+Every function takes maps ``B x ...`` (one map per example; everything after the batch
+dimension is flattened, as every paper does) and returns one value per example, computed
+on the maps' own device with batched tensor operations. The rank measures are exact:
+:func:`kendall_tau` and :func:`spearman` equal ``scipy.stats.kendalltau`` and
+``scipy.stats.spearmanr`` map by map, ties included.
+
+How :func:`kendall_tau` is computed, in :math:`O(n \log n)` per map and without a Python
+loop over maps:
+
+1. sort the second map ``b`` once and replace it by its dense ranks (ties share a rank);
+2. sort the pairs ``(a, rank_b)`` lexicographically; tie counts in ``a``, ``b`` and in both
+   come from the group boundaries of the sorted sequences;
+3. the discordant pairs are the strict inversions of the ranks of ``b`` in that order. They
+   are counted bit by bit, from the most significant bit of the rank down (an MSD radix
+   sort): while the sequence is stably partitioned on bit ``k`` within the groups that share
+   the higher bits, every element whose bit is 0 forms an inversion with each element of its
+   group that precedes it and has bit 1. One cumulative sum per bit counts them, and a
+   gather + scatter performs the stable partition, so each of the
+   :math:`\lceil \log_2 n \rceil` levels costs :math:`O(n)` for every map at once.
+
+On the CPU the two sorts use NumPy's sort on packed 64-bit keys (several times faster than
+``torch.sort`` there; the tensors are shared with NumPy, nothing is copied); on other devices
+``torch.sort``. Nothing goes to the host when the maps are on a GPU.
+"""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from captum_robust.robust.discrepancy._checks import (
+    check_k,
+    check_maps,
+    check_pair,
+    flatten_maps,
+    result_dtype,
+    split_rows,
+)
+
+__all__ = [
+    "kendall_tau",
+    "spearman",
+    "topk_intersection",
+    "topk_mask",
+    "center_of_mass",
+    "center_dislocation",
+]
+
+_LOW32 = 0xFFFFFFFF
+# Rows are processed in chunks of about this many elements on the CPU, so the working set
+# of the per-bit passes stays in cache; on accelerators everything goes at once.
+_CPU_CHUNK = 1 << 17
+# The last level of the inversion count compares the pairs in blocks of 2**_BRUTE_BITS
+# (cheaper than a radix pass only for a single bit), and the rows are padded to a multiple
+# of _SEGMENT so the running counts can be summed in int32 segments without a copy.
+_BRUTE_BITS = 1
+_SEGMENT = 64
+_SMALL_FLOATS = (torch.float16, torch.bfloat16, torch.float32)
+
+
+# --------------------------------------------------------------------------- sorting helpers
+
+
+def _use_numpy(t: Tensor) -> bool:
+    return t.device.type == "cpu"
+
+
+def _sort_values(keys: Tensor, use_numpy: bool) -> Tensor:
+    """Sort each row of an int64 tensor (values only)."""
+    if use_numpy:
+        return torch.from_numpy(np.sort(keys.numpy(), axis=1))
+    return torch.sort(keys, dim=1).values
+
+
+def _argsort(values: Tensor, use_numpy: bool) -> Tensor:
+    """Row-wise argsort; the order among equal values is irrelevant to the callers."""
+    if use_numpy:
+        return torch.from_numpy(np.argsort(values.numpy(), axis=1))
+    return torch.argsort(values, dim=1)
+
+
+def _monotone_key(values: Tensor) -> Tensor:
+    """Map float16/bfloat16/float32 values to int64 keys in [-2^31, 2^31) with the same order.
+
+    Equal values get equal keys (``-0.0`` is turned into ``+0.0`` first)."""
+    v = values.to(torch.float32) + 0.0
+    bits = v.view(torch.int32)
+    bits = bits ^ ((bits >> 31) & 0x7FFFFFFF)
+    return bits.to(torch.int64)
+
+
+def _sorted_with_perm(values: Tensor, use_numpy: bool) -> Tuple[Tensor, Tensor]:
+    """``(sorted keys, permutation)`` of each row; equal keys mark tied values."""
+    n = values.shape[1]
+    if values.dtype in _SMALL_FLOATS:
+        # one sort of packed (value, index) keys gives both the order and the permutation
+        idx = torch.arange(n, device=values.device, dtype=torch.int64)
+        packed = _sort_values((_monotone_key(values) << 32) | idx, use_numpy)
+        return packed >> 32, packed & _LOW32
+    perm = _argsort(values, use_numpy)
+    return values.gather(1, perm), perm
+
+
+def _group_starts(sorted_keys: Tensor) -> Tensor:
+    """``new[:, i]`` is True where a group of equal keys starts at position ``i + 1``."""
+    return sorted_keys[:, 1:] != sorted_keys[:, :-1]
+
+
+def _tied_pairs(new: Tensor) -> Tensor:
+    """Number of pairs inside groups of equal keys, sum_g t_g (t_g - 1) / 2, per row."""
+    m = new.shape[1]
+    if m == 0:
+        return torch.zeros(new.shape[0], dtype=torch.int64, device=new.device)
+    pos = torch.arange(1, m + 1, device=new.device, dtype=torch.int64)
+    start = torch.cummax(torch.where(new, pos, 0), dim=1).values
+    return (pos - start).sum(dim=1)
+
+
+def _dense_rank(values: Tensor, use_numpy: bool) -> Tuple[Tensor, Tensor, Tensor]:
+    """Dense ranks (0-based, ties share a rank) in the original positions, the group-start
+    flags of the sorted row and the number of distinct values per row."""
+    sorted_keys, perm = _sorted_with_perm(values, use_numpy)
+    new = _group_starts(sorted_keys)
+    b, n = values.shape
+    ranks_sorted = torch.zeros(b, n, dtype=torch.int64, device=values.device)
+    torch.cumsum(new, dim=1, out=ranks_sorted[:, 1:])
+    ranks = torch.empty_like(ranks_sorted).scatter_(1, perm, ranks_sorted)
+    return ranks, new, ranks_sorted[:, -1] + 1
+
+
+# --------------------------------------------------------------------------- inversions
+
+
+def _count_inversions(perm: Tensor, use_int32: bool) -> Tensor:
+    """Inversions ``#{i < j : p_i > p_j}`` of each row of ``perm``, a permutation of
+    ``[0, N)`` with ``N`` a multiple of ``2**_BRUTE_BITS``, by an MSD radix partition that
+    counts as it goes.
+
+    Before the pass for bit ``k`` the row is stably sorted by ``p >> (k + 1)``: the values
+    sharing those higher bits (group ``g``) sit in the block of positions
+    ``[g 2^(k+1), (g+1) 2^(k+1))`` in their original order; every group but the last holds
+    ``2^k`` values with bit ``k`` clear, then ``2^k`` with it set, and so does the last one
+    whenever it holds any value with the bit set. An element whose bit ``k`` is 0 is inverted
+    with every element of its block that precedes it with bit ``k`` equal to 1 (pairs that
+    differ in a higher bit were counted before). With ``ones`` the running count of bit-1
+    elements along the row and ``T`` their total, that is
+    ``sum(ones) - T (T+1) / 2 - sum_g Z_g g 2^k`` (``Z_g`` bit-0 values in group g, known in
+    closed form), so one cumulative sum and one reduction count a level, and a scatter to
+    the stable-partition positions prepares the next level. The last ``_BRUTE_BITS`` levels
+    (blocks of ``2**_BRUTE_BITS`` elements) are counted by comparing the pairs in each block.
+    """
+    rows, size = perm.shape
+    device = perm.device
+    levels = (size - 1).bit_length() if size > 1 else 0
+    idx_dtype = torch.int32 if use_int32 else torch.int64
+    inversions = torch.zeros(rows, dtype=torch.int64, device=device)
+    brute = min(levels, _BRUTE_BITS)
+    cur = perm.to(idx_dtype, copy=True)
+    if levels > brute:
+        pos = torch.arange(size, device=device, dtype=idx_dtype)
+        nxt, bit, ones, dest, sel = (torch.empty_like(cur) for _ in range(5))
+        segmented_sum = use_int32 and size % _SEGMENT == 0 and size * _SEGMENT < 2**31
+        correction = 0
+        for k in range(levels - 1, brute - 1, -1):
+            half = 1 << k
+            full, rest = divmod(size, 2 * half)
+            total_ones = full * half + max(0, rest - half)
+            zeros_weighted = half * half * (full * (full - 1) // 2) + min(half, rest) * full * half
+            correction += total_ones * (total_ones + 1) // 2 + zeros_weighted
+            torch.bitwise_right_shift(cur, k, out=bit)
+            bit &= 1
+            torch.cumsum(bit, dim=1, out=ones)
+            if segmented_sum:  # int32 partial sums (no int64 copy of the row); no overflow
+                inversions += ones.view(rows, -1, _SEGMENT).sum(dim=2, dtype=torch.int32).sum(dim=1)
+            else:
+                inversions += ones.sum(dim=1)
+            # destination: bit 0 -> pos - ones + g 2^k, bit 1 -> ones + 2^k - 1 + g 2^k, as
+            # integer arithmetic (torch.where on integer tensors is not vectorized on the CPU)
+            torch.sub(pos, ones, out=dest)
+            torch.add(ones, half - 1, out=sel)
+            sel -= dest
+            sel *= bit
+            dest += sel
+            dest += (pos >> (k + 1)) << k
+            nxt.scatter_(1, dest, cur)
+            cur, nxt = nxt, cur
+        inversions -= correction
+    width = 1 << brute
+    blocks = cur.view(rows, size // width, width)
+    for offset in range(1, width):
+        inversions += torch.count_nonzero(blocks[..., : width - offset] > blocks[..., offset:], dim=(1, 2))
+    return inversions
+
+
+# --------------------------------------------------------------------------- Kendall
+
+
+def _kendall_counts(a: Tensor, b: Tensor, use_numpy: bool) -> Tuple[Tensor, ...]:
+    """``(n_pairs, ties_a, ties_b, joint_ties, discordant, distinct_a, distinct_b)`` per row."""
+    rows, n = a.shape
+    device = a.device
+    rank_b, new_b, distinct_b = _dense_rank(b, use_numpy)
+    ties_b = _tied_pairs(new_b)
+    if a.dtype in _SMALL_FLOATS:
+        high = _monotone_key(a)
+    else:
+        high = _dense_rank(a, use_numpy)[0]
+    pairs = _sort_values((high << 32) | rank_b, use_numpy)  # sorted by a, then by rank of b
+    new_a = _group_starts(pairs >> 32)
+    ties_a = _tied_pairs(new_a)
+    joint = _tied_pairs(_group_starts(pairs))
+    distinct_a = new_a.sum(dim=1) + 1
+    # The discordant pairs are the strict inversions of the b-ranks in this order. Replace
+    # the dense ranks by ordinal ones, ties broken by the position in the order (so tied
+    # values are never inverted), padded with larger values at the end
+    # (which add no inversion) to a multiple of _SEGMENT: a permutation, whose radix
+    # groups are fixed blocks.
+    size = -(-n // _SEGMENT) * _SEGMENT
+    seq = torch.arange(size, device=device, dtype=torch.int64)
+    order = _sort_values(((pairs & _LOW32) << 32) | seq[:n], use_numpy) & _LOW32
+    perm = seq.repeat(rows, 1)
+    perm[:, :n].scatter_(1, order, seq[:n].expand(rows, n))
+    discordant = _count_inversions(perm, use_int32=use_numpy)
+    total = torch.full((rows,), n * (n - 1) // 2, dtype=torch.int64, device=device)
+    return total, ties_a, ties_b, joint, discordant, distinct_a, distinct_b
+
+
+def kendall_tau(maps_a: Tensor, maps_b: Tensor, variant: str = "b") -> Tensor:
+    r"""Kendall's rank correlation between two batches of maps, map by map (tau-b with ties).
+
+    With :math:`n_0 = n(n-1)/2` pairs of map elements, :math:`n_1` and :math:`n_2` the pairs
+    tied in ``maps_a`` and in ``maps_b``, :math:`n_3` the pairs tied in both, and
+    :math:`n_c, n_d` the concordant and discordant pairs:
+
+    .. math::
+
+        \tau_b = \frac{n_c - n_d}{\sqrt{(n_0 - n_1)(n_0 - n_2)}},
+        \qquad n_c - n_d = n_0 - n_1 - n_2 + n_3 - 2 n_d .
+
+    This is ``scipy.stats.kendalltau(a, b).statistic`` for every pair of flattened maps (to
+    rounding), clipped to [-1, 1] like scipy. ``variant="c"`` gives Stuart's tau-c,
+    :math:`2 (n_c - n_d) / (n^2 (m - 1) / m)` with :math:`m` the smaller number of distinct
+    values, as ``scipy.stats.kendalltau(..., variant="c")``.
+
+    Chen et al. (2019) and Boopathy et al. (2020, Table 3) report it between the maps of a
+    clean and an attacked input, on the flattened maps (prepare them with
+    :func:`~captum_robust.robust.discrepancy.prepare_maps` for the papers' conventions).
+
+    Undefined cases return NaN, as scipy does: a map that is constant (every pair tied), or
+    maps of a single element. Maps of two elements give +1 or -1 (or NaN when tied).
+
+    The cost is :math:`O(n \log n)` per map, computed for the whole batch at once on the
+    maps' device (see the module notes). The result is not differentiable (ranks are
+    piecewise constant); it is returned without a graph.
+
+    Args:
+        maps_a (Tensor): maps ``B x ...`` (any number of dimensions after the batch one).
+        maps_b (Tensor): maps of the same shape.
+        variant (str): ``"b"`` (default) or ``"c"``.
+
+    Returns:
+        Tensor: ``B`` values in [-1, 1] (or NaN), in the maps' floating dtype.
+
+    Raises:
+        TypeError: not tensors, or complex/bool maps.
+        ValueError: different shapes or devices, no batch dimension, NaN/inf values,
+            unknown ``variant``.
+
+    Example::
+
+        >>> a = torch.tensor([[1.0, 2.0, 3.0, 4.0], [1.0, 1.0, 2.0, 2.0]])
+        >>> b = torch.tensor([[1.0, 3.0, 2.0, 4.0], [4.0, 3.0, 2.0, 1.0]])
+        >>> kendall_tau(a, b)
+        tensor([ 0.6667, -0.8165])
+    """
+    check_pair(maps_a, maps_b, "maps_a", "maps_b", floating=False)
+    if variant not in ("b", "c"):
+        raise ValueError(f"variant must be 'b' or 'c' (as scipy.stats.kendalltau), got {variant!r}")
+    out_dtype = result_dtype(maps_a) if maps_a.is_floating_point() else result_dtype(maps_b)
+    with torch.no_grad():
+        a = flatten_maps(maps_a.detach())
+        b = flatten_maps(maps_b.detach())
+        if a.dtype != b.dtype:
+            common = torch.promote_types(a.dtype, b.dtype)
+            a, b = a.to(common), b.to(common)
+        rows, n = a.shape
+        use_numpy = _use_numpy(a)
+        a, b = a.contiguous(), b.contiguous()
+        bounds = split_rows(rows, n, _CPU_CHUNK if use_numpy else None)
+        parts = [_kendall_counts(a[r0:r1], b[r0:r1], use_numpy) for r0, r1 in zip(bounds[:-1], bounds[1:])]
+        counts = [torch.cat(c) if len(parts) > 1 else c[0] for c in zip(*parts)] if parts else None
+        if counts is None:  # an empty batch
+            return torch.empty(0, dtype=out_dtype, device=maps_a.device)
+        total, ties_a, ties_b, joint, dis, distinct_a, distinct_b = (c.to(torch.float64) for c in counts)
+        con_minus_dis = total - ties_a - ties_b + joint - 2.0 * dis
+        undefined = (ties_a == total) | (ties_b == total)
+        if variant == "b":
+            tau = con_minus_dis / torch.sqrt(total - ties_a) / torch.sqrt(total - ties_b)
+        else:
+            m = torch.minimum(distinct_a, distinct_b)
+            tau = 2.0 * con_minus_dis / (n * n * (m - 1.0) / m)
+        tau = torch.where(undefined, torch.full_like(tau, float("nan")), tau.clamp(-1.0, 1.0))
+    return tau.to(out_dtype)
+
+
+# --------------------------------------------------------------------------- Spearman
+
+
+def _average_ranks(values: Tensor, use_numpy: bool) -> Tensor:
+    """0-based average ranks (ties get the mean of their positions), float64."""
+    sorted_keys, perm = _sorted_with_perm(values, use_numpy)
+    rows, n = values.shape
+    new = _group_starts(sorted_keys)
+    pos = torch.arange(n, device=values.device, dtype=torch.int64)
+    is_start = torch.ones(rows, n, dtype=torch.bool, device=values.device)
+    is_start[:, 1:] = new
+    is_end = torch.ones(rows, n, dtype=torch.bool, device=values.device)
+    is_end[:, :-1] = new
+    start = torch.cummax(torch.where(is_start, pos, 0), dim=1).values
+    end = torch.cummin(torch.where(is_end, pos, n).flip(1), dim=1).values.flip(1)
+    avg = (start + end).to(torch.float64) * 0.5
+    return torch.empty_like(avg).scatter_(1, perm, avg)
+
+
+def spearman(maps_a: Tensor, maps_b: Tensor) -> Tensor:
+    r"""Spearman's rank correlation between two batches of maps, map by map.
+
+    The Pearson correlation of the ranks, where tied values get the average of the ranks
+    they span, exactly as ``scipy.stats.spearmanr(a, b).statistic`` for every pair of
+    flattened maps:
+
+    .. math::
+
+        \rho = \frac{\sum_i (r_i - \bar r)(s_i - \bar s)}
+                    {\sqrt{\sum_i (r_i - \bar r)^2 \sum_i (s_i - \bar s)^2}} .
+
+    A constant map (or a map of one element) gives NaN, as in scipy. Two sorts per map, no
+    Python loop over maps; not differentiable (returned without a graph).
+
+    Args:
+        maps_a (Tensor): maps ``B x ...``.
+        maps_b (Tensor): maps of the same shape.
+
+    Returns:
+        Tensor: ``B`` values in [-1, 1] (or NaN), in the maps' floating dtype.
+
+    Raises:
+        TypeError, ValueError: as :func:`kendall_tau`.
+
+    Example::
+
+        >>> a = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+        >>> spearman(a, torch.tensor([[1.0, 3.0, 2.0, 4.0]]))
+        tensor([0.8000])
+    """
+    check_pair(maps_a, maps_b, "maps_a", "maps_b", floating=False)
+    out_dtype = result_dtype(maps_a) if maps_a.is_floating_point() else result_dtype(maps_b)
+    with torch.no_grad():
+        a = flatten_maps(maps_a.detach()).contiguous()
+        b = flatten_maps(maps_b.detach()).contiguous()
+        if a.shape[0] == 0:
+            return torch.empty(0, dtype=out_dtype, device=maps_a.device)
+        use_numpy = _use_numpy(a)
+        ra = _average_ranks(a, use_numpy)
+        rb = _average_ranks(b, use_numpy)
+        ra = ra - ra.mean(dim=1, keepdim=True)
+        rb = rb - rb.mean(dim=1, keepdim=True)
+        num = (ra * rb).sum(dim=1)
+        den = torch.sqrt((ra * ra).sum(dim=1) * (rb * rb).sum(dim=1))
+        rho = torch.where(den > 0, num / torch.where(den > 0, den, 1.0), torch.full_like(num, float("nan")))
+        rho = rho.clamp(-1.0, 1.0)
+    return rho.to(out_dtype)
+
+
+# --------------------------------------------------------------------------- top-k
+
+
+def _kth_largest(flat: Tensor, k: int) -> Tensor:
+    n = flat.shape[1]
+    if _use_numpy(flat) and flat.dtype != torch.bfloat16:
+        part = np.partition(flat.numpy(), n - k, axis=1)[:, n - k]
+        return torch.from_numpy(np.ascontiguousarray(part)).to(flat.dtype)
+    return torch.kthvalue(flat, n - k + 1, dim=1).values
+
+
+def _topk_mask_flat(flat: Tensor, k: int) -> Tensor:
+    threshold = _kth_largest(flat, k)[:, None]
+    above = flat > threshold
+    tied = flat == threshold
+    room = k - above.sum(dim=1, keepdim=True)
+    return above | (tied & (torch.cumsum(tied, dim=1) <= room))
+
+
+def topk_mask(maps: Tensor, k: int) -> Tensor:
+    r"""Boolean mask of the ``k`` largest elements of each map, with a deterministic tie rule.
+
+    The selected set is the first ``k`` elements of a stable descending sort of the
+    flattened map: every element larger than the k-th largest value, then, among the
+    elements equal to it, those with the lowest flat indices. Computed with a selection
+    (:math:`O(n)` per map), not a full sort.
+
+    Args:
+        maps (Tensor): maps ``B x ...`` (real, finite).
+        k (int): number of elements to select, in ``[1, n]`` with ``n`` the elements per map.
+
+    Returns:
+        Tensor: a bool tensor of the maps' shape with exactly ``k`` True values per map.
+
+    Example::
+
+        >>> topk_mask(torch.tensor([[0.5, 2.0, 0.5, 1.0]]), k=2)
+        tensor([[False,  True, False,  True]])
+        >>> topk_mask(torch.tensor([[0.5, 2.0, 0.5, 1.0]]), k=3)
+        tensor([[ True,  True, False,  True]])
+    """
+    check_maps(maps, "maps", floating=False)
+    with torch.no_grad():
+        flat = flatten_maps(maps.detach()).contiguous()
+        k = check_k(k, flat.shape[1])
+        if flat.shape[0] == 0:
+            return torch.zeros(maps.shape, dtype=torch.bool, device=maps.device)
+        return _topk_mask_flat(flat, k).reshape(maps.shape)
+
+
+def topk_intersection(maps_a: Tensor, maps_b: Tensor, k: int) -> Tensor:
+    r"""Fraction of the top-k elements two maps share: :math:`|T_k(a) \cap T_k(b)| / k`.
+
+    The top-k intersection of Ghorbani et al. (2019), reported by Chen et al. (2019) between
+    the maps of a clean and an attacked input (e.g. ``k = 100`` of the 784 pixels on MNIST).
+    Ties at the k-th value are broken by the lower flat index (:func:`topk_mask`), so the
+    result is deterministic. A map with itself gives 1; a map with distinct values against its
+    negation (reversed ranking) gives :math:`\max(0, 2k - n) / k`.
+
+    Args:
+        maps_a (Tensor): maps ``B x ...``.
+        maps_b (Tensor): maps of the same shape.
+        k (int): size of the top sets, in ``[1, n]``.
+
+    Returns:
+        Tensor: ``B`` values in [0, 1], in the maps' floating dtype.
+
+    Raises:
+        TypeError, ValueError: as :func:`kendall_tau`, and ``k`` outside ``[1, n]``.
+
+    Example::
+
+        >>> a = torch.tensor([[4.0, 3.0, 2.0, 1.0]])
+        >>> topk_intersection(a, torch.tensor([[4.0, 1.0, 3.0, 2.0]]), k=2)
+        tensor([0.5000])
+    """
+    check_pair(maps_a, maps_b, "maps_a", "maps_b", floating=False)
+    out_dtype = result_dtype(maps_a) if maps_a.is_floating_point() else result_dtype(maps_b)
+    with torch.no_grad():
+        a = flatten_maps(maps_a.detach()).contiguous()
+        b = flatten_maps(maps_b.detach()).contiguous()
+        k = check_k(k, a.shape[1])
+        shared = (_topk_mask_flat(a, k) & _topk_mask_flat(b, k)).sum(dim=1)
+    return shared.to(out_dtype) / k
+
+
+# --------------------------------------------------------------------------- center of mass
+
+
+def center_of_mass(maps: Tensor) -> Tensor:
+    r"""Mass center of each map: the map-weighted mean coordinate (Ghorbani et al. 2019).
+
+    For a non-negative map :math:`S` over a grid of coordinates :math:`p`,
+
+    .. math::
+
+        C(S) = \frac{\sum_p S_p \, p}{\sum_p S_p},
+
+    one coordinate per dimension after the batch one, in index units (row, column for
+    ``B x H x W`` maps). Ghorbani's mass-center attack moves this point; reduce the channels
+    first (``B x H x W``; :func:`~captum_robust.robust.discrepancy.prepare_maps`), otherwise
+    the channel index counts as a coordinate. Differentiable with respect to the maps.
+
+    A map with zero total mass has no center: its row is NaN.
+
+    Args:
+        maps (Tensor): non-negative maps ``B x S_1 x ... x S_d`` (floating point).
+
+    Returns:
+        Tensor: ``B x d`` coordinates, in the maps' dtype.
+
+    Raises:
+        ValueError: negative values (take the absolute value first), NaN/inf, no batch dim.
+
+    Example::
+
+        >>> s = torch.zeros(1, 3, 4); s[0, 2, 1] = 1.0; s[0, 0, 3] = 1.0
+        >>> center_of_mass(s)
+        tensor([[1., 2.]])
+    """
+    check_maps(maps, "maps")
+    with torch.no_grad():
+        if maps.numel() and bool((maps < 0).any()):
+            raise ValueError(
+                f"maps must be non-negative for a center of mass, got a minimum of {float(maps.min()):.6g}; "
+                "take the absolute value first (prepare_maps(..., absolute=True))"
+            )
+    mass = maps.reshape(maps.shape[0], -1).sum(dim=1)
+    dims = list(range(1, maps.dim()))
+    coords = []
+    for d in dims:
+        others = [e for e in dims if e != d]
+        marginal = maps.sum(dim=others) if others else maps
+        grid = torch.arange(maps.shape[d], device=maps.device, dtype=maps.dtype)
+        coords.append((marginal * grid).sum(dim=1))
+    centers = torch.stack(coords, dim=1)
+    safe = torch.where(mass > 0, mass, torch.ones_like(mass))
+    return torch.where((mass > 0)[:, None], centers / safe[:, None], torch.full_like(centers, float("nan")))
+
+
+def center_dislocation(maps_a: Tensor, maps_b: Tensor) -> Tensor:
+    r"""Euclidean distance between the mass centers of two batches of maps,
+    :math:`\lVert C(S_a) - C(S_b) \rVert_2` (Ghorbani et al. 2019).
+
+    The measure Ghorbani's mass-center attack increases, in index units (pixels for
+    ``B x H x W`` maps). Differentiable with respect to both maps.
+
+    Args:
+        maps_a (Tensor): non-negative maps ``B x S_1 x ... x S_d``.
+        maps_b (Tensor): maps of the same shape.
+
+    Returns:
+        Tensor: ``B`` distances (NaN where a map has zero mass).
+
+    Example::
+
+        >>> a = torch.zeros(1, 4, 4); a[0, 0, 0] = 1.0
+        >>> b = torch.zeros(1, 4, 4); b[0, 3, 3] = 2.0
+        >>> center_dislocation(a, b)
+        tensor([4.2426])
+    """
+    check_pair(maps_a, maps_b, "maps_a", "maps_b")
+    diff = center_of_mass(maps_a) - center_of_mass(maps_b)
+    return torch.sqrt((diff * diff).sum(dim=1))
+
