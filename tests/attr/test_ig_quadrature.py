@@ -84,9 +84,11 @@ def test_chunk_plan_covers_every_point_once_within_the_bound(n_steps, batch):
                     assert 0 < (k1 - k0) * (b1 - b0) <= max(chunk, probe_rows)
                     seen[k0:k1, b0:b1] += 1
                 assert (seen == 1).all(), (chunk, plan)
-        if chunk >= batch:  # whole steps, as Captum chunks
+        if chunk >= batch:  # whole steps, as Captum chunks, as few chunks as Captum, evenly filled
             assert all(r[2] == 0 and r[3] == batch for r in rects)
             assert len(rects) == -(-n_steps // (chunk // batch))
+            sizes = [r[1] - r[0] for r in rects]
+            assert max(sizes) - min(sizes) <= 1
 
 
 def test_saved_bytes_meter_counts_batch_tensors_once_and_auto_rule():

@@ -11,7 +11,7 @@ from captum.attr import IntegratedGradients, LayerIntegratedGradients, NoiseTunn
 from torch import nn
 
 import captum_robust.attr._core.integrated_gradients as ig_module
-from captum_robust.attr._core.integrated_gradients import BatchedIntegratedGradients
+from captum_robust.attr import BatchedIntegratedGradients
 from captum_robust.models import Pool, Small
 from tests.helpers.models import TinyGapNet, TwoInputNet
 

@@ -69,13 +69,21 @@ def _blocks(b_start: int, batch: int, chunk: int) -> List[Tuple[int, int]]:
 def _rectangles(k_start: int, n_steps: int, batch: int, chunk: int) -> Iterator[Rect]:
     """Cover steps ``[k_start, n_steps)`` x all examples with rectangles of at most ``chunk`` rows.
 
-    With ``chunk >= batch`` a rectangle is ``chunk // batch`` whole steps (Captum's
-    chunking); with ``chunk < batch`` it is an even slice of the examples at one step.
+    With ``chunk >= batch`` a rectangle is at most ``chunk // batch`` whole steps (Captum's
+    chunking), the steps spread evenly over the fewest chunks (no ragged last chunk); with
+    ``chunk < batch`` it is an even slice of the examples at one step.
     """
     if chunk >= batch:
-        per = chunk // batch
-        for k0 in range(k_start, n_steps, per):
-            yield k0, min(k0 + per, n_steps), 0, batch
+        steps = n_steps - k_start
+        if steps <= 0:
+            return
+        n_chunks = -(-steps // (chunk // batch))
+        q, extra = divmod(steps, n_chunks)
+        k0 = k_start
+        for i in range(n_chunks):
+            k1 = k0 + q + (1 if i < extra else 0)
+            yield k0, k1, 0, batch
+            k0 = k1
     else:
         blocks = _blocks(0, batch, chunk)
         for k0 in range(k_start, n_steps):

@@ -1,0 +1,414 @@
+"""Speed, memory and accuracy of BatchedIntegratedGradients (issue 3).
+
+Three studies, all on ``captum_robust.models.Small`` with 1 x 28 x 28 inputs, on CPU:
+
+1. **Plain mode** (batch 32, ``n_steps=50``, Gauss-Legendre, one class per example):
+   Captum's ``IntegratedGradients`` at every ``internal_batch_size`` (its default call has
+   none) against this engine at the same chunk sizes and ``"auto"``. Targets: this engine
+   at most 1.0x Captum's best, and ``"auto"`` within 10% of this engine's best chunk size.
+2. **create_graph mode** (batch 128, ``n_steps=50``, right Riemann sum as in Chen's code):
+   the IG-Norm term ``|| IG^{l_y}(x, x') ||_1`` (IG of the per-example cross-entropy from
+   ``x`` to ``x'``), backward to the parameters. Reference: a naive implementation that
+   evaluates the whole path in one batch with ``create_graph=True``. Peak memory is the
+   maximum resident set size of a fresh child process per configuration (``ru_maxrss``),
+   reported in total and above the child's footprint after setup. Targets: peak at most 35%
+   of naive, time at most 1.3x naive.
+3. **Accuracy**: relative L1 error of every ``method`` at ``n_steps`` 5, 10, 20, 50 against
+   ``n_steps = 2000`` (Gauss-Legendre; every method's own 2000-step result is reported next
+   to it) on a ReLU ``Small`` trained on the embedded digits and its softplus twin (the same
+   architecture with ``softplus=1``, same initialisation, same training), 64 test images,
+   true-class logit, zero baseline.
+
+Timings alternate the configurations in the same loop (round-robin) and report medians, with
+``torch.set_num_threads(1)`` unless ``--threads`` says otherwise. Prints markdown tables and
+writes ``benchmarks/results/integrated_gradients.json`` and
+``benchmarks/results/integrated_gradients_accuracy.png``.
+
+Usage::
+
+    python benchmarks/integrated_gradients.py [--repeats 15] [--cg-repeats 3] [--threads 1]
+                                              [--skip-speed] [--skip-memory] [--skip-accuracy]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from captum_robust.attr import BatchedIntegratedGradients
+from captum_robust.attr._core._quadrature import SUPPORTED_METHODS, quadrature_rule
+from captum_robust.models import Small
+
+RESULTS = Path(__file__).parent / "results"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def round_robin(configs: Dict[str, Callable[[], Any]], repeats: int, warmup: int = 1) -> Dict[str, List[float]]:
+    """Time every config ``repeats`` times, alternating them inside each round."""
+    for _ in range(warmup):
+        for fn in configs.values():
+            fn()
+    times: Dict[str, List[float]] = {k: [] for k in configs}
+    for _ in range(repeats):
+        for name, fn in configs.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- 1. plain speed
+
+
+def speed_plain(repeats: int) -> Dict[str, Any]:
+    from captum.attr import IntegratedGradients
+
+    warnings.filterwarnings("ignore", message="Internal batch size cannot be less")
+    torch.manual_seed(0)
+    model = Small(in_channels=1).eval()
+    batch, n_steps, method = 32, 50, "gausslegendre"
+    x = torch.rand(batch, 1, 28, 28)
+    target = torch.randint(0, 10, (batch,))
+    captum = IntegratedGradients(model)
+    ours = BatchedIntegratedGradients(model)
+    sizes = [32, 64, 128, 256, 512, 800, None]
+    configs: Dict[str, Callable[[], Any]] = {}
+    for s in sizes:
+        configs[f"captum:{s}"] = lambda s=s: captum.attribute(
+            x, target=target, n_steps=n_steps, method=method, internal_batch_size=s
+        )
+        configs[f"ours:{s}"] = lambda s=s: ours.attribute(
+            x, target=target, n_steps=n_steps, method=method, internal_batch_size=s
+        )
+    configs["ours:auto"] = lambda: ours.attribute(
+        x, target=target, n_steps=n_steps, method=method, internal_batch_size="auto"
+    )
+    # the chunk "auto" picks
+    import captum_robust.attr._core.integrated_gradients as ig_module
+
+    picked: List[int] = []
+    original = ig_module.auto_chunk_rows
+
+    def spy(*a: Any, **k: Any) -> int:
+        picked.append(original(*a, **k))
+        return picked[-1]
+
+    ig_module.auto_chunk_rows = spy
+    try:
+        configs["ours:auto"]()
+    finally:
+        ig_module.auto_chunk_rows = original
+    times = round_robin(configs, repeats)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    captum_fixed = {k: v for k, v in med.items() if k.startswith("captum:")}
+    ours_fixed = {k: v for k, v in med.items() if k.startswith("ours:") and k != "ours:auto"}
+    captum_best_key = min(captum_fixed, key=captum_fixed.get)
+    ours_best_key = min(ours_fixed, key=ours_fixed.get)
+    return {
+        "batch": batch,
+        "n_steps": n_steps,
+        "method": method,
+        "repeats": repeats,
+        "median_seconds": med,
+        "auto_chunk_rows": picked[0] if picked else None,
+        "captum_best": captum_best_key,
+        "ours_best": ours_best_key,
+        "ratio_ours_auto_vs_captum_best": med["ours:auto"] / med[captum_best_key],
+        "ratio_ours_best_vs_captum_best": med[ours_best_key] / med[captum_best_key],
+        "ratio_auto_vs_ours_best": med["ours:auto"] / med[ours_best_key],
+        "speedup_auto_vs_captum_default": med["captum:None"] / med["ours:auto"],
+    }
+
+
+def print_plain(r: Dict[str, Any]) -> None:
+    med = r["median_seconds"]
+    rows = []
+    for s in ["32", "64", "128", "256", "512", "800", "None"]:
+        rows.append([s if s != "None" else "None (all 1600 rows)", f"{med['captum:' + s] * 1e3:.1f}", f"{med['ours:' + s] * 1e3:.1f}"])
+    rows.append([f"auto (picked {r['auto_chunk_rows']} rows)", "-", f"{med['ours:auto'] * 1e3:.1f}"])
+    print(f"\n### Plain mode: batch {r['batch']}, n_steps {r['n_steps']}, {r['method']} (median ms of {r['repeats']})\n")
+    print(md_table(["internal_batch_size", "Captum IG", "BatchedIntegratedGradients"], rows))
+    print(
+        f"\n- ours (auto) / Captum best ({r['captum_best']}): **{r['ratio_ours_auto_vs_captum_best']:.3f}x** (target <= 1.0)"
+        f"\n- ours best ({r['ours_best']}) / Captum best: {r['ratio_ours_best_vs_captum_best']:.3f}x"
+        f"\n- auto / ours best: **{r['ratio_auto_vs_ours_best']:.3f}x** (target <= 1.10)"
+        f"\n- speed-up of auto over Captum's default call: **{r['speedup_auto_vs_captum_default']:.2f}x**"
+    )
+
+
+# --------------------------------------------------------------------------- 2. create_graph
+
+
+CG_BATCH, CG_STEPS, CG_METHOD = 128, 50, "riemann_right"
+CG_CONFIGS = ["naive", "ours:None", "ours:256", "ours:640", "ours:1280", "ours:auto"]
+
+
+def cg_setup():
+    torch.manual_seed(0)
+    model = Small(in_channels=1).eval()
+    x = torch.rand(CG_BATCH, 1, 28, 28)
+    y = torch.randint(0, 10, (CG_BATCH,))
+    x_adv = (x + 0.3 * torch.sign(torch.randn_like(x))).clamp(0, 1)
+    return model, x, y, x_adv
+
+
+def cg_step(config: str, model, x, y, x_adv) -> None:
+    """One IG-Norm regularizer step: ||IG^{l_y}(x, x')||_1 and its gradient to the parameters."""
+    if config == "naive":
+        t, w = quadrature_rule(CG_METHOD, CG_STEPS)
+        t = torch.as_tensor(t, dtype=x.dtype).view(-1, 1, 1, 1, 1)
+        w = torch.as_tensor(w, dtype=x.dtype).view(-1, 1, 1, 1, 1)
+        r = (x.unsqueeze(0) + t * (x_adv - x).unsqueeze(0)).reshape(-1, *x.shape[1:]).requires_grad_()
+        loss = F.cross_entropy(model(r), y.repeat(CG_STEPS), reduction="none")
+        (g,) = torch.autograd.grad(loss.sum(), r, create_graph=True)
+        attr = (x_adv - x) * (w * g.view(CG_STEPS, *x.shape)).sum(0)
+    else:
+        ibs: Any = config.split(":")[1]
+        ibs = None if ibs == "None" else ibs if ibs == "auto" else int(ibs)
+        ig = BatchedIntegratedGradients(lambda r, t: F.cross_entropy(model(r), t, reduction="none"))
+        attr = ig.attribute(
+            x_adv, baselines=x, additional_forward_args=(y,), n_steps=CG_STEPS, method=CG_METHOD,
+            internal_batch_size=ibs, create_graph=True,
+        )
+    model.zero_grad(set_to_none=True)
+    attr.abs().sum().backward()
+
+
+def cg_child(config: str) -> None:
+    """Run in a fresh process: peak RSS of one regularizer step."""
+    torch.set_num_threads(int(os.environ.get("IG_BENCH_THREADS", "1")))
+    setup = cg_setup()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    start = time.perf_counter()
+    cg_step(config, *setup)
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"config": config, "rss_after_setup_mib": before, "peak_rss_mib": peak, "seconds": seconds}))
+
+
+def create_graph_study(repeats: int, threads: int, skip_memory: bool) -> Dict[str, Any]:
+    memory: Dict[str, Any] = {}
+    if not skip_memory:
+        env = dict(os.environ, IG_BENCH_THREADS=str(threads))
+        for config in CG_CONFIGS:
+            out = subprocess.run(
+                [sys.executable, __file__, "--child", config], capture_output=True, text=True, env=env, check=True
+            )
+            memory[config] = json.loads(out.stdout.strip().splitlines()[-1])
+    setup = cg_setup()
+    times = round_robin({c: (lambda c=c: cg_step(c, *setup)) for c in CG_CONFIGS}, repeats)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    result: Dict[str, Any] = {
+        "batch": CG_BATCH, "n_steps": CG_STEPS, "method": CG_METHOD, "repeats": repeats,
+        "median_seconds": med, "memory": memory,
+        "time_ratio_vs_naive": {c: med[c] / med["naive"] for c in CG_CONFIGS},
+    }
+    if memory:
+        naive = memory["naive"]
+        result["peak_ratio_vs_naive"] = {c: memory[c]["peak_rss_mib"] / naive["peak_rss_mib"] for c in CG_CONFIGS}
+        result["increment_ratio_vs_naive"] = {
+            c: (memory[c]["peak_rss_mib"] - memory[c]["rss_after_setup_mib"])
+            / (naive["peak_rss_mib"] - naive["rss_after_setup_mib"])
+            for c in CG_CONFIGS
+        }
+    return result
+
+
+def print_cg(r: Dict[str, Any]) -> None:
+    print(
+        f"\n### create_graph: ||IG^l_y(x, x')||_1 backward to the parameters, batch {r['batch']}, "
+        f"n_steps {r['n_steps']}, {r['method']} (time: median s of {r['repeats']}, round-robin; memory: "
+        "a fresh child process per configuration, max RSS)\n"
+    )
+    rows = []
+    for c in CG_CONFIGS:
+        row = [c, f"{r['median_seconds'][c]:.2f}", f"{r['time_ratio_vs_naive'][c]:.2f}x"]
+        if r["memory"]:
+            m = r["memory"][c]
+            row += [
+                f"{m['peak_rss_mib']:.0f}",
+                f"{m['peak_rss_mib'] - m['rss_after_setup_mib']:.0f}",
+                f"{r['peak_ratio_vs_naive'][c]:.0%}",
+                f"{r['increment_ratio_vs_naive'][c]:.0%}",
+            ]
+        rows.append(row)
+    header = ["config", "time (s)", "time / naive"]
+    if r["memory"]:
+        header += ["peak RSS (MiB)", "peak above setup (MiB)", "peak / naive", "above-setup / naive"]
+    print(md_table(header, rows))
+
+
+# --------------------------------------------------------------------------- 3. accuracy
+
+
+def train_small(softplus: Any = None, seed: int = 0, epochs: int = 60) -> Small:
+    """Adam (lr 3e-3, batch 64) on the embedded digits; same initialisation for both twins."""
+    from captum_robust.data import load_digits
+
+    torch.manual_seed(seed)
+    data = load_digits(size=28)
+    xs, ys = data.train.tensors
+    model = Small(in_channels=1, softplus=softplus)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        perm = torch.randperm(len(xs), generator=gen)
+        for i in range(0, len(xs), 64):
+            idx = perm[i : i + 64]
+            loss = F.cross_entropy(model(xs[idx]), ys[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return model.eval()
+
+
+def accuracy_study(n_images: int = 64) -> Dict[str, Any]:
+    from captum_robust.data import load_digits
+
+    relu = train_small()
+    twin = train_small(softplus=1.0)
+    data = load_digits(size=28)
+    x, y = data.test.tensors[0][:n_images], data.test.tensors[1][:n_images]
+    out: Dict[str, Any] = {"n_images": n_images, "models": {}}
+    for name, model in (("relu", relu), ("softplus1", twin)):
+        with torch.no_grad():
+            acc = float((model(data.test.tensors[0]).argmax(1) == data.test.tensors[1]).float().mean())
+        ig = BatchedIntegratedGradients(model)
+
+        def attr(method: str, n: int) -> torch.Tensor:
+            return ig.attribute(x, target=y, n_steps=n, method=method, internal_batch_size="auto")
+
+        ref = attr("gausslegendre", 2000)
+
+        def err(a: torch.Tensor, r: torch.Tensor) -> float:
+            return float((a - r).abs().sum() / r.abs().sum())
+
+        table = {}
+        own_2000 = {}
+        for method in SUPPORTED_METHODS:
+            own = attr(method, 2000) if method != "gausslegendre" else ref
+            own_2000[method] = err(own, ref)
+            table[method] = {}
+            for n in (5, 10, 20, 50):
+                a = attr(method, n)
+                table[method][n] = {"vs_gl2000": err(a, ref), "vs_own2000": err(a, own)}
+        out["models"][name] = {"test_accuracy": acc, "errors": table, "own_2000_vs_reference": own_2000}
+    return out
+
+
+def print_accuracy(r: Dict[str, Any]) -> None:
+    for name, m in r["models"].items():
+        print(
+            f"\n### Accuracy, {name} model (test accuracy {m['test_accuracy']:.3f}): relative L1 error of IG "
+            f"against n_steps=2000 (Gauss-Legendre), {r['n_images']} test images\n"
+        )
+        rows = []
+        for method, errs in m["errors"].items():
+            rows.append(
+                [method]
+                + [f"{errs[n]['vs_gl2000']:.2%}" for n in (5, 10, 20, 50)]
+                + [f"{m['own_2000_vs_reference'][method]:.3%}"]
+            )
+        print(md_table(["method", "n=5", "n=10", "n=20", "n=50", "its own n=2000 vs reference"], rows))
+        reach = []
+        for method, errs in m["errors"].items():
+            ok = [n for n in (5, 10, 20, 50) if errs[n]["vs_gl2000"] <= 0.01]
+            reach.append(f"{method}: {'n=' + str(ok[0]) if ok else 'not within n<=50'}")
+        print("\n1% error reached by: " + "; ".join(reach))
+
+
+def plot_accuracy(r: Dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(r["models"]), figsize=(10, 4), sharey=True)
+    for ax, (name, m) in zip(axes, r["models"].items()):
+        for method, errs in m["errors"].items():
+            ns = sorted(errs, key=int)
+            ax.loglog([int(n) for n in ns], [errs[n]["vs_gl2000"] for n in ns], marker="o", label=method)
+        ax.axhline(0.01, color="grey", ls=":", lw=1)
+        ax.set_title(f"Small ({name})")
+        ax.set_xlabel("n_steps")
+    axes[0].set_ylabel("relative L1 error vs n_steps=2000")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=15, help="round-robin repeats, plain mode")
+    parser.add_argument("--cg-repeats", type=int, default=3, help="round-robin repeats, create_graph mode")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--skip-accuracy", action="store_true")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, default=RESULTS / "integrated_gradients.json")
+    args = parser.parse_args()
+    if args.child:
+        cg_child(args.child)
+        return
+    torch.set_num_threads(args.threads)
+    report: Dict[str, Any] = {
+        "machine": {
+            "cpu": cpu_name(), "logical_cpus": os.cpu_count(), "torch_threads": args.threads,
+            "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform(),
+        }
+    }
+    print(f"Machine: {report['machine']['cpu']}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, "
+          f"{args.threads} thread(s)")
+    if not args.skip_speed:
+        report["plain"] = speed_plain(args.repeats)
+        print_plain(report["plain"])
+        report["create_graph"] = create_graph_study(args.cg_repeats, args.threads, args.skip_memory)
+        print_cg(report["create_graph"])
+    if not args.skip_accuracy:
+        report["accuracy"] = accuracy_study()
+        print_accuracy(report["accuracy"])
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        plot_accuracy(report["accuracy"], RESULTS / "integrated_gradients_accuracy.png")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2, default=str))
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
