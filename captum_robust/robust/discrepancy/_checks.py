@@ -143,7 +143,7 @@ def check_positive_float(value: Any, name: str) -> float:
 
 def flatten_maps(maps: Tensor) -> Tensor:
     """``B x ...`` -> ``B x n`` (a view when possible)."""
-    return maps.reshape(maps.shape[0], -1)
+    return maps.reshape(maps.shape[0], math.prod(maps.shape[1:]))
 
 
 def split_rows(batch: int, n: int, budget: Optional[int]) -> Tuple[int, ...]:
