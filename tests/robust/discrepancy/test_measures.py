@@ -90,10 +90,10 @@ def test_eq7_tends_to_eq4_when_the_softmax_is_one_hot():
 
 def test_gradcheck_lp_two_class_and_target_free():
     g = torch.Generator().manual_seed(3)
-    a = torch.randn(3, 4, 2, 3, generator=g, dtype=torch.float64, requires_grad=True)
-    b = torch.randn(3, 4, 2, 3, generator=g, dtype=torch.float64, requires_grad=True)
-    logits = torch.randn(3, 4, generator=g, dtype=torch.float64, requires_grad=True)
-    y, y_adv = torch.tensor([0, 2, 3]), torch.tensor([1, 1, 0])
+    a = torch.randn(2, 3, 2, 2, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(2, 3, 2, 2, generator=g, dtype=torch.float64, requires_grad=True)
+    logits = torch.randn(2, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    y, y_adv = torch.tensor([0, 2]), torch.tensor([1, 1])
     for p in (1, 2):
         assert torch.autograd.gradcheck(lambda u, v: lp_discrepancy(u, v, p=p), (a, b))
         assert torch.autograd.gradcheck(lambda u, v: lp_discrepancy(u, v, p=p, classes=y), (a, b))
