@@ -178,6 +178,20 @@ def _kth_largest(values: Tensor, k: int) -> Tensor:
     return values.topk(n - k + 1, dim=1, largest=False, sorted=False).values.amax(dim=1, keepdim=True)
 
 
+def _kth_largest_pair(values: Tensor, k1: int, k2: int) -> Tuple[Tensor, Tensor]:
+    """The ``k1``-th (as a constant) and ``k2``-th (differentiable) largest values of each row.
+
+    Two single selections: NumPy's multi-``kth`` partition is several times slower than two
+    separate ones.
+    """
+    return _kth_largest(values.detach(), k1), _kth_largest(values, k2)
+
+
+def _mask_as(mask: Tensor, dtype: torch.dtype) -> Tensor:
+    """A boolean mask as 0/1 values of ``dtype`` (through uint8, which converts faster than bool)."""
+    return mask.view(torch.uint8).to(dtype)
+
+
 def top_count_mask(values: Tensor, count: int) -> Tensor:
     """Boolean rows x n mask with exactly ``count`` True per row: the ``count`` largest values.
 
@@ -228,6 +242,8 @@ class SmoothGradBase(GradientAttribution):
 
     #: whether ``create_graph=True`` gives meaningful (non-zero) gradients
     differentiable: bool = True
+    #: the base map lies in [0, 1] by construction (otherwise every chunk is checked)
+    _bounded_by_construction: bool = False
 
     def __init__(
         self,
@@ -253,8 +269,19 @@ class SmoothGradBase(GradientAttribution):
 
     # ------------------------------------------------------------------ the base map
     def map_from_gradients(self, gradients: Tensor) -> Tensor:
-        """Base map ``h`` in ``[0, 1]`` of each row of raw input gradients (rows x n -> rows x n)."""
-        raise NotImplementedError
+        """Base map ``h`` in ``[0, 1]`` of each row of raw input gradients (rows x n -> rows x n).
+
+        The default applies :meth:`map_from_abs` to ``|gradients|``. Subclasses override
+        either this method (maps of the signed gradient) or :meth:`map_from_abs`.
+        """
+        return self.map_from_abs(gradients.abs())
+
+    def map_from_abs(self, abs_gradients: Tensor) -> Tensor:
+        """Base map ``h`` in ``[0, 1]`` of each row of absolute input gradients (rows x n -> rows x n)."""
+        raise NotImplementedError(f"{type(self).__name__} must define map_from_gradients or map_from_abs")
+
+    def _uses_abs(self) -> bool:
+        return type(self).map_from_gradients is SmoothGradBase.map_from_gradients
 
     # ------------------------------------------------------------------ noise scale
     def absolute_sigmas(self, inputs: TensorOrTuple) -> Tuple[Tensor, ...]:
@@ -456,9 +483,16 @@ class SmoothGradBase(GradientAttribution):
                 ]
                 t_rows = None if target_t is None else target_t.repeat(s)
                 grads = self._gradient_rows(model, points, _expand_args(args, batch, s), t_rows, create_graph)
+                abs_grads = grads.abs() if any(m._uses_abs() for m in methods) else None
                 for i, method in enumerate(methods):
-                    maps = method.map_from_gradients(grads)
-                    low, high = maps.detach().amin(), maps.detach().amax()
+                    if method._uses_abs():
+                        maps = method.map_from_abs(abs_grads)  # type: ignore[arg-type]
+                    else:
+                        maps = method.map_from_gradients(grads)
+                    if not method._bounded_by_construction or not bool(torch.isfinite(grads.detach().sum())):
+                        low, high = maps.detach().amin(), maps.detach().amax()
+                    else:
+                        low = high = torch.zeros((), dtype=maps.dtype, device=maps.device)
                     lows[i] = low if lows[i] is None else torch.minimum(lows[i], low)  # type: ignore[arg-type]
                     highs[i] = high if highs[i] is None else torch.maximum(highs[i], high)  # type: ignore[arg-type]
                     accs[i] = accs[i] + maps.reshape(s, batch, n_features).sum(dim=0).to(acc_dtype)
@@ -602,10 +636,11 @@ class ScaledSmoothGrad(SmoothGradBase):
         >>> maps = sg.attribute(torch.rand(2, 1, 28, 28), target=3, generator=torch.Generator().manual_seed(0))
     """
 
-    def map_from_gradients(self, gradients: Tensor) -> Tensor:
-        a = gradients.abs()
-        m = a.amax(dim=1, keepdim=True)
-        return a / torch.where(m > 0, m, torch.ones_like(m))
+    _bounded_by_construction = True
+
+    def map_from_abs(self, abs_gradients: Tensor) -> Tensor:
+        m = abs_gradients.amax(dim=1, keepdim=True)
+        return abs_gradients / torch.where(m > 0, m, torch.ones_like(m))
 
 
 class QuadraticSmoothGrad(SmoothGradBase):
@@ -625,10 +660,11 @@ class QuadraticSmoothGrad(SmoothGradBase):
         >>> maps = QuadraticSmoothGrad(Small().eval(), sigma=0.2, n_samples=64).attribute(torch.rand(2, 1, 28, 28))
     """
 
-    def map_from_gradients(self, gradients: Tensor) -> Tensor:
-        a = gradients.abs()
-        m = a.amax(dim=1, keepdim=True)
-        r = a / torch.where(m > 0, m, torch.ones_like(m))
+    _bounded_by_construction = True
+
+    def map_from_abs(self, abs_gradients: Tensor) -> Tensor:
+        m = abs_gradients.amax(dim=1, keepdim=True)
+        r = abs_gradients / torch.where(m > 0, m, torch.ones_like(m))
         return r * r
 
 
@@ -687,9 +723,11 @@ class SparsifiedSmoothGrad(SmoothGradBase):
         super().__init__(forward_func, sigma, n_samples, relative_sigma)
         self.sparsity = _check_fraction(sparsity, "sparsity")
 
-    def map_from_gradients(self, gradients: Tensor) -> Tensor:
-        n = gradients.shape[1]
-        return top_count_mask(gradients.abs(), ceil_fraction(self.sparsity, n)).to(gradients.dtype)
+    _bounded_by_construction = True
+
+    def map_from_abs(self, abs_gradients: Tensor) -> Tensor:
+        n = abs_gradients.shape[1]
+        return _mask_as(top_count_mask(abs_gradients, ceil_fraction(self.sparsity, n)), abs_gradients.dtype)
 
 
 class RelaxedSparsifiedSmoothGrad(SmoothGradBase):
@@ -748,15 +786,17 @@ class RelaxedSparsifiedSmoothGrad(SmoothGradBase):
             raise ValueError(f"clip must be in [0, sparsity) = [0, {self.sparsity}), got {clip!r}")
         self.clip = float(clip)
 
-    def map_from_gradients(self, gradients: Tensor) -> Tensor:
-        n = gradients.shape[1]
-        a = gradients.abs()
-        m_tau = _kth_largest(a.detach(), ceil_fraction(self.sparsity, n))  # a comparison only
-        m_gamma = _kth_largest(a, max(1, ceil_fraction(self.clip, n)))
-        scaled = a / torch.where(m_gamma > 0, m_gamma, torch.ones_like(m_gamma))
-        ones = (a >= m_gamma) & (a > 0)
-        h = torch.where(ones, torch.ones_like(a), scaled)
-        return torch.where(a < m_tau, torch.zeros_like(a), h)
+    _bounded_by_construction = True
+
+    def map_from_abs(self, abs_gradients: Tensor) -> Tensor:
+        a = abs_gradients
+        n = a.shape[1]
+        # m_tau is only compared with; m_gamma divides, so gradients flow through it
+        m_tau, m_gamma = _kth_largest_pair(a, ceil_fraction(self.sparsity, n), max(1, ceil_fraction(self.clip, n)))
+        # |g| / m_gamma clipped at 1 is eq. 2.5's "1 if |g| >= m_gamma, else |g| / m_gamma"; the tiny
+        # divisor makes the all-but-few-zero case (m_gamma = 0) map positives to 1 and zeros to 0
+        h = (a / m_gamma.clamp_min(torch.finfo(a.dtype).tiny)).clamp(max=1.0)
+        return h * _mask_as(a >= m_tau, a.dtype)
 
 
 def attribute_with_shared_noise(
