@@ -211,18 +211,21 @@ def plot(rows, args, sigmas, path: Path) -> None:
 
     names = args.models.split(",")
     fig, axes = plt.subplots(1, len(names), figsize=(5.5 * len(names), 4.2), squeeze=False)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colors = {"sparsified": "C0", "relaxed": "C1", "scaled": "C2", "quadratic": "C3"}
+    dashes = ["-", "--", ":", "-."]
     for ax, name in zip(axes[0], names):
         for si, sigma in enumerate(sigmas):
-            color = colors[si % len(colors)]
+            style = dashes[si % len(dashes)]
             sel = [r for r in rows if r["model"] == name and r["sigma"] == sigma]
-            for method, style, marker in (("sparsified", "-", "o"), ("relaxed", "--", "s")):
+            for method, marker in (("sparsified", "o"), ("relaxed", "s")):
                 pts = sorted((r["sparsity"], r["percentile_fraction"]) for r in sel if r["method"] == method)
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker=marker, color=color,
-                        label=f"{method}, sigma={sigma:g}")
-            for method, style in (("scaled", ":"), ("quadratic", "-.")):
+                label = method if method == "sparsified" else f"relaxed (clip {args.clip})"
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker=marker, color=colors[method],
+                        label=f"{label}, sigma={sigma:g}")
+            for method in ("scaled", "quadratic"):
                 value = [r["percentile_fraction"] for r in sel if r["method"] == method][0]
-                ax.axhline(value, linestyle=style, color=color, alpha=0.7, label=f"{method}, sigma={sigma:g}")
+                ax.axhline(value, linestyle=style, color=colors[method], alpha=0.8,
+                           label=f"{method} (no tau), sigma={sigma:g}")
         ax.set_xscale("log")
         ax.set_xlabel("sparsification parameter tau")
         ax.set_ylabel(f"certified top-K overlap / K ({int(args.percentile * 100)}th pct)")
