@@ -10,9 +10,9 @@ Three studies, all on ``captum_robust.models.Small`` with 1 x 28 x 28 inputs, on
    the IG-Norm term ``|| IG^{l_y}(x, x') ||_1`` (IG of the per-example cross-entropy from
    ``x`` to ``x'``), backward to the parameters. Reference: a naive implementation that
    evaluates the whole path in one batch with ``create_graph=True``. Peak memory is the
-   maximum resident set size of a fresh child process per configuration (``ru_maxrss``),
-   reported in total and above the child's footprint after setup. Targets: peak at most 35%
-   of naive, time at most 1.3x naive.
+   maximum resident set size of a fresh child process per configuration (``VmHWM``, see
+   ``cg_child``), reported in total and above the child's footprint after setup. Targets:
+   peak at most 35% of naive, time at most 1.3x naive.
 3. **Accuracy**: relative L1 error of every ``method`` at ``n_steps`` 5, 10, 20, 50 against
    ``n_steps = 2000`` (Gauss-Legendre; every method's own 2000-step result is reported next
    to it) on a ReLU ``Small`` trained on the embedded digits and its softplus twin (the same
@@ -43,7 +43,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -68,18 +68,45 @@ def cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
-def round_robin(configs: Dict[str, Callable[[], Any]], repeats: int, warmup: int = 1) -> Dict[str, List[float]]:
-    """Time every config ``repeats`` times, alternating them inside each round."""
+def round_robin(
+    configs: Dict[str, Callable[[], Any]], repeats: int, warmup: int = 1
+) -> Tuple[Dict[str, List[float]], Dict[str, List[float]]]:
+    """Time every config ``repeats`` times, alternating them inside each round.
+
+    Returns wall-clock and process CPU times: on a shared machine the CPU time of a
+    one-thread run is the steadier of the two (it excludes waiting for a core).
+    """
     for _ in range(warmup):
         for fn in configs.values():
             fn()
-    times: Dict[str, List[float]] = {k: [] for k in configs}
+    wall: Dict[str, List[float]] = {k: [] for k in configs}
+    cpu: Dict[str, List[float]] = {k: [] for k in configs}
     for _ in range(repeats):
         for name, fn in configs.items():
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             fn()
-            times[name].append(time.perf_counter() - start)
-    return times
+            wall[name].append(time.perf_counter() - start)
+            cpu[name].append(time.process_time() - start_cpu)
+    return wall, cpu
+
+
+def auto_pick(fn: Callable[[], Any]) -> Optional[int]:
+    """Run ``fn`` once and return the chunk size ``internal_batch_size="auto"`` picked."""
+    import captum_robust.attr._core.integrated_gradients as ig_module
+
+    picked: List[int] = []
+    original = ig_module.auto_chunk_rows
+
+    def spy(*a: Any, **k: Any) -> int:
+        picked.append(original(*a, **k))
+        return picked[-1]
+
+    ig_module.auto_chunk_rows = spy
+    try:
+        fn()
+    finally:
+        ig_module.auto_chunk_rows = original
+    return picked[0] if picked else None
 
 
 def md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -114,57 +141,49 @@ def speed_plain(repeats: int) -> Dict[str, Any]:
     configs["ours:auto"] = lambda: ours.attribute(
         x, target=target, n_steps=n_steps, method=method, internal_batch_size="auto"
     )
-    # the chunk "auto" picks
-    import captum_robust.attr._core.integrated_gradients as ig_module
-
-    picked: List[int] = []
-    original = ig_module.auto_chunk_rows
-
-    def spy(*a: Any, **k: Any) -> int:
-        picked.append(original(*a, **k))
-        return picked[-1]
-
-    ig_module.auto_chunk_rows = spy
-    try:
-        configs["ours:auto"]()
-    finally:
-        ig_module.auto_chunk_rows = original
-    times = round_robin(configs, repeats)
-    med = {k: statistics.median(v) for k, v in times.items()}
-    captum_fixed = {k: v for k, v in med.items() if k.startswith("captum:")}
-    ours_fixed = {k: v for k, v in med.items() if k.startswith("ours:") and k != "ours:auto"}
-    captum_best_key = min(captum_fixed, key=captum_fixed.get)
-    ours_best_key = min(ours_fixed, key=ours_fixed.get)
-    return {
-        "batch": batch,
-        "n_steps": n_steps,
-        "method": method,
-        "repeats": repeats,
-        "median_seconds": med,
-        "auto_chunk_rows": picked[0] if picked else None,
-        "captum_best": captum_best_key,
-        "ours_best": ours_best_key,
-        "ratio_ours_auto_vs_captum_best": med["ours:auto"] / med[captum_best_key],
-        "ratio_ours_best_vs_captum_best": med[ours_best_key] / med[captum_best_key],
-        "ratio_auto_vs_ours_best": med["ours:auto"] / med[ours_best_key],
-        "speedup_auto_vs_captum_default": med["captum:None"] / med["ours:auto"],
+    picked = auto_pick(configs["ours:auto"])
+    wall, cpu = round_robin(configs, repeats)
+    result: Dict[str, Any] = {
+        "batch": batch, "n_steps": n_steps, "method": method, "repeats": repeats, "auto_chunk_rows": picked,
     }
+    for clock, times in (("wall", wall), ("cpu", cpu)):
+        med = {k: statistics.median(v) for k, v in times.items()}
+        captum_fixed = {k: v for k, v in med.items() if k.startswith("captum:")}
+        ours_fixed = {k: v for k, v in med.items() if k.startswith("ours:") and k != "ours:auto"}
+        captum_best = min(captum_fixed, key=captum_fixed.get)
+        ours_best = min(ours_fixed, key=ours_fixed.get)
+        result[clock] = {
+            "median_seconds": med,
+            "captum_best": captum_best,
+            "ours_best": ours_best,
+            "ratio_ours_auto_vs_captum_best": med["ours:auto"] / med[captum_best],
+            "ratio_ours_best_vs_captum_best": med[ours_best] / med[captum_best],
+            "ratio_auto_vs_ours_best": med["ours:auto"] / med[ours_best],
+            "speedup_auto_vs_captum_default": med["captum:None"] / med["ours:auto"],
+        }
+    return result
 
 
 def print_plain(r: Dict[str, Any]) -> None:
-    med = r["median_seconds"]
+    wall, cpu = r["wall"]["median_seconds"], r["cpu"]["median_seconds"]
     rows = []
     for s in ["32", "64", "128", "256", "512", "800", "None"]:
-        rows.append([s if s != "None" else "None (all 1600 rows)", f"{med['captum:' + s] * 1e3:.1f}", f"{med['ours:' + s] * 1e3:.1f}"])
-    rows.append([f"auto (picked {r['auto_chunk_rows']} rows)", "-", f"{med['ours:auto'] * 1e3:.1f}"])
-    print(f"\n### Plain mode: batch {r['batch']}, n_steps {r['n_steps']}, {r['method']} (median ms of {r['repeats']})\n")
-    print(md_table(["internal_batch_size", "Captum IG", "BatchedIntegratedGradients"], rows))
-    print(
-        f"\n- ours (auto) / Captum best ({r['captum_best']}): **{r['ratio_ours_auto_vs_captum_best']:.3f}x** (target <= 1.0)"
-        f"\n- ours best ({r['ours_best']}) / Captum best: {r['ratio_ours_best_vs_captum_best']:.3f}x"
-        f"\n- auto / ours best: **{r['ratio_auto_vs_ours_best']:.3f}x** (target <= 1.10)"
-        f"\n- speed-up of auto over Captum's default call: **{r['speedup_auto_vs_captum_default']:.2f}x**"
-    )
+        label = s if s != "None" else "None (all 1600 rows)"
+        rows.append([label] + [f"{t[k + s] * 1e3:.1f}" for t in (wall, cpu) for k in ("captum:", "ours:")])
+    rows.append([f"auto (picked {r['auto_chunk_rows']} rows)", "-", f"{wall['ours:auto'] * 1e3:.1f}", "-",
+                 f"{cpu['ours:auto'] * 1e3:.1f}"])
+    print(f"\n### Plain mode: batch {r['batch']}, n_steps {r['n_steps']}, {r['method']} "
+          f"(median ms of {r['repeats']}, round-robin)\n")
+    print(md_table(["internal_batch_size", "Captum IG wall", "ours wall", "Captum IG CPU", "ours CPU"], rows))
+    for clock in ("wall", "cpu"):
+        q = r[clock]
+        print(
+            f"\n{clock} clock: ours (auto) / Captum best ({q['captum_best']}): "
+            f"**{q['ratio_ours_auto_vs_captum_best']:.3f}x** (target <= 1.0); "
+            f"ours best ({q['ours_best']}) / Captum best: {q['ratio_ours_best_vs_captum_best']:.3f}x; "
+            f"auto / ours best: **{q['ratio_auto_vs_ours_best']:.3f}x** (target <= 1.10); "
+            f"speed-up of auto over Captum's default call: **{q['speedup_auto_vs_captum_default']:.2f}x**"
+        )
 
 
 # --------------------------------------------------------------------------- 2. create_graph
@@ -205,16 +224,38 @@ def cg_step(config: str, model, x, y, x_adv) -> None:
     attr.abs().sum().backward()
 
 
+def _proc_status(field: str) -> float:
+    """A ``VmRSS``/``VmHWM``-style field of /proc/self/status, in MiB (Linux)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise KeyError(field)
+
+
 def cg_child(config: str) -> None:
-    """Run in a fresh process: peak RSS of one regularizer step."""
+    """Run in a fresh process: peak RSS of one regularizer step.
+
+    ``ru_maxrss`` survives ``exec`` on Linux (a child started from a big parent inherits its
+    peak), so the peak is read from ``VmHWM`` (the high-water mark of this process's own
+    memory), reset to the current RSS after the setup through ``/proc/self/clear_refs``
+    where allowed; the increment is the peak minus the RSS after setup.
+    """
     torch.set_num_threads(int(os.environ.get("IG_BENCH_THREADS", "1")))
     setup = cg_setup()
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    reset = True
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        reset = False
+    before = _proc_status("VmRSS")
     start = time.perf_counter()
     cg_step(config, *setup)
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"config": config, "rss_after_setup_mib": before, "peak_rss_mib": peak, "seconds": seconds}))
+    peak = _proc_status("VmHWM")
+    print(json.dumps({
+        "config": config, "rss_after_setup_mib": before, "peak_rss_mib": peak, "seconds": seconds,
+        "hwm_reset_after_setup": reset, "ru_maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }))
 
 
 def create_graph_study(repeats: int, threads: int, skip_memory: bool) -> Dict[str, Any]:
@@ -227,12 +268,15 @@ def create_graph_study(repeats: int, threads: int, skip_memory: bool) -> Dict[st
             )
             memory[config] = json.loads(out.stdout.strip().splitlines()[-1])
     setup = cg_setup()
-    times = round_robin({c: (lambda c=c: cg_step(c, *setup)) for c in CG_CONFIGS}, repeats)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    picked = auto_pick(lambda: cg_step("ours:auto", *setup))
+    wall, cpu = round_robin({c: (lambda c=c: cg_step(c, *setup)) for c in CG_CONFIGS}, repeats)
+    med = {k: statistics.median(v) for k, v in wall.items()}
+    med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
     result: Dict[str, Any] = {
-        "batch": CG_BATCH, "n_steps": CG_STEPS, "method": CG_METHOD, "repeats": repeats,
-        "median_seconds": med, "memory": memory,
+        "batch": CG_BATCH, "n_steps": CG_STEPS, "method": CG_METHOD, "repeats": repeats, "auto_chunk_rows": picked,
+        "median_seconds": med, "median_cpu_seconds": med_cpu, "memory": memory,
         "time_ratio_vs_naive": {c: med[c] / med["naive"] for c in CG_CONFIGS},
+        "cpu_time_ratio_vs_naive": {c: med_cpu[c] / med_cpu["naive"] for c in CG_CONFIGS},
     }
     if memory:
         naive = memory["naive"]
@@ -248,12 +292,16 @@ def create_graph_study(repeats: int, threads: int, skip_memory: bool) -> Dict[st
 def print_cg(r: Dict[str, Any]) -> None:
     print(
         f"\n### create_graph: ||IG^l_y(x, x')||_1 backward to the parameters, batch {r['batch']}, "
-        f"n_steps {r['n_steps']}, {r['method']} (time: median s of {r['repeats']}, round-robin; memory: "
+        f"n_steps {r['n_steps']}, {r['method']} (time: median of {r['repeats']}, round-robin; memory: "
         "a fresh child process per configuration, max RSS)\n"
     )
     rows = []
     for c in CG_CONFIGS:
-        row = [c, f"{r['median_seconds'][c]:.2f}", f"{r['time_ratio_vs_naive'][c]:.2f}x"]
+        label = f"ours:auto (picked {r['auto_chunk_rows']} rows)" if c == "ours:auto" else c
+        row = [
+            label, f"{r['median_seconds'][c]:.2f}", f"{r['time_ratio_vs_naive'][c]:.2f}x",
+            f"{r['median_cpu_seconds'][c]:.2f}", f"{r['cpu_time_ratio_vs_naive'][c]:.2f}x",
+        ]
         if r["memory"]:
             m = r["memory"][c]
             row += [
@@ -263,7 +311,7 @@ def print_cg(r: Dict[str, Any]) -> None:
                 f"{r['increment_ratio_vs_naive'][c]:.0%}",
             ]
         rows.append(row)
-    header = ["config", "time (s)", "time / naive"]
+    header = ["config", "wall (s)", "wall / naive", "CPU (s)", "CPU / naive"]
     if r["memory"]:
         header += ["peak RSS (MiB)", "peak above setup (MiB)", "peak / naive", "above-setup / naive"]
     print(md_table(header, rows))
@@ -396,9 +444,10 @@ def main() -> None:
     print(f"Machine: {report['machine']['cpu']}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, "
           f"{args.threads} thread(s)")
     if not args.skip_speed:
+        # the create_graph study starts its memory children before this process grows
+        report["create_graph"] = create_graph_study(args.cg_repeats, args.threads, args.skip_memory)
         report["plain"] = speed_plain(args.repeats)
         print_plain(report["plain"])
-        report["create_graph"] = create_graph_study(args.cg_repeats, args.threads, args.skip_memory)
         print_cg(report["create_graph"])
     if not args.skip_accuracy:
         report["accuracy"] = accuracy_study()

@@ -29,7 +29,7 @@ from __future__ import annotations
 from typing import Any, Optional, Set, Tuple
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 __all__ = ["SavedBytesMeter", "auto_chunk_rows", "CPU_BYTES_PER_THREAD", "CUDA_FREE_FRACTION"]
 
@@ -43,8 +43,8 @@ class SavedBytesMeter(torch.autograd.graph.saved_tensors_hooks):
     """Count the bytes of the batch-sized tensors autograd saves inside the ``with`` block.
 
     Only tensors whose first dimension equals ``rows`` (the number of rows evaluated in the
-    block) are counted, each storage once: parameters and other per-call constants are
-    not part of the per-row cost. ``per_row`` is the measured cost of one row.
+    block) are counted, each storage once; parameters (and views of them) and the tensors in
+    ``exclude`` are not part of the per-row cost. ``per_row`` is the measured cost of one row.
 
     Args:
         rows (int): the number of rows the block evaluates.
@@ -58,7 +58,13 @@ class SavedBytesMeter(torch.autograd.graph.saved_tensors_hooks):
         self._excluded = {t.data_ptr() for t in exclude if isinstance(t, Tensor)}
 
         def pack(t: Tensor) -> Tensor:
-            if t.dim() >= 1 and t.shape[0] == self.rows and t.data_ptr() not in self._excluded:
+            if (
+                t.dim() >= 1
+                and t.shape[0] == self.rows
+                and t.data_ptr() not in self._excluded
+                and not isinstance(t, nn.Parameter)
+                and not isinstance(t._base, nn.Parameter)
+            ):
                 try:
                     storage = t.untyped_storage()
                     key = (storage.data_ptr(), storage.nbytes())

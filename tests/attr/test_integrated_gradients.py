@@ -280,6 +280,25 @@ def test_chunks_are_recomputed_not_kept():
     assert calls == [8, 4] or calls == [4, 8]
 
 
+def test_create_graph_with_nothing_to_differentiate_skips_the_recomputation():
+    model = mlp(softplus=1.0).requires_grad_(False)
+    calls = []
+
+    def fwd(r):
+        calls.append(r.shape[0])
+        return model(r)
+
+    x = torch.randn(4, 4, dtype=torch.float64)
+    ig = BatchedIntegratedGradients(fwd)
+    plain = ig.attribute(x, target=1, n_steps=5, internal_batch_size=8)
+    calls.clear()
+    attr = ig.attribute(x, target=1, n_steps=5, internal_batch_size=8, create_graph=True)
+    torch.testing.assert_close(attr, plain, rtol=1e-12, atol=1e-14)
+    attr.sum().backward()  # reaches only the path points made inside the call
+    assert calls == [8, 8, 4]  # no chunk was recomputed
+    assert all(not p.requires_grad and p.grad is None for p in model.parameters())
+
+
 def test_auto_chunk_follows_the_measured_budget(monkeypatch):
     from captum_robust._utils import chunking
 

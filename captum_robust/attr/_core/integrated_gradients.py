@@ -23,10 +23,12 @@ from __future__ import annotations
 import contextlib
 import math
 import warnings
+import weakref
 from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.autograd.forward_ad as fwAD
+import torch.utils.checkpoint
 from captum.attr import GradientAttribution
 from captum.log import log_usage
 from torch import Tensor, nn
@@ -208,6 +210,9 @@ class _Path:
         self.target_resolved = False
         self.layer = layer
         self.attribute_to_layer_input = attribute_to_layer_input
+        # path points made leaves by us (create_graph with inputs that do not require grad):
+        # not parameters of the forward function, whatever the graph walk finds
+        self.internal_leaves: "weakref.WeakSet[Tensor]" = weakref.WeakSet()
         points, weights = quadrature_rule(method, n_steps)
         self.points = [torch.as_tensor(points, dtype=t.dtype, device=t.device) for t in inputs]
         self.weights = [torch.as_tensor(weights, dtype=t.dtype, device=t.device) for t in inputs]
@@ -267,6 +272,8 @@ class _Path:
                 r = r.detach()
             if not r.requires_grad:
                 r.requires_grad_()
+                if create_graph:
+                    self.internal_leaves.add(r)
             points.append(r)
             if self.layer is not None:
                 tangents.append(d.unsqueeze(0).expand(k, *d.shape).reshape(k * nb, *x.shape[1:]))
@@ -406,13 +413,15 @@ def _current_sequence_nr() -> int:
     return probe.grad_fn._sequence_nr()  # type: ignore[union-attr]
 
 
-def _graph_leaves(roots: Sequence[Tensor], declared: Sequence[Tensor], created_after: int) -> Optional[List[Tensor]]:
+def _graph_leaves(
+    roots: Sequence[Tensor], declared: Sequence[Tensor], created_after: int, internal: Any = ()
+) -> Optional[List[Tensor]]:
     """The leaf tensors (parameters, ...) the graph of ``roots`` reaches without passing through
     a declared tensor, or ``None`` if it reaches a node created before the call that is not
     a declared tensor's (a captured non-leaf tensor requiring grad, which the recomputing
     autograd function could not return gradients for)."""
     stop = {t.grad_fn for t in declared if t.grad_fn is not None}
-    declared_ids = {id(t) for t in declared}
+    declared_ids = {id(t) for t in declared} | {id(t) for t in internal}
     leaves: List[Tensor] = []
     leaf_ids = set()
     seen = set()
@@ -776,17 +785,11 @@ def _integrate(
         totals = [_accumulator(c, batch) for c in contribs]
         _add(totals, contribs, first, create_graph)
 
-        mode = "plain"
+        mode: Optional[str] = None  # how the remaining chunks are evaluated, chosen at the first one
         leaves: List[Tensor] = []
-        if create_graph and any(c.requires_grad for c in contribs):
-            found = _graph_leaves(contribs, [t for t in declared if t.requires_grad], seq_start)
-            if found is not None:
-                mode, leaves = "recompute", found
-            elif path.layer is None:
-                mode = "checkpoint"
-            else:
-                mode = "keep"
         for rect in rest:
+            if mode is None:
+                mode, leaves = _chunk_mode(path, declared, contribs, create_graph, seq_start)
             if mode == "recompute":
                 rng = _RngState(declared)
                 values = path.evaluate(declared, rect, create_graph=False)
@@ -799,7 +802,7 @@ def _integrate(
                 outs = path.evaluate(declared, rect, create_graph=True)
             else:
                 outs = path.evaluate(declared, rect, create_graph=False)
-            _add(totals, outs, rect, create_graph and mode != "plain")
+            _add(totals, outs, rect, create_graph)
             if progress is not None:
                 progress.update((rect[1] - rect[0]) * (rect[3] - rect[2]))
         if mode == "keep" and total_rows > rows0:
@@ -813,6 +816,23 @@ def _integrate(
         if progress is not None:
             progress.close()
     return totals, chunk
+
+
+def _chunk_mode(
+    path: _Path, declared: Sequence[Tensor], first: Sequence[Tensor], create_graph: bool, seq_start: int
+) -> Tuple[str, List[Tensor]]:
+    """How to evaluate the chunks after the first (whose graph is kept), and the leaves to
+    differentiate: ``"plain"`` (nothing to differentiate), ``"recompute"`` (the autograd
+    function), ``"checkpoint"`` / ``"keep"`` (fallbacks for captured non-leaf tensors)."""
+    if not create_graph or not any(c.requires_grad for c in first):
+        return "plain", []
+    wanted = [t for t in declared if t.requires_grad]
+    found = _graph_leaves(first, wanted, seq_start, internal=path.internal_leaves)
+    if found is None:
+        return ("checkpoint" if path.layer is None else "keep"), []
+    if not found and not wanted:
+        return "plain", []
+    return "recompute", found
 
 
 def _accumulator(contrib: Tensor, batch: int) -> Tensor:
