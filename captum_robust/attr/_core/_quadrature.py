@@ -4,15 +4,13 @@ The points and weights are those of Captum's ``captum.attr._utils.approximation_
 (same methods, same conventions), computed here in float64 and extended to ``n_steps = 1``
 where the rule is defined for one point (Captum asserts ``n > 1`` for every Riemann rule):
 
-=====================  ==================================  ==================================
-method                 points ``t_k`` (k = 0..m-1)          weights ``w_k``
-=====================  ==================================  ==================================
-``riemann_left``       ``k / m``                            ``1 / m``
-``riemann_right``      ``(k + 1) / m``                      ``1 / m``
-``riemann_middle``     ``(k + 1/2) / m``                    ``1 / m``
-``riemann_trapezoid``  ``k / (m - 1)``  (needs m >= 2)      ``1 / m``, halved at both ends
-``gausslegendre``      Gauss-Legendre nodes mapped to [0,1]  Gauss-Legendre weights / 2
-=====================  ==================================  ==================================
+* ``riemann_left``: points ``k / m`` (k = 0..m-1), weights ``1 / m``;
+* ``riemann_right``: points ``(k + 1) / m``, weights ``1 / m``;
+* ``riemann_middle``: points ``(k + 1/2) / m``, weights ``1 / m``;
+* ``riemann_trapezoid``: points ``k / (m - 1)`` (needs m >= 2), weights ``1 / m`` halved
+  at both ends;
+* ``gausslegendre``: the Gauss-Legendre nodes mapped from [-1, 1] to [0, 1], and half the
+  Gauss-Legendre weights.
 
 Note that, exactly as in Captum, ``riemann_trapezoid`` puts its m points on the grid
 ``k / (m - 1)`` but uses weights ``1/m`` (halved at the ends), so its weights sum to
