@@ -61,6 +61,11 @@ _CPU_CHUNK = 1 << 17
 # of _SEGMENT so the running counts can be summed in int32 segments without a copy.
 _BRUTE_BITS = 1
 _SEGMENT = 64
+# Relative costs (measured on a CPU) that decide how the discordant pairs of maps with tied
+# values are counted: a level of _count_inversions_dense costs about 1.75 levels of
+# _count_inversions, and the extra sort that the latter needs about 2 levels.
+_DENSE_LEVEL_COST = 1.75
+_SORT_LEVELS = 2
 _SMALL_FLOATS = (torch.float16, torch.bfloat16, torch.float32)
 
 
@@ -106,7 +111,7 @@ def _sorted_with_perm(values: Tensor, use_numpy: bool) -> Tuple[Tensor, Tensor]:
     if values.dtype in _SMALL_FLOATS:
         # one sort of packed (value, index) keys gives both the order and the permutation
         idx = torch.arange(n, device=values.device, dtype=torch.int64)
-        packed = _sort_values((_monotone_key(values) << 32) | idx, use_numpy)
+        packed = _sort_values(torch.add(idx, _monotone_key(values), alpha=1 << 32), use_numpy)
         return packed >> 32, packed & _LOW32
     perm = _argsort(values, use_numpy)
     return values.gather(1, perm), perm
@@ -123,7 +128,7 @@ def _tied_pairs(new: Tensor) -> Tensor:
     if m == 0:
         return torch.zeros(new.shape[0], dtype=torch.int64, device=new.device)
     pos = torch.arange(1, m + 1, device=new.device, dtype=torch.int64)
-    start = torch.cummax(torch.where(new, pos, 0), dim=1).values
+    start = torch.cummax(new * pos, dim=1).values  # (a product: torch.where on integers is slow on the CPU)
     return (pos - start).sum(dim=1)
 
 
@@ -185,14 +190,12 @@ def _count_inversions(perm: Tensor, use_int32: bool) -> Tensor:
                 inversions += ones.view(rows, -1, _SEGMENT).sum(dim=2, dtype=torch.int32).sum(dim=1)
             else:
                 inversions += ones.sum(dim=1)
-            # destination: bit 0 -> pos - ones + g 2^k, bit 1 -> ones + 2^k - 1 + g 2^k, as
-            # integer arithmetic (torch.where on integer tensors is not vectorized on the CPU)
-            torch.sub(pos, ones, out=dest)
-            torch.add(ones, half - 1, out=sel)
-            sel -= dest
-            sel *= bit
-            dest += sel
-            dest += (pos >> (k + 1)) << k
+            # destination: bit 0 -> pos - ones + g 2^k, bit 1 -> ones + 2^k - 1 + g 2^k, i.e.
+            # (pos + g 2^k - ones) + bit * (2 ones + 2^k - 1 - pos), in integer arithmetic
+            # (torch.where on integer tensors is not vectorized on the CPU)
+            torch.sub(pos + ((pos >> (k + 1)) << k), ones, out=dest)
+            torch.add((half - 1) - pos, ones, alpha=2, out=sel)
+            dest.addcmul_(bit, sel)
             nxt.scatter_(1, dest, cur)
             cur, nxt = nxt, cur
         inversions -= correction
@@ -200,6 +203,67 @@ def _count_inversions(perm: Tensor, use_int32: bool) -> Tensor:
     blocks = cur.view(rows, size // width, width)
     for offset in range(1, width):
         inversions += torch.count_nonzero(blocks[..., : width - offset] > blocks[..., offset:], dim=(1, 2))
+    return inversions
+
+
+def _count_inversions_dense(values: Tensor, num_values: int, use_int32: bool) -> Tensor:
+    """Inversions ``#{i < j : v_i > v_j}`` of rows of values in ``[0, num_values)`` that may
+    repeat (equal values are never inverted), by the same MSD radix partition as
+    :func:`_count_inversions` in ``ceil(log2 num_values)`` levels: the cheaper method when a
+    map has few distinct values (attribution maps with many exact zeros, rounded maps).
+
+    The groups no longer have a fixed size, so their offsets come from the histogram of the
+    values: with ``w[q]`` the number of values below ``q << k``, group ``g`` starts at
+    ``w[2g]``, holds ``Z_g = w[2g+1] - w[2g]`` values with bit ``k`` clear and has ``O_g``
+    values with bit ``k`` set before it; the count of a level is
+    ``sum(ones) - T (T+1) / 2 - sum_g Z_g O_g`` and the partition needs one gather from the
+    per-group table.
+    """
+    rows, size = values.shape
+    device = values.device
+    levels = (num_values - 1).bit_length() if num_values > 1 else 0
+    inversions = torch.zeros(rows, dtype=torch.int64, device=device)
+    if levels == 0 or size < 2:
+        return inversions
+    idx_dtype = torch.int32 if use_int32 else torch.int64
+    width = 1 << levels
+    counts = torch.zeros(rows, width, dtype=torch.int64, device=device)
+    counts.scatter_add_(1, values, torch.ones_like(values))
+    below = torch.zeros(rows, width + 1, dtype=torch.int64, device=device)
+    torch.cumsum(counts, dim=1, out=below[:, 1:])
+    cur = values.to(idx_dtype, copy=True)
+    nxt, bit, ones, dest, sel = (torch.empty_like(cur) for _ in range(5))
+    count_incl = torch.arange(1, size + 1, device=device, dtype=idx_dtype)
+    minus_count = -count_incl
+    segmented_sum = use_int32 and size % _SEGMENT == 0 and size * _SEGMENT < 2**31
+    for k in range(levels - 1, -1, -1):
+        w = below[:, :: 1 << k]
+        d = w[:, 1:] - w[:, :-1]
+        zeros_g, ones_g = d[:, 0::2], d[:, 1::2]
+        ones_before = ones_g.cumsum(dim=1) - ones_g
+        total = ones_g.sum(dim=1)
+        inversions -= (zeros_g * ones_before).sum(dim=1) + total * (total + 1) // 2
+        torch.bitwise_right_shift(cur, k, out=bit)
+        bit &= 1
+        torch.cumsum(bit, dim=1, out=ones)
+        if segmented_sum:
+            inversions += ones.view(rows, -1, _SEGMENT).sum(dim=2, dtype=torch.int32).sum(dim=1)
+        else:
+            inversions += ones.sum(dim=1)
+        if k == 0:
+            break
+        table = torch.empty(rows, d.shape[1], dtype=idx_dtype, device=device)
+        table[:, 0::2] = ones_before - 1
+        table[:, 1::2] = w[:, 1:-1:2] - ones_before - 1
+        # own count: ones if bit else (position + 1 - ones), in integer arithmetic
+        torch.sub(count_incl, ones, out=dest)
+        torch.add(minus_count, ones, alpha=2, out=sel)
+        dest.addcmul_(bit, sel)
+        torch.bitwise_right_shift(cur, k, out=sel)
+        torch.gather(table, 1, sel, out=nxt)
+        dest += nxt
+        nxt.scatter_(1, dest, cur)
+        cur, nxt = nxt, cur
     return inversions
 
 
@@ -216,22 +280,34 @@ def _kendall_counts(a: Tensor, b: Tensor, use_numpy: bool) -> Tuple[Tensor, ...]
         high = _monotone_key(a)
     else:
         high = _dense_rank(a, use_numpy)[0]
-    pairs = _sort_values((high << 32) | rank_b, use_numpy)  # sorted by a, then by rank of b
+    pairs = _sort_values(torch.add(rank_b, high, alpha=1 << 32), use_numpy)  # by a, then by rank of b
     new_a = _group_starts(pairs >> 32)
     ties_a = _tied_pairs(new_a)
     joint = _tied_pairs(_group_starts(pairs))
     distinct_a = new_a.sum(dim=1) + 1
-    # The discordant pairs are the strict inversions of the b-ranks in this order. Replace
-    # the dense ranks by ordinal ones, ties broken by the position in the order (so tied
-    # values are never inverted), padded with larger values at the end
-    # (which add no inversion) to a multiple of _SEGMENT: a permutation, whose radix
-    # groups are fixed blocks.
+    # The discordant pairs are the strict inversions of the b-ranks in this order, padded
+    # with larger values at the end (which add no inversion) to a multiple of _SEGMENT.
+    ranks = pairs & _LOW32
     size = -(-n // _SEGMENT) * _SEGMENT
     seq = torch.arange(size, device=device, dtype=torch.int64)
-    order = _sort_values(((pairs & _LOW32) << 32) | seq[:n], use_numpy) & _LOW32
-    perm = seq.repeat(rows, 1)
-    perm[:, :n].scatter_(1, order, seq[:n].expand(rows, n))
-    discordant = _count_inversions(perm, use_int32=use_numpy)
+    distinct = int(distinct_b.max())
+    if distinct == n and bool((distinct_b == n).all()):
+        # no ties in b: the ranks already form a permutation
+        perm = seq.repeat(rows, 1)
+        perm[:, :n] = ranks
+        discordant = _count_inversions(perm, use_int32=use_numpy)
+    elif _DENSE_LEVEL_COST * distinct.bit_length() < (size - 1).bit_length() + _SORT_LEVELS:
+        # few distinct values: count on the values themselves, in fewer levels
+        values = torch.full((rows, size), distinct, device=device, dtype=torch.int64)
+        values[:, :n] = ranks
+        discordant = _count_inversions_dense(values, distinct + 1, use_int32=use_numpy)
+    else:
+        # ordinal ranks instead, ties broken by the position in the order (so tied values
+        # are never inverted): a permutation, whose radix groups are fixed blocks
+        order = _sort_values(torch.add(seq[:n], ranks, alpha=1 << 32), use_numpy) & _LOW32
+        perm = seq.repeat(rows, 1)
+        perm[:, :n].scatter_(1, order, seq[:n].expand(rows, n))
+        discordant = _count_inversions(perm, use_int32=use_numpy)
     total = torch.full((rows,), n * (n - 1) // 2, dtype=torch.int64, device=device)
     return total, ties_a, ties_b, joint, discordant, distinct_a, distinct_b
 
@@ -327,8 +403,8 @@ def _average_ranks(values: Tensor, use_numpy: bool) -> Tensor:
     is_start[:, 1:] = new
     is_end = torch.ones(rows, n, dtype=torch.bool, device=values.device)
     is_end[:, :-1] = new
-    start = torch.cummax(torch.where(is_start, pos, 0), dim=1).values
-    end = torch.cummin(torch.where(is_end, pos, n).flip(1), dim=1).values.flip(1)
+    start = torch.cummax(is_start * pos, dim=1).values
+    end = torch.cummin((n - is_end * (n - pos)).flip(1), dim=1).values.flip(1)
     avg = (start + end).to(torch.float64) * 0.5
     return torch.empty_like(avg).scatter_(1, perm, avg)
 
@@ -386,20 +462,93 @@ def spearman(maps_a: Tensor, maps_b: Tensor) -> Tensor:
 # --------------------------------------------------------------------------- top-k
 
 
-def _kth_largest(flat: Tensor, k: int) -> Tensor:
+def _topk_mask_torch(flat: Tensor, k: int) -> Tensor:
     n = flat.shape[1]
-    if _use_numpy(flat) and flat.dtype != torch.bfloat16:
-        part = np.partition(flat.numpy(), n - k, axis=1)[:, n - k]
-        return torch.from_numpy(np.ascontiguousarray(part)).to(flat.dtype)
-    return torch.kthvalue(flat, n - k + 1, dim=1).values
-
-
-def _topk_mask_flat(flat: Tensor, k: int) -> Tensor:
-    threshold = _kth_largest(flat, k)[:, None]
+    threshold = torch.kthvalue(flat, n - k + 1, dim=1, keepdim=True).values
     above = flat > threshold
     tied = flat == threshold
     room = k - above.sum(dim=1, keepdim=True)
     return above | (tied & (torch.cumsum(tied, dim=1) <= room))
+
+
+def _distinct_keys(arr: np.ndarray) -> np.ndarray:
+    """int64 keys of float16/float32 rows that order like (value, lower index first) and are
+    all distinct (``-0.0`` and ``+0.0`` count as equal values)."""
+    n = arr.shape[1]
+    bits = (arr if arr.dtype == np.float32 else arr.astype(np.float32)).view(np.int32)
+    if bits.min() < 0:  # negative values (or -0.0); non-negative floats already order as ints
+        mono = bits >> 31
+        mono &= 0x7FFFFFFF
+        mono ^= bits  # order-preserving int32; -0.0 maps to -1, just below +0.0 ...
+        mono -= mono >> 31  # ... so shift the negatives up by one: -0.0 and +0.0 tie
+        bits = mono
+    keys = np.left_shift(bits, 32, dtype=np.int64)
+    keys |= np.arange(n - 1, -1, -1, dtype=np.int64)
+    return keys
+
+
+def _topk_mask_numpy(arr: np.ndarray, k: int, out: np.ndarray) -> np.ndarray:
+    """Top-k mask of the rows of ``arr`` into ``out`` (NumPy, for CPU tensors). Floats up to 32
+    bits: a selection on distinct (value, index) keys. Others: a selection of the k-th largest
+    value, then, in rows where values tie with it beyond k, the lowest tied indices."""
+    n = arr.shape[1]
+    if arr.dtype in (np.float16, np.float32):
+        keys = _distinct_keys(arr)
+        cut = np.partition(keys, n - k, axis=1)[:, n - k : n - k + 1]
+        return np.greater_equal(keys, cut, out=out)
+    threshold = np.partition(arr, n - k, axis=1)[:, n - k : n - k + 1]
+    np.greater_equal(arr, threshold, out=out)
+    selected = np.count_nonzero(out, axis=1)
+    excess = selected > k
+    if not excess.any():
+        return out
+    # of the tied elements keep the lowest indices, drop the rest
+    row, col = np.nonzero(arr == threshold)
+    tied = np.bincount(row, minlength=arr.shape[0])
+    first = np.cumsum(tied) - tied  # where each row's tied elements start in (row, col)
+    rank = np.arange(row.shape[0]) - first[row]
+    room = k - (selected - tied)  # tied elements that fit after the larger ones
+    drop = rank >= room[row]
+    out[row[drop], col[drop]] = False
+    return out
+
+
+def _as_numpy(flat: Tensor) -> np.ndarray:
+    if flat.dtype == torch.bfloat16:  # NumPy has no bfloat16; float32 holds it exactly
+        flat = flat.to(torch.float32)
+    return flat.numpy()
+
+
+def _topk_mask_flat(flat: Tensor, k: int) -> Tensor:
+    """Top-k mask of each row (ties broken by the lower index). On the CPU, NumPy's
+    selection, a row chunk at a time (cache-sized, so the passes over the masks are cheap)."""
+    if not _use_numpy(flat):
+        return _topk_mask_torch(flat, k)
+    arr = _as_numpy(flat)
+    out = np.empty(arr.shape, dtype=bool)
+    bounds = split_rows(arr.shape[0], arr.shape[1], _CPU_CHUNK)
+    for r0, r1 in zip(bounds[:-1], bounds[1:]):
+        _topk_mask_numpy(arr[r0:r1], k, out[r0:r1])
+    return torch.from_numpy(out)
+
+
+def _topk_shared(a: Tensor, b: Tensor, k: int) -> Tensor:
+    """``|top-k(a) & top-k(b)|`` per row."""
+    if not _use_numpy(a):
+        return (_topk_mask_torch(a, k) & _topk_mask_torch(b, k)).sum(dim=1)
+    an, bn = _as_numpy(a), _as_numpy(b)
+    rows, n = an.shape
+    shared = np.empty(rows, dtype=np.int64)
+    bounds = split_rows(rows, n, _CPU_CHUNK)
+    step = max(r1 - r0 for r0, r1 in zip(bounds[:-1], bounds[1:])) if rows else 0
+    mask_a = np.empty((step, n), dtype=bool)
+    mask_b = np.empty((step, n), dtype=bool)
+    for r0, r1 in zip(bounds[:-1], bounds[1:]):
+        ma = _topk_mask_numpy(an[r0:r1], k, mask_a[: r1 - r0])
+        mb = _topk_mask_numpy(bn[r0:r1], k, mask_b[: r1 - r0])
+        np.logical_and(ma, mb, out=ma)
+        shared[r0:r1] = np.count_nonzero(ma, axis=1)
+    return torch.from_numpy(shared)
 
 
 def topk_mask(maps: Tensor, k: int) -> Tensor:
@@ -465,7 +614,7 @@ def topk_intersection(maps_a: Tensor, maps_b: Tensor, k: int) -> Tensor:
         a = flatten_maps(maps_a.detach()).contiguous()
         b = flatten_maps(maps_b.detach()).contiguous()
         k = check_k(k, a.shape[1])
-        shared = (_topk_mask_flat(a, k) & _topk_mask_flat(b, k)).sum(dim=1)
+        shared = _topk_shared(a, b, k)
     return shared.to(out_dtype) / k
 
 

@@ -107,6 +107,18 @@ def test_kendall_equals_scipy_on_larger_maps_with_heavy_ties(n, backend):
     _assert_matches(spearman(a, b), _scipy_rows(stats.spearmanr, a.double().numpy(), b.double().numpy()))
 
 
+@pytest.mark.parametrize("dense_cost", [0.0, 1e9])  # always / never count on the tied values directly
+def test_both_counting_methods_for_tied_maps_equal_scipy(dense_cost, backend, monkeypatch):
+    monkeypatch.setattr(rank_module, "_DENSE_LEVEL_COST", dense_cost)
+    g = torch.Generator().manual_seed(7)
+    for n, levels in [(3, 2), (64, 5), (200, 3), (1000, 300), (777, 700)]:
+        a = torch.randint(0, levels, (4, n), generator=g).float()
+        b = torch.randint(0, levels, (4, n), generator=g).float()
+        b[0] = torch.arange(n).float()  # one row without ties in the same batch
+        _assert_matches(kendall_tau(a, b), _scipy_rows(stats.kendalltau, a.numpy(), b.numpy()))
+        _assert_matches(kendall_tau(b, a), _scipy_rows(stats.kendalltau, b.numpy(), a.numpy()))
+
+
 def test_kendall_on_an_imagenet_sized_map():
     g = torch.Generator().manual_seed(3)
     a = torch.randn(1, 3, 224, 224, generator=g)
