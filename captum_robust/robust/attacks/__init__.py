@@ -1,0 +1,65 @@
+r"""Attacks on attributions, and the classifier attacks they build on.
+
+Captum-style classes constructed with the model and an attribution method, with
+``perturb(inputs, target=..., additional_forward_args=...)`` returning the perturbed inputs
+and a per-example result (a small dataclass of ``(B,)`` tensors):
+
+* :class:`TopKAttack`, :class:`MassCenterAttack`, :class:`TargetedAttributionAttack` --
+  Ghorbani et al.'s iterative feature-importance attacks (sign steps, prediction kept);
+* :class:`AAI` -- Boopathy et al.'s attack against interpretability (eq. 15, top-k variant);
+* :class:`ISA` -- Boopathy et al.'s interpretability sneaking attack (eq. 6, bisections);
+* :class:`L2TopKAttack` -- Levine et al.'s l2 top-k attack (Algorithm 1);
+* :class:`AttributionPGD` -- PGD ascent on any differentiable attribution objective (the inner
+  maximizer of the robust-attribution regularizers);
+* :class:`PGD` -- l-inf / l2 classifier attack with random start, restarts, best iterate;
+* :func:`softplus_surrogate` -- a smooth copy of a ReLU model for the attack gradients.
+
+The attribution may be any attribution of :mod:`captum_robust.attr` whose ``attribute`` takes
+``create_graph`` (Integrated Gradients, CAM, Grad-CAM, Grad-CAM++, the differentiable SmoothGrad
+variants) or a plain callable ``(model, inputs, target) -> maps``. With ``surrogate=`` the
+attack gradients come from the surrogate while predictions, acceptance and the reported maps
+use the real model.
+
+Example::
+
+    >>> import torch
+    >>> from captum_robust.models import Small
+    >>> from captum_robust.attr import CAM
+    >>> from captum_robust.robust.attacks import AAI
+    >>> model = Small().eval()
+    >>> attack = AAI(model, CAM(model, model.feature_layer, model.classifier), n_iterations=10)
+    >>> x_adv, result = attack.perturb(torch.rand(2, 1, 28, 28))
+"""
+
+from captum_robust.robust.attacks.base import (
+    AttackResult,
+    AttributionAttackResult,
+    ISAResult,
+    ObjectiveResult,
+    PGDResult,
+    ghorbani_maps,
+)
+from captum_robust.robust.attacks.boopathy import AAI, ISA
+from captum_robust.robust.attacks.classifier import PGD
+from captum_robust.robust.attacks.feature_importance import MassCenterAttack, TargetedAttributionAttack, TopKAttack
+from captum_robust.robust.attacks.levine import L2TopKAttack
+from captum_robust.robust.attacks.objective import AttributionPGD
+from captum_robust.robust.attacks.surrogate import softplus_surrogate
+
+__all__ = [
+    "TopKAttack",
+    "MassCenterAttack",
+    "TargetedAttributionAttack",
+    "AAI",
+    "ISA",
+    "L2TopKAttack",
+    "AttributionPGD",
+    "PGD",
+    "softplus_surrogate",
+    "ghorbani_maps",
+    "AttackResult",
+    "AttributionAttackResult",
+    "ObjectiveResult",
+    "PGDResult",
+    "ISAResult",
+]

@@ -1,0 +1,381 @@
+r"""Ghorbani et al.'s iterative feature-importance attacks (IFIA) on attribution maps.
+
+Ghorbani, Abid, Zou, "Interpretation of Neural Networks is Fragile", AAAI 2019; the
+evaluation attack of Chen et al., "Robust Attribution Regularization", NeurIPS 2019.
+
+All three attacks work on the saliency map :math:`S` of an attribution :math:`I`: the absolute
+attribution summed over the channels and scaled to sum to the number of pixels (Chen's and
+Ghorbani's convention, :func:`~captum_robust.robust.attacks.base.ghorbani_maps`), and take
+:math:`\ell_\infty` sign steps that keep the predicted class:
+
+* :class:`TopKAttack` decreases the mass of :math:`S(\tilde x)` on the top-k pixels of :math:`S(x)`;
+* :class:`MassCenterAttack` moves the mass center of :math:`S(\tilde x)` away from that of :math:`S(x)`;
+* :class:`TargetedAttributionAttack` increases the mass of :math:`S(\tilde x)` in a given region.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Optional, Tuple
+
+import torch
+from captum.log import log_usage
+from torch import Tensor
+
+from captum_robust._utils.validation import TargetType, TensorOrTuple, check_int_range
+from captum_robust.robust.attacks.base import (
+    AttributionAttackResult,
+    IterativeMapAttack,
+    Tensors,
+    _Context,
+)
+from captum_robust.robust.discrepancy import center_of_mass, topk_mask
+
+__all__ = ["TopKAttack", "MassCenterAttack", "TargetedAttributionAttack"]
+
+_COMMON_ARGS = r"""
+        norm (str): ``"linf"`` (default, Ghorbani's attack) or ``"l2"``: the ball the
+            perturbation is projected onto after every sign step (with ``"l2"`` this is the
+            baseline Levine et al. compare their :class:`L2TopKAttack` with, App. C).
+        random_start (bool): start at a uniform random point of the ball instead of at
+            :math:`x` (Ghorbani starts at :math:`x`). Default False.
+        surrogate (nn.Module or callable, optional): a model with the same weights used for the
+            attack *gradients* only (e.g. :func:`softplus_surrogate`); predictions, acceptance
+            and the reported maps always use ``model``. Second derivatives through ReLU vanish
+            almost everywhere, so gradient-based maps of a ReLU network (plain gradients,
+            SmoothGrad) need one; Ghorbani used a softplus copy with :math:`\beta = 1`.
+        measure (str or callable): the similarity reported and (with
+            ``select_by="similarity"``) minimized over the accepted iterates: ``"topk"``
+            (top-``measure_k`` intersection), ``"kendall"``, ``"spearman"`` or a callable
+            ``(clean_maps, adversarial_maps) -> (B,)`` on prepared maps.
+        measure_k (int, optional): ``k`` of the ``"topk"`` measure.
+        select_by (str): which accepted iterate is returned: the one with the lowest
+            ``"similarity"`` or the lowest ``"objective"`` (on the real model's maps).
+        map_preparation (str, dict, callable or None): how maps are turned into the saliency
+            map :math:`S`: ``"ghorbani"`` (default, see above), ``"abs"``, ``None`` (raw maps),
+            a dict of :func:`~captum_robust.robust.discrepancy.prepare_maps` arguments or a
+            callable. Several input tensors give one flattened map.
+        clip_min, clip_max (float, Tensor, tuple or None): the data box (default [0, 1]);
+            ``None`` for no bound on that side. The clean inputs must lie inside it.
+        attribution_kwargs (dict, optional): keyword arguments for ``attribution.attribute``
+            (e.g. ``{"n_steps": 20, "method": "riemann_middle"}`` for Integrated Gradients).
+        gradient_attribution_kwargs (dict, optional): extra keyword arguments for the
+            differentiable passes only (e.g. fewer ``n_samples`` for SmoothGrad, as Levine did).
+        noise_seed (int): seed of the noise of the *reported* maps of noisy attributions
+            (SmoothGrad), drawn afresh with this seed at every evaluation so a reported map is
+            a deterministic function of its input. The attack's own gradient noise comes from
+            ``perturb``'s ``generator``. Default 0."""
+
+_PERTURB_DOC = r"""Run the attack.
+
+        Args:
+            inputs (Tensor or tuple[Tensor, ...]): clean inputs, batch first, inside the box.
+            target (int, list[int], Tensor or None): the class whose map is attacked (an int
+                for all, or one per example); ``None`` uses the model's prediction. The attack
+                keeps the model's *prediction* in any case.
+            additional_forward_args (Any, optional): extra model arguments (batch-first
+                tensors are selected along with the examples).
+            generator (torch.Generator, optional): randomness of the random start and of the
+                attribution's noise in the gradient passes.
+            show_progress (bool): a tqdm bar over the iterations.
+
+        Returns:
+            (Tensor or tuple[Tensor, ...], AttributionAttackResult): the perturbed inputs (the
+            best accepted iterate of each example, or the clean input where none improved) and
+            the per-example results.
+
+        Raises:
+            ValueError: NaN/inf inputs, inputs outside the box, a target of the wrong length or
+                out of range, a generator on another device.
+            TypeError: non-floating-point inputs.
+        """
+
+
+class TopKAttack(IterativeMapAttack):
+    __doc__ = r"""Ghorbani et al.'s top-k attack: move the attribution mass off the clean top-k features.
+
+    With :math:`S` the prepared saliency map and :math:`T_k` the indices of the :math:`k`
+    largest entries of :math:`S(x)`, the attack decreases
+
+    .. math::
+
+        L(\tilde x) = \sum_{p \in T_k} S(\tilde x)_p
+        \quad \text{s.t.} \quad \lVert \tilde x - x \rVert_\infty \le \epsilon,\;
+        \tilde x \in [\text{clip\_min}, \text{clip\_max}],\;
+        \arg\max f(\tilde x) = \arg\max f(x)
+
+    with sign steps of size :math:`\alpha` (Ghorbani et al. 2019, sec. 3; REFERENCE §4). Iterates
+    whose prediction changed are rejected, and the accepted iterate with the lowest top-k
+    intersection (``measure``) is returned. Chen et al.'s MNIST evaluation: Integrated
+    Gradients, :math:`k = 200`, intersection measured at 100, :math:`\alpha = 0.01`, 100
+    iterations, :math:`\epsilon = 0.3` (the defaults, with ``measure_k=100``).
+
+    Args:
+        model (nn.Module or callable): the classifier (B x C logits).
+        attribution: an attribution of :mod:`captum_robust.attr` built on ``model``
+            (:class:`~captum_robust.attr.BatchedIntegratedGradients`, CAM, Grad-CAM, the
+            SmoothGrad family, ...), whose ``attribute`` takes ``create_graph``; or a callable
+            ``(model, inputs, target) -> maps`` returning maps differentiable with respect to
+            ``inputs`` (``(model, inputs, target, additional_forward_args)`` when those are
+            given).
+        k (int): size of the attacked top set :math:`T_k`. Default 200.
+        eps (float): radius :math:`\epsilon \ge 0` of the ball. Default 0.3.
+        step_size (float): :math:`\alpha > 0`. Default 0.01.
+        n_iterations (int): number of steps, >= 1. Default 100.""" + _COMMON_ARGS + r"""
+
+    Example::
+
+        >>> import torch
+        >>> from captum_robust.models import Small
+        >>> from captum_robust.attr import BatchedIntegratedGradients
+        >>> from captum_robust.robust.attacks import TopKAttack, softplus_surrogate
+        >>> model = Small().eval()
+        >>> ig = BatchedIntegratedGradients(model)
+        >>> attack = TopKAttack(model, ig, k=200, measure_k=100, eps=0.3, n_iterations=5,
+        ...                     surrogate=softplus_surrogate(model),
+        ...                     attribution_kwargs={"n_steps": 8, "method": "riemann_middle"})
+        >>> x = torch.rand(4, 1, 28, 28)
+        >>> x_adv, result = attack.perturb(x)
+        >>> result.similarity.shape            # top-100 intersection of each example
+        torch.Size([4])
+    """
+
+    def __init__(
+        self,
+        model: Callable[..., Any],
+        attribution: Any,
+        k: int = 200,
+        eps: float = 0.3,
+        step_size: float = 0.01,
+        n_iterations: int = 100,
+        *,
+        measure: Any = "topk",
+        measure_k: Optional[int] = None,
+        select_by: str = "similarity",
+        map_preparation: Any = "ghorbani",
+        **kwargs: Any,
+    ) -> None:
+        self.k = check_int_range(k, "k", 1)
+        super().__init__(
+            model,
+            attribution,
+            eps,
+            step_size,
+            n_iterations,
+            measure=measure,
+            measure_k=self.k if measure_k is None else measure_k,
+            select_by=select_by,
+            map_preparation=map_preparation,
+            **kwargs,
+        )
+
+    def _setup(self, ctx: _Context) -> Dict[str, Tensor]:
+        n = ctx.clean_prepared[0].numel()
+        if self.k > n:
+            raise ValueError(f"k must be in [1, {n}] (the number of elements of a prepared map), got k={self.k}")
+        if self.measure_name == "topk" and self.measure_k > n:
+            raise ValueError(f"measure_k must be in [1, {n}] (the number of elements of a prepared map), got {self.measure_k}")
+        return {"mask": topk_mask(ctx.clean_prepared, self.k).to(ctx.clean_prepared.dtype)}
+
+    def _objective(self, prepared: Tensor, maps: Tensors, logits: Optional[Tensor], state: Dict[str, Tensor], ctx: _Context) -> Tensor:
+        return (prepared * state["mask"]).reshape(prepared.shape[0], -1).sum(dim=1)
+
+    @log_usage()
+    def perturb(
+        self,
+        inputs: TensorOrTuple,
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+        generator: Optional[torch.Generator] = None,
+        show_progress: bool = False,
+    ) -> Tuple[TensorOrTuple, AttributionAttackResult]:
+        return self._perturb(inputs, target, additional_forward_args, generator, show_progress)
+
+    perturb.__doc__ = _PERTURB_DOC
+
+
+class MassCenterAttack(IterativeMapAttack):
+    __doc__ = r"""Ghorbani et al.'s mass-center attack: move the center of the attribution mass.
+
+    With :math:`C(S) = \sum_p S_p\, p / \sum_p S_p` the mass center of the prepared map (in
+    pixel coordinates), the attack decreases
+
+    .. math::
+
+        L(\tilde x) = -\lVert C(S(\tilde x)) - C(S(x)) \rVert_2^2
+
+    under the constraints of :class:`TopKAttack`, and returns the accepted iterate with the
+    largest center dislocation (``select_by="objective"``; its ``objective`` is minus the
+    squared dislocation). The prepared map must have the spatial dimensions only
+    (``B x H x W`` after the default channel sum), so the attribution must return one map.
+
+    Args:
+        model (nn.Module or callable): the classifier.
+        attribution: as in :class:`TopKAttack`.
+        eps (float): radius of the ball, >= 0. Default 0.3.
+        step_size (float): > 0. Default 0.01.
+        n_iterations (int): >= 1. Default 100.""" + _COMMON_ARGS.replace(
+        'measure (str or callable): the similarity', 'measure (str or callable): the similarity (default "kendall")'
+    ) + r"""
+
+    Example::
+
+        >>> from captum_robust.models import Small
+        >>> from captum_robust.attr import BatchedIntegratedGradients
+        >>> from captum_robust.robust.attacks import MassCenterAttack, softplus_surrogate
+        >>> model = Small().eval()
+        >>> attack = MassCenterAttack(model, BatchedIntegratedGradients(model), n_iterations=5,
+        ...                           surrogate=softplus_surrogate(model),
+        ...                           attribution_kwargs={"n_steps": 8})
+        >>> x_adv, result = attack.perturb(torch.rand(2, 1, 28, 28))
+        >>> dislocation = (-result.objective).sqrt()     # pixels
+    """
+
+    def __init__(
+        self,
+        model: Callable[..., Any],
+        attribution: Any,
+        eps: float = 0.3,
+        step_size: float = 0.01,
+        n_iterations: int = 100,
+        *,
+        measure: Any = "kendall",
+        select_by: str = "objective",
+        map_preparation: Any = "ghorbani",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            model, attribution, eps, step_size, n_iterations,
+            measure=measure, select_by=select_by, map_preparation=map_preparation, **kwargs,
+        )
+
+    def _setup(self, ctx: _Context) -> Dict[str, Tensor]:
+        if len(ctx.clean_maps) != 1 or ctx.clean_prepared.dim() < 2:
+            raise ValueError(
+                "MassCenterAttack needs one spatial map per example (B x H x W after preparation), got "
+                f"{len(ctx.clean_maps)} map tensor(s) prepared to shape {tuple(ctx.clean_prepared.shape)}"
+            )
+        return {"center": center_of_mass(ctx.clean_prepared)}
+
+    def _objective(self, prepared: Tensor, maps: Tensors, logits: Optional[Tensor], state: Dict[str, Tensor], ctx: _Context) -> Tensor:
+        diff = center_of_mass(prepared) - state["center"]
+        return -(diff * diff).sum(dim=1)
+
+    @log_usage()
+    def perturb(
+        self,
+        inputs: TensorOrTuple,
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+        generator: Optional[torch.Generator] = None,
+        show_progress: bool = False,
+    ) -> Tuple[TensorOrTuple, AttributionAttackResult]:
+        return self._perturb(inputs, target, additional_forward_args, generator, show_progress)
+
+    perturb.__doc__ = _PERTURB_DOC
+
+
+class TargetedAttributionAttack(IterativeMapAttack):
+    __doc__ = r"""Ghorbani et al.'s targeted attack: move the attribution mass into a chosen region.
+
+    With a region mask :math:`R` over the prepared map, the attack decreases
+
+    .. math::
+
+        L(\tilde x) = -\sum_p R_p\, S(\tilde x)_p ,
+
+    the (weighted) mass of the saliency map inside the region (:math:`S` sums to its number of
+    elements with the default preparation, so this is the region's share of the mass times
+    that number), under the constraints of :class:`TopKAttack`, and returns the accepted
+    iterate with the most mass in the region (``select_by="objective"``).
+
+    Args:
+        model (nn.Module or callable): the classifier.
+        attribution: as in :class:`TopKAttack`.
+        region (Tensor): a mask (bool or non-negative weights) with the shape of one prepared
+            map (``H x W`` for the default preparation of ``B x C x H x W`` maps) or of the
+            batch of prepared maps (``B x H x W``, one region per example). ``perturb`` takes
+            ``region=`` to override it per call.
+        eps (float): radius of the ball, >= 0. Default 0.3.
+        step_size (float): > 0. Default 0.01.
+        n_iterations (int): >= 1. Default 100.""" + _COMMON_ARGS + r"""
+
+    Example::
+
+        >>> from captum_robust.models import Small
+        >>> from captum_robust.attr import BatchedIntegratedGradients
+        >>> from captum_robust.robust.attacks import TargetedAttributionAttack, softplus_surrogate
+        >>> model = Small().eval()
+        >>> region = torch.zeros(28, 28, dtype=torch.bool); region[:10, :10] = True
+        >>> attack = TargetedAttributionAttack(model, BatchedIntegratedGradients(model), region,
+        ...                                    n_iterations=5, surrogate=softplus_surrogate(model),
+        ...                                    attribution_kwargs={"n_steps": 8})
+        >>> x_adv, result = attack.perturb(torch.rand(2, 1, 28, 28))
+    """
+
+    def __init__(
+        self,
+        model: Callable[..., Any],
+        attribution: Any,
+        region: Tensor,
+        eps: float = 0.3,
+        step_size: float = 0.01,
+        n_iterations: int = 100,
+        *,
+        measure: Any = "kendall",
+        select_by: str = "objective",
+        map_preparation: Any = "ghorbani",
+        **kwargs: Any,
+    ) -> None:
+        self.region = self._check_region(region)
+        super().__init__(
+            model, attribution, eps, step_size, n_iterations,
+            measure=measure, select_by=select_by, map_preparation=map_preparation, **kwargs,
+        )
+
+    @staticmethod
+    def _check_region(region: Any) -> Tensor:
+        if not isinstance(region, Tensor):
+            raise TypeError(f"region must be a tensor mask, got {type(region).__name__}")
+        if region.is_complex() or (region.is_floating_point() and not bool(torch.isfinite(region).all())):
+            raise ValueError("region must hold finite real weights or booleans")
+        if region.dtype != torch.bool and bool((region < 0).any()):
+            raise ValueError("region weights must be non-negative")
+        if not bool(region.to(torch.bool).any()):
+            raise ValueError("region is empty (all zeros)")
+        return region
+
+    def _setup(self, ctx: _Context) -> Dict[str, Tensor]:
+        region = ctx.region if ctx.region is not None else self.region
+        prepared = ctx.clean_prepared
+        r = region.to(device=prepared.device, dtype=prepared.dtype)
+        if r.shape == prepared.shape[1:]:
+            r = r.unsqueeze(0).expand(prepared.shape)
+        elif r.shape != prepared.shape:
+            raise ValueError(
+                f"region has shape {tuple(region.shape)}, but one prepared map has shape {tuple(prepared.shape[1:])} "
+                f"(a batch of them {tuple(prepared.shape)})"
+            )
+        return {"region": r}
+
+    def _objective(self, prepared: Tensor, maps: Tensors, logits: Optional[Tensor], state: Dict[str, Tensor], ctx: _Context) -> Tensor:
+        return -(prepared * state["region"]).reshape(prepared.shape[0], -1).sum(dim=1)
+
+    @log_usage()
+    def perturb(
+        self,
+        inputs: TensorOrTuple,
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+        generator: Optional[torch.Generator] = None,
+        show_progress: bool = False,
+        region: Optional[Tensor] = None,
+    ) -> Tuple[TensorOrTuple, AttributionAttackResult]:
+        if region is not None:
+            region = self._check_region(region)
+        return self._perturb(inputs, target, additional_forward_args, generator, show_progress, region=region)
+
+    perturb.__doc__ = _PERTURB_DOC.replace(
+        "            show_progress (bool): a tqdm bar over the iterations.",
+        "            show_progress (bool): a tqdm bar over the iterations.\n"
+        "            region (Tensor, optional): overrides the constructor's region for this call.",
+    )
