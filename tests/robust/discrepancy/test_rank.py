@@ -272,10 +272,15 @@ def test_topk_intersection_with_itself_and_with_its_reverse(n, backend):
         torch.testing.assert_close(topk_intersection(a, -a, k), torch.full((3,), max(0, 2 * k - n) / k))
 
 
-def test_topk_tie_rule_is_lowest_index_first():
-    maps = torch.tensor([[1.0, 5.0, 1.0, 1.0, 0.0, 1.0]])
-    assert torch.nonzero(topk_mask(maps, 3)[0]).flatten().tolist() == [0, 1, 2]
-    assert torch.nonzero(topk_mask(maps, 5)[0]).flatten().tolist() == [0, 1, 2, 3, 5]
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.int64])
+def test_topk_tie_rule_is_lowest_index_first(dtype, backend):
+    maps = torch.tensor([[1, 5, 1, 1, 0, 1], [-3, -1, -1, -2, -1, -3]]).to(dtype)
+    assert topk_mask(maps, 3).nonzero().tolist() == [[0, 0], [0, 1], [0, 2], [1, 1], [1, 2], [1, 4]]
+    assert topk_mask(maps, 5)[0].nonzero().flatten().tolist() == [0, 1, 2, 3, 5]
+    if dtype.is_floating_point:  # -0.0 ties with 0.0
+        zeros = torch.tensor([[-1.0, 0.0, -0.0, 0.0, -0.0]], dtype=dtype)
+        assert topk_mask(zeros, 2)[0].nonzero().flatten().tolist() == [1, 2]
+        assert topk_mask(-zeros, 2)[0].nonzero().flatten().tolist() == [0, 1]
 
 
 # --------------------------------------------------------------------------- center of mass
