@@ -139,8 +139,8 @@ def main() -> None:
             # top-k is usually taken on prepared, non-negative maps (|attribution|)
             pa, pb = da.abs(), db.abs()
             pan, pbn = an.__abs__(), bn.__abs__()
-            candidates["numpy top-k loop, |maps|"] = lambda: numpy_topk_loop(pan, pbn, k)
-            candidates["topk_intersection, |maps|"] = lambda: topk_intersection(pa, pb, k)
+            candidates["numpy top-k loop, abs maps"] = lambda: numpy_topk_loop(pan, pbn, k)
+            candidates["topk_intersection, abs maps"] = lambda: topk_intersection(pa, pb, k)
             if n <= 1024:
                 candidates["pairwise O(n^2) kendall (torch)"] = lambda: pairwise_kendall(da, db)
                 naive = pairwise_kendall(da, db).cpu().double().numpy()
@@ -157,12 +157,12 @@ def main() -> None:
             checks["topk_intersection"] = float(np.max(np.abs(top_ours - top_ref))) if not tied else None
             top_ours = topk_intersection(pa, pb, k).cpu().double().numpy()
             top_ref = numpy_topk_loop(pan, pbn, k)
-            checks["topk_intersection, |maps|"] = float(np.max(np.abs(top_ours - top_ref))) if not tied else None
+            checks["topk_intersection, abs maps"] = float(np.max(np.abs(top_ours - top_ref))) if not tied else None
             pairs = [
                 ("kendall_tau", "scipy kendalltau loop", "kendall_tau"),
                 ("spearman", "scipy spearmanr loop", "spearman"),
                 ("topk_intersection", "numpy top-k loop", "topk_intersection"),
-                ("topk_intersection, |maps|", "numpy top-k loop, |maps|", "topk_intersection, |maps|"),
+                ("topk_intersection, abs maps", "numpy top-k loop, abs maps", "topk_intersection, abs maps"),
             ]
             if n <= 1024:
                 pairs.append(("pairwise kendall (context)", "scipy kendalltau loop", "pairwise O(n^2) kendall (torch)"))

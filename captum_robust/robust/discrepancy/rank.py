@@ -448,15 +448,23 @@ def spearman(maps_a: Tensor, maps_b: Tensor) -> Tensor:
         if a.shape[0] == 0:
             return torch.empty(0, dtype=out_dtype, device=maps_a.device)
         use_numpy = _use_numpy(a)
-        ra = _average_ranks(a, use_numpy)
-        rb = _average_ranks(b, use_numpy)
-        ra = ra - ra.mean(dim=1, keepdim=True)
-        rb = rb - rb.mean(dim=1, keepdim=True)
-        num = (ra * rb).sum(dim=1)
-        den = torch.sqrt((ra * ra).sum(dim=1) * (rb * rb).sum(dim=1))
-        rho = torch.where(den > 0, num / torch.where(den > 0, den, 1.0), torch.full_like(num, float("nan")))
-        rho = rho.clamp(-1.0, 1.0)
+        bounds = split_rows(a.shape[0], a.shape[1], _CPU_CHUNK if use_numpy else None)
+        rho = torch.cat(
+            [_spearman_rows(a[r0:r1], b[r0:r1], use_numpy) for r0, r1 in zip(bounds[:-1], bounds[1:])]
+        )
     return rho.to(out_dtype)
+
+
+def _spearman_rows(a: Tensor, b: Tensor, use_numpy: bool) -> Tensor:
+    ra = _average_ranks(a, use_numpy)
+    rb = _average_ranks(b, use_numpy)
+    center = (a.shape[1] - 1) / 2.0  # the mean of the ranks, ties or not
+    ra -= center
+    rb -= center
+    num = (ra * rb).sum(dim=1)
+    den = torch.sqrt((ra * ra).sum(dim=1) * (rb * rb).sum(dim=1))
+    rho = torch.where(den > 0, num / torch.where(den > 0, den, 1.0), torch.full_like(num, float("nan")))
+    return rho.clamp(-1.0, 1.0)
 
 
 # --------------------------------------------------------------------------- top-k
