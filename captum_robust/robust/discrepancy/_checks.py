@@ -76,7 +76,9 @@ def result_dtype(t: Tensor) -> torch.dtype:
     return t.dtype if t.is_floating_point() else torch.get_default_dtype()
 
 
-def resolve_classes(classes: ClassesType, batch_size: int, num_classes: int, device: torch.device) -> Tensor:
+def resolve_classes(
+    classes: ClassesType, batch_size: int, num_classes: int, device: torch.device, name: str = "classes"
+) -> Tensor:
     """Turn a class set into a ``B x m`` int64 index tensor.
 
     ``None`` -> every class; an int -> that class for every example; a 1-D sequence/tensor of
@@ -85,43 +87,43 @@ def resolve_classes(classes: ClassesType, batch_size: int, num_classes: int, dev
     if classes is None:
         return torch.arange(num_classes, device=device).expand(batch_size, num_classes)
     if isinstance(classes, bool):
-        raise TypeError(f"classes must be None, an int, or B / B x m class indices, got bool {classes}")
+        raise TypeError(f"{name} must be None, an int, or B / B x m class indices, got bool {classes}")
     if isinstance(classes, numbers.Integral):
         idx = torch.full((batch_size, 1), int(classes), dtype=torch.long, device=device)
     else:
         if isinstance(classes, Tensor):
             if classes.is_floating_point() or classes.is_complex() or classes.dtype == torch.bool:
-                raise TypeError(f"classes must be an integer tensor, got dtype {classes.dtype}")
+                raise TypeError(f"{name} must be an integer tensor, got dtype {classes.dtype}")
             idx = classes.to(device=device, dtype=torch.long)
         elif isinstance(classes, (list, tuple)):
             try:
                 idx = torch.as_tensor(classes, dtype=torch.long, device=device)
             except (TypeError, ValueError, RuntimeError) as err:
                 raise TypeError(
-                    f"classes as a list must hold ints (B) or equal-length lists of ints (B x m), got {classes!r}"
+                    f"{name} as a list must hold ints (B) or equal-length lists of ints (B x m), got {classes!r}"
                 ) from err
             if any(isinstance(v, (bool, float)) for v in _flat(classes)):
-                raise TypeError(f"classes must hold int class indices, got {classes!r}")
+                raise TypeError(f"{name} must hold int class indices, got {classes!r}")
         else:
             raise TypeError(
-                f"classes must be None, an int, a sequence or an integer tensor, got {type(classes).__name__}"
+                f"{name} must be None, an int, a sequence or an integer tensor, got {type(classes).__name__}"
             )
         if idx.dim() == 0:
             idx = idx.reshape(1, 1).expand(batch_size, 1)
         elif idx.dim() == 1:
             idx = idx[:, None]
         elif idx.dim() != 2:
-            raise ValueError(f"classes must be 1-D (B) or 2-D (B x m), got shape {tuple(idx.shape)}")
+            raise ValueError(f"{name} must be 1-D (B) or 2-D (B x m), got shape {tuple(idx.shape)}")
         if idx.shape[0] != batch_size:
             raise ValueError(
-                f"classes has {idx.shape[0]} rows but the batch has {batch_size} maps; give one row per example "
+                f"{name} has {idx.shape[0]} rows but the batch has {batch_size} maps; give one row per example "
                 "(expand a shared class set with .expand(B, m))"
             )
         if idx.shape[1] == 0:
-            raise ValueError("classes must name at least one class per example, got an empty class set")
+            raise ValueError(f"{name} must name at least one class per example, got an empty class set")
     if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= num_classes):
         bad = int(idx[(idx < 0) | (idx >= num_classes)][0])
-        raise ValueError(f"classes holds class index {bad}, outside the maps' range [0, {num_classes - 1}]")
+        raise ValueError(f"{name} holds class index {bad}, outside the maps' range [0, {num_classes - 1}]")
     return idx
 
 
@@ -152,3 +154,11 @@ def split_rows(batch: int, n: int, budget: Optional[int]) -> Tuple[int, ...]:
         return (0, batch)
     rows = max(1, budget // max(n, 1))
     return tuple(range(0, batch, rows)) + (batch,)
+
+
+def resolve_class_index(value: Any, name: str, batch_size: int, num_classes: int, device: torch.device) -> Tensor:
+    """One class per example (an int, ``B`` indices as a list or tensor) -> ``(B,)`` int64."""
+    idx = resolve_classes(value, batch_size, num_classes, device, name)
+    if value is None or idx.shape[1] != 1:
+        raise ValueError(f"{name} must be an int or one class index per example ({batch_size}), got {value!r}")
+    return idx[:, 0]

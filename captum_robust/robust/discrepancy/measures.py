@@ -25,6 +25,7 @@ from captum_robust.robust.discrepancy._checks import (
     check_maps,
     check_p,
     check_pair,
+    resolve_class_index,
     resolve_classes,
 )
 from captum_robust.robust.discrepancy.rank import kendall_tau, spearman, topk_intersection
@@ -137,8 +138,8 @@ def two_class_discrepancy(
     """
     _check_class_maps(maps_x, maps_x_adv)
     b, c = maps_x.shape[:2]
-    y = resolve_target(target, b, c, maps_x.device)
-    y_adv = resolve_target(adv_target, b, c, maps_x.device)
+    y = resolve_class_index(target, "target", b, c, maps_x.device)
+    y_adv = resolve_class_index(adv_target, "adv_target", b, c, maps_x.device)
     return lp_discrepancy(maps_x, maps_x_adv, p=p, classes=torch.stack([y, y_adv], dim=1))
 
 
@@ -198,7 +199,7 @@ def target_free_discrepancy(
         )
     if logits_adv.device != maps_x.device:
         raise ValueError(f"logits_adv is on {logits_adv.device} but the maps are on {maps_x.device}")
-    y = resolve_target(target, b, c, maps_x.device)
+    y = resolve_class_index(target, "target", b, c, maps_x.device)
     flat_x = maps_x.reshape(b, c, -1)
     flat_adv = maps_x_adv.reshape(b, c, -1)
     per_class = (flat_x - flat_adv).abs().sum(dim=2)  # B x C

@@ -11,19 +11,23 @@ How :func:`kendall_tau` is computed, in :math:`O(n \log n)` per map and without 
 loop over maps:
 
 1. sort the second map ``b`` once and replace it by its dense ranks (ties share a rank);
-2. sort the pairs ``(a, rank_b)`` lexicographically; tie counts in ``a``, ``b`` and in both
-   come from the group boundaries of the sorted sequences;
+2. sort the pairs ``(a, rank_b)`` lexicographically (one sort of packed 64-bit keys); the
+   tie counts in ``a``, in ``b`` and in both come from the group boundaries of the sorted rows;
 3. the discordant pairs are the strict inversions of the ranks of ``b`` in that order. They
    are counted bit by bit, from the most significant bit of the rank down (an MSD radix
-   sort): while the sequence is stably partitioned on bit ``k`` within the groups that share
-   the higher bits, every element whose bit is 0 forms an inversion with each element of its
-   group that precedes it and has bit 1. One cumulative sum per bit counts them, and a
-   gather + scatter performs the stable partition, so each of the
-   :math:`\lceil \log_2 n \rceil` levels costs :math:`O(n)` for every map at once.
+   sort that counts as it goes): while the sequence is stably partitioned on bit ``k``
+   within the groups that share the higher bits, every element whose bit is 0 forms an
+   inversion with each element of its group that precedes it with bit 1. One cumulative sum
+   per bit counts them and one scatter performs the partition, so each of the
+   :math:`\lceil \log_2 n \rceil` levels costs :math:`O(n)` for every map at once. With
+   ordinal ranks (ties in ``b`` broken by position, so they are never counted) the groups
+   are fixed blocks and need no bookkeeping; maps with few distinct values are instead
+   counted on the dense ranks, in fewer levels.
 
-On the CPU the two sorts use NumPy's sort on packed 64-bit keys (several times faster than
-``torch.sort`` there; the tensors are shared with NumPy, nothing is copied); on other devices
-``torch.sort``. Nothing goes to the host when the maps are on a GPU.
+On the CPU the sorts and the top-k selection use NumPy (several times faster than
+``torch.sort`` / ``torch.topk`` there; CPU tensors are viewed as arrays without a copy) and
+rows are processed in cache-sized chunks; on other devices everything is torch, and nothing
+goes to the host.
 """
 
 from __future__ import annotations

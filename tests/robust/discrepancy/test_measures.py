@@ -245,8 +245,12 @@ def test_measure_errors():
         lp_discrepancy(x, x_adv, classes=3)
     with pytest.raises(ValueError, match=r"class index -1"):
         lp_discrepancy(x, x_adv, classes=[[0, -1]])
-    with pytest.raises(ValueError, match="outside"):
+    with pytest.raises(ValueError, match=r"adv_target holds class index 5, outside the maps' range \[0, 2\]"):
         two_class_discrepancy(x, x_adv, 0, 5)
+    with pytest.raises(ValueError, match="target must be an int or one class index per example"):
+        target_free_discrepancy(x, x_adv, torch.zeros(1, 3), [[0, 1]])
+    with pytest.raises(ValueError, match="target has 2 rows but the batch has 1"):
+        two_class_discrepancy(x, x_adv, [0, 1], 1)
     with pytest.raises(ValueError, match="rows"):
         lp_discrepancy(x, x_adv, classes=torch.tensor([0, 1]))
     with pytest.raises(TypeError, match="integer tensor"):
