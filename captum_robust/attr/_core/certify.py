@@ -618,6 +618,12 @@ class CertifiedTopK(Attribution):
     quadratic maps' certificates vacuous and the sparsified ones not. When the noise level
     differs between input tensors, the smallest sigma of each example is used (sound).
 
+    The certificate compares the observed map with the population map smoothed with the
+    *same* absolute sigma (``certificate.sigma``). With ``relative_sigma=True`` that sigma
+    was computed from each clean input's range; a map recomputed at a perturbed input with
+    ``relative_sigma=True`` would use the perturbed input's range instead, so compare with
+    a method built with ``sigma=certificate.sigma``.
+
     Args:
         smoothed_attribution (SmoothGradBase): the smoothed method (its ``sigma`` and
             ``n_samples`` are used).

@@ -80,14 +80,13 @@ def ceil_fraction(fraction: float, n: int) -> int:
     return max(0, math.ceil(round(fraction * n, 9)))
 
 
-def _check_fraction(value: Any, name: str, low_open: bool = True, allow_zero: bool = False) -> float:
+def _check_fraction(value: Any, name: str) -> float:
+    """A float in (0, 1]."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a float, got {type(value).__name__} {value!r}")
     v = float(value)
-    ok = math.isfinite(v) and v <= 1.0 and (v >= 0.0 if allow_zero else v > 0.0)
-    if not ok:
-        allowed = "[0, 1)" if allow_zero else "(0, 1]"
-        raise ValueError(f"{name} must be in {allowed}, got {value!r}")
+    if not (math.isfinite(v) and 0.0 < v <= 1.0):
+        raise ValueError(f"{name} must be in (0, 1], got {value!r}")
     return v
 
 
@@ -220,10 +219,12 @@ def top_count_mask(values: Tensor, count: int) -> Tensor:
 class SmoothGradBase(GradientAttribution):
     r"""Base class: Gaussian smoothing of a bounded map of the input gradient.
 
-    Subclasses define :meth:`map_from_gradients`, which turns the raw gradients of a set
-    of noisy points (rows x n) into base maps in ``[0, 1]``; this class samples the noise,
-    computes the gradients in chunks and averages. Subclass it to smooth (and certify with
-    :class:`~captum_robust.attr.CertifiedTopK`) a bounded gradient map of your own.
+    Subclasses define :meth:`map_from_abs` (a map of ``|g|``) or :meth:`map_from_gradients`
+    (a map of the signed gradient), which turn the gradients of a set of noisy points
+    (rows x n, all input tensors flattened and concatenated) into base maps in ``[0, 1]``;
+    this class samples the noise, computes the gradients in chunks and averages. Subclass
+    it to smooth (and certify with :class:`~captum_robust.attr.CertifiedTopK`) a bounded
+    gradient map of your own; values outside ``[0, 1]`` raise ``ValueError``.
 
     Args:
         forward_func (nn.Module or callable): the model; returns class scores B x C (or one
