@@ -57,9 +57,11 @@ __all__ = [
 ]
 
 _LOW32 = 0xFFFFFFFF
-# Rows are processed in chunks of about this many elements on the CPU, so the working set
-# of the per-bit passes stays in cache; on accelerators everything goes at once.
+# Rows are processed in chunks of about this many elements: on the CPU small enough for the
+# working set of the per-bit passes to stay in cache; on accelerators large (for parallelism)
+# but bounded (a few int64 buffers of this size).
 _CPU_CHUNK = 1 << 17
+_DEVICE_CHUNK = 1 << 24
 # The last level of the inversion count compares the pairs in blocks of 2**_BRUTE_BITS
 # (cheaper than a radix pass only for a single bit), and the rows are padded to a multiple
 # of _SEGMENT so the running counts can be summed in int32 segments without a copy.
@@ -373,11 +375,13 @@ def kendall_tau(maps_a: Tensor, maps_b: Tensor, variant: str = "b") -> Tensor:
         b = flatten_maps(maps_b.detach())
         if a.dtype != b.dtype:
             common = torch.promote_types(a.dtype, b.dtype)
+            if not (a.is_floating_point() and b.is_floating_point()):
+                common = torch.float64  # integers compared with floats: keep them exact
             a, b = a.to(common), b.to(common)
         rows, n = a.shape
         use_numpy = _use_numpy(a)
         a, b = a.contiguous(), b.contiguous()
-        bounds = split_rows(rows, n, _CPU_CHUNK if use_numpy else None)
+        bounds = split_rows(rows, n, _CPU_CHUNK if use_numpy else _DEVICE_CHUNK)
         parts = [_kendall_counts(a[r0:r1], b[r0:r1], use_numpy) for r0, r1 in zip(bounds[:-1], bounds[1:])]
         counts = [torch.cat(c) if len(parts) > 1 else c[0] for c in zip(*parts)] if parts else None
         if counts is None:  # an empty batch
@@ -452,7 +456,7 @@ def spearman(maps_a: Tensor, maps_b: Tensor) -> Tensor:
         if a.shape[0] == 0:
             return torch.empty(0, dtype=out_dtype, device=maps_a.device)
         use_numpy = _use_numpy(a)
-        bounds = split_rows(a.shape[0], a.shape[1], _CPU_CHUNK if use_numpy else None)
+        bounds = split_rows(a.shape[0], a.shape[1], _CPU_CHUNK if use_numpy else _DEVICE_CHUNK)
         rho = torch.cat(
             [_spearman_rows(a[r0:r1], b[r0:r1], use_numpy) for r0, r1 in zip(bounds[:-1], bounds[1:])]
         )
