@@ -169,3 +169,45 @@ def test_console_script_is_declared():
     assert len(matches) == 1
     assert matches[0].value == "captum_robust.cli:main"
     assert matches[0].load() is main
+
+
+def test_report_certified_sparsified_smoothgrad_section(quick_demo):
+    from captum_robust import cli
+    from captum_robust.attr import CertifiedTopK, SparsifiedSmoothGrad
+    from captum_robust.attr.certify import hoeffding_margin
+
+    report = (quick_demo["out"] / "report.md").read_text()
+    assert "## Certified Sparsified SmoothGrad" in report
+    assert "certified Sparsified SmoothGrad maps" in report  # the figure's caption names the new column
+    k = 157  # K = ceil(0.2 * 784)
+    assert f"K = {k} (20% of the 784 pixels)" in report
+    assert f"rho = {cli.CERT_RHO}" in report and "for\n**every** perturbation" in report
+    rows = re.findall(r"^\| (\d+) \| (\d+) \| (\d+) \| ([0-9.]+) \|$", report, re.M)
+    assert len(rows) == 8
+    margin = float(re.search(r"Hoeffding margin of\n([0-9.]+)", report).group(1))
+    assert abs(margin - hoeffding_margin(784, cli.SMOOTHGRAD_QUICK_SAMPLES, cli.CERT_CONFIDENCE)) < 5e-4
+
+    # recompute the maps and certificates from the saved model: same seed, same numbers
+    model = Small()
+    model.load_state_dict(torch.load(quick_demo["out"] / "model.pt", weights_only=True))
+    model.eval()
+    x = load_digits(size=28, seed=0).test.tensors[0][:8]
+    with torch.no_grad():
+        pred = model(x).argmax(dim=1)
+    ssg = SparsifiedSmoothGrad(model, cli.SMOOTHGRAD_SPARSITY, cli.SMOOTHGRAD_SIGMA, cli.SMOOTHGRAD_QUICK_SAMPLES)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cli.DEFAULT_THREADS)
+    try:
+        _, cert = CertifiedTopK(ssg, cli.CERT_K_FRACTION, cli.CERT_RHO, cli.CERT_CONFIDENCE).attribute(
+            x, target=pred, generator=torch.Generator().manual_seed(0)
+        )
+    finally:
+        torch.set_num_threads(threads)
+    for i, (idx, p, overlap, fraction) in enumerate(rows):
+        assert int(idx) == i and int(p) == int(pred[i])
+        assert 0 <= int(overlap) <= k
+        assert abs(float(fraction) - int(overlap) / k) < 5e-4
+        assert int(overlap) == int(cert.overlap[i])
+    assert max(int(r[2]) for r in rows) > 0  # the demo's certificates are not all vacuous
+    median = float(re.search(r"Median certified fraction R / K: \*\*([0-9.]+)\*\*", report).group(1))
+    assert abs(median - float(cert.fraction.median())) < 5e-4
