@@ -17,7 +17,7 @@ Example::
     >>> from captum_robust.attr import certify
     >>> c = certify.hoeffding_margin(n_features=784, n_samples=8192, confidence=0.95)
     >>> maps = torch.rand(4, 1, 28, 28)                   # any smoothed maps in [0, 1]
-    >>> certify.topk_certificate(maps, k=0.2, rho=0.03, sigma=0.2, margin=c)
+    >>> r = certify.topk_certificate(maps, k=0.2, rho=0.03, sigma=0.2, margin=c)   # (4,) int64, in [0, 157]
 """
 
 from captum_robust.attr._core.certify import (

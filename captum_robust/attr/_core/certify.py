@@ -641,7 +641,8 @@ class CertifiedTopK(Attribution):
         >>> cert_topk = CertifiedTopK(ssg, k=0.2, rho=0.03)
         >>> maps, cert = cert_topk.attribute(torch.rand(2, 1, 28, 28), target=[3, 1],
         ...                                  generator=torch.Generator().manual_seed(0))
-        >>> cert.overlap, cert.fraction          # certified top-157 overlap per image
+        >>> cert.k, cert.overlap.shape           # certified top-157 overlap per image in cert.overlap
+        (157, torch.Size([2]))
     """
 
     def __init__(
@@ -786,8 +787,8 @@ class CertifiedTopK(Attribution):
             inputs: as in :meth:`attribute`.
             index (int, Tensor or None): flat element indices (all input tensors
                 concatenated): an int, a (B,) or (B, m) tensor, or None for every element.
-            target, additional_forward_args, n_samples, internal_batch_size, generator,
-            show_progress: as in :meth:`attribute`.
+            target: as in :meth:`attribute`, and so are ``additional_forward_args``,
+                ``n_samples``, ``internal_batch_size``, ``generator`` and ``show_progress``.
 
         Returns:
             tuple: ``(maps, ranks)``; ``ranks`` is int64 shaped like ``index`` ((B,) for

@@ -820,8 +820,9 @@ def attribute_with_shared_noise(
     Args:
         methods (sequence of SmoothGradBase): the smoothed methods; they must share the
             model (the same ``forward_func`` object), ``sigma`` and ``relative_sigma``.
-        inputs, target, additional_forward_args, internal_batch_size, generator,
-        show_progress: as in :meth:`SmoothGradBase.attribute`.
+        inputs (Tensor or tuple[Tensor, ...]): as in :meth:`SmoothGradBase.attribute`, and so are
+            ``target``, ``additional_forward_args``, ``internal_batch_size``, ``generator`` and
+            ``show_progress``.
         n_samples (int, optional): number of samples; default the first method's.
 
     Returns:
