@@ -487,45 +487,29 @@ def _topk_mask_torch(flat: Tensor, k: int) -> Tensor:
     return above | (tied & (torch.cumsum(tied, dim=1) <= room))
 
 
-def _distinct_keys(arr: np.ndarray) -> np.ndarray:
-    """int64 keys of float16/float32 rows that order like (value, lower index first) and are
-    all distinct (``-0.0`` and ``+0.0`` count as equal values)."""
-    n = arr.shape[1]
-    bits = (arr if arr.dtype == np.float32 else arr.astype(np.float32)).view(np.int32)
-    if bits.min() < 0:  # negative values (or -0.0); non-negative floats already order as ints
-        mono = bits >> 31
-        mono &= 0x7FFFFFFF
-        mono ^= bits  # order-preserving int32; -0.0 maps to -1, just below +0.0 ...
-        mono -= mono >> 31  # ... so shift the negatives up by one: -0.0 and +0.0 tie
-        bits = mono
-    keys = np.left_shift(bits, 32, dtype=np.int64)
-    keys |= np.arange(n - 1, -1, -1, dtype=np.int64)
-    return keys
-
-
 def _topk_mask_numpy(arr: np.ndarray, k: int, out: np.ndarray) -> np.ndarray:
-    """Top-k mask of the rows of ``arr`` into ``out`` (NumPy, for CPU tensors). Floats up to 32
-    bits: a selection on distinct (value, index) keys. Others: a selection of the k-th largest
-    value, then, in rows where values tie with it beyond k, the lowest tied indices."""
+    """Top-k mask of the rows of ``arr`` into ``out`` (NumPy, for CPU tensors): a selection of
+    the k-th largest value, then, only in rows where values tie with it beyond k, the lowest
+    tied indices (continuous maps almost never pay for the tie pass)."""
     n = arr.shape[1]
-    if arr.dtype in (np.float16, np.float32):
-        keys = _distinct_keys(arr)
-        cut = np.partition(keys, n - k, axis=1)[:, n - k : n - k + 1]
-        return np.greater_equal(keys, cut, out=out)
     threshold = np.partition(arr, n - k, axis=1)[:, n - k : n - k + 1]
     np.greater_equal(arr, threshold, out=out)
     selected = np.count_nonzero(out, axis=1)
     excess = selected > k
     if not excess.any():
         return out
-    # of the tied elements keep the lowest indices, drop the rest
-    row, col = np.nonzero(arr == threshold)
-    tied = np.bincount(row, minlength=arr.shape[0])
-    first = np.cumsum(tied) - tied  # where each row's tied elements start in (row, col)
-    rank = np.arange(row.shape[0]) - first[row]
-    room = k - (selected - tied)  # tied elements that fit after the larger ones
-    drop = rank >= room[row]
-    out[row[drop], col[drop]] = False
+    # in those rows only: of the elements tied with the threshold keep the lowest indices
+    every_row = bool(excess.all())
+    rows = slice(None) if every_row else np.flatnonzero(excess)  # a slice avoids copying
+    sub = arr[rows]
+    thr = threshold[rows]
+    above = sub > thr
+    tied = sub == thr
+    room = k - np.count_nonzero(above, axis=1, keepdims=True)  # tied elements that fit
+    keep = np.cumsum(tied, axis=1, dtype=np.int32) <= room
+    np.logical_and(tied, keep, out=tied)
+    np.logical_or(above, tied, out=tied)
+    out[rows] = tied
     return out
 
 
