@@ -432,14 +432,14 @@ def _bn_or_dropout_training(model: Any) -> List[str]:
 
 
 @contextlib.contextmanager
-def attack_mode(*models: Any, eval_mode: bool = True) -> Iterator[None]:
+def attack_mode(*models: Any, eval_mode: bool = True, warn: bool = True) -> Iterator[None]:
     """Run the models in eval mode with frozen parameters (``requires_grad=False``); restore
     every mode, ``.grad`` and ``requires_grad`` on exit, also on exceptions.
 
     Warns when a model in training mode has BatchNorm or Dropout layers (their output would
     depend on the batch or on chance): the attack runs it in eval mode.
     """
-    if eval_mode:
+    if eval_mode and warn:
         for model in models:
             found = _bn_or_dropout_training(model)
             if found:
@@ -1108,7 +1108,7 @@ class IterativeMapAttack(MapAttack):
                 for t in range(self.n_iterations):
                     grads, maps, obj, _ = self._gradient_pass(ctx, x, None)
                     if t == 0:
-                        warn_zero_gradient(grads, f"{type(self).__name__} objective")
+                        warn_zero_gradient(grads, f"{type(self).__name__} objective", stacklevel=5)
                     if t > 0 or self.random_start:
                         evaluate(x, t, maps, obj)
                     stepped = tuple(xi - per_example(alpha, xi) * g.sign() for xi, g in zip(x, grads))

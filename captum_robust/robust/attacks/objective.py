@@ -71,7 +71,10 @@ class AttributionPGD:
     class tensor (or ``None`` when ``perturb`` got none) and ``additional_forward_args`` as
     given, and must return ``(B,)`` values. During the search the ``forward_func`` (if an
     ``nn.Module``) runs in eval mode with frozen parameters (``eval_mode=False`` keeps its
-    mode); nothing of the model's state, parameter gradients included, changes.
+    mode; unlike the attacks on attributions, a model in training mode is expected here -- the
+    search runs inside a training loop -- and gives no warning); nothing of the model's state,
+    parameter gradients included, changes. The objective usually closes over a model of its
+    own (the same one, or a smooth copy): put that one in the wanted mode yourself.
 
     Args:
         forward_func (nn.Module or callable): the classifier, used for the predictions (and,
@@ -185,7 +188,7 @@ class AttributionPGD:
         gen = check_generator(generator, xs[0].device)
         bounds = self.box.resolve(xs)
         check_inside_box(xs, bounds, is_tuple)
-        with attack_mode(self.forward_func, eval_mode=self.eval_mode):
+        with attack_mode(self.forward_func, eval_mode=self.eval_mode, warn=False):
             with torch.no_grad():
                 logits0 = forward(self.forward_func, xs, args)
             pred0 = logits0.argmax(dim=1)

@@ -15,7 +15,13 @@ from captum_robust.robust.attacks import (
 )
 from captum_robust.robust.attacks.base import ghorbani_maps
 from captum_robust.robust.discrepancy import kendall_tau, topk_intersection
-from tests.robust.attacks._models import LinearNet, gradient_map
+from tests.robust.attacks._models import LinearNet, gradient_map, one_thread
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    with one_thread():
+        yield
 
 
 def _attacks(model, measure):
