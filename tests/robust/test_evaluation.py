@@ -1,0 +1,155 @@
+"""The attribution-robustness runner: skipping, statistics, adversarial accuracy, JSON/markdown."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+from torch.utils.data import DataLoader, TensorDataset
+
+from captum_robust.attr import CAM
+from captum_robust.robust.attacks import AAI, PGD, TopKAttack
+from captum_robust.robust.discrepancy import kendall_tau
+from captum_robust.robust.evaluation import RobustnessReport, attribution_robustness, summarize
+from tests.robust.attacks._models import gradient_map, one_thread, trained_digits
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    with one_thread():
+        yield
+
+
+@pytest.fixture
+def setup():
+    model, xt, yt = trained_digits()
+    x, y = xt[:24].clone(), yt[:24].clone()
+    with torch.no_grad():
+        correct = model(x).argmax(1) == y
+    assert 0 < int((~correct).sum())  # some misclassified examples to skip
+    cam = CAM(model, model.feature_layer, model.classifier)
+    return model, cam, x, y, correct
+
+
+def test_summarize_matches_scipy():
+    rng = np.random.default_rng(0)
+    v = rng.normal(0.3, 0.2, size=37)
+    s = summarize(list(v) + [float("nan")], confidence=0.9)
+    lo, hi = stats.t.interval(0.9, len(v) - 1, loc=v.mean(), scale=stats.sem(v))
+    assert s["n"] == 37 and s["n_nan"] == 1
+    assert math.isclose(s["mean"], v.mean(), rel_tol=1e-12)
+    assert math.isclose(s["median"], np.median(v), rel_tol=1e-12)
+    assert math.isclose(s["ci_low"], lo, rel_tol=1e-9) and math.isclose(s["ci_high"], hi, rel_tol=1e-9)
+    assert math.isclose(s["q_low"], np.quantile(v, 0.05), rel_tol=1e-9)
+    assert math.isclose(s["q_high"], np.quantile(v, 0.95), rel_tol=1e-9)
+    assert math.isclose(summarize([1.0, 2.0, 3.0, 10.0])["median"], 2.5)
+    assert math.isnan(summarize([0.5])["ci_low"]) and summarize([]) ["n"] == 0
+
+
+@pytest.mark.slow
+def test_runner_skips_misclassified_and_reports_the_attacks_numbers(setup, tmp_path):
+    model, cam, x, y, correct = setup
+    attack = AAI(model, cam, eps=0.2, step_size=0.05, n_iterations=8)
+    pgd = PGD(model, eps=0.2, step_size=0.05, n_iterations=5)
+    loader = DataLoader(TensorDataset(x, y), batch_size=10, shuffle=False)
+    path = tmp_path / "report.json"
+    report = attribution_robustness(
+        model, cam, attack, loader, measures=("topk", "kendall", "spearman"), k=8, pgd=pgd,
+        generator=torch.Generator().manual_seed(0), json_path=path, show_progress=True,
+    )
+    assert isinstance(report, RobustnessReport)
+    s, rows = report.summary, report.per_example
+    assert s["n_examples"] == 24 and rows["index"] == list(range(24))
+    assert rows["attacked"] == correct.tolist()
+    assert s["n_attacked"] == int(correct.sum())
+    assert math.isclose(s["clean_accuracy"], int(correct.sum()) / 24)
+    # misclassified examples are not attacked: NaN measures, their clean prediction kept
+    bad = [i for i in range(24) if not rows["attacked"][i]]
+    assert all(math.isnan(rows["kendall"][i]) for i in bad)
+    # the runner's Kendall column is what the attack reports for the same examples (same maps,
+    # same preparation), batch by batch with the same generator stream
+    g = torch.Generator().manual_seed(0)
+    expected = []
+    for start in range(0, 24, 10):
+        xb, yb = x[start:start + 10], y[start:start + 10]
+        ok = correct[start:start + 10]
+        _, res = attack.perturb(xb[ok], target=yb[ok], generator=g)
+        pgd.perturb(xb, target=yb, generator=g)
+        expected += res.similarity.tolist()
+    got = [rows["kendall"][i] for i in range(24) if rows["attacked"][i]]
+    assert np.allclose(got, expected, atol=1e-6)
+    # statistics over the kept examples
+    kept = [i for i in range(24) if rows["kept"][i]]
+    assert all(rows["attacked"][i] for i in kept)
+    assert s["n_kept"] == len(kept) and math.isclose(s["kept_fraction"], len(kept) / s["n_attacked"])
+    ref = summarize([rows["kendall"][i] for i in kept])
+    assert s["measures"]["kendall"] == ref
+    assert set(s["measures"]) == {"top8", "kendall", "spearman"}
+    # adversarial accuracy: PGD over all 24 examples, misclassified ones count as errors
+    pgd_pred = torch.tensor(rows["pgd_prediction"])
+    assert math.isclose(s["adversarial_accuracy"], int((pgd_pred == y).sum()) / 24)
+    assert s["adversarial_accuracy"] <= s["clean_accuracy"] + 1e-12
+    # JSON and markdown
+    loaded = json.loads(path.read_text())
+    assert loaded["summary"]["n_attacked"] == s["n_attacked"]
+    assert loaded["per_example"]["label"] == y.tolist()
+    md = report.to_markdown()
+    assert md.count("\n| ") >= 3 and "| kendall |" in md and "adversarial accuracy (PGD)" in md
+    assert s["settings"]["attack"] == "AAI" and s["settings"]["attack_parameters"]["eps"] == 0.2
+    assert s["seconds"]["attack"] > 0 and s["seconds"]["total"] >= s["seconds"]["attack"]
+
+
+@pytest.mark.slow
+def test_runner_defaults_tuple_data_and_max_examples(setup):
+    model, cam, x, y, correct = setup
+    attack = TopKAttack(model, gradient_map, k=50, eps=0.1, step_size=0.05, n_iterations=2)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the ReLU gradient map cannot be attacked
+        report = attribution_robustness(model, None, attack, (x, y), max_examples=10)
+    s = report.summary
+    assert s["n_examples"] == 10
+    # the attack cannot move a ReLU gradient map, so every map is unchanged
+    assert s["measures"]["top50"]["mean"] == 1.0 and s["accepted_fraction"] == 0.0
+    assert s["settings"]["pgd"]["eps"] == 0.1 and s["settings"]["pgd"]["norm"] == "linf"
+    assert s["adversarial_accuracy"] is not None
+
+
+@pytest.mark.slow
+def test_measures_are_summarized_over_the_examples_whose_prediction_was_kept(setup):
+    # an attack that does not keep the prediction: PGD on the loss through AttributionPGD
+    model, cam, x, y, correct = setup
+    import torch.nn.functional as F
+
+    from captum_robust.robust.attacks import AttributionPGD
+
+    loss = lambda xa, x0, t, a: F.cross_entropy(model(xa), t, reduction="none")  # noqa: E731
+    attack = AttributionPGD(model, loss, eps=0.04, step_size=0.02, n_iterations=3)
+    report = attribution_robustness(model, cam, attack, (x, y), measures={"tau": "kendall"}, map_preparation=None,
+                                    pgd=None, generator=torch.Generator().manual_seed(0))
+    s, rows = report.summary, report.per_example
+    kept = [i for i in range(24) if rows["kept"][i]]
+    flipped = [i for i in range(24) if rows["attacked"][i] and not rows["kept"][i]]
+    assert kept and flipped
+    assert all(rows["prediction"][i] != rows["clean_prediction"][i] for i in flipped)
+    assert s["measures"]["tau"]["n"] == len(kept)
+    assert s["measures"]["tau"] == summarize([rows["tau"][i] for i in kept])
+    assert s["adversarial_accuracy"] is None and "not measured" in report.to_markdown()
+
+
+def test_runner_errors(setup):
+    model, cam, x, y, _ = setup
+    attack = AAI(model, cam, n_iterations=1)
+    with pytest.raises(TypeError, match="perturb"):
+        attribution_robustness(model, cam, object(), (x, y))
+    with pytest.raises(ValueError, match="unknown measure"):
+        attribution_robustness(model, cam, attack, (x, y), measures=("pearson",), pgd=None)
+    with pytest.raises(ValueError, match="no examples"):
+        attribution_robustness(model, cam, attack, [], pgd=None)
+    with pytest.raises(ValueError, match="pgd must be"):
+        attribution_robustness(model, cam, attack, (x, y), pgd="strong")
+    with pytest.raises(ValueError, match="max_examples"):
+        attribution_robustness(model, cam, attack, (x, y), max_examples=0)
