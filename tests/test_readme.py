@@ -3,8 +3,6 @@
 import re
 from pathlib import Path
 
-import pytest
-
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
@@ -16,10 +14,12 @@ def test_readme_has_a_python_tour():
     assert _python_blocks(), "README.md lost its python tour"
 
 
-@pytest.mark.parametrize("index", range(len(_python_blocks())))
-def test_readme_python_block_runs(index):
-    code = _python_blocks()[index]
-    exec(compile(code, f"README.md[python block {index}]", "exec"), {"__name__": "readme"})
+def test_readme_python_blocks_run_in_order():
+    """The blocks build on each other, as a reader runs them: one namespace, in order."""
+    namespace = {"__name__": "readme"}
+    for index, code in enumerate(_python_blocks()):
+        exec(compile(code, f"README.md[python block {index}]", "exec"), namespace)
+    assert namespace["cert"].k == 157 and namespace["cert"].overlap.shape == (8,)
 
 
 def test_readme_starts_with_install_and_test_commands():

@@ -27,4 +27,5 @@ __all__ = [
     "CertifiedTopK",
     "TopKCertificate",
     "BatchedIntegratedGradients",
+    "attribute_with_shared_noise",
 ]
