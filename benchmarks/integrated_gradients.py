@@ -1,6 +1,7 @@
 """Speed, memory and accuracy of BatchedIntegratedGradients (issue 3).
 
-Three studies, all on ``captum_robust.models.Small`` with 1 x 28 x 28 inputs, on CPU:
+Three studies (and, with ``--chunk-rule``, a fourth: the chunk-size sweep behind
+``internal_batch_size="auto"`` on four models), all on ``captum_robust.models.Small`` with 1 x 28 x 28 inputs, on CPU:
 
 1. **Plain mode** (batch 32, ``n_steps=50``, Gauss-Legendre, one class per example):
    Captum's ``IntegratedGradients`` at every ``internal_batch_size`` (its default call has
@@ -28,6 +29,7 @@ Usage::
 
     python benchmarks/integrated_gradients.py [--repeats 15] [--cg-repeats 3] [--threads 1]
                                               [--skip-speed] [--skip-memory] [--skip-accuracy]
+    python benchmarks/integrated_gradients.py --chunk-rule   # the sweep behind "auto" (4 models)
 """
 
 from __future__ import annotations
@@ -95,17 +97,17 @@ def auto_pick(fn: Callable[[], Any]) -> Optional[int]:
     import captum_robust.attr._core.integrated_gradients as ig_module
 
     picked: List[int] = []
-    original = ig_module.auto_chunk_rows
+    original = ig_module._auto_chunk
 
     def spy(*a: Any, **k: Any) -> int:
         picked.append(original(*a, **k))
         return picked[-1]
 
-    ig_module.auto_chunk_rows = spy
+    ig_module._auto_chunk = spy
     try:
         fn()
     finally:
-        ig_module.auto_chunk_rows = original
+        ig_module._auto_chunk = original
     return picked[0] if picked else None
 
 
@@ -375,6 +377,10 @@ def accuracy_study(n_images: int = 64) -> Dict[str, Any]:
     return out
 
 
+def pct(v: float) -> str:
+    return f"{v:.2%}" if v >= 1e-4 else f"{v * 100:.0e}%"
+
+
 def print_accuracy(r: Dict[str, Any]) -> None:
     for name, m in r["models"].items():
         print(
@@ -383,11 +389,8 @@ def print_accuracy(r: Dict[str, Any]) -> None:
         )
         rows = []
         for method, errs in m["errors"].items():
-            rows.append(
-                [method]
-                + [f"{errs[n]['vs_gl2000']:.2%}" for n in (5, 10, 20, 50)]
-                + [f"{m['own_2000_vs_reference'][method]:.3%}"]
-            )
+            own = "(the reference)" if method == "gausslegendre" else pct(m["own_2000_vs_reference"][method])
+            rows.append([method] + [pct(errs[n]["vs_gl2000"]) for n in (5, 10, 20, 50)] + [own])
         print(md_table(["method", "n=5", "n=10", "n=20", "n=50", "its own n=2000 vs reference"], rows))
         reach = []
         for method, errs in m["errors"].items():
@@ -408,13 +411,78 @@ def plot_accuracy(r: Dict[str, Any], path: Path) -> None:
             ns = sorted(errs, key=int)
             ax.loglog([int(n) for n in ns], [errs[n]["vs_gl2000"] for n in ns], marker="o", label=method)
         ax.axhline(0.01, color="grey", ls=":", lw=1)
-        ax.set_title(f"Small ({name})")
+        ax.set_xticks([5, 10, 20, 50])
+        ax.set_xticklabels(["5", "10", "20", "50"])
+        ax.minorticks_off()
+        ax.set_title(f"Small ({name}), test accuracy {m['test_accuracy']:.2f}")
         ax.set_xlabel("n_steps")
     axes[0].set_ylabel("relative L1 error vs n_steps=2000")
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+# --------------------------------------------------------------------------- 4. the auto rule
+
+
+def chunk_rule_sweep(repeats: int) -> Dict[str, Any]:
+    """Time per call against the chunk's saved bytes for four models (the data behind the
+    CPU rule of ``captum_robust._utils.chunking``): batch 32, n_steps 50, plain mode."""
+    from torch import nn
+
+    from captum_robust._utils.chunking import SavedBytesMeter
+    from captum_robust.models import MadryMNIST, Pool
+
+    torch.manual_seed(0)
+    models = {
+        "Small": Small(in_channels=1),
+        "Pool": Pool(in_channels=1),
+        "MadryMNIST": MadryMNIST(in_channels=1),
+        "MLP 784-256-10": nn.Sequential(nn.Flatten(), nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10)),
+    }
+    sizes = [32, 64, 128, 256, 512, 800, 1600]
+    x = torch.rand(32, 1, 28, 28)
+    target = torch.randint(0, 10, (32,))
+    out: Dict[str, Any] = {"batch": 32, "n_steps": 50, "repeats": repeats, "models": {}}
+    for name, model in models.items():
+        model.eval()
+        meter = SavedBytesMeter(32, exclude=list(model.parameters()))
+        with meter:
+            xr = x.clone().requires_grad_()
+            torch.autograd.grad(model(xr).gather(1, target[:, None]).sum(), xr)
+        ig = BatchedIntegratedGradients(model)
+        configs = {
+            str(c): (lambda c=c: ig.attribute(x, target=target, n_steps=50, internal_batch_size=c)) for c in sizes
+        }
+        configs["auto"] = lambda: ig.attribute(x, target=target, n_steps=50, internal_batch_size="auto")
+        picked = auto_pick(configs["auto"])
+        wall, cpu = round_robin(configs, repeats)
+        med = {k: statistics.median(v) for k, v in cpu.items()}
+        best = min(med[str(c)] for c in sizes)
+        out["models"][name] = {
+            "saved_bytes_per_row": meter.per_row,
+            "auto_chunk_rows": picked,
+            "median_cpu_seconds": med,
+            "median_wall_seconds": {k: statistics.median(v) for k, v in wall.items()},
+            "relative_to_best": {k: v / best for k, v in med.items()},
+            "chunk_mib": {str(c): c * meter.per_row / 2**20 for c in sizes},
+        }
+    return out
+
+
+def print_rule(r: Dict[str, Any]) -> None:
+    print(f"\n### Chunk size vs time (CPU time relative to the best fixed chunk; batch {r['batch']}, "
+          f"n_steps {r['n_steps']}, median of {r['repeats']}); in brackets the chunk's saved MiB\n")
+    sizes = ["32", "64", "128", "256", "512", "800", "1600"]
+    rows = []
+    for name, m in r["models"].items():
+        rows.append(
+            [f"{name} ({m['saved_bytes_per_row'] / 1024:.1f} KiB/row)"]
+            + [f"{m['relative_to_best'][c]:.2f} ({m['chunk_mib'][c]:.0f})" for c in sizes]
+            + [f"{m['relative_to_best']['auto']:.2f} ({m['auto_chunk_rows']} rows)"]
+        )
+    print(md_table(["model"] + sizes + ["auto"], rows))
 
 
 # --------------------------------------------------------------------------- main
@@ -428,6 +496,10 @@ def main() -> None:
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--skip-accuracy", action="store_true")
+    parser.add_argument(
+        "--chunk-rule", action="store_true",
+        help="only the chunk-size sweep behind the auto rule (writes integrated_gradients_chunk_rule.json)",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=RESULTS / "integrated_gradients.json")
     args = parser.parse_args()
@@ -443,6 +515,15 @@ def main() -> None:
     }
     print(f"Machine: {report['machine']['cpu']}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, "
           f"{args.threads} thread(s)")
+    if args.chunk_rule:
+        rule = chunk_rule_sweep(max(3, args.repeats // 3))
+        rule["machine"] = report["machine"]
+        print_rule(rule)
+        path = RESULTS / "integrated_gradients_chunk_rule.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(rule, indent=2))
+        print(f"\nwrote {path}")
+        return
     if not args.skip_speed:
         # the create_graph study starts its memory children before this process grows
         report["create_graph"] = create_graph_study(args.cg_repeats, args.threads, args.skip_memory)

@@ -605,7 +605,8 @@ class BatchedIntegratedGradients(GradientAttribution):
                 ``"auto"``: the first chunk (at most 64 rows) measures the bytes autograd
                 saves per row and the rest is chunked by the rule of
                 :mod:`captum_robust._utils.chunking` (CPU: 16 MiB per thread; CUDA: a quarter
-                of the free memory). Default None.
+                of the free memory), rounded to the nearest whole number of steps when that
+                is at least one step. Default None.
             return_convergence_delta (bool): also return the completeness error
                 :math:`\sum \mathrm{IG} - (F(x) - F(a))` per example (summed over every
                 input, or over the layer). Needs ``multiply_by_inputs=True``.
@@ -776,7 +777,7 @@ def _integrate(
             meter = SavedBytesMeter(rows0, exclude=exclude)
             with meter:
                 contribs = path.evaluate(declared, first, create_graph)
-            chunk = auto_chunk_rows(meter.per_row, total_rows, declared[0].device)
+            chunk = _auto_chunk(meter.per_row, batch, total_rows, declared[0].device)
             rest: Iterator[Rect] = _rest_after_probe(first, n, batch, chunk)
         else:
             contribs = path.evaluate(declared, first, create_graph)
@@ -824,6 +825,15 @@ def _integrate(
         if progress is not None:
             progress.close()
     return totals, chunk
+
+
+def _auto_chunk(bytes_per_row: float, batch: int, total_rows: int, device: torch.device) -> int:
+    """``internal_batch_size="auto"``: the rows the budget allows, rounded to the nearest whole
+    number of steps when that is at least one step (chunks are whole steps then)."""
+    chunk = auto_chunk_rows(bytes_per_row, total_rows, device)
+    if chunk >= batch:
+        chunk = min(total_rows, max(1, round(chunk / batch)) * batch)
+    return chunk
 
 
 def _chunk_mode(
