@@ -257,7 +257,8 @@ def attribution_robustness(
             ``None`` for the attack's own (its reported maps, e.g. with its SmoothGrad noise seed).
         attack: an attack on attributions of :mod:`captum_robust.robust.attacks`
             (:class:`TopKAttack`, :class:`AAI`, :class:`L2TopKAttack`, ...; anything with
-            ``perturb(x, target=y, generator=...)`` returning ``(x_adv, result)``).
+            ``perturb(x, target=y, generator=...)`` returning ``(x_adv, result)`` where
+            ``target`` is the label, e.g. :class:`AttributionPGD`; not :class:`ISA`).
         data: a DataLoader (or any iterable) of ``(inputs, labels)`` batches, or one
             ``(inputs, labels)`` pair of tensors. Inputs are moved to the model's device.
         measures: names among ``"topk"`` (top-``k`` intersection), ``"kendall"``,
@@ -305,6 +306,13 @@ def attribution_robustness(
     t_start = time.perf_counter()
     if not callable(getattr(attack, "perturb", None)):
         raise TypeError(f"attack must have a perturb(inputs, target=...) method, got {type(attack).__name__}")
+    from captum_robust.robust.attacks import ISA
+
+    if isinstance(attack, ISA):
+        raise TypeError(
+            "ISA is a targeted misclassification attack: its target is the class to reach, not the label, and its "
+            "result (eps_star, discrepancy, nds) is the report; this runner measures attacks that keep the label"
+        )
     if not isinstance(show_progress, bool):
         raise TypeError(f"show_progress must be a bool, got {type(show_progress).__name__}")
     if max_examples is not None:

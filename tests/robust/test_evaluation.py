@@ -145,6 +145,10 @@ def test_runner_errors(setup):
     attack = AAI(model, cam, n_iterations=1)
     with pytest.raises(TypeError, match="perturb"):
         attribution_robustness(model, cam, object(), (x, y))
+    from captum_robust.robust.attacks import ISA
+
+    with pytest.raises(TypeError, match="ISA is a targeted"):
+        attribution_robustness(model, cam, ISA(model, cam), (x, y))
     with pytest.raises(ValueError, match="unknown measure"):
         attribution_robustness(model, cam, attack, (x, y), measures=("pearson",), pgd=None)
     with pytest.raises(ValueError, match="no examples"):

@@ -61,7 +61,12 @@ class AttributionPGD:
         s = \nabla J / \lVert \nabla J \rVert_2 \ (\ell_2),
 
     from a random start (mandatory for objectives that vanish at :math:`\tilde x = x`, such as
-    the IG of the loss from :math:`x` to :math:`\tilde x`; REFERENCE §5). Every example keeps
+    the IG of the loss from :math:`x` to :math:`\tilde x`; Chen et al. sec. 4). Like any PGD it
+    finds a local maximum: :math:`\lVert \mathrm{IG}^{\ell_y}(x, \tilde x) \rVert_1` alone, for
+    instance, has one at nearly every corner of a small :math:`\ell_\infty` ball (each coordinate
+    gains by moving away from :math:`x` in either direction), so where the random start lands
+    matters; adding the loss itself (IG-Sum-Norm) makes the maximum unique on a linear model
+    (see the tests). Every example keeps
     its best iterate (``keep_best=True``: the highest objective, at the cost of one more
     objective evaluation at the last iterate) or returns the last one. The returned inputs
     are detached: compute the training term on them with a fresh, differentiable pass.
