@@ -102,9 +102,10 @@ class AttackResult:
 
 @dataclass(repr=False)
 class AttributionAttackResult(AttackResult):
-    """Result of an attack on attribution maps (keeps the prediction).
+    """Result of an attack on attribution maps (keeps the prediction): the fields of
+    :class:`AttackResult` and two more.
 
-    Attributes (besides :class:`AttackResult`'s):
+    Attributes:
         similarity (Tensor): the attack's ``measure`` (e.g. top-k intersection or Kendall's
             tau) between the maps of the clean and the returned input, computed on the real
             model; lower means a stronger attack. It equals
@@ -141,9 +142,10 @@ class PGDResult(AttackResult):
 
 @dataclass(repr=False)
 class ISAResult(AttackResult):
-    """Result of :class:`ISA` (``accepted`` = success, also :attr:`success`).
+    """Result of :class:`ISA` (``accepted`` = success, also :attr:`success`): the fields of
+    :class:`AttackResult` and these.
 
-    Attributes (besides :class:`AttackResult`'s):
+    Attributes:
         eps_star (Tensor): the smallest successful perturbation size found by the first
             bisection (``inf`` where the attack fails even at ``eps_max``).
         eps (Tensor): the size the returned input was searched in (``eps_multiple * eps_star``).

@@ -109,8 +109,7 @@ class AAI(IterativeMapAttack):
         measure_k (int, optional): ``k`` when ``measure="topk"``.
         select_by (str): ``"similarity"`` (default) or ``"objective"``.
         map_preparation: default ``None`` (raw maps); see :class:`TopKAttack`.
-        surrogate, clip_min, clip_max, attribution_kwargs, gradient_attribution_kwargs,
-            noise_seed: as in :class:`TopKAttack`.
+        surrogate, clip_min, clip_max, attribution_kwargs, gradient_attribution_kwargs, noise_seed: as in :class:`TopKAttack`.
 
     Example::
 
@@ -258,8 +257,7 @@ class ISA(MapAttack):
         random_start (bool): start each inner run at a random point of the ball. Default False
             (deterministic runs keep the bisection consistent).
         map_preparation: default ``None`` (raw maps); see :class:`TopKAttack`.
-        surrogate, clip_min, clip_max, attribution_kwargs, gradient_attribution_kwargs,
-            noise_seed: as in :class:`TopKAttack`.
+        surrogate, clip_min, clip_max, attribution_kwargs, gradient_attribution_kwargs, noise_seed: as in :class:`TopKAttack`.
 
     Example::
 

@@ -103,7 +103,7 @@ class TopKAttack(IterativeMapAttack):
         \tilde x \in [\text{clip\_min}, \text{clip\_max}],\;
         \arg\max f(\tilde x) = \arg\max f(x)
 
-    with sign steps of size :math:`\alpha` (Ghorbani et al. 2019, sec. 3; REFERENCE §4). Iterates
+    with sign steps of size :math:`\alpha` (Ghorbani et al. 2019, sec. 3). Iterates
     whose prediction changed are rejected, and the accepted iterate with the lowest top-k
     intersection (``measure``) is returned. Chen et al.'s MNIST evaluation: Integrated
     Gradients, :math:`k = 200`, intersection measured at 100, :math:`\alpha = 0.01`, 100

@@ -84,8 +84,7 @@ class L2TopKAttack(MapAttack):
             defaulting to ``k``).
         measure_k (int, optional): ``k`` of the measure.
         select_by (str): ``"objective"`` (default, Algorithm 1) or ``"similarity"``.
-        surrogate, clip_min, clip_max, attribution_kwargs, gradient_attribution_kwargs,
-            noise_seed: as in :class:`TopKAttack`.
+        surrogate, clip_min, clip_max, attribution_kwargs, gradient_attribution_kwargs, noise_seed: as in :class:`TopKAttack`.
 
     Example::
 
