@@ -6,8 +6,11 @@ Subcommands:
     Train the ``Small`` CNN of Boopathy et al. (2020) on the embedded scikit-learn digits
     (upsampled to 28 x 28), explain test images with CAM, Grad-CAM and Grad-CAM++ for the
     true and the predicted class, check CAM completeness, compute a certified Sparsified
-    SmoothGrad map of the prediction with its top-K certificate (Levine et al.), and write
-    ``report.md``, ``figure_attributions.png`` and ``model.pt`` into ``--out``. Needs no network.
+    SmoothGrad map of the prediction with its top-K certificate (Levine et al.), attack the
+    Integrated Gradients and CAM maps while keeping the predictions (Ghorbani et al.'s top-k
+    attack, Boopathy et al.'s AAI), and write ``report.md``, ``figure_attributions.png``,
+    ``figure_attacks.png``, ``attacked_inputs.pt`` and ``model.pt`` into ``--out``. Needs no
+    network.
 
 Usage::
 
@@ -67,6 +70,20 @@ SMOOTHGRAD_QUICK_SAMPLES = 512
 CERT_K_FRACTION = 0.2
 CERT_RHO = 0.03
 CERT_CONFIDENCE = 0.95
+#: Attacks on the maps of the demo, keeping every prediction: Ghorbani's top-k attack on Integrated
+#: Gradients (16 midpoint steps, gradients through a softplus copy with beta 10; top-100 of the 784
+#: pixels as in Chen's MNIST setting) and Boopathy's AAI on the 7x7 CAM (top-8 cells, with the hinge).
+#: Sign steps of 0.01; 8 images take about 1-2 s on one thread.
+ATTACK_STEP = 0.01
+ATTACK_IG_STEPS = 16
+ATTACK_IG_K = 100
+ATTACK_IG_EPS = 0.1
+ATTACK_IG_ITERATIONS = 20
+ATTACK_IG_QUICK_ITERATIONS = 10
+ATTACK_CAM_K = 8
+ATTACK_CAM_EPS = 0.2
+ATTACK_CAM_ITERATIONS = 50
+ATTACK_CAM_QUICK_ITERATIONS = 25
 
 
 class UsageError(Exception):
@@ -126,8 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
             "Train the Small CNN (Boopathy et al. 2020) on scikit-learn's digits upsampled to 28x28 "
             "(offline), report its test accuracy, explain test images with CAM, Grad-CAM and "
             "Grad-CAM++ for the true and the predicted class, check CAM completeness, compute a certified "
-            "Sparsified SmoothGrad map of the prediction with its top-K certificate, and write "
-            "report.md, figure_attributions.png and model.pt into --out. Training stops after "
+            "Sparsified SmoothGrad map of the prediction with its top-K certificate, attack the Integrated "
+            "Gradients and CAM maps while keeping the predictions, and write report.md, "
+            "figure_attributions.png, figure_attacks.png, attacked_inputs.pt and model.pt into --out. Training stops after "
             "--epochs epochs or --seconds seconds, whichever comes first; for a reproducible model "
             "give --epochs and a large --seconds."
         ),
@@ -187,6 +205,12 @@ def _prepare_out(out: str) -> Path:
 
 def _cell(index: int, width: int) -> str:
     return f"({index // width}, {index % width})"
+
+
+def _mean(values: torch.Tensor) -> float:
+    """Mean over the finite values (Kendall's tau is NaN for a constant map)."""
+    finite = values[torch.isfinite(values)]
+    return float(finite.mean()) if finite.numel() else float("nan")
 
 
 def _run_demo(args: argparse.Namespace) -> int:
@@ -301,12 +325,53 @@ def _demo(
         f"({sg_samples} samples, {sg_seconds:.1f} s)"
     )
 
+    # --- attacks on the IG and CAM maps that keep the predictions
+    from captum_robust.attr import BatchedIntegratedGradients
+    from captum_robust.robust.attacks import AAI, TopKAttack, ghorbani_maps, softplus_surrogate
+    from captum_robust.robust.discrepancy import kendall_tau, topk_intersection
+
+    t_attack = time.perf_counter()
+    ig_iterations = ATTACK_IG_QUICK_ITERATIONS if quick else ATTACK_IG_ITERATIONS
+    cam_iterations = ATTACK_CAM_QUICK_ITERATIONS if quick else ATTACK_CAM_ITERATIONS
+    topk_attack = TopKAttack(
+        model, BatchedIntegratedGradients(model), k=ATTACK_IG_K, eps=ATTACK_IG_EPS, step_size=ATTACK_STEP,
+        n_iterations=ig_iterations, surrogate=softplus_surrogate(model, beta=10.0),
+        attribution_kwargs={"n_steps": ATTACK_IG_STEPS, "method": "riemann_middle"},
+    )
+    x_ig, result_ig = topk_attack.perturb(x, target=pred, show_progress=show_progress)
+    ig_before = ghorbani_maps(topk_attack.attribution_maps(x, target=pred))
+    ig_after = ghorbani_maps(topk_attack.attribution_maps(x_ig, target=pred))
+    ig_top = topk_intersection(ig_before, ig_after, ATTACK_IG_K)
+    ig_tau = kendall_tau(ig_before, ig_after)
+    aai = AAI(model, cam, eps=ATTACK_CAM_EPS, step_size=ATTACK_STEP, n_iterations=cam_iterations, k=ATTACK_CAM_K)
+    x_cam, result_cam = aai.perturb(
+        x, target=pred, generator=torch.Generator().manual_seed(seed), show_progress=show_progress
+    )
+    cam_before, cam_after = cam.attribute(x, target=pred), cam.attribute(x_cam, target=pred)
+    cam_tau = kendall_tau(cam_before, cam_after)
+    cam_top = topk_intersection(cam_before, cam_after, ATTACK_CAM_K)
+    with torch.no_grad():
+        kept = int(((model(x_ig).argmax(1) == pred) & (model(x_cam).argmax(1) == pred)).sum())
+    attack_seconds = time.perf_counter() - t_attack
+    print(
+        f"attacks on the maps (predictions kept: {kept}/{examples}): IG top-{ATTACK_IG_K} intersection "
+        f"{_mean(ig_top):.3f}, Kendall {_mean(ig_tau):.3f}; CAM Kendall {_mean(cam_tau):.3f} ({attack_seconds:.1f} s)"
+    )
+
     # --- outputs
     shown = min(examples, MAX_FIGURE_ROWS)
     fig = plot_attributions(x, maps, labels=y, predictions=pred, max_examples=shown)
     figure_path = save_figure(fig, out / "figure_attributions.png", dpi=60 if quick else 100)
     model_path = out / "model.pt"
     torch.save(model.state_dict(), model_path)
+    attack_maps = {
+        "|IG| (pred)": ig_before, "|IG| after top-k attack": ig_after,
+        "CAM (pred)": cam_before, "CAM after AAI": cam_after,
+    }
+    fig = plot_attributions(x, attack_maps, labels=y, predictions=pred, max_examples=shown)
+    attack_figure = save_figure(fig, out / "figure_attacks.png", dpi=60 if quick else 100)
+    attacked_path = out / "attacked_inputs.pt"
+    torch.save({"topk_ig": x_ig.detach().clone(), "aai_cam": x_cam.detach().clone()}, attacked_path)
 
     width = cam_all.shape[-1]
     cam_label = maps["CAM (label)"].flatten(1)
@@ -327,6 +392,16 @@ def _demo(
     ]
     for i in range(examples):
         cert_table.append(f"| {i} | {int(pred[i])} | {int(cert.overlap[i])} | {float(fractions[i]):.3f} |")
+    attack_table: List[str] = [
+        f"| test index | prediction | IG top-{ATTACK_IG_K} | IG Kendall | l-inf (top-k attack) | CAM Kendall | "
+        f"CAM top-{ATTACK_CAM_K} | l-inf (AAI) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for i in range(examples):
+        attack_table.append(
+            f"| {i} | {int(pred[i])} | {float(ig_top[i]):.3f} | {float(ig_tau[i]):.3f} | {float(result_ig.norm[i]):.3f} | "
+            f"{float(cam_tau[i]):.3f} | {float(cam_top[i]):.3f} | {float(result_cam.norm[i]):.3f} |"
+        )
     history = stats["history"]
     final_train_acc = history[-1]["train_accuracy"] if history else float("nan")
     report = _REPORT.format(
@@ -368,6 +443,23 @@ def _demo(
         cert_table="\n".join(cert_table),
         cert_median=float(fractions.median()),
         cert_min=float(fractions.min()),
+        attack_step=ATTACK_STEP,
+        ig_steps=ATTACK_IG_STEPS,
+        ig_k=ATTACK_IG_K,
+        ig_eps=ATTACK_IG_EPS,
+        ig_iterations=ig_iterations,
+        cam_k=ATTACK_CAM_K,
+        cam_eps=ATTACK_CAM_EPS,
+        cam_iterations=cam_iterations,
+        attack_table="\n".join(attack_table),
+        ig_top_mean=_mean(ig_top),
+        ig_tau_mean=_mean(ig_tau),
+        cam_tau_mean=_mean(cam_tau),
+        cam_top_mean=_mean(cam_top),
+        kept=kept,
+        attack_seconds=attack_seconds,
+        attack_figure=attack_figure.name,
+        attacked_file=attacked_path.name,
         shown=shown,
         figure=figure_path.name,
         model_file=model_path.name,
@@ -378,6 +470,8 @@ def _demo(
 
     print(f"wrote {report_path}")
     print(f"wrote {figure_path}")
+    print(f"wrote {attack_figure}")
+    print(f"wrote {attacked_path}")
     print(f"wrote {model_path}")
     return 0
 
@@ -444,6 +538,31 @@ larger perturbations. The {sg_samples}-sample estimate is trusted up to a Hoeffd
 {cert_margin:.3f} on every pixel at once (union bound over {n_pixels} pixels); more samples give a
 smaller margin and a larger certificate. Computed in {sg_seconds:.1f} s.
 
+## Attacks on the maps
+
+Perturbations that keep every prediction but change the explanation, on the same {n_examples}
+images (maps of the predicted class; iterates that change a prediction are rejected):
+
+- **Integrated Gradients** ({ig_steps} midpoint steps, zero baseline) under Ghorbani et al.'s
+  top-k attack (`TopKAttack`): {ig_iterations} sign steps of {attack_step} within an l-inf ball of
+  radius {ig_eps}, moving attribution mass off the {ig_k} most important pixels, with gradients
+  taken through a softplus copy of the model (beta 10). Compared on |IG| summed over channels:
+  top-{ig_k} intersection and Kendall's tau with the clean map (1 = unchanged).
+- **CAM** under Boopathy et al.'s attack against interpretability (`AAI`, top-{cam_k} variant
+  with the hinge): {cam_iterations} sign steps of {attack_step} within an l-inf ball of radius
+  {cam_eps}. Compared on the raw 7x7 CAM: Kendall's tau and top-{cam_k} intersection.
+
+{attack_table}
+
+Means: IG top-{ig_k} intersection **{ig_top_mean:.3f}**, IG Kendall {ig_tau_mean:.3f}; CAM Kendall
+**{cam_tau_mean:.3f}**, CAM top-{cam_k} intersection {cam_top_mean:.3f}. Predictions kept by both attacks:
+{kept}/{n_examples}. Computed in {attack_seconds:.1f} s.
+
+![maps before and after the attacks]({attack_figure})
+
+The maps after the attacks are drawn over the clean images (each pixel moved by at most the
+radius); `{attacked_file}` holds the attacked inputs (`topk_ig`, `aai_cam`).
+
 ## Figure
 
 First {shown} explained images; each map is upsampled to the image size and coloured on its
@@ -454,6 +573,8 @@ own scale (jet: blue low, red high).
 ## Files
 
 - `{figure}`: the figure above
+- `{attack_figure}`: the maps before and after the attacks
+- `{attacked_file}`: the attacked inputs (a dict of tensors; `torch.load(..., weights_only=True)`)
 - `{model_file}`: the trained weights (`state_dict`); load with
   `Small().load_state_dict(torch.load("{model_file}", weights_only=True))`
 - `report.md`: this report

@@ -38,7 +38,7 @@ def quick_demo(tmp_path_factory):
 def test_demo_quick_succeeds_and_writes_files(quick_demo):
     assert quick_demo["code"] == 0, quick_demo["stderr"]
     out = quick_demo["out"]
-    for name in ("report.md", "figure_attributions.png", "model.pt"):
+    for name in ("report.md", "figure_attributions.png", "figure_attacks.png", "attacked_inputs.pt", "model.pt"):
         assert (out / name).stat().st_size > 0, name
     assert (out / "figure_attributions.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert str(out / "report.md") in quick_demo["stdout"]
@@ -92,6 +92,42 @@ def test_report_cam_completeness_and_top_cell(quick_demo):
     r, c = divmod(int(cam.flatten().argmax()), cam.shape[-1])
     row0 = re.search(r"^\| 0 \| \d+ \| \d+( \(wrong\))? \| \((\d), (\d)\) \|", report, re.M)
     assert (int(row0.group(2)), int(row0.group(3))) == (r, c)
+
+
+def test_report_attacks_keep_predictions_and_measures_recompute(quick_demo):
+    from captum_robust.attr import CAM, BatchedIntegratedGradients
+    from captum_robust.cli import ATTACK_CAM_EPS, ATTACK_IG_EPS, ATTACK_IG_K, ATTACK_IG_STEPS
+    from captum_robust.robust.attacks import ghorbani_maps
+    from captum_robust.robust.discrepancy import kendall_tau, topk_intersection
+
+    out = quick_demo["out"]
+    assert (out / "figure_attacks.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = (out / "report.md").read_text()
+    rows = re.findall(r"^\| (\d+) \| (\d+) \| ([0-9.]+) \| ([0-9.-]+) \| ([0-9.]+) \| ([0-9.-]+) \| ([0-9.]+) \| ([0-9.]+) \|$",
+                      report, re.M)
+    assert len(rows) == 8
+    model = Small()
+    model.load_state_dict(torch.load(out / "model.pt", weights_only=True))
+    model.eval()
+    x = load_digits(size=28, seed=0).test.tensors[0][:8]
+    attacked = torch.load(out / "attacked_inputs.pt", weights_only=True)
+    x_ig, x_cam = attacked["topk_ig"], attacked["aai_cam"]
+    with torch.no_grad():
+        pred = model(x).argmax(1)
+        assert torch.equal(model(x_ig).argmax(1), pred) and torch.equal(model(x_cam).argmax(1), pred)
+    assert float((x_ig - x).abs().max()) <= ATTACK_IG_EPS + 1e-6 and float((x_cam - x).abs().max()) <= ATTACK_CAM_EPS + 1e-6
+    assert float(x_ig.min()) >= 0 and float(x_cam.max()) <= 1
+    ig = BatchedIntegratedGradients(model)
+    kw = {"target": pred, "n_steps": ATTACK_IG_STEPS, "method": "riemann_middle"}
+    ig_top = topk_intersection(ghorbani_maps(ig.attribute(x, **kw)), ghorbani_maps(ig.attribute(x_ig, **kw)), ATTACK_IG_K)
+    cam = CAM(model, model.feature_layer, model.classifier)
+    cam_tau = kendall_tau(cam.attribute(x, target=pred), cam.attribute(x_cam, target=pred))
+    for i, row in enumerate(rows):
+        assert int(row[0]) == i and int(row[1]) == int(pred[i])
+        assert abs(float(row[2]) - float(ig_top[i])) < 1e-3
+        assert abs(float(row[5]) - float(cam_tau[i])) < 1e-3
+    # the attacks change the maps: the CAM's ranking drops far below 1 on average
+    assert float(cam_tau.mean()) < 0.8 and float(ig_top.mean()) < 1.0
 
 
 def test_demo_is_deterministic_for_a_seed(tmp_path):
