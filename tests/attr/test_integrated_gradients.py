@@ -593,6 +593,16 @@ def test_show_progress_and_global_grad_mode_do_not_change_results():
     torch.testing.assert_close(differentiable.detach(), ref)
 
 
+def test_docstring_example_runs():
+    import doctest
+
+    finder, runner = doctest.DocTestFinder(), doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    for test in finder.find(BatchedIntegratedGradients, globs={"torch": torch}):
+        runner.run(test)
+    result = runner.summarize(verbose=False)
+    assert result.attempted >= 10 and result.failed == 0
+
+
 @pytest.mark.cuda
 def test_cuda_matches_cpu_and_create_graph_works():
     model = Small(in_channels=1, softplus=1.0).double().eval()

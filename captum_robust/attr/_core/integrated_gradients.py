@@ -519,6 +519,11 @@ class BatchedIntegratedGradients(GradientAttribution):
     ``torch.utils.checkpoint``: still correct and bounded, about one extra forward and
     backward pass per chunk slower.
 
+    The model is run as given, in chunks of path points: it is not switched to eval mode
+    (BatchNorm in training mode would normalise with each chunk's statistics, as in
+    Captum), and its train/eval flags, parameters' ``.grad`` and ``requires_grad`` and the
+    caller's tensors are left as found.
+
     Args:
         forward_func (nn.Module or callable): the model or any function of the inputs (and
             ``additional_forward_args``) returning ``(N, ...)`` outputs, or ``(N,)`` per-example
@@ -542,6 +547,8 @@ class BatchedIntegratedGradients(GradientAttribution):
         >>> reg = loss_ig.attribute(x_adv, baselines=x, additional_forward_args=(y,),
         ...                         create_graph=True, internal_batch_size="auto").abs().sum()
         >>> reg.backward()   # gradients reach the model's parameters
+        >>> model.feature_layer.weight.grad.abs().sum() > 0
+        tensor(True)
     """
 
     def __init__(self, forward_func: Callable[..., Any], multiply_by_inputs: bool = True) -> None:
