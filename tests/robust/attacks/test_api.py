@@ -301,3 +301,40 @@ def test_show_progress_runs(tiny, capsys):
     TopKAttack(model, gradient_map, k=3, n_iterations=2, surrogate=smooth).perturb(x, show_progress=True)
     with pytest.raises(TypeError, match="show_progress"):
         TopKAttack(model, gradient_map, k=3, n_iterations=2).perturb(x, show_progress=1)
+
+
+# --------------------------------------------------------------------------- the attack gradients
+
+
+@pytest.mark.parametrize("kind", ["topk", "mass-center", "targeted", "aai-l1"])
+def test_attack_objectives_are_differentiated_correctly(kind):
+    """gradcheck (float64) of x -> the attack's objective on the maps of a smooth model: the
+    direction every sign step takes is the true gradient of what the attack decreases."""
+    from captum_robust.robust.attacks.base import apply_preparation
+
+    torch.manual_seed(0)
+    model = TinyGapNet(softplus=3.0).double().eval()
+    x = torch.rand(2, 2, 5, 5, dtype=torch.float64) * 0.8 + 0.1
+    cam = CAM(model, model.conv2, model.fc)
+    region = torch.zeros(5, 5, dtype=torch.bool)
+    region[:2] = True
+    attack = {
+        "topk": TopKAttack(model, gradient_map, k=10, n_iterations=1),
+        "mass-center": MassCenterAttack(model, gradient_map, n_iterations=1),
+        "targeted": TargetedAttributionAttack(model, gradient_map, region, n_iterations=1),
+        "aai-l1": AAI(model, cam, variant="l1", n_iterations=1, hinge_weight=2.0),
+    }[kind]
+    ctx = attack._context(x, None, None, None, region=None)
+    x_start = (x + 0.05 * torch.randn_like(x)).clamp(0, 1)
+
+    def objective(inp):
+        maps = attack.adapter.maps((inp,), False, ctx.target, (), create_graph=True)
+        logits = model(inp) if attack._needs_logits else None
+        return attack._objective(apply_preparation(attack._prepare, maps), maps, logits, ctx.state, ctx)
+
+    assert torch.autograd.gradcheck(objective, (x_start.requires_grad_(True),), eps=1e-6, atol=1e-5)
+    # and _gradient_pass returns exactly that gradient
+    grads, _, value, _ = attack._gradient_pass(ctx, (x_start.detach(),), None)
+    inp = x_start.detach().requires_grad_(True)
+    (expected,) = torch.autograd.grad(objective(inp).sum(), inp)
+    assert torch.allclose(grads[0], expected)

@@ -107,6 +107,7 @@ def test_pgd_returns_the_best_iterate_of_its_trajectory():
     assert bool((best < n).any())  # the test means something: some best iterates are not the last
 
 
+@pytest.mark.filterwarnings("ignore:Input Tensor 0 did not already require gradients")
 def test_linf_pgd_without_random_start_equals_captum_on_a_monotone_problem():
     # on a two-class linear model the loss grows monotonically along the sign steps, so the best
     # iterate is the last one, which is what Captum's PGD returns
