@@ -376,6 +376,31 @@ class GradCAM(_CAMBase, GradientAttribution):
         Returns:
             Tensor: the maps, classes in dimension 1.
         """
+        return self._maps(
+            inputs, target, additional_forward_args, attribute_to_layer_input, relu_attributions,
+            attr_dim_summation, create_graph, class_batch_size, upsample, interpolate_mode,
+        )
+
+    def _channel_weights(self, grads: Tensor, activation: Tensor, all_classes: bool) -> Tensor:
+        """Grad-CAM's weights: the mean gradient over the cells (C x B x K or B x K)."""
+        if activation.dim() <= 2:
+            return grads
+        return grads.mean(dim=_spatial_dims(activation, 1 if all_classes else 0))
+
+    def _maps(
+        self,
+        inputs: TensorOrTuple,
+        target: TargetType,
+        additional_forward_args: Any,
+        attribute_to_layer_input: bool,
+        relu_attributions: bool,
+        attr_dim_summation: bool,
+        create_graph: bool,
+        class_batch_size: Optional[int],
+        upsample: bool,
+        interpolate_mode: str,
+    ) -> Tensor:
+        """The shared pipeline: gradients, channel weights (per subclass), channel sum, ReLU, upsampling."""
         self._check_common(class_batch_size, interpolate_mode)
         if upsample and not attr_dim_summation:
             raise ValueError("upsample=True needs attr_dim_summation=True (per-channel maps are 5-D)")
@@ -383,8 +408,7 @@ class GradCAM(_CAMBase, GradientAttribution):
             inputs, target, additional_forward_args, attribute_to_layer_input, create_graph, class_batch_size
         )
         with torch.set_grad_enabled(create_graph):
-            offset = 1 if all_classes else 0
-            weights = grads.mean(dim=_spatial_dims(activation, offset)) if activation.dim() > 2 else grads
+            weights = self._channel_weights(grads, activation, all_classes)
             maps = _combine(weights, activation, all_classes, attr_dim_summation)
             if relu_attributions:
                 maps = F.relu(maps)
@@ -439,33 +463,25 @@ class GradCAMPlusPlus(GradCAM):
         r"""Compute Grad-CAM++ maps. Arguments and output as in :meth:`GradCAM.attribute`,
         except that ``relu_attributions`` defaults to True and the layer's activation must have
         spatial dimensions (B x K x H' x W' or B x K x L)."""
-        self._check_common(class_batch_size, interpolate_mode)
-        if upsample and not attr_dim_summation:
-            raise ValueError("upsample=True needs attr_dim_summation=True (per-channel maps are 5-D)")
-        inputs_t, g, activation, all_classes = self._gradients_and_activation(
-            inputs, target, additional_forward_args, attribute_to_layer_input, create_graph, class_batch_size
+        return self._maps(
+            inputs, target, additional_forward_args, attribute_to_layer_input, relu_attributions,
+            attr_dim_summation, create_graph, class_batch_size, upsample, interpolate_mode,
         )
+
+    def _channel_weights(self, grads: Tensor, activation: Tensor, all_classes: bool) -> Tensor:
+        """Grad-CAM++'s weights ``w_k = sum_i a_k,i ReLU(g_k,i)`` (C x B x K or B x K)."""
         if activation.dim() < 3:
             raise ValueError(
                 f"Grad-CAM++ needs a layer with spatial dimensions, got activation shape {tuple(activation.shape)}"
             )
-        with torch.set_grad_enabled(create_graph):
-            offset = 1 if all_classes else 0
-            dims = _spatial_dims(activation, offset)
-            # a * ReLU(g) = g^2 ReLU(g) / (g^2 (2 + S g)) = ReLU(g) / (2 + S g) with S = sum_j A_j:
-            # the g^2 cancels (where g = 0 both sides are 0), which saves most of the
-            # elementwise passes over the C x B x K x H' x W' gradients.
-            # Gradients through a pooling head come back as expanded (stride-0) views;
-            # elementwise work on a contiguous copy is several times faster.
-            g = g.contiguous()
-            a_sum = activation.sum(dim=_spatial_dims(activation), keepdim=True)
-            denom = torch.addcmul(torch.full_like(g, 2.0), a_sum, g)
-            nonzero = denom != 0
-            ratio = F.relu(g) / torch.where(nonzero, denom, 1.0)
-            weights = torch.where(nonzero, ratio, 0.0).sum(dim=dims)
-            maps = _combine(weights, activation, all_classes, attr_dim_summation)
-            if relu_attributions:
-                maps = F.relu(maps)
-            if upsample:
-                maps = _upsample(maps, inputs_t, interpolate_mode)
-        return maps
+        # a * ReLU(g) = g^2 ReLU(g) / (g^2 (2 + S g)) = ReLU(g) / (2 + S g) with S = sum_j A_j:
+        # the g^2 cancels (where g = 0 both sides are 0), which saves most of the
+        # elementwise passes over the C x B x K x H' x W' gradients. Gradients through a
+        # pooling head come back as expanded (stride-0) views; elementwise work on a
+        # contiguous copy is several times faster.
+        g = grads.contiguous()
+        a_sum = activation.sum(dim=_spatial_dims(activation), keepdim=True)
+        denom = torch.addcmul(torch.full_like(g, 2.0), a_sum, g)
+        nonzero = denom != 0
+        ratio = F.relu(g) / torch.where(nonzero, denom, 1.0)
+        return torch.where(nonzero, ratio, 0.0).sum(dim=_spatial_dims(activation, 1 if all_classes else 0))
