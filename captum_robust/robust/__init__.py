@@ -4,6 +4,10 @@ Subpackages (imported on demand, lower layers never import higher ones):
 
 * :mod:`captum_robust.robust.discrepancy` -- how much did an attribution map change
   (rank correlations, top-k intersection, Boopathy et al.'s interpretation discrepancies);
-* ``captum_robust.robust.attacks`` -- attacks on attributions;
-* ``captum_robust.robust.regularizers`` -- training-time terms that make attributions robust.
+* :mod:`captum_robust.robust.attacks` -- attacks on attributions (Ghorbani, Boopathy, Levine)
+  and the classifier PGD they build on;
+* :mod:`captum_robust.robust.evaluation` -- the attribution-robustness runner (attacks +
+  measures -> per-example results, tables, JSON);
+* ``captum_robust.robust.regularizers`` -- training-time terms that make attributions robust
+  (planned).
 """
