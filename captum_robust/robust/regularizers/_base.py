@@ -1,0 +1,264 @@
+r"""What every regularizer shares: the epsilon schedule, argument checks, the model guard and
+the logging fields (DESIGN.md section 2, ``captum_robust.robust.regularizers``)."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Any, Dict, Iterator, Optional, Union
+
+import torch
+from torch import Tensor, nn
+
+from captum_robust._utils.state import preserved_model_state
+from captum_robust._utils.validation import check_finite, check_int_range
+
+__all__ = ["EpsilonSchedule", "RobustTerm", "unwrap_model", "check_weight", "check_target", "EpsType"]
+
+
+def check_weight(value: Any, name: str) -> float:
+    """A finite, non-negative float (a regularization strength such as lambda, gamma, beta)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a non-negative number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+    return value
+
+
+class EpsilonSchedule:
+    r"""The perturbation-size warm-up every paper uses: :math:`\epsilon = 0` for the first
+    ``warmup_steps`` steps, then a linear ramp to ``final`` over ``ramp_steps`` steps, then
+    ``final``:
+
+    .. math::
+
+        \epsilon(t) = \epsilon_\text{final} \cdot
+            \mathrm{clip}\Big(\frac{t - t_\text{warmup}}{t_\text{ramp}}, 0, 1\Big)
+        \quad (t_\text{ramp} = 0: \text{a jump to } \epsilon_\text{final} \text{ at } t_\text{warmup}).
+
+    Boopathy et al.'s MNIST recipe is ``EpsilonSchedule(0.3, warmup_steps=2000, ramp_steps=8000)``
+    (final epsilon reached at step 10000); on CIFAR-10 ``EpsilonSchedule(8/255, 5000, ...)``.
+
+    The schedule keeps a step counter. Pass it as ``eps=`` to any regularizer of
+    :mod:`captum_robust.robust.regularizers`; the regularizer then reads :attr:`value` on every
+    call and, with ``auto_step=True`` (its default) and while the regularizer is in training
+    mode, calls :meth:`step` after each call -- one step per training batch. With
+    ``auto_step=False`` call :meth:`step` yourself (e.g. once per epoch: then the step counts
+    are in epochs). One schedule may be shared by several regularizers; let only one of them
+    step it.
+
+    Args:
+        final (float): the final epsilon, >= 0.
+        warmup_steps (int): steps at epsilon 0, >= 0. Default 0.
+        ramp_steps (int): steps of the linear ramp, >= 0. Default 0.
+
+    Example::
+
+        >>> s = EpsilonSchedule(0.3, warmup_steps=2, ramp_steps=4)
+        >>> [round(s(t), 3) for t in range(8)]
+        [0.0, 0.0, 0.0, 0.075, 0.15, 0.225, 0.3, 0.3]
+        >>> s.value, s.step(), s.step(), s.step(), s.value
+        (0.0, None, None, None, 0.075)
+    """
+
+    def __init__(self, final: float, warmup_steps: int = 0, ramp_steps: int = 0) -> None:
+        self.final = check_weight(final, "final")
+        self.warmup_steps = check_int_range(warmup_steps, "warmup_steps", 0)
+        self.ramp_steps = check_int_range(ramp_steps, "ramp_steps", 0)
+        self.current_step = 0
+
+    def __call__(self, step: Optional[int] = None) -> float:
+        """Epsilon at ``step`` (default: the current step)."""
+        t = self.current_step if step is None else check_int_range(step, "step", 0)
+        if t < self.warmup_steps:
+            return 0.0
+        if self.ramp_steps == 0:
+            return self.final
+        return self.final * min(1.0, (t - self.warmup_steps) / self.ramp_steps)
+
+    @property
+    def value(self) -> float:
+        """Epsilon at the current step."""
+        return self(self.current_step)
+
+    def step(self, n: int = 1) -> None:
+        """Advance the step counter by ``n`` (>= 0)."""
+        self.current_step += check_int_range(n, "n", 0)
+
+    def reset(self) -> None:
+        """Back to step 0."""
+        self.current_step = 0
+
+    def state_dict(self) -> Dict[str, Any]:
+        """The schedule's state, for checkpoints."""
+        return {
+            "final": self.final,
+            "warmup_steps": self.warmup_steps,
+            "ramp_steps": self.ramp_steps,
+            "current_step": self.current_step,
+        }
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Restore a state from :meth:`state_dict`."""
+        self.__init__(state["final"], state["warmup_steps"], state["ramp_steps"])  # type: ignore[misc]
+        self.current_step = check_int_range(state["current_step"], "current_step", 0)
+
+    def __repr__(self) -> str:
+        return (
+            f"EpsilonSchedule(final={self.final}, warmup_steps={self.warmup_steps}, "
+            f"ramp_steps={self.ramp_steps}, current_step={self.current_step})"
+        )
+
+
+EpsType = Union[float, EpsilonSchedule]
+
+
+def unwrap_model(model: Any) -> Any:
+    """The module inside ``DistributedDataParallel`` / ``DataParallel`` (else the model itself).
+
+    Attack and attribution passes run on the inner module: a forward pass through the DDP
+    wrapper arms its gradient hooks for one backward pass, which an inner attack (that only
+    differentiates with respect to the inputs) never runs.
+    """
+    wrappers = (nn.parallel.DistributedDataParallel, nn.DataParallel)
+    while isinstance(model, wrappers):
+        model = model.module
+    return model
+
+
+def check_target(target: Any, batch: int, device: torch.device) -> Tensor:
+    """The labels of a training batch: an integer tensor of shape ``(batch,)`` (or a list of ints)."""
+    if isinstance(target, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in target):
+        target = torch.tensor(list(target), dtype=torch.long)
+    if not isinstance(target, Tensor):
+        raise TypeError(f"target must be an integer tensor of shape ({batch},) (the labels), got {type(target).__name__}")
+    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+        raise TypeError(
+            f"target must be an integer tensor of class indices (e.g. torch.long), got dtype {target.dtype}; "
+            "soft or one-hot labels are not supported"
+        )
+    if target.dim() != 1 or target.shape[0] != batch:
+        raise ValueError(f"target must have shape ({batch},) (one label per example), got {tuple(target.shape)}")
+    return target.to(device=device, dtype=torch.long)
+
+
+def check_num_classes(target: Tensor, num_classes: int) -> None:
+    """Labels inside the model's output range."""
+    if target.numel() and (int(target.min()) < 0 or int(target.max()) >= num_classes):
+        bad = int(target[(target < 0) | (target >= num_classes)][0])
+        raise ValueError(f"target holds class index {bad}, outside the model's range [0, {num_classes - 1}]")
+
+
+class RobustTerm(nn.Module):
+    r"""Base class of the regularizers: an ``nn.Module`` whose ``forward(inputs, target)``
+    returns a scalar (the batch mean) to add to the user's loss, or to use as the loss.
+
+    It holds (without registering them as submodules, so ``parameters()``, ``state_dict()``
+    and ``train()``/``eval()`` of the regularizer never touch the model) the ``model`` and its
+    epsilon, a float or an :class:`EpsilonSchedule`. Subclasses implement
+    ``_forward(inputs, target, eps) -> scalar`` and record ``last_adversarial`` and
+    ``last_stats``.
+
+    Attributes:
+        last_adversarial (Tensor or None): the perturbed inputs of the last call (detached).
+        last_stats (dict): floats of the last call, at least ``"value"`` (the returned scalar)
+            and ``"eps"``; attack-based terms add ``"attack_success"`` and term parts.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        eps: EpsType = 0.3,
+        *,
+        auto_step: bool = True,
+        eval_mode: bool = True,
+        generator: Optional[torch.Generator] = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if not isinstance(eps, EpsilonSchedule):
+            eps = check_weight(eps, "eps")
+        for name, flag in (("auto_step", auto_step), ("eval_mode", eval_mode)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} must be a bool, got {type(flag).__name__} {flag!r}")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+        # plain attributes, not submodules: the regularizer must not own (or switch the mode of) the model
+        object.__setattr__(self, "_model", model)
+        self._eps = eps
+        self.auto_step = auto_step
+        self.eval_mode = eval_mode
+        self.generator = generator
+        self.last_adversarial: Optional[Tensor] = None
+        self.last_stats: Dict[str, float] = {}
+
+    @property
+    def model(self) -> nn.Module:
+        """The model being trained (as passed, possibly wrapped in DistributedDataParallel)."""
+        return self._model  # type: ignore[attr-defined]
+
+    @property
+    def module(self) -> nn.Module:
+        """The model without a ``DistributedDataParallel`` / ``DataParallel`` wrapper."""
+        return unwrap_model(self.model)
+
+    @property
+    def schedule(self) -> Optional[EpsilonSchedule]:
+        """The epsilon schedule, or None for a fixed epsilon."""
+        return self._eps if isinstance(self._eps, EpsilonSchedule) else None
+
+    @property
+    def eps(self) -> float:
+        """The epsilon the next call uses (the schedule's current value)."""
+        return self._eps.value if isinstance(self._eps, EpsilonSchedule) else self._eps
+
+    @eps.setter
+    def eps(self, value: EpsType) -> None:
+        self._eps = value if isinstance(value, EpsilonSchedule) else check_weight(value, "eps")
+
+    @contextlib.contextmanager
+    def attribution_mode(self) -> Iterator[None]:
+        """The module in eval mode (BatchNorm, Dropout) for a differentiable attribution pass,
+        restored afterwards; ``eval_mode=False`` keeps the user's mode."""
+        with preserved_model_state(self.module, train=False if self.eval_mode else None):
+            yield
+
+    def _check_inputs(self, inputs: Any, target: Any) -> Tensor:
+        if not isinstance(inputs, Tensor):
+            raise TypeError(
+                f"inputs must be a floating-point tensor (batch first), got {type(inputs).__name__}; "
+                "the regularizers take single-tensor inputs"
+            )
+        if not inputs.is_floating_point():
+            raise TypeError(f"inputs must be a floating-point tensor, got dtype {inputs.dtype}")
+        if inputs.dim() < 2 or inputs.shape[0] == 0:
+            raise ValueError(f"inputs must be a non-empty batch (B x ...), got shape {tuple(inputs.shape)}")
+        check_finite(inputs, "inputs")
+        return check_target(target, inputs.shape[0], inputs.device)
+
+    def forward(self, inputs: Tensor, target: Tensor) -> Tensor:  # type: ignore[override]
+        """The term (or objective) for a batch: a scalar, the batch mean.
+
+        Args:
+            inputs (Tensor): the batch, ``B x ...``, inside the data box.
+            target (Tensor): the labels, an integer tensor of shape ``(B,)``.
+
+        Returns:
+            Tensor: a 0-dim tensor, differentiable with respect to the model's parameters.
+        """
+        y = self._check_inputs(inputs, target)
+        eps = self.eps
+        self.last_stats = {}
+        value = self._forward(inputs, y, eps)
+        self.last_stats = {"value": float(value.detach()), "eps": float(eps), **self.last_stats}
+        if self.training and self.auto_step and isinstance(self._eps, EpsilonSchedule):
+            self._eps.step()
+        return value
+
+    def _forward(self, inputs: Tensor, target: Tensor, eps: float) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return f"model={type(self.model).__name__}, eps={self._eps!r}"
