@@ -1,0 +1,418 @@
+r"""Saliency terms to add to the loss: teacher saliency alignment (Gali et al. eq. 7) and
+saliency stability training (Levine et al. App. D, eq. D.1)."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from captum_robust._utils.state import preserved_model_state
+from captum_robust._utils.validation import check_int_range
+from captum_robust.robust.attacks import L2TopKAttack
+from captum_robust.robust.attacks.base import BoundType, Box
+from captum_robust.robust.regularizers._base import (
+    EpsilonSchedule,
+    EpsType,
+    RobustTerm,
+    check_num_classes,
+    check_weight,
+)
+from captum_robust.robust.regularizers.adversarial import (
+    attack_state,
+    check_adversarial,
+    check_teacher,
+)
+
+__all__ = ["SaliencyAlignment", "SaliencyStability"]
+
+
+def _class_scores(out: Any, who: str) -> Tensor:
+    if not isinstance(out, Tensor) or out.dim() != 2:
+        shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise ValueError(f"{who} must return class scores of shape (batch, classes), got {shape}")
+    return out
+
+
+def input_gradient(model: Any, inputs: Tensor, target: Tensor, create_graph: bool, who: str = "the model") -> Tensor:
+    r"""The saliency :math:`J(x) = \nabla_x f_{y}(x)` of every example (one batched pass:
+    the gradient of :math:`\sum_b f_{y_b}(x_b)` is example-wise because examples do not
+    interact in eval mode). With ``create_graph`` the result is differentiable with respect
+    to the parameters."""
+    x = inputs.detach().requires_grad_(True)
+    with torch.enable_grad():
+        logits = _class_scores(model(x), who)
+        check_num_classes(target, logits.shape[1])
+        score = logits.gather(1, target[:, None]).sum()
+        (grad,) = torch.autograd.grad(score, x, create_graph=create_graph)
+    return grad
+
+
+# --------------------------------------------------------------------------- Gali
+
+
+class SaliencyAlignment(RobustTerm):
+    r"""Teacher saliency alignment (Gali, Sarkar, Balasubramanian, eq. 7), a term to add to the
+    loss:
+
+    .. math::
+
+        R(x, y) = \lambda \cdot \frac1B \sum_{b=1}^B
+            \big\lVert J_S(x_b) - J_T(x_b) \big\rVert_2^2,
+        \qquad J(x) = \nabla_x f_{y}(x),
+
+    :math:`J_S` and :math:`J_T` the gradients of the true-class logit (Gali's "true class index"
+    saliency, eq. 5-6) of the student being trained and of a frozen teacher -- in the paper an
+    adversarially trained model of the same architecture (e.g. one trained with
+    :class:`~captum_robust.robust.regularizers.PGDAdversarialLoss`). The value is the *batch
+    mean*, differentiable with respect to the student's parameters (:math:`J_S` is taken with
+    ``create_graph=True``); :math:`J_T` is computed without a graph, the teacher in eval mode
+    (its mode, ``.grad`` and ``requires_grad`` left as found). The teacher is not registered as
+    a submodule and must be a separate network (not the student, no shared parameter).
+
+    The student's pass runs on the unwrapped model in eval mode (BatchNorm/Dropout; restored
+    afterwards; ``eval_mode=False`` keeps your mode). For a ReLU student the parameter gradient
+    of :math:`J_S` keeps only the terms that do not differentiate the activation pattern
+    (second derivatives through ReLU vanish); a softplus network makes it exact.
+
+    **Gali's full objective** (eq. 8-9) is
+    :math:`\mathcal L_{CE}(x', y) + \lVert \mathrm{IG}^{\ell_y}(x, x') \rVert_1 + \lambda
+    \mathcal L_\text{diff}` with :math:`x'` maximizing the first two terms over an
+    :math:`\ell_\infty` ball from a random start, :math:`\lambda \approx 0.001`. The first two
+    terms, maximized together, are Chen et al.'s IG-Sum-Norm objective with :math:`\beta = 1`,
+    so compose::
+
+        objective = IGSumNorm(model, eps=0.3, beta=1.0)         # CE(x') + ||IG(x, x')||_1
+        alignment = SaliencyAlignment(model, teacher, lam=1e-3)  # lam * ||J_S(x) - J_T(x)||^2
+        loss = objective(x, y) + alignment(x, y)
+
+    Args:
+        model (nn.Module): the student being trained (``B x C`` logits), possibly wrapped in
+            ``DistributedDataParallel``.
+        teacher (nn.Module): the frozen teacher, taking the same inputs, with the same classes.
+        lam (float): :math:`\lambda \ge 0`. Default 0.001 (Gali et al.).
+        eval_mode (bool): run the student's pass in eval mode. Default True.
+
+    Attributes:
+        last_stats (dict): ``"value"``, ``"eps"`` (0), ``"distance"`` (the mean squared
+            distance, without :math:`\lambda`).
+
+    Raises:
+        TypeError: the teacher is not an ``nn.Module``.
+        ValueError: the teacher is the student or shares a parameter with it; ``lam < 0``.
+
+    Example::
+
+        >>> import copy, torch, torch.nn as nn
+        >>> from captum_robust.robust.regularizers.saliency import SaliencyAlignment
+        >>> student = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.Softplus(), nn.Linear(16, 10))
+        >>> teacher = copy.deepcopy(student)
+        >>> reg = SaliencyAlignment(student, teacher, lam=1e-3)
+        >>> x, y = torch.rand(8, 1, 8, 8), torch.randint(0, 10, (8,))
+        >>> reg(x, y).item()                 # same weights, same saliency
+        0.0
+        >>> with torch.no_grad():
+        ...     _ = student[1].weight.mul_(2.0)
+        >>> loss = torch.nn.functional.cross_entropy(student(x), y) + reg(x, y)
+        >>> loss.backward()
+        >>> reg.last_stats["distance"] > 0, teacher[1].weight.grad is None
+        (True, True)
+    """
+
+    def __init__(self, model: nn.Module, teacher: nn.Module, lam: float = 0.001, *, eval_mode: bool = True) -> None:
+        super().__init__(model, 0.0, eval_mode=eval_mode)
+        object.__setattr__(self, "_teacher", check_teacher(teacher, model))
+        self.lam = check_weight(lam, "lam")
+
+    @property
+    def teacher(self) -> nn.Module:
+        """The frozen teacher (not a registered submodule)."""
+        return self._teacher  # type: ignore[attr-defined]
+
+    def teacher_saliency(self, inputs: Tensor, target: Tensor) -> Tensor:
+        """:math:`J_T(x)`, detached, the teacher in eval mode with frozen parameters (restored)."""
+        teacher = self.teacher
+        with preserved_model_state(teacher, train=False):
+            for p in teacher.parameters():
+                p.requires_grad_(False)
+            return input_gradient(teacher, inputs, target, create_graph=False, who="the teacher").detach()
+
+    def _forward(self, inputs: Tensor, target: Tensor, eps: float) -> Tensor:
+        self.last_adversarial = None
+        j_t = self.teacher_saliency(inputs, target)
+        with self.attribution_mode():
+            j_s = input_gradient(self.module, inputs, target, create_graph=True)
+        distance = (j_s - j_t.to(j_s.dtype)).reshape(j_s.shape[0], -1).pow(2).sum(dim=1).mean()
+        self.last_stats = {"distance": float(distance.detach())}
+        return self.lam * distance
+
+    def extra_repr(self) -> str:
+        return f"model={type(self.model).__name__}, teacher={type(self.teacher).__name__}, lam={self.lam}"
+
+
+# --------------------------------------------------------------------------- Levine
+
+
+_REDUCTIONS = ("sum", "mean")
+_CLASSES = ("label", "prediction")
+
+
+def normalized_saliency(grad: Tensor) -> Tensor:
+    r""":math:`g = |a| / \lVert a \rVert_2` per example (0 where :math:`a = 0`): Levine et al.'s
+    ``normalize_each(abs(grad))``."""
+    flat = grad.abs().reshape(grad.shape[0], -1)
+    norm = flat.norm(dim=1, keepdim=True)
+    tiny = torch.finfo(grad.dtype).tiny
+    return (flat / norm.clamp_min(tiny)).reshape(grad.shape)
+
+
+def _gradient_map(model: Any, inputs: Tensor, target: Tensor) -> Tensor:
+    """The attack's map: the input gradient of the target logit (differentiable in the input)."""
+    x = inputs if inputs.requires_grad else inputs.requires_grad_(True)
+    score = _class_scores(model(x), "the model").gather(1, target[:, None]).sum()
+    return torch.autograd.grad(score, x, create_graph=True)[0]
+
+
+def _has_relu(module: nn.Module) -> bool:
+    return any(isinstance(m, nn.ReLU) for m in module.modules())
+
+
+class SaliencyStability(RobustTerm):
+    r"""Saliency stability training (Levine, Singla, Feizi, App. D, eq. D.1), a term to add to
+    the cross-entropy:
+
+    .. math::
+
+        R(x, y) = \lambda \cdot \frac1B \sum_{b=1}^B
+            \big\lVert g(\tilde x_b) - g(x_b) \big\rVert_2^2,
+        \qquad g(x) = \frac{|\nabla_x f_y(x)|}{\lVert \nabla_x f_y(x) \rVert_2},
+
+    (eq. D.1 is :math:`\mathrm{CE}(x, y) + R`), :math:`g` the :math:`\ell_2`-normalised absolute
+    gradient of the class logit (the authors' code: ``normalize_each(abs(grad))``), and
+    :math:`\tilde x` Levine et al.'s :math:`\ell_2` top-k attack (Alg. 1,
+    :class:`~captum_robust.robust.attacks.L2TopKAttack`) on the map :math:`|\nabla_x f_y|` in
+    the ball :math:`\lVert \tilde x - x \rVert_2 \le \rho` (and the data box), keeping the
+    prediction. The value is the *batch mean*, differentiable with respect to the parameters
+    through both maps (both are taken with ``create_graph=True`` in one pass, as in the
+    authors' code); :math:`\tilde x` is detached. Since both maps are non-negative unit
+    vectors, each example's distance lies in :math:`[0, 2]`.
+
+    **Strength.** ``reduction="sum"`` (default) is eq. D.1 as written. The authors' code uses
+    ``MSELoss``, the mean over the :math:`n` map elements *and* the batch: ``reduction="mean"``
+    (the per-example sum divided by :math:`n`) reproduces it, so their :math:`\lambda \in [0,
+    1000]` (:math:`\lambda = 200` in Fig. 7) on MNIST (:math:`n = 784`) is ``lam=200,
+    reduction="mean"`` or ``lam=200/784, reduction="sum"``. The authors average only over the
+    examples where the attack found a start that keeps the class; here such examples keep
+    :math:`\tilde x = x`, contribute 0 and count in the batch mean.
+
+    **Softplus networks.** The attack ascends a function of the input gradient, i.e. uses
+    second derivatives in the input, which vanish almost everywhere through ReLU: Levine et al.
+    train softplus networks (:class:`~captum_robust.models.Small` ``(softplus=...)`` etc.).
+    For a ReLU model pass ``surrogate=softplus_surrogate(model)`` (it shares the weights, so it
+    follows training): the attack gradients then come from the smooth copy while predictions,
+    acceptance and the reported maps use the model. Without one, a model with ``nn.ReLU``
+    modules gets a warning at construction (the attack would only try its random starts);
+    functional ``relu`` calls cannot be seen. The trained term itself is computed on the model
+    (its parameter gradient does not vanish for ReLU, but it ignores the activation pattern).
+
+    **Defaults** follow the MNIST experiment (App. E and the code): :math:`P = 15` steps,
+    :math:`T = 3` restarts, :math:`Q = 100` random draws, :math:`k = n/4` (``sparsity=0.25``;
+    the code's ``7*28`` of 784), :math:`\rho = 3.08`: the paper's 10 standard deviations of
+    the normalised MNIST pixels, :math:`10 \times 0.3081` in :math:`[0, 1]` units. The radius
+    is the base's epsilon (:attr:`eps`, also :attr:`rho`) and may be an
+    :class:`EpsilonSchedule`; at :math:`\rho = 0` (or :math:`\lambda = 0`) no attack runs and
+    the term is a constant 0.
+
+    The attack runs on the unwrapped model (and the surrogate) in eval mode with frozen
+    parameters, restored afterwards; the differentiable pass runs the unwrapped model in eval
+    mode too (``eval_mode=False`` keeps your mode for that pass).
+
+    Args:
+        model (nn.Module): the classifier being trained, possibly wrapped in DDP.
+        lam (float): :math:`\lambda \ge 0`. Default 1.0.
+        rho (float or EpsilonSchedule): the :math:`\ell_2` radius :math:`\rho \ge 0`. Default 3.08.
+        sparsity (float): :math:`k = \lceil \text{sparsity} \cdot n \rceil`, in (0, 1]. Default 0.25.
+        k (int, optional): the attacked top-k size directly (overrides ``sparsity``).
+        n_iterations (int): :math:`P \ge 1`. Default 15.
+        n_restarts (int): :math:`T \ge 1`. Default 3.
+        random_budget (int): :math:`Q \ge 1`. Default 100.
+        max_backtracks (int): step halvings before a step is given up, >= 0. Default 20.
+        surrogate (nn.Module, optional): a smooth copy for the attack gradients.
+        reduction (str): ``"sum"`` (eq. D.1, default) or ``"mean"`` (the authors' ``MSELoss``).
+        target_class (str): whose logit's gradient is the map: ``"label"`` (default, :math:`y`)
+            or ``"prediction"`` (the argmax, as in the authors' code).
+        auto_step (bool): step an :class:`EpsilonSchedule` after each call in training mode.
+        eval_mode (bool): run the differentiable pass in eval mode. Default True.
+        generator (torch.Generator, optional): randomness of the attack's random starts.
+        clip_min, clip_max (float, Tensor or None): the data box. Default [0, 1].
+
+    Attributes:
+        last_adversarial (Tensor): :math:`\tilde x` of the last call (detached).
+        last_stats (dict): ``"value"``, ``"eps"`` (:math:`\rho`), ``"distance"`` (mean
+            :math:`\lVert g(\tilde x) - g(x) \rVert^2` with the reduction, without
+            :math:`\lambda`), ``"attack_success"`` (fraction of the batch where the attack
+            returned a perturbed point) and ``"topk_overlap"`` (mean top-k overlap of
+            :math:`|\nabla f|` between :math:`x` and :math:`\tilde x`, as the attack reports).
+
+    Example::
+
+        >>> import torch, torch.nn as nn
+        >>> from captum_robust.robust.regularizers.saliency import SaliencyStability
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.Softplus(), nn.Linear(16, 10))
+        >>> reg = SaliencyStability(model, lam=1.0, rho=1.0, n_iterations=3, n_restarts=1,
+        ...                         generator=torch.Generator().manual_seed(0))
+        >>> x, y = torch.rand(4, 1, 8, 8), torch.randint(0, 10, (4,))
+        >>> loss = torch.nn.functional.cross_entropy(model(x), y) + reg(x, y)   # eq. D.1
+        >>> loss.backward()
+        >>> bool(((reg.last_adversarial - x).flatten(1).norm(dim=1) <= 1.0 + 1e-5).all())
+        True
+        >>> reg.objective_at(x, y, x).item()    # no perturbation, no change of the map
+        0.0
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        lam: float = 1.0,
+        rho: EpsType = 3.08,
+        *,
+        sparsity: float = 0.25,
+        k: Optional[int] = None,
+        n_iterations: int = 15,
+        n_restarts: int = 3,
+        random_budget: int = 100,
+        max_backtracks: int = 20,
+        surrogate: Optional[nn.Module] = None,
+        reduction: str = "sum",
+        target_class: str = "label",
+        auto_step: bool = True,
+        eval_mode: bool = True,
+        generator: Optional[torch.Generator] = None,
+        clip_min: BoundType = 0.0,
+        clip_max: BoundType = 1.0,
+    ) -> None:
+        if not isinstance(rho, EpsilonSchedule):
+            rho = check_weight(rho, "rho")
+        super().__init__(model, rho, auto_step=auto_step, eval_mode=eval_mode, generator=generator)
+        self.lam = check_weight(lam, "lam")
+        if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)):
+            raise TypeError(f"sparsity must be a float in (0, 1], got {type(sparsity).__name__} {sparsity!r}")
+        if not (0.0 < float(sparsity) <= 1.0):
+            raise ValueError(f"sparsity must be in (0, 1], got sparsity={sparsity!r}")
+        self.sparsity = float(sparsity)
+        self.k = None if k is None else check_int_range(k, "k", 1)
+        self.n_iterations = check_int_range(n_iterations, "n_iterations", 1)
+        self.n_restarts = check_int_range(n_restarts, "n_restarts", 1)
+        self.random_budget = check_int_range(random_budget, "random_budget", 1)
+        self.max_backtracks = check_int_range(max_backtracks, "max_backtracks", 0)
+        if surrogate is not None and not isinstance(surrogate, nn.Module):
+            raise TypeError(f"surrogate must be None or an nn.Module (e.g. softplus_surrogate(model)), got {type(surrogate).__name__}")
+        object.__setattr__(self, "_surrogate", surrogate)
+        if reduction not in _REDUCTIONS:
+            raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+        self.reduction = reduction
+        if target_class not in _CLASSES:
+            raise ValueError(f"target_class must be one of {_CLASSES}, got {target_class!r}")
+        self.target_class = target_class
+        Box(clip_min, clip_max)  # validates the bounds
+        self.clip_min = clip_min
+        self.clip_max = clip_max
+        if surrogate is None and _has_relu(self.module):
+            warnings.warn(
+                f"{type(self.module).__name__} has nn.ReLU modules: the L2 top-k attack differentiates the input "
+                "gradient, whose derivative vanishes almost everywhere through ReLU, so it would only try random "
+                "starts. Pass surrogate=softplus_surrogate(model) (shares the weights) or train a softplus network "
+                "(as Levine et al. did).",
+                UserWarning,
+                stacklevel=2,
+            )
+
+    @property
+    def surrogate(self) -> Optional[nn.Module]:
+        """The smooth copy used for the attack gradients (None: the model itself)."""
+        return self._surrogate  # type: ignore[attr-defined]
+
+    @property
+    def rho(self) -> float:
+        """The :math:`\\ell_2` radius the next call uses (alias of :attr:`eps`)."""
+        return self.eps
+
+    def _k(self, inputs: Tensor) -> int:
+        if self.k is not None:
+            return self.k
+        n = inputs[0].numel()
+        return max(1, min(n, math.ceil(self.sparsity * n - 1e-9)))
+
+    def _classes(self, inputs: Tensor, target: Tensor) -> Tensor:
+        if self.target_class == "label":
+            return target
+        module = self.module
+        with preserved_model_state(module, train=False if self.eval_mode else None), torch.no_grad():
+            logits = _class_scores(module(inputs.detach()), "the model")
+        check_num_classes(target, logits.shape[1])
+        return logits.argmax(dim=1)
+
+    def _attack(self, inputs: Tensor, classes: Tensor, rho: float) -> Tuple[Tensor, Any]:
+        module, surrogate = self.module, self.surrogate
+        attack = L2TopKAttack(
+            module, _gradient_map, k=self._k(inputs), rho=rho, n_iterations=self.n_iterations,
+            n_restarts=self.n_restarts, random_budget=self.random_budget, max_backtracks=self.max_backtracks,
+            surrogate=surrogate, clip_min=self.clip_min, clip_max=self.clip_max,
+        )
+        # eval mode before the attack's own guard, so that it has nothing to warn about
+        with attack_state(module, True), preserved_model_state(surrogate, train=False):
+            x_adv, result = attack.perturb(inputs.detach(), target=classes, generator=self.generator)
+        return x_adv.detach(), result
+
+    def _term(self, inputs: Tensor, classes: Tensor, inputs_adv: Tensor) -> Tuple[Tensor, Tensor]:
+        b = inputs.shape[0]
+        both = torch.cat([inputs_adv.detach(), inputs.detach()])
+        with self.attribution_mode():
+            grads = input_gradient(self.module, both, torch.cat([classes, classes]), create_graph=True)
+        g = normalized_saliency(grads)
+        sq = (g[:b] - g[b:]).reshape(b, -1).pow(2)
+        distance = sq.sum(dim=1) if self.reduction == "sum" else sq.mean(dim=1)
+        return self.lam * distance.mean(), distance
+
+    def _forward(self, inputs: Tensor, target: Tensor, eps: float) -> Tensor:
+        if eps == 0 or self.lam == 0:
+            self.last_adversarial = inputs.detach().clone()
+            self.last_stats = {"distance": 0.0, "attack_success": 0.0, "topk_overlap": 1.0}
+            return torch.zeros((), dtype=inputs.dtype, device=inputs.device)
+        classes = self._classes(inputs, target)
+        x_adv, result = self._attack(inputs, classes, eps)
+        self.last_adversarial = x_adv
+        value, distance = self._term(inputs, classes, x_adv)
+        self.last_stats = {
+            "distance": float(distance.detach().mean()),
+            "attack_success": float(result.accepted.double().mean()),
+            "topk_overlap": float(result.similarity.double().mean()),
+        }
+        return value
+
+    def objective_at(self, inputs: Tensor, target: Tensor, inputs_adv: Tensor) -> Tensor:
+        r"""The term at a given :math:`\tilde x`: :math:`\lambda` times the batch mean of
+        :math:`\lVert g(\tilde x) - g(x) \rVert^2` (with the reduction), differentiable with
+        respect to the parameters; 0 at :math:`\tilde x = x`.
+
+        Args:
+            inputs (Tensor): the clean batch :math:`x`.
+            target (Tensor): the labels, ``(B,)`` integers.
+            inputs_adv (Tensor): :math:`\tilde x`, shaped like ``inputs``.
+
+        Returns:
+            Tensor: a 0-dim tensor.
+        """
+        y = self._check_inputs(inputs, target)
+        x_adv = check_adversarial(inputs, inputs_adv)
+        return self._term(inputs, self._classes(inputs, y), x_adv)[0]
+
+    def extra_repr(self) -> str:
+        k = f"k={self.k}" if self.k is not None else f"sparsity={self.sparsity}"
+        return (
+            f"model={type(self.model).__name__}, lam={self.lam}, rho={self._eps!r}, {k}, "
+            f"n_iterations={self.n_iterations}, n_restarts={self.n_restarts}, reduction={self.reduction!r}"
+        )
