@@ -279,8 +279,12 @@ class IGNorm(_LossIGTerm):
       convex and non-decreasing, and an :math:`\ell_\infty` ball,
       :math:`\max_{x'} \lVert \mathrm{IG} \rVert_1 = g(z + \epsilon\lVert w\rVert_1) - g(z)`,
       :math:`z = -y\langle w, x\rangle`, at :math:`x' = x - y\epsilon\,\mathrm{sign}(w)`.
-      The objective has local maxima at the other corners of the ball, where sign-PGD can
-      stop: more ``n_restarts`` help (see the tests for measured rates).
+      The objective has local maxima at the other corners of the ball, where sign-PGD
+      stops: every coordinate gains by moving away from :math:`x`, so each run ends at the
+      corner of the orthant of its random start. Measured on a 4-feature model (400
+      examples, :math:`\epsilon = 0.1`): one run attains the maximum for 6-7% of the examples
+      (:math:`\approx 2^{-d}`), 8 restarts for 41%; the mean value is 0.90 of the maximum with
+      one run, 0.98 with 8. More ``n_restarts`` help; the value never exceeds the maximum.
 
     **Batch mean**: the value is the *mean* over the batch. Chen's code sums both the
     cross-entropy and the IG term over the batch (``tf.reduce_sum``): its objective is
