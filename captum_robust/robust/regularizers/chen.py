@@ -20,7 +20,7 @@ parameters.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Dict, Iterator, Optional, Tuple, Union
+from typing import Any, Callable, Iterator, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -124,7 +124,10 @@ class _LossIGTerm(RobustTerm):
         self.size = size
         self.internal_batch_size = _check_internal_batch_size(internal_batch_size)
         if surrogate is not None and not isinstance(surrogate, nn.Module):
-            raise TypeError(f"surrogate must be an nn.Module (e.g. softplus_surrogate(model)) or None, got {type(surrogate).__name__}")
+            raise TypeError(
+                "surrogate must be an nn.Module (e.g. softplus_surrogate(model)) or None, "
+                f"got {type(surrogate).__name__}"
+            )
         # not a submodule: the regularizer owns neither the model nor its smooth copy
         object.__setattr__(self, "_surrogate", surrogate)
         Box(clip_min, clip_max)  # validates the bounds now rather than at the first call
@@ -271,10 +274,13 @@ class IGNorm(_LossIGTerm):
       :math:`\ell + R` is Madry et al.'s adversarial loss (to quadrature accuracy).
     * Prop. 2: with one path point the IG is :math:`(x' - x) \odot \nabla \ell` at the one
       point (``riemann_left``: at :math:`x`, Chen's eq. 3; ``riemann_right``: at :math:`x'`);
-      with ``riemann_left``, an :math:`\ell_\infty` ball and :math:`\lambda = \lambda'/\epsilon`,
-      :math:`R` equals :class:`InputGradientRegularizer` ``(lam=`` :math:`\lambda'` ``, q=1)``
-      (the maximum :math:`\epsilon \lVert \nabla_x \ell \rVert_1` is reached at any corner of
-      the ball inside the box).
+      with ``n_steps=attack_n_steps=1``, ``method=attack_method="riemann_left"``, an
+      :math:`\ell_\infty` ball inside the data box and :math:`\lambda = \lambda'/\epsilon`,
+      :math:`R` equals
+      :class:`~captum_robust.robust.regularizers.gradient.InputGradientRegularizer`
+      ``(lam=`` :math:`\lambda'` ``, q=1)`` (the maximum
+      :math:`\epsilon \lVert \nabla_x \ell(x) \rVert_1` is reached at every corner of the
+      ball, where the attack ends).
     * Theorem 3: for a linear model with loss :math:`g(-y\langle w, x\rangle)`, :math:`g`
       convex and non-decreasing, and an :math:`\ell_\infty` ball,
       :math:`\max_{x'} \lVert \mathrm{IG} \rVert_1 = g(z + \epsilon\lVert w\rVert_1) - g(z)`,
@@ -305,7 +311,8 @@ class IGNorm(_LossIGTerm):
         model (nn.Module): the classifier being trained (logits ``B x C``); may be wrapped in
             ``DistributedDataParallel`` (the attack and IG passes use the inner module).
         eps (float or EpsilonSchedule): ball radius :math:`\epsilon \ge 0`. Default 0.3.
-            At :math:`\epsilon = 0` the term is an exact zero (no attack is run).
+            At :math:`\epsilon = 0` the term is an exact zero, a constant without a graph (no
+            attack is run).
         lam (float): :math:`\lambda \ge 0`. Default 1.
         n_steps (int): path points of the outer term. Default 50 (Chen).
         method (str): quadrature of the outer term, one of ``riemann_left``,
@@ -474,9 +481,12 @@ class IGSumNorm(_LossIGTerm):
         model (nn.Module): the classifier being trained.
         eps (float or EpsilonSchedule): ball radius. Default 0.3.
         beta (float): :math:`\beta \ge 0`. Default 0.1 (Chen, MNIST).
-        n_steps, method, attack_n_steps, attack_method, n_iterations, step_size, norm,
-            n_restarts, size, internal_batch_size, surrogate, auto_step, eval_mode, generator,
-            clip_min, clip_max: as in :class:`IGNorm`.
+        n_steps, method (int, str): the outer quadrature, as in :class:`IGNorm` (50, right Riemann).
+        attack_n_steps, attack_method (int, str): the attack's quadrature (10, right Riemann).
+        n_iterations, step_size, norm, n_restarts: the attack, as in :class:`IGNorm`.
+        size (str): ``"l1"`` (default) or ``"sum"``.
+        internal_batch_size, surrogate, auto_step, eval_mode, generator: as in :class:`IGNorm`.
+        clip_min, clip_max (float, Tensor or None): the data box. Default [0, 1].
 
     Attributes:
         last_adversarial (Tensor): :math:`x'` of the last call (detached).
@@ -592,7 +602,8 @@ class IGSumNorm(_LossIGTerm):
             loss_adv, size = self._parts(inputs, target, inputs, with_ig=False)
             value = loss_adv.mean()
             self.last_adversarial = inputs.detach().clone()
-            self.last_stats = {"loss_adv": float(value.detach()), "ig_norm": 0.0, "attack_objective": float(value.detach())}
+            loss = float(value.detach())
+            self.last_stats = {"loss_adv": loss, "ig_norm": 0.0, "attack_objective": loss}
             return value
         x_adv, attack_value = self._attack(inputs, target, eps)
         loss_adv, size = self._parts(inputs, target, x_adv)

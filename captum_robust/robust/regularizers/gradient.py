@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Union
+from typing import Any, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -105,7 +105,7 @@ class InputGradientRegularizer(RobustTerm):
         y = self._check_inputs(inputs, target)
         return self._norms(inputs, y)[0]
 
-    def _norms(self, inputs: Tensor, y: Tensor) -> "tuple[Tensor, Tensor]":
+    def _norms(self, inputs: Tensor, y: Tensor) -> Tuple[Tensor, Tensor]:
         x = inputs if inputs.requires_grad else inputs.detach().requires_grad_(True)
         with self.attribution_mode(), torch.enable_grad():
             logits = classification_outputs(self.module(x))

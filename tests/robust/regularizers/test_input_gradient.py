@@ -166,7 +166,11 @@ def test_constructor_errors(kwargs, exc, match):
 
 @pytest.mark.parametrize(
     "target,exc",
-    [(torch.tensor([0.0, 1.0, 2.0]), TypeError), (torch.tensor([0, 1]), ValueError), (torch.tensor([0, 1, 3]), ValueError)],
+    [
+        (torch.tensor([0.0, 1.0, 2.0]), TypeError),
+        (torch.tensor([0, 1]), ValueError),
+        (torch.tensor([0, 1, 3]), ValueError),
+    ],
 )
 def test_target_errors(target, exc):
     x, _ = _batch(3)
@@ -209,3 +213,15 @@ def test_docstring_examples():
     torch.manual_seed(0)
     result = doctest.testmod(gradient, extraglobs={"torch": torch}, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+@pytest.mark.cuda
+def test_cuda_matches_cpu():
+    model = _tiny()
+    x, y = _batch(3)
+    ref = InputGradientRegularizer(model)(x, y)
+    gpu_model = copy.deepcopy(model).cuda()
+    value = InputGradientRegularizer(gpu_model)(x.cuda(), y.cuda())
+    assert value.item() == pytest.approx(ref.item(), rel=1e-9)
+    value.backward()
+    assert gpu_model.fc.weight.grad.device.type == "cuda"
