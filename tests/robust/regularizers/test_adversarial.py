@@ -5,6 +5,7 @@ the effect of adversarial training on PGD accuracy (digits at 8x8)."""
 import copy
 import doctest
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -391,7 +392,9 @@ def test_no_side_effects(name):
         reg = DistillationLoss(model, BNNet().eval(), temperature=5.0)
     else:
         reg = FACTORIES[name](model, eps=0.2, generator=_gen())
-    reg(x, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a model in training mode is expected: no BatchNorm warning
+        reg(x, y)
     assert all(m.training for m in model.modules())
     assert torch.equal(model.fc.weight.grad, torch.ones_like(model.fc.weight)) and model.conv.weight.grad is None
     assert [p.requires_grad for p in model.parameters()] == [p.requires_grad for p in reference.parameters()]
