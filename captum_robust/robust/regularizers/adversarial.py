@@ -161,7 +161,8 @@ class PGDAdversarialLoss(RobustTerm):
     The attack runs on the unwrapped model (:attr:`module`) with frozen parameters, in eval mode
     (``eval_mode=True``, the default; ``eval_mode=False`` runs it in the model's own mode --
     BatchNorm batch statistics, as Madry et al.'s TensorFlow code did -- and restores the running
-    statistics afterwards); nothing of the model's state changes. The final forward
+    statistics afterwards; Dropout then draws from the global RNG, not from ``generator``);
+    nothing of the model's state changes. The final forward
     :math:`f_\theta(x')` goes through :attr:`model` as given (with ``DistributedDataParallel``
     that is the pass that synchronises the gradients) in the user's current train/eval mode:
     Madry et al. train with the model in training mode. ``eps == 0`` is the clean cross-entropy
@@ -283,7 +284,8 @@ class PGDAdversarialLoss(RobustTerm):
 
 
 class TRADESLoss(RobustTerm):
-    r"""TRADES (Zhang et al. 2019, eq. 5 and Alg. 1), a *whole* objective that replaces the loss:
+    r"""TRADES (Zhang et al., ICML 2019, sec. 4 and Algorithm 1; REFERENCE.md section 5), a
+    *whole* objective that replaces the loss:
 
     .. math::
 

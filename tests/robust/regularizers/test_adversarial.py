@@ -7,7 +7,6 @@ import doctest
 import math
 import warnings
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -243,7 +242,7 @@ def test_trades_equals_cross_entropy_plus_beta_kl_recomputed():
     kl = F.kl_div(F.log_softmax(logits_adv, 1), F.softmax(logits, 1), reduction="batchmean")
     torch.testing.assert_close(loss, F.cross_entropy(logits, y) + 2.5 * kl)
     assert kl.item() > 1e-3
-    assert reg.last_stats["kl"] == pytest.approx(float(kl), rel=1e-5)
+    assert reg.last_stats["kl"] == pytest.approx(kl.item(), rel=1e-5)
     assert reg.last_stats["attack_success"] == pytest.approx(float((logits_adv.argmax(1) != y).float().mean()))
     # scipy, float64
     p = F.softmax(logits.detach().double(), 1).numpy()
