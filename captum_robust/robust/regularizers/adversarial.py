@@ -129,7 +129,9 @@ class _AttackArgs:
     """Validated step parameters shared by the PGD-based objectives."""
 
     @staticmethod
-    def check(term: RobustTerm, step_size: Any, n_iterations: Any, norm: Any, clip_min: BoundType, clip_max: BoundType) -> None:
+    def check(
+        term: RobustTerm, step_size: Any, n_iterations: Any, norm: Any, clip_min: BoundType, clip_max: BoundType
+    ) -> None:
         term.step_size = check_pos_float(step_size, "step_size")
         term.n_iterations = check_int_range(n_iterations, "n_iterations", 1)
         term.norm = check_norm(norm)
@@ -533,4 +535,7 @@ class DistillationLoss(RobustTerm):
         return loss
 
     def extra_repr(self) -> str:
-        return f"model={type(self.model).__name__}, teacher={type(self.teacher).__name__}, temperature={self.temperature}"
+        return (
+            f"model={type(self.model).__name__}, teacher={type(self.teacher).__name__}, "
+            f"temperature={self.temperature}"
+        )

@@ -309,7 +309,10 @@ class SaliencyStability(RobustTerm):
         self.random_budget = check_int_range(random_budget, "random_budget", 1)
         self.max_backtracks = check_int_range(max_backtracks, "max_backtracks", 0)
         if surrogate is not None and not isinstance(surrogate, nn.Module):
-            raise TypeError(f"surrogate must be None or an nn.Module (e.g. softplus_surrogate(model)), got {type(surrogate).__name__}")
+            raise TypeError(
+                "surrogate must be None or an nn.Module (e.g. softplus_surrogate(model)), "
+                f"got {type(surrogate).__name__}"
+            )
         object.__setattr__(self, "_surrogate", surrogate)
         if reduction not in _REDUCTIONS:
             raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
