@@ -40,7 +40,7 @@ the batch mean (``tf.reduce_mean`` of both the cross-entropy and the discrepancy
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -284,7 +284,8 @@ class _BoopathyTerm(RobustTerm):
         if inputs_adv.shape != inputs.shape or inputs_adv.dtype != inputs.dtype or inputs_adv.device != inputs.device:
             raise ValueError(
                 f"inputs_adv must match inputs in shape, dtype and device: got {tuple(inputs_adv.shape)}, "
-                f"{inputs_adv.dtype}, {inputs_adv.device} for inputs {tuple(inputs.shape)}, {inputs.dtype}, {inputs.device}"
+                f"{inputs_adv.dtype}, {inputs_adv.device} for inputs {tuple(inputs.shape)}, {inputs.dtype}, "
+                f"{inputs.device}"
             )
         check_finite(inputs_adv, "inputs_adv")
         return inputs_adv
@@ -351,7 +352,8 @@ class _BoopathyTerm(RobustTerm):
         joint = self._inner == "joint"
 
         def objective(x_adv: Tensor, x_clean: Tensor, target: Tensor, args: Any) -> Tensor:
-            maps_adv, logits_adv = self._all_class_maps(x_adv, create_graph=True, need_logits=joint or not self._one_class)
+            need = joint or not self._one_class
+            maps_adv, logits_adv = self._all_class_maps(x_adv, create_graph=True, need_logits=need)
             d = self._discrepancy(maps_x, maps_adv, logits_adv, target)
             if joint:
                 assert logits_adv is not None
@@ -690,7 +692,9 @@ class IntAdv(_BoopathyTerm):
         inner: str = "joint",
     ) -> None:
         if inner not in ("joint", "discrepancy"):
-            raise ValueError(f"inner must be 'joint' (the authors' code) or 'discrepancy' (Int's attack), got {inner!r}")
+            raise ValueError(
+                f"inner must be 'joint' (the authors' code) or 'discrepancy' (Int's attack), got {inner!r}"
+            )
         super().__init__(
             model,
             layer,

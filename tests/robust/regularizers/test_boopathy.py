@@ -162,13 +162,15 @@ def test_proposition_1_lower_bound_for_flipped_predictions():
             for layer in (model.conv1, model.conv2, model.fc):
                 layer.bias.zero_()
         reg = Int(model, model.conv2, model.fc, gamma=1.0, convention=convention)
-        x = torch.rand(40, 2, 1, 1, generator=g, dtype=torch.float64) * torch.rand(40, 2, 5, 5, generator=g, dtype=torch.float64)
+        scale = torch.rand(40, 2, 1, 1, generator=g, dtype=torch.float64)
+        x = scale * torch.rand(40, 2, 5, 5, generator=g, dtype=torch.float64)
         with torch.no_grad():
             logits = model(x)
         y = logits.argmax(1)
         # candidate x': PGD adversarial examples and large random perturbations
         x_pgd, _ = PGD(model, eps=0.5, step_size=0.05, n_iterations=20).perturb(x, target=y, generator=g)
-        candidates = [x_pgd] + [(x + (2 * torch.rand(x.shape, generator=g, dtype=x.dtype) - 1)).clamp(0, 1) for _ in range(5)]
+        noise = [2 * torch.rand(x.shape, generator=g, dtype=x.dtype) - 1 for _ in range(5)]
+        candidates = [x_pgd] + [(x + n).clamp(0, 1) for n in noise]
         ratios = []
         for x_adv in candidates:
             with torch.no_grad():
@@ -307,7 +309,9 @@ def test_gradcheck_wrt_parameters_with_ig_interpreter_and_ig_maps_match_a_per_cl
     value = reg.objective_at(x, y, x_adv)
     with torch.no_grad():
         maps = [
-            torch.stack([ig.attribute(z, target=c, n_steps=3, method="riemann_right", baselines=0.5 * x) for c in range(3)], 1)
+            torch.stack(
+                [ig.attribute(z, target=c, n_steps=3, method="riemann_right", baselines=0.5 * x) for c in range(3)], 1
+            )
             for z in (x, x_adv)
         ]
         ref = boopathy.target_free_discrepancy(maps[0], maps[1], model(x_adv), y).mean()
@@ -430,7 +434,7 @@ def test_no_side_effects_and_maps_in_eval_mode(cls):
         probe = copy.deepcopy(before).train()
         torch.manual_seed(42)
         ce = F.cross_entropy(probe(x_adv), y)
-        assert reg.last_stats["ce_adv"] == pytest.approx(float(ce), rel=1e-12)
+        assert reg.last_stats["ce_adv"] == pytest.approx(float(ce.detach()), rel=1e-12)
         torch.testing.assert_close(model.bn.running_mean, probe.bn.running_mean, rtol=1e-14, atol=0)
         assert not torch.equal(model.bn.running_mean, before.bn.running_mean)
         term = value - ce
@@ -440,11 +444,13 @@ def test_no_side_effects_and_maps_in_eval_mode(cls):
     # the term equals the one of the model in eval mode (running statistics, no dropout)
     eval_model = copy.deepcopy(before).eval()
     term_cls = IntOneClass if cls is IntOneClass else Int
-    torch.testing.assert_close(term.detach(), term_cls(eval_model, gamma=0.5).objective_at(x, y, x_adv).detach(), rtol=1e-10, atol=1e-14)
+    expected = term_cls(eval_model, gamma=0.5).objective_at(x, y, x_adv).detach()
+    torch.testing.assert_close(term.detach(), expected, rtol=1e-10, atol=1e-14)
     if cls is Int:
         model.drop.p = 0.0
         train_mode = Int(model, gamma=0.5, eval_mode=False).objective_at(x, y, x_adv)
-        assert abs(float(train_mode.detach()) - float(value.detach())) > 1e-4  # batch statistics differ from running ones
+        # batch statistics differ from the running ones
+        assert abs(float(train_mode.detach()) - float(value.detach())) > 1e-4
 
 
 @pytest.mark.parametrize("cls", [Int, Int2, IntOneClass, IntAdv, Int2Adv])
@@ -593,15 +599,17 @@ def test_int_training_lowers_the_worst_case_discrepancy_on_digits():
 
     def measure(net):
         net.eval()
-        worst = Int(net, eps=eps, n_iterations=20, step_size=eps / 8, gamma=1.0, generator=torch.Generator().manual_seed(3))
+        kw = dict(eps=eps, n_iterations=20, step_size=eps / 8, gamma=1.0)
+        worst = Int(net, generator=torch.Generator().manual_seed(3), **kw)
         worst(x_test, y_test)
-        pgd = Int2(net, eps=eps, n_iterations=20, step_size=eps / 8, gamma=1.0, generator=torch.Generator().manual_seed(3))
+        pgd = Int2(net, generator=torch.Generator().manual_seed(3), **kw)
         pgd(x_test, y_test)
         with torch.no_grad():
             maps = CAM(net, net.conv2, net.fc).attribute(x_test)
             mass = float(maps.abs().flatten(2).sum(-1).gather(1, y_test[:, None]).mean())
             acc = float((net(x_test).argmax(1) == y_test).float().mean())
-        return worst.last_stats["discrepancy"], worst.last_stats["discrepancy"] / mass, 1 - pgd.last_stats["attack_success"], acc
+        d = worst.last_stats["discrepancy"]
+        return d, d / mass, 1 - pgd.last_stats["attack_success"], acc
 
     d_normal, rel_normal, robust_normal, acc_normal = measure(train(False))
     d_int, rel_int, robust_int, acc_int = measure(train(True))
