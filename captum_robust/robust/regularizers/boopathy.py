@@ -429,7 +429,8 @@ _COMMON_ARGS = r"""
             convention (``u`` = number of CAM cells; ``u = 1`` for other interpreters). An explicit
             value is used as given.
         convention (str): ``"paper"`` (eq. 1 CAM maps, eq. 7 as printed; default) or ``"code"``
-            (raw CAM maps, ``u`` times larger, and the authors' code form of eq. 7).
+            (raw CAM maps, ``u`` times larger, and the authors' code form of eq. 7). For IG and
+            callable interpreters it only switches the form of eq. 7 (their maps have no raw variant).
         step_size (float): attack step, > 0. Default 0.01 (MNIST; CIFAR-10: 2/255).
         n_iterations (int): attack steps, >= 1. Default 40 (MNIST; CIFAR-10: 10).
         norm (str): ``"linf"`` (default, the paper's) or ``"l2"``.
@@ -505,9 +506,11 @@ class Int(_BoopathyTerm):
         last_adversarial (Tensor): :math:`x'` of the last call (detached).
         last_stats (dict): ``"value"``, ``"eps"``, ``"discrepancy"`` (mean
             :math:`\tilde{\mathcal D}` at :math:`x'`, without :math:`\gamma`), ``"gamma"`` (the
-            strength used), ``"attack_changed_prediction"`` (fraction of :math:`x'` classified
-            differently from :math:`x`), ``"attack_success"`` (fraction of :math:`x'` not
-            classified as the label; absent when ``eps == 0``).
+            strength used; NaN for ``gamma=None`` in the paper convention on an ``eps == 0`` call
+            before any map was computed, ``u`` being unknown), ``"attack_changed_prediction"``
+            (fraction of :math:`x'` classified differently from :math:`x`), ``"attack_success"``
+            (fraction of :math:`x'` not classified as the label; absent when ``eps == 0``);
+            the -Adv objectives add ``"ce_adv"``.
 
     Raises:
         ValueError: ``eps``/``gamma`` < 0, an unknown ``convention``, a model without a CAM-able
@@ -633,11 +636,12 @@ class IntAdv(_BoopathyTerm):
 
     (``inner="joint"``, the default). The paper defines Int-Adv only in words; the authors'
     code (``train_int(..., adv=True)``) uses one :math:`x'` that maximizes the whole objective,
-    as above -- the same structure as IG-Sum-Norm, "IG-Norm with adversarial loss" in the same
-    list. ``inner="discrepancy"`` instead takes :math:`x'` from :class:`Int`'s attack (the
-    discrepancy alone). The literal reading of eq. 8 with Madry's adversarial loss -- two
-    separate maxima, :math:`\max_\delta \mathrm{CE} + \gamma \max_\delta \tilde{\mathcal D}` --
-    is ``PGD adversarial loss + Int`` and is not what this class computes.
+    as above -- the same structure as IG-Sum-Norm, "IG-Norm with adversarial loss" in the
+    paper's list of baselines (sec. 5). ``inner="discrepancy"`` instead takes :math:`x'` from
+    :class:`Int`'s attack (the discrepancy alone). The literal reading of eq. 8 with Madry's
+    adversarial loss -- two separate maxima, :math:`\max_\delta \mathrm{CE} + \gamma
+    \max_\delta \tilde{\mathcal D}` -- is ``PGDAdversarialLoss(model)(x, y) + Int(model)(x, y)``
+    (two attacks) and is not what this class computes.
 
     The attack runs the model in eval mode with frozen parameters (the CE inside it uses the
     logits of the CAM pass). The returned objective's :math:`\mathrm{CE}(f(x'), y)` goes
