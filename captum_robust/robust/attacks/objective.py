@@ -207,9 +207,15 @@ class AttributionPGD:
 
             def consider(x_c: Tuple[Tensor, ...], value: Tensor, step: int) -> None:
                 nonlocal tracker
-                with torch.no_grad():
-                    pred = forward(self.forward_func, x_c, args).argmax(dim=1)
-                accept = (pred == pred0) if self.keep_prediction else torch.ones_like(pred0, dtype=torch.bool)
+                if self.keep_prediction:
+                    with torch.no_grad():
+                        pred = forward(self.forward_func, x_c, args).argmax(dim=1)
+                    accept = pred == pred0
+                else:
+                    # acceptance does not need the prediction: one forward pass at the end
+                    # gives the returned points' predictions (saves a pass per iteration)
+                    pred = pred0
+                    accept = torch.ones_like(pred0, dtype=torch.bool)
                 if tracker is None:
                     start_value = torch.where(accept, value, torch.full_like(value, float("-inf")))
                     tracker = BestTracker(x_c, start_value, {}, pred, higher_is_better=True)
@@ -239,6 +245,9 @@ class AttributionPGD:
                 assert tracker is not None
                 x_adv, objective, best_step, predictions = tracker.x, tracker.score, tracker.best_step, tracker.predictions
                 accepted = tracker.accepted
+                if not self.keep_prediction:
+                    with torch.no_grad():
+                        predictions = forward(self.forward_func, x_adv, args).argmax(dim=1)
                 if self.keep_prediction:
                     # where no iterate kept the prediction, fall back to the clean input
                     keep = torch.isfinite(objective)
