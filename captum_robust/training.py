@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import numbers
 import time
-from typing import Any, Dict, Iterable, List, Optional, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -68,6 +68,7 @@ def train_classifier(
     show_progress: bool = False,
     device: Optional[Union[str, torch.device]] = None,
     weight_decay: float = 0.0,
+    regularizer: Optional[Callable[[Tensor, Tensor], Tensor]] = None,
 ) -> Dict[str, Any]:
     """Train a classifier with Adam on the cross-entropy loss, in place.
 
@@ -96,6 +97,10 @@ def train_classifier(
         device (str or torch.device, optional): move the model and the batches there. Default:
             the device of the model's parameters.
         weight_decay (float): Adam's L2 penalty, >= 0. Default 0.
+        regularizer (callable, optional): a term added to the cross-entropy of every batch,
+            called as ``regularizer(inputs, labels)`` and returning a scalar -- for instance
+            one of :mod:`captum_robust.robust.regularizers` (``IGNorm``, ``Int``, ...; an
+            epsilon schedule is stepped by the regularizer itself). Default None.
 
     Returns:
         dict: ``epochs_completed`` (full passes), ``steps`` (optimizer steps), ``seconds``
@@ -103,7 +108,8 @@ def train_classifier(
         ``final_loss`` (mean loss of the last, possibly partial, epoch), and ``history``: one
         dict per epoch started with ``epoch``, ``loss`` (mean over its batches),
         ``train_accuracy`` (on the fly, while training), ``steps``, ``seconds`` (elapsed at
-        its end) and ``complete``.
+        its end) and ``complete``; with a ``regularizer`` also ``regularizer`` (the mean of the
+        term over the epoch's batches; ``loss`` is then the cross-entropy plus the term).
 
     Raises:
         ValueError: ``epochs`` < 1, ``lr`` <= 0, ``max_seconds`` <= 0, an empty loader or a
@@ -140,6 +146,8 @@ def train_classifier(
         raise ValueError(f"max_seconds must be None or a number > 0, got max_seconds={max_seconds!r}")
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    if regularizer is not None and not callable(regularizer):
+        raise TypeError(f"regularizer must be None or a callable (inputs, labels) -> scalar, got {type(regularizer).__name__}")
 
     dev = _resolve_device(model, device)
     if device is not None:
@@ -178,11 +186,20 @@ def train_classifier(
                 torch.manual_seed(seed)
             model.train()
             for epoch in range(int(epochs)):
-                loss_sum, correct, seen, batches = 0.0, 0, 0, 0
+                loss_sum, reg_sum, correct, seen, batches = 0.0, 0.0, 0, 0, 0
                 for batch in train_loader:
                     x, y = _batch(batch, dev)
                     logits = model(x)
                     loss = F.cross_entropy(logits, y)
+                    if regularizer is not None:
+                        term = regularizer(x, y)
+                        if not isinstance(term, Tensor) or term.dim() != 0:
+                            raise ValueError(
+                                "regularizer must return a scalar tensor (the batch mean), got "
+                                f"{tuple(term.shape) if isinstance(term, Tensor) else type(term).__name__}"
+                            )
+                        loss = loss + term
+                        reg_sum += float(term.detach()) * y.shape[0]
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
@@ -201,16 +218,17 @@ def train_classifier(
                 if batches == 0:
                     raise ValueError("train_loader is empty")
                 complete = not stopped_by_time or (steps_per_epoch is not None and batches == steps_per_epoch)
-                history.append(
-                    {
-                        "epoch": epoch + 1,
-                        "loss": loss_sum / seen,
-                        "train_accuracy": correct / seen,
-                        "steps": batches,
-                        "seconds": time.perf_counter() - start,
-                        "complete": complete,
-                    }
-                )
+                record = {
+                    "epoch": epoch + 1,
+                    "loss": loss_sum / seen,
+                    "train_accuracy": correct / seen,
+                    "steps": batches,
+                    "seconds": time.perf_counter() - start,
+                    "complete": complete,
+                }
+                if regularizer is not None:
+                    record["regularizer"] = reg_sum / seen
+                history.append(record)
                 bar.set_postfix(epoch=epoch + 1, loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
                 if stopped_by_time:
                     break

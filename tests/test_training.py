@@ -82,3 +82,46 @@ def test_empty_loader():
         train_classifier(nn.Linear(4, 2), DataLoader(TensorDataset(torch.zeros(0, 4), torch.zeros(0).long())))
     with pytest.raises(ValueError):
         evaluate_accuracy(nn.Linear(4, 2), DataLoader(TensorDataset(torch.zeros(0, 4), torch.zeros(0).long())))
+
+
+def test_regularizer_is_added_to_the_loss_like_a_hand_written_loop():
+    """train_classifier(regularizer=r) takes the same Adam steps as a loop on CE + r(x, y)."""
+    ds = _separable(64)
+
+    def make():
+        torch.manual_seed(2)
+        return nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 2))
+
+    def penalty(model):
+        # depends on the inputs, the labels and the parameters
+        return lambda x, y: 0.3 * (model(x).gather(1, y[:, None]) ** 2).mean()
+
+    model = make()
+    stats = train_classifier(model, _loader(ds), epochs=2, lr=1e-2, regularizer=penalty(model))
+    ref = make()
+    opt = torch.optim.Adam(ref.parameters(), lr=1e-2)
+    reg = penalty(ref)
+    terms = []
+    loader = _loader(ds)
+    for _ in range(2):
+        for x, y in loader:
+            term = reg(x, y)
+            loss = nn.functional.cross_entropy(ref(x), y) + term
+            terms.append(float(term) * len(y))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    for a, b in zip(model.parameters(), ref.parameters()):
+        torch.testing.assert_close(a, b)
+    assert stats["history"][1]["regularizer"] == pytest.approx(sum(terms[4:]) / 64, rel=1e-6)
+    plain = make()
+    train_classifier(plain, _loader(ds), epochs=2, lr=1e-2)
+    assert max(float((a - b).abs().max()) for a, b in zip(plain.parameters(), model.parameters())) > 1e-3
+
+
+def test_regularizer_errors():
+    model = nn.Linear(4, 2)
+    with pytest.raises(TypeError, match="regularizer"):
+        train_classifier(model, _loader(_separable()), epochs=1, regularizer=0.1)
+    with pytest.raises(ValueError, match="scalar"):
+        train_classifier(model, _loader(_separable()), epochs=1, regularizer=lambda x, y: x.sum(1))
