@@ -38,7 +38,7 @@ def quick_demo(tmp_path_factory):
 def test_demo_quick_succeeds_and_writes_files(quick_demo):
     assert quick_demo["code"] == 0, quick_demo["stderr"]
     out = quick_demo["out"]
-    for name in ("report.md", "figure_attributions.png", "figure_attacks.png", "attacked_inputs.pt", "model.pt"):
+    for name in ("report.md", "figure_attributions.png", "figure_attacks.png", "attacked_inputs.pt", "model.pt", "model_int.pt"):
         assert (out / name).stat().st_size > 0, name
     assert (out / "figure_attributions.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert str(out / "report.md") in quick_demo["stdout"]
@@ -247,3 +247,53 @@ def test_report_certified_sparsified_smoothgrad_section(quick_demo):
     assert max(int(r[2]) for r in rows) > 0  # the demo's certificates are not all vacuous
     median = float(re.search(r"Median certified fraction R / K: \*\*([0-9.]+)\*\*", report).group(1))
     assert abs(median - float(cert.fraction.median())) < 5e-4
+
+
+def test_report_robust_training_section(quick_demo):
+    """The Int model's row recomputes: its accuracy from the saved weights, and a PGD accuracy and
+    AAI Kendall that come from the same attacks on the same images."""
+    from captum_robust import cli
+    from captum_robust.attr import CAM
+    from captum_robust.robust.attacks import AAI, PGD
+    from captum_robust.robust.discrepancy import kendall_tau
+
+    out = quick_demo["out"]
+    report = (out / "report.md").read_text()
+    assert "## Robust training (Int)" in report and "EpsilonSchedule" in report
+    rows = {
+        m[0]: m[1:]
+        for m in re.findall(
+            r"^\| (normal|Int) \| ([0-9.]+) \| ([0-9.]+) \(of (\d+)\) \| ([0-9.-]+|nan) \(prediction kept on (\d+)\) \|$",
+            report, re.M,
+        )
+    }
+    assert set(rows) == {"normal", "Int"}, report
+    data = load_digits(size=28, seed=0)
+    xt, yt = data.test.tensors
+    model = Small()
+    model.load_state_dict(torch.load(out / "model_int.pt", weights_only=True))
+    model.eval()
+    with torch.no_grad():
+        acc = float((model(xt).argmax(1) == yt).float().mean())
+    accuracy, pgd_acc, n, tau, kept = rows["Int"]
+    assert abs(float(accuracy) - acc) < 1e-4
+    x, y = xt[: cli.ROBUST_EVAL_IMAGES], yt[: cli.ROBUST_EVAL_IMAGES]
+    with torch.no_grad():
+        correct = model(x).argmax(1) == y
+    assert int(n) == int(correct.sum())
+    xc, yc = x[correct], y[correct]
+    _, res = PGD(model, eps=cli.INT_EPS, step_size=cli.ATTACK_STEP, n_iterations=cli.PGD_EVAL_ITERATIONS).perturb(
+        xc, target=yc, generator=torch.Generator().manual_seed(0)
+    )
+    assert abs(float(pgd_acc) - float(1 - res.success.float().mean())) < 1e-3
+    cam = CAM(model, model.feature_layer, model.classifier)
+    aai = AAI(model, cam, eps=cli.INT_EPS, step_size=cli.ATTACK_STEP, n_iterations=cli.ATTACK_CAM_QUICK_ITERATIONS,
+              k=cli.ATTACK_CAM_K)
+    x_adv, result = aai.perturb(xc, target=yc, generator=torch.Generator().manual_seed(0))
+    keep = result.predictions == yc
+    taus = kendall_tau(cam.attribute(xc, target=yc, raw=True), cam.attribute(x_adv, target=yc, raw=True))[keep]
+    assert int(kept) == int(keep.sum())
+    assert abs(float(tau) - float(taus[torch.isfinite(taus)].mean())) < 1e-3
+    # the Int model is a different model from the normal one
+    normal = torch.load(out / "model.pt", weights_only=True)
+    assert any(not torch.equal(normal[k], v) for k, v in model.state_dict().items())
