@@ -107,7 +107,7 @@ def test_regularizer_is_added_to_the_loss_like_a_hand_written_loop():
         for x, y in loader:
             term = reg(x, y)
             loss = nn.functional.cross_entropy(ref(x), y) + term
-            terms.append(float(term) * len(y))
+            terms.append(term.item() * len(y))
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -8,6 +8,6 @@ Subpackages (imported on demand, lower layers never import higher ones):
   and the classifier PGD they build on;
 * :mod:`captum_robust.robust.evaluation` -- the attribution-robustness runner (attacks +
   measures -> per-example results, tables, JSON);
-* ``captum_robust.robust.regularizers`` -- training-time terms that make attributions robust
-  (planned).
+* :mod:`captum_robust.robust.regularizers` -- training-time terms and whole objectives that make
+  attributions robust (IG-Norm, Int, PGD-AT, TRADES, ...), for any training loop.
 """

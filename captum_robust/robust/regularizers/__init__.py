@@ -35,7 +35,7 @@ Example::
 
 from captum_robust.robust.regularizers._base import EpsilonSchedule, RobustTerm
 from captum_robust.robust.regularizers.adversarial import DistillationLoss, PGDAdversarialLoss, TRADESLoss
-from captum_robust.robust.regularizers.boopathy import Int, Int2, Int2Adv, IntAdv, IntOneClass
+from captum_robust.robust.regularizers.boopathy import TUNED_GAMMA, Int, Int2, Int2Adv, IntAdv, IntOneClass
 from captum_robust.robust.regularizers.chen import IGNorm, IGSumNorm
 from captum_robust.robust.regularizers.gradient import InputGradientRegularizer
 from captum_robust.robust.regularizers.saliency import SaliencyAlignment, SaliencyStability
@@ -56,4 +56,5 @@ __all__ = [
     "DistillationLoss",
     "EpsilonSchedule",
     "RobustTerm",
+    "TUNED_GAMMA",
 ]
