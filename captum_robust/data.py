@@ -7,8 +7,9 @@ Two kinds of source are supported:
   :func:`digits_loaders`, optionally upsampled (bilinear) to the 28x28 resolution of MNIST.
   This works offline everywhere scikit-learn is installed.
 * **Files the user already has** -- MNIST and Fashion-MNIST in the original IDX format
-  (:func:`load_mnist`, :func:`load_fashion_mnist`) and the *binary* version of CIFAR-10
-  (:func:`load_cifar10`). Point ``data_dir`` at the folder that holds them. Download them
+  (:func:`load_mnist`, :func:`load_fashion_mnist`), the *binary* version of CIFAR-10
+  (:func:`load_cifar10`), and any image set saved as a NumPy ``.npz`` archive of arrays
+  ``x`` and ``y`` (:func:`load_npz`). Point ``data_dir`` at the folder that holds them. Download them
   yourself beforehand, e.g. MNIST from a mirror of ``yann.lecun.com/exdb/mnist``,
   Fashion-MNIST from ``github.com/zalandoresearch/fashion-mnist`` and
   ``www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz`` (extract it).
@@ -45,6 +46,7 @@ __all__ = [
     "load_mnist",
     "load_fashion_mnist",
     "load_cifar10",
+    "load_npz",
     "DIGITS_CLASSES",
     "MNIST_CLASSES",
     "FASHION_MNIST_CLASSES",
@@ -475,3 +477,113 @@ def load_cifar10(data_dir: PathLike, train: bool = True, dtype: torch.dtype = to
         labels.append(records[:, 0])
         images.append(records[:, 1:].reshape(-1, 3, _CIFAR_SIDE, _CIFAR_SIDE))
     return _to_dataset(np.concatenate(images), np.concatenate(labels), dtype)
+
+
+# --------------------------------------------------------------------------- NumPy .npz (any image set)
+
+
+def load_npz(path: PathLike, dtype: torch.dtype = torch.float32) -> TensorDataset:
+    """Images and labels from a NumPy ``.npz`` archive with arrays ``x`` and ``y``.
+
+    ``x`` holds ``N x C x H x W`` (or ``N x H x W`` grey-scale, given a channel axis) images,
+    either floating point with values in ``[0, 1]`` or ``uint8`` (divided by 255); ``y``
+    holds ``N`` integer labels >= 0. Other arrays in the archive are ignored. The archive is
+    opened with ``np.load(path, allow_pickle=False)``: object arrays (which would need
+    unpickling) are refused. Write one with
+    ``np.savez("test.npz", x=images, y=labels)``.
+
+    Args:
+        path: the ``.npz`` file.
+        dtype: floating-point dtype of the returned images.
+
+    Returns:
+        TensorDataset: images ``N x C x H x W`` in ``[0, 1]`` and int64 labels ``N``.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist (or is a folder).
+        DataFormatError: not an ``.npz`` archive (e.g. a single ``.npy`` array or another
+            file), a missing ``x`` or ``y``, an object (pickled) array, ``x`` not 3-D or 4-D
+            or empty, ``x`` of another dtype than float / uint8, float values outside
+            ``[0, 1]`` or not finite, ``y`` not a 1-D integer array of ``N`` labels, or a
+            negative label. The message names the file.
+
+    Example:
+        >>> import numpy as np, tempfile, os
+        >>> from captum_robust.data import load_npz
+        >>> path = os.path.join(tempfile.mkdtemp(), "tiny.npz")
+        >>> np.savez(path, x=np.zeros((2, 8, 8), dtype=np.uint8), y=np.array([3, 1]))
+        >>> ds = load_npz(path)
+        >>> tuple(ds.tensors[0].shape), ds.tensors[1].tolist()
+        ((2, 1, 8, 8), [3, 1])
+    """
+    import zipfile
+
+    _check_dtype(dtype)
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a path (str or os.PathLike), got {type(path).__name__}")
+    file = Path(path).expanduser()
+    if not file.is_file():
+        what = "is a directory, not an .npz file" if file.is_dir() else "does not exist"
+        raise FileNotFoundError(f"npz file '{file}' {what}")
+    try:
+        archive = np.load(file, allow_pickle=False)
+    except ValueError as e:  # a pickled (object) .npy, or unreadable content
+        raise DataFormatError(
+            f"'{file}' is not an .npz archive of plain arrays ({e}); pickled content is refused"
+        ) from None
+    except (OSError, EOFError, zipfile.BadZipFile) as e:
+        raise DataFormatError(f"'{file}' cannot be read as an .npz archive: {e}") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise DataFormatError(
+            f"'{file}' holds a single array, not an .npz archive; save one with np.savez(path, x=images, y=labels)"
+        )
+    with archive:
+        missing = [key for key in ("x", "y") if key not in archive.files]
+        if missing:
+            raise DataFormatError(
+                f"'{file}' lacks the array(s) {missing}: expected 'x' (images) and 'y' (labels), found {archive.files}"
+            )
+        arrays = {}
+        for key in ("x", "y"):
+            try:
+                arrays[key] = archive[key]
+            except ValueError as e:  # object arrays need allow_pickle
+                raise DataFormatError(
+                    f"'{file}': array '{key}' holds Python objects ({e}); only plain numeric arrays are loaded "
+                    "(nothing is unpickled)"
+                ) from None
+            except (OSError, EOFError, zipfile.BadZipFile) as e:
+                raise DataFormatError(f"'{file}': array '{key}' cannot be read: {e}") from None
+    x, y = arrays["x"], arrays["y"]
+    if x.ndim == 3:
+        x = x[:, None]
+    if x.ndim != 4 or 0 in x.shape:
+        raise DataFormatError(
+            f"'{file}': 'x' must have shape N x C x H x W or N x H x W with no empty axis, got {x.shape}"
+        )
+    if y.ndim != 1 or y.shape[0] != x.shape[0]:
+        raise DataFormatError(
+            f"'{file}': 'y' must be a 1-D array of {x.shape[0]} labels (one per image in 'x'), got shape {y.shape}"
+        )
+    if y.dtype.kind not in "iu":
+        raise DataFormatError(f"'{file}': 'y' must hold integer labels, got dtype {y.dtype}")
+    if y.size and int(y.min()) < 0:
+        bad = int(np.flatnonzero(y < 0)[0])
+        raise DataFormatError(f"'{file}': labels must be >= 0, found {int(y[bad])} at index {bad}")
+    if x.dtype == np.uint8:
+        images = torch.tensor(x, dtype=dtype).div_(255)
+    elif x.dtype.kind == "f":
+        if not np.isfinite(x).all():
+            raise DataFormatError(f"'{file}': 'x' holds NaN or infinite values")
+        lo, hi = float(x.min()), float(x.max())
+        if lo < 0.0 or hi > 1.0:
+            raise DataFormatError(
+                f"'{file}': float images must lie in [0, 1], got values in [{lo:g}, {hi:g}] "
+                "(scale them, or store uint8 pixels 0..255)"
+            )
+        images = torch.tensor(x, dtype=dtype)
+    else:
+        raise DataFormatError(
+            f"'{file}': 'x' must be floating point in [0, 1] or uint8 0..255, got dtype {x.dtype}"
+        )
+    return TensorDataset(images, torch.tensor(y, dtype=torch.int64))
