@@ -9,6 +9,7 @@ Table 2) and Boopathy et al. (2020, Tables 1 and 3). It returns a
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import platform
@@ -20,6 +21,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 import torch
 from torch import Tensor
 
+from captum_robust._utils.state import preserved_model_state
 from captum_robust._utils.validation import check_int_range
 from captum_robust.robust.attacks import PGD
 from captum_robust.robust.attacks.base import (
@@ -480,3 +482,638 @@ def _attack_parameters(attack: Any) -> Dict[str, Any]:
         if isinstance(value, (bool, int, float, str)) or value is None:
             out[key] = value
     return out
+
+
+# --------------------------------------------------------------------------- ROAR (remove and retrain)
+
+__all__ += ["roar", "ROARResult", "top_fraction_mask", "remove_features", "replacement_values"]
+
+#: The fractions of Hooker et al. (2019): 10%, 30%, 50%, 70% and 90% of the features removed.
+ROAR_FRACTIONS = (0.1, 0.3, 0.5, 0.7, 0.9)
+
+
+def _check_fraction(fraction: Any, name: str = "fraction") -> float:
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
+        raise TypeError(f"{name} must be a float in (0, 1), got {fraction!r}")
+    f = float(fraction)
+    if not 0.0 < f < 1.0:  # also rejects NaN
+        raise ValueError(f"{name} must be in the open interval (0, 1), got {fraction!r}")
+    return f
+
+
+def _check_fractions(fractions: Any) -> Tuple[float, ...]:
+    if isinstance(fractions, (int, float)) and not isinstance(fractions, bool):
+        fractions = (fractions,)
+    if isinstance(fractions, Tensor):
+        fractions = fractions.tolist()
+    if not isinstance(fractions, (list, tuple)):
+        raise TypeError(f"fractions must be a sequence of floats in (0, 1), got {type(fractions).__name__}")
+    if len(fractions) == 0:
+        raise ValueError("fractions must hold at least one fraction in (0, 1), got an empty sequence")
+    out = tuple(_check_fraction(f, f"fractions[{i}]") for i, f in enumerate(fractions))
+    for i in range(1, len(out)):
+        if out[i] == out[i - 1]:
+            raise ValueError(f"fractions must not repeat a value, got {tuple(fractions)!r} ({out[i]!r} twice)")
+        if out[i] < out[i - 1]:
+            raise ValueError(f"fractions must be sorted in increasing order, got {tuple(fractions)!r}")
+    return out
+
+
+def _n_removed(fraction: float, n_features: int) -> int:
+    """``round(fraction * n_features)`` with halves rounded up (``floor(f n + 1/2)``)."""
+    return int(math.floor(fraction * n_features + 0.5))
+
+
+def top_fraction_mask(scores: Tensor, fraction: float) -> Tensor:
+    r"""Boolean mask of the ``round(fraction * n)`` highest scores of every example.
+
+    ``scores`` is ``B x ...``; each example's ``n`` scores are ranked (descending, stable:
+    among equal scores the one with the lower flat index ranks first, so ties are broken
+    deterministically) and the first :math:`k = \lfloor f n + \tfrac12 \rfloor` are marked.
+
+    Args:
+        scores (Tensor): ``B x ...`` importance scores (higher = more important), finite.
+        fraction (float): the fraction :math:`f` in (0, 1) to mark.
+
+    Returns:
+        Tensor: bool, the shape of ``scores``, exactly ``k`` True entries per example.
+
+    Raises:
+        ValueError: ``fraction`` outside (0, 1), scores with fewer than 2 dimensions or
+            with NaN.
+
+    Example::
+
+        >>> import torch
+        >>> top_fraction_mask(torch.tensor([[0.1, 0.9, 0.5, 0.9]]), 0.5)
+        tensor([[False,  True, False,  True]])
+    """
+    f = _check_fraction(fraction)
+    if not isinstance(scores, Tensor):
+        raise TypeError(f"scores must be a tensor, got {type(scores).__name__}")
+    if scores.dim() < 2:
+        raise ValueError(f"scores must be batched (B x ...), got shape {tuple(scores.shape)}")
+    flat = scores.detach().reshape(scores.shape[0], -1)
+    if torch.isnan(flat).any():
+        raise ValueError("scores contain NaN; cannot rank the features")
+    k = _n_removed(f, flat.shape[1])
+    mask = torch.zeros(flat.shape, dtype=torch.bool, device=flat.device)
+    if k > 0:
+        order = torch.sort(flat, dim=1, descending=True, stable=True).indices[:, :k]
+        mask.scatter_(1, order, True)
+    return mask.view(scores.shape)
+
+
+def replacement_values(inputs: Tensor, replacement: Any = "mean") -> Tensor:
+    """The uninformative value that replaces removed features, broadcastable to ``inputs``.
+
+    ``"mean"``: the per-channel mean of ``inputs`` (over the batch and every dimension after
+    the channel dimension 1; for ``N x D`` inputs every feature is its own channel) -- Hooker
+    et al.'s choice, computed on the *unmodified training set*; ``"zero"``: 0; a number: that
+    constant.
+
+    Args:
+        inputs (Tensor): ``N x C x ...`` (or ``N x D``) training inputs.
+        replacement (str or float): ``"mean"`` (default), ``"zero"`` or a finite number.
+
+    Returns:
+        Tensor: ``1 x C x 1 ...`` (``"mean"``) or a 0-dimensional tensor, inputs' dtype and device.
+
+    Example::
+
+        >>> import torch
+        >>> replacement_values(torch.tensor([[[[0.0, 2.0]], [[1.0, 1.0]]]]), "mean").flatten()
+        tensor([1., 1.])
+    """
+    if not isinstance(inputs, Tensor) or inputs.dim() < 2 or inputs.shape[0] == 0:
+        got = tuple(inputs.shape) if isinstance(inputs, Tensor) else type(inputs).__name__
+        raise ValueError(f"inputs must be a non-empty batched tensor N x C x ..., got {got}")
+    if isinstance(replacement, str):
+        if replacement == "mean":
+            dims = [0] + list(range(2, inputs.dim()))
+            return inputs.detach().mean(dim=dims, keepdim=True)
+        if replacement == "zero":
+            return torch.zeros((), dtype=inputs.dtype, device=inputs.device)
+        raise ValueError(f"replacement must be 'mean', 'zero' or a number, got {replacement!r}")
+    if isinstance(replacement, bool) or not isinstance(replacement, (int, float)) or not math.isfinite(replacement):
+        raise ValueError(f"replacement must be 'mean', 'zero' or a finite number, got {replacement!r}")
+    return torch.tensor(float(replacement), dtype=inputs.dtype, device=inputs.device)
+
+
+def _feature_scores(inputs: Tensor, maps: Tensor, absolute: bool, aggregate_channels: bool) -> Tensor:
+    """Validate ``maps`` against ``inputs`` and return the scores (``B x C x ...`` or ``B x 1 x ...``)."""
+    if not isinstance(maps, Tensor):
+        raise TypeError(f"attribution maps must be tensors, got {type(maps).__name__}")
+    shape, ms = tuple(inputs.shape), tuple(maps.shape)
+    allowed = [shape]
+    if inputs.dim() >= 3:
+        allowed += [(shape[0], 1) + shape[2:], (shape[0],) + shape[2:]]
+    if ms not in allowed:
+        hint = ""
+        if inputs.dim() >= 3 and maps.dim() == inputs.dim() and ms[:2] == shape[:2] and ms[2:] != shape[2:]:
+            hint = " (a low-resolution map such as CAM's: pass attribution_kwargs={'upsample': True})"
+        raise ValueError(
+            f"attribution maps must have the inputs' shape {shape}"
+            + (f" or the channel-summed shape {allowed[1]} or {allowed[2]}" if len(allowed) > 1 else "")
+            + f", got {ms}{hint}"
+        )
+    scores = maps.detach()
+    if inputs.dim() >= 3 and scores.dim() == inputs.dim() - 1:
+        scores = scores.unsqueeze(1)
+    if absolute:
+        scores = scores.abs()
+    if aggregate_channels and scores.dim() >= 3 and scores.shape[1] > 1:
+        scores = scores.sum(dim=1, keepdim=True)
+    if not torch.isfinite(scores).all():
+        raise ValueError("attribution maps contain NaN or inf; cannot rank the features")
+    return scores
+
+
+def remove_features(
+    inputs: Tensor,
+    maps: Tensor,
+    fraction: float,
+    value: Any = 0.0,
+    *,
+    absolute: bool = True,
+    aggregate_channels: bool = False,
+) -> Tensor:
+    r"""Replace the top ``fraction`` of every example's features, ranked by ``maps``, with ``value``.
+
+    The ROAR modification (Hooker et al., 2019, sec. 3): for every example the
+    :math:`\lfloor f n + \tfrac12 \rfloor` features with the largest score are replaced by an
+    uninformative value (:func:`top_fraction_mask`; ties go to the lower flat index). The
+    score is :math:`|m|` (``absolute=True``, default: the sign of a gradient says in which
+    direction a feature moves the output, not how much it matters) or the signed map.
+
+    A map with the inputs' shape ranks every element (``n = C H W``). A channel-summed map
+    (``B x 1 x H x W`` or ``B x H x W``) ranks pixels (``n = H W``) and a removed pixel is
+    replaced in all channels; ``aggregate_channels=True`` turns a full map into that by
+    summing the scores over the channels.
+
+    Args:
+        inputs (Tensor): ``B x C x ...`` (or ``B x D``) inputs; not modified.
+        maps (Tensor): attribution maps, shaped as described above.
+        fraction (float): the fraction in (0, 1) to remove.
+        value (Tensor or float): the replacement, broadcastable to ``inputs`` (e.g.
+            :func:`replacement_values`). Default 0.
+        absolute (bool): rank by ``|maps|``. Default True.
+        aggregate_channels (bool): rank whole pixels by the channel sum of the scores.
+
+    Returns:
+        Tensor: a modified copy of ``inputs``.
+
+    Example::
+
+        >>> import torch
+        >>> x = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])
+        >>> remove_features(x, torch.tensor([[[[0.0, -5.0], [1.0, 2.0]]]]), 0.5, value=0.0)
+        tensor([[[[1., 0.],
+                  [3., 0.]]]])
+    """
+    if not isinstance(inputs, Tensor):
+        raise TypeError(f"inputs must be a tensor, got {type(inputs).__name__}")
+    scores = _feature_scores(inputs, maps, absolute, aggregate_channels)
+    mask = top_fraction_mask(scores, fraction)
+    value_t = torch.as_tensor(value, dtype=inputs.dtype, device=inputs.device)
+    return torch.where(mask, value_t, inputs.detach())
+
+
+def _materialize(data: Any, name: str) -> Tuple[Tensor, Tensor]:
+    """A data set, a loader or an ``(inputs, labels)`` pair -> two tensors (all examples, in order)."""
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, Tensor) for t in data):
+        x, y = data[0], data[1]
+    else:
+        if isinstance(data, torch.utils.data.Dataset) and not isinstance(data, torch.utils.data.IterableDataset):
+            if isinstance(data, torch.utils.data.TensorDataset) and len(data.tensors) >= 2:
+                x, y = data.tensors[0], data.tensors[1]
+                data = None
+            else:
+                data = torch.utils.data.DataLoader(data, batch_size=256, shuffle=False)
+        if data is not None:
+            xs, ys = [], []
+            try:
+                for x_b, y_b in _batches(data):
+                    xs.append(x_b)
+                    ys.append(y_b)
+            except TypeError as err:
+                if "not iterable" in str(err):
+                    raise TypeError(
+                        f"{name} must be a Dataset, a DataLoader (or iterable of (inputs, labels) batches) or an "
+                        f"(inputs, labels) pair of tensors, got {type(data).__name__}"
+                    ) from None
+                raise
+            if not xs:
+                raise ValueError(f"{name} is empty")
+            x, y = torch.cat(xs), torch.cat(ys)
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} is empty")
+    if x.dim() < 2:
+        raise ValueError(f"{name} inputs must be batched (N x ...), got shape {tuple(x.shape)}")
+    if y.shape[:1] != x.shape[:1] or y.dim() != 1:
+        raise ValueError(
+            f"{name} labels must be a vector of length N={x.shape[0]}, got shape {tuple(y.shape)}"
+        )
+    if not x.is_floating_point():
+        raise TypeError(f"{name} inputs must be floating point, got {x.dtype}")
+    return x.detach(), y.detach().long()
+
+
+@dataclass
+class ROARResult:
+    """What :func:`roar` measured.
+
+    Attributes:
+        fractions (list of float): the fractions removed, with ``0.0`` (the unmodified data)
+            first when the reference was trained.
+        accuracies (list of list of float): test accuracy of every retrained model,
+            ``accuracies[i][r]`` for fraction ``i`` and repeat ``r``.
+        mean (list of float), std (list of float): per fraction, over the repeats (``std``
+            is the sample standard deviation; NaN for one repeat).
+        auc (float): area under the mean accuracy-vs-fraction curve (trapezoid rule) from the
+            first to the last fraction in ``fractions``; lower = the attribution found the
+            features the task needs (more faithful).
+        normalized_auc (float): ``auc`` divided by the width of the fraction range (the
+            average accuracy over it).
+        seconds (dict): ``maps`` (attribution of every example), ``training`` (all
+            retrainings and evaluations) and ``total``.
+        settings (dict): the arguments (names of the attribution and the replacement, the
+            seeds, epochs, ...), JSON-serializable.
+    """
+
+    fractions: List[float]
+    accuracies: List[List[float]]
+    mean: List[float]
+    std: List[float]
+    auc: float
+    normalized_auc: float
+    seconds: Dict[str, float]
+    settings: Dict[str, Any]
+
+    @property
+    def reference_accuracy(self) -> Optional[float]:
+        """Mean test accuracy with nothing removed (None when the reference was not trained)."""
+        return self.mean[0] if self.fractions and self.fractions[0] == 0.0 else None
+
+    def as_dict(self) -> Dict[str, Any]:
+        """The result as a JSON-serializable dict."""
+        return {
+            "fractions": list(self.fractions), "accuracies": [list(a) for a in self.accuracies],
+            "mean": list(self.mean), "std": list(self.std), "auc": self.auc,
+            "normalized_auc": self.normalized_auc, "reference_accuracy": self.reference_accuracy,
+            "seconds": dict(self.seconds), "settings": dict(self.settings),
+        }
+
+    def to_json(self, path: Optional[PathLike] = None, indent: int = 2) -> str:
+        """The result as JSON text; also written to ``path`` when given."""
+        text = json.dumps(self.as_dict(), indent=indent, allow_nan=True)
+        if path is not None:
+            Path(path).write_text(text + "\n", encoding="utf-8")
+        return text
+
+    def to_markdown(self) -> str:
+        """One row per fraction: mean and std of the test accuracy, then the AUC."""
+        lines = ["| fraction removed | test accuracy (mean) | std | repeats |", "|---:|---:|---:|---:|"]
+        for f, m, s, a in zip(self.fractions, self.mean, self.std, self.accuracies):
+            lines.append(f"| {f:g} | {_fmt(m)} | {_fmt(s)} | {len(a)} |")
+        lines.append("")
+        lines.append(
+            f"AUC (trapezoid, fractions {self.fractions[0]:g}..{self.fractions[-1]:g}): {_fmt(self.auc)}; "
+            f"normalized: {_fmt(self.normalized_auc)} ({self.settings.get('attribution')}, "
+            f"{self.seconds['total']:.1f} s)."
+        )
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.to_markdown()
+
+
+def _forward_module(attribution: Any) -> Optional[torch.nn.Module]:
+    f = getattr(attribution, "forward_func", None)
+    return f if isinstance(f, torch.nn.Module) else None
+
+
+def _attribution_maps(
+    attribution: Any,
+    x: Tensor,
+    y: Tensor,
+    target: str,
+    batch_size: int,
+    kwargs: Dict[str, Any],
+    noise_seed: int,
+    bar: Any,
+) -> Tensor:
+    """Maps of every example, computed ``batch_size`` examples at a time (on the model's device)."""
+    model = _forward_module(attribution)
+    device = _model_device(model) if model is not None else None
+    method = getattr(attribution, "attribute", None)
+    accepts_generator = callable(method) and "generator" in inspect.signature(method).parameters
+    gen_device = device if device is not None else x.device
+    generator = torch.Generator(device=gen_device).manual_seed(noise_seed) if accepts_generator else None
+    out = []
+    with preserved_model_state(model, train=False):
+        for start in range(0, x.shape[0], batch_size):
+            xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+            if device is not None:
+                xb, yb = xb.to(device), yb.to(device)
+            if target == "prediction":
+                with torch.no_grad():
+                    yb = model(xb).argmax(dim=1)
+            if callable(method):
+                extra = dict(kwargs)
+                if generator is not None and "generator" not in extra:
+                    extra["generator"] = generator
+                maps = method(xb, target=yb, **extra)
+            else:
+                maps = attribution(xb, yb)
+            if isinstance(maps, tuple):
+                if len(maps) != 1:
+                    raise ValueError(f"the attribution returned a tuple of {len(maps)} maps; ROAR needs one map per input")
+                maps = maps[0]
+            if not isinstance(maps, Tensor):
+                raise TypeError(f"the attribution must return a tensor of maps, got {type(maps).__name__}")
+            out.append(maps.detach().to(x.device))
+            bar.update(xb.shape[0])
+    return torch.cat(out)
+
+
+def _default_train_fn(epochs: int, lr: float) -> Callable[..., Any]:
+    from captum_robust.training import train_classifier
+
+    def train(model: torch.nn.Module, loader: Any, generator: torch.Generator) -> Any:
+        return train_classifier(model, loader, epochs=epochs, lr=lr, generator=generator)
+
+    return train
+
+
+def roar(
+    model_factory: Callable[[], torch.nn.Module],
+    attribution: Any,
+    train_data: Any,
+    test_data: Any,
+    fractions: Sequence[float] = ROAR_FRACTIONS,
+    *,
+    replacement: Any = "mean",
+    absolute: bool = True,
+    aggregate_channels: bool = False,
+    target: str = "label",
+    attribution_kwargs: Optional[Dict[str, Any]] = None,
+    train_fn: Optional[Callable[..., Any]] = None,
+    epochs: int = 10,
+    lr: float = 1e-3,
+    batch_size: int = 64,
+    internal_batch_size: int = 256,
+    repeats: int = 1,
+    include_reference: bool = True,
+    generator: Optional[torch.Generator] = None,
+    show_progress: bool = False,
+    json_path: Optional[PathLike] = None,
+) -> ROARResult:
+    r"""RemOve And Retrain (ROAR): how much test accuracy a fresh model loses when the features
+    an attribution ranks highest are removed from the training *and* the test set.
+
+    Hooker et al., "A Benchmark for Interpretability Methods in Deep Neural Networks"
+    (NeurIPS 2019), sec. 3; used by Zeng et al. (supplementary, Table 1 and Fig. 1) to compare
+    the saliency maps of standard and adversarially trained models. The procedure:
+
+    1. ``attribution`` (built on a model trained on the original data) maps every training
+       and test example, for its label (``target="label"``) or the model's prediction, in
+       batches of ``internal_batch_size``.
+    2. For each fraction :math:`f`, every example's top :math:`\lfloor f n + \tfrac12\rfloor`
+       features by :math:`|m|` (:func:`remove_features`) are replaced with an uninformative
+       value: by default the per-channel mean of the unmodified training set, as in Hooker et
+       al. (``"zero"`` or a constant are options; Zeng et al. do not state theirs).
+    3. A *fresh* model from ``model_factory`` is trained on the modified training set and its
+       accuracy on the modified test set is recorded; ``repeats`` times (Hooker et al. train 5
+       models per point and report mean and spread).
+
+    Retraining is what separates ROAR from deletion curves: without it the accuracy drop mixes
+    the information removed with the distribution shift of the modified images. A faithful
+    attribution degrades accuracy *faster* than the ``"random"`` baseline (lower curve, lower
+    :attr:`ROARResult.auc`). Hooker et al. use fractions 10..90% (the default); Zeng et al.
+    20, 40, 60, 80%. With ``include_reference`` the unmodified data (fraction 0) is trained
+    too and starts the curve.
+
+    Seeds: ``s_0..s_{R-1}, s_noise = torch.randint(0, 2**62, (repeats + 1,),
+    generator=generator)``. Repeat ``r`` of *every* fraction uses ``s_r`` (common random
+    numbers: fractions and attributions evaluated with the same ``generator`` seed differ only
+    in the data): the model is ``model_factory()`` under ``torch.manual_seed(s_r)`` (inside
+    :func:`torch.random.fork_rng`, so the caller's global RNG is untouched), the training
+    loader shuffles with ``torch.Generator().manual_seed(s_r)`` and ``train_fn`` gets
+    ``generator=torch.Generator().manual_seed(s_r)``. ``s_noise`` seeds the ``"random"``
+    ranking (``torch.rand`` of the inputs' shape) and the noise of attributions whose
+    ``attribute`` takes ``generator=``. Same ``generator`` seed, same result (on one machine).
+
+    Args:
+        model_factory (callable): ``() -> nn.Module``, a fresh untrained model per call.
+        attribution: an attribution object (``attribute(inputs, target=..., **attribution_kwargs)``,
+            e.g. :class:`~captum_robust.attr.BatchedIntegratedGradients`, a SmoothGrad, CAM
+            with ``attribution_kwargs={"upsample": True}`` or Captum's ``Saliency``) whose
+            model was trained on the original data; a callable ``(inputs, target) -> maps``;
+            or ``"random"`` for the random baseline. Maps must have the inputs' shape (every
+            element ranked) or the channel-summed shape ``B x 1 x H x W`` / ``B x H x W``
+            (pixels ranked, all channels of a pixel removed).
+        train_data, test_data: a ``Dataset``, a ``DataLoader`` (or iterable of
+            ``(inputs, labels)`` batches) or an ``(inputs, labels)`` pair of tensors; read once
+            in order.
+        fractions (sequence of float): increasing, distinct, in (0, 1). Default
+            ``(0.1, 0.3, 0.5, 0.7, 0.9)``.
+        replacement (str or float): ``"mean"`` (default), ``"zero"`` or a number
+            (:func:`replacement_values`).
+        absolute (bool): rank by ``|map|`` (default) or by the signed map.
+        aggregate_channels (bool): rank pixels by the channel sum of the scores.
+        target (str): ``"label"`` (default) or ``"prediction"`` (needs an attribution with a
+            module ``forward_func``).
+        attribution_kwargs (dict, optional): passed to ``attribute``.
+        train_fn (callable, optional): ``train_fn(model, train_loader, generator)`` trains in
+            place; default :func:`~captum_robust.training.train_classifier` with ``epochs``
+            and ``lr``.
+        epochs (int): epochs of the default ``train_fn``. Default 10.
+        lr (float): Adam learning rate of the default ``train_fn``. Default 1e-3.
+        batch_size (int): batch size of the retraining loader (and of the evaluation). Default 64.
+        internal_batch_size (int): examples per attribution call. Default 256.
+        repeats (int): models trained per fraction. Default 1.
+        include_reference (bool): also train on the unmodified data (fraction 0). Default True.
+        generator (torch.Generator, optional): the seeds above; None draws them from the
+            global RNG.
+        show_progress (bool): tqdm bars over the maps and the retrainings.
+        json_path (str or Path, optional): also write the result as JSON there.
+
+    Returns:
+        ROARResult: per-fraction accuracies (all repeats, mean, std), ``auc``,
+        ``normalized_auc``, ``seconds``, ``settings``; ``to_markdown()``, ``to_json()``.
+
+    Raises:
+        ValueError: fractions outside (0, 1), unsorted or repeated; empty data; maps of the
+            wrong shape or with NaN; bad ``replacement``, ``target`` or counts.
+        TypeError: a ``model_factory`` that does not return an ``nn.Module``, an attribution
+            that is neither an attribution object, a callable nor ``"random"``.
+
+    Example::
+
+        >>> import torch
+        >>> from torch import nn
+        >>> g = torch.Generator().manual_seed(0)
+        >>> x = torch.rand(64, 1, 4, 4, generator=g)
+        >>> y = (x[:, 0, 0, 0] > 0.5).long()
+        >>> factory = lambda: nn.Sequential(nn.Flatten(), nn.Linear(16, 2))
+        >>> result = roar(factory, "random", (x[:48], y[:48]), (x[48:], y[48:]), fractions=(0.5,),
+        ...               epochs=2, generator=torch.Generator().manual_seed(0))
+        >>> result.fractions
+        [0.0, 0.5]
+        >>> 0.0 <= result.auc <= 0.5
+        True
+    """
+    t_start = time.perf_counter()
+    from scipy.integrate import trapezoid
+    from torch.utils.data import DataLoader, TensorDataset
+    from tqdm.auto import tqdm
+
+    from captum_robust.training import evaluate_accuracy
+
+    if not callable(model_factory) or isinstance(model_factory, torch.nn.Module):
+        raise TypeError(
+            "model_factory must be a callable () -> nn.Module that builds a fresh model, got "
+            f"{type(model_factory).__name__}" + (" (pass e.g. lambda: Small(), not a model)" if isinstance(model_factory, torch.nn.Module) else "")
+        )
+    fracs = _check_fractions(fractions)
+    if isinstance(attribution, str):
+        if attribution != "random":
+            raise ValueError(f"attribution must be an attribution object, a callable or 'random', got {attribution!r}")
+        attr_name = "random"
+    elif isinstance(attribution, type):
+        raise TypeError(f"attribution must be an attribution object (e.g. {attribution.__name__}(model)), got the class")
+    elif callable(getattr(attribution, "attribute", None)):
+        attr_name = type(attribution).__name__
+    elif callable(attribution):
+        attr_name = getattr(attribution, "__name__", type(attribution).__name__)
+    else:
+        raise TypeError(
+            "attribution must be an attribution object with attribute(inputs, target=...), a callable "
+            f"(inputs, target) -> maps or 'random', got {type(attribution).__name__}"
+        )
+    if target not in ("label", "prediction"):
+        raise ValueError(f"target must be 'label' or 'prediction', got {target!r}")
+    if target == "prediction" and (attr_name == "random" or _forward_module(attribution) is None):
+        raise ValueError("target='prediction' needs an attribution whose forward_func is the trained nn.Module")
+    if attribution_kwargs is None:
+        attribution_kwargs = {}
+    if not isinstance(attribution_kwargs, dict):
+        raise TypeError(f"attribution_kwargs must be a dict, got {type(attribution_kwargs).__name__}")
+    if attribution_kwargs and not callable(getattr(attribution, "attribute", None)):
+        raise ValueError("attribution_kwargs apply to attribution objects (with an attribute method) only")
+    bad = [k for k in attribution_kwargs if k in ("inputs", "target")]
+    if bad:
+        raise ValueError(f"attribution_kwargs must not set {bad}: roar passes the inputs and the target")
+    for flag, fname in ((absolute, "absolute"), (aggregate_channels, "aggregate_channels"),
+                        (include_reference, "include_reference"), (show_progress, "show_progress")):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{fname} must be a bool, got {flag!r}")
+    repeats = check_int_range(repeats, "repeats", 1)
+    batch_size = check_int_range(batch_size, "batch_size", 1)
+    internal_batch_size = check_int_range(internal_batch_size, "internal_batch_size", 1)
+    if train_fn is None:
+        epochs = check_int_range(epochs, "epochs", 1)
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and lr > 0):
+            raise ValueError(f"lr must be a finite number > 0, got lr={lr!r}")
+        train_fn = _default_train_fn(epochs, float(lr))
+        train_name = f"train_classifier(epochs={epochs}, lr={lr})"
+    elif not callable(train_fn):
+        raise TypeError(f"train_fn must be a callable (model, loader, generator), got {type(train_fn).__name__}")
+    else:
+        train_name = getattr(train_fn, "__name__", type(train_fn).__name__)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+
+    x_train, y_train = _materialize(train_data, "train_data")
+    x_test, y_test = _materialize(test_data, "test_data")
+    if x_train.shape[1:] != x_test.shape[1:]:
+        raise ValueError(
+            f"train_data and test_data inputs differ in shape: {tuple(x_train.shape[1:])} vs {tuple(x_test.shape[1:])}"
+        )
+    value = replacement_values(x_train, replacement)
+
+    seeds = [int(s) for s in torch.randint(0, 2**62, (repeats + 1,), generator=generator)]
+    repeat_seeds, noise_seed = seeds[:repeats], seeds[repeats]
+
+    # 1. scores of every example (one ranking, reused for every fraction)
+    t0 = time.perf_counter()
+    if attr_name == "random":
+        g = torch.Generator().manual_seed(noise_seed)
+        maps_train = torch.rand(x_train.shape, generator=g, dtype=torch.float64).to(x_train.device)
+        maps_test = torch.rand(x_test.shape, generator=g, dtype=torch.float64).to(x_test.device)
+    else:
+        n_all = x_train.shape[0] + x_test.shape[0]
+        with tqdm(total=n_all, disable=not show_progress, desc="ROAR maps", leave=False) as bar:
+            maps_train = _attribution_maps(attribution, x_train, y_train, target, internal_batch_size,
+                                           attribution_kwargs, noise_seed, bar)
+            maps_test = _attribution_maps(attribution, x_test, y_test, target, internal_batch_size,
+                                          attribution_kwargs, noise_seed + 1, bar)
+    scores_train = _feature_scores(x_train, maps_train, absolute, aggregate_channels)
+    scores_test = _feature_scores(x_test, maps_test, absolute, aggregate_channels)
+    t_maps = time.perf_counter() - t0
+
+    # 2-3. remove, retrain, evaluate
+    t0 = time.perf_counter()
+    curve = ([0.0] if include_reference else []) + list(fracs)
+    accuracies: List[List[float]] = []
+    with tqdm(total=len(curve) * repeats, disable=not show_progress, desc="ROAR retraining", leave=False) as bar:
+        for f in curve:
+            if f == 0.0:
+                xf_train, xf_test = x_train, x_test
+            else:
+                vt = value.to(x_train.dtype)
+                xf_train = torch.where(top_fraction_mask(scores_train, f), vt, x_train)
+                xf_test = torch.where(top_fraction_mask(scores_test, f), vt, x_test)
+            accs = []
+            for seed in repeat_seeds:
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(seed)
+                    model = model_factory()
+                if not isinstance(model, torch.nn.Module):
+                    raise TypeError(f"model_factory must return an nn.Module, got {type(model).__name__}")
+                loader = DataLoader(TensorDataset(xf_train, y_train), batch_size=batch_size, shuffle=True,
+                                    generator=torch.Generator().manual_seed(seed))
+                train_fn(model, loader, torch.Generator().manual_seed(seed))
+                test_loader = DataLoader(TensorDataset(xf_test, y_test), batch_size=max(batch_size, 256))
+                accs.append(float(evaluate_accuracy(model, test_loader)))
+                bar.update(1)
+            accuracies.append(accs)
+    t_train = time.perf_counter() - t0
+
+    mean = [sum(a) / len(a) for a in accuracies]
+    std = [float(torch.tensor(a, dtype=torch.float64).std()) if len(a) > 1 else float("nan") for a in accuracies]
+    if len(curve) > 1:
+        auc = float(trapezoid(mean, curve))
+        normalized = auc / (curve[-1] - curve[0])
+    else:
+        auc = normalized = float("nan")
+    result = ROARResult(
+        fractions=curve,
+        accuracies=accuracies,
+        mean=mean,
+        std=std,
+        auc=auc,
+        normalized_auc=normalized,
+        seconds={"maps": t_maps, "training": t_train, "total": time.perf_counter() - t_start},
+        settings={
+            "attribution": attr_name,
+            "replacement": replacement if isinstance(replacement, str) else float(replacement),
+            "absolute": absolute,
+            "aggregate_channels": aggregate_channels,
+            "target": target,
+            "train_fn": train_name,
+            "batch_size": batch_size,
+            "repeats": repeats,
+            "seeds": repeat_seeds,
+            "noise_seed": noise_seed,
+            "n_train": int(x_train.shape[0]),
+            "n_test": int(x_test.shape[0]),
+            "n_features": int(scores_train[0].numel()),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        },
+    )
+    if json_path is not None:
+        result.to_json(json_path)
+    return result
