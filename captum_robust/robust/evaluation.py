@@ -600,23 +600,29 @@ def replacement_values(inputs: Tensor, replacement: Any = "mean") -> Tensor:
     return torch.tensor(float(replacement), dtype=inputs.dtype, device=inputs.device)
 
 
-def _feature_scores(inputs: Tensor, maps: Tensor, absolute: bool, aggregate_channels: bool) -> Tensor:
-    """Validate ``maps`` against ``inputs`` and return the scores (``B x C x ...`` or ``B x 1 x ...``)."""
+def _check_map_shape(shape: Tuple[int, ...], maps: Any) -> None:
+    """Raise unless ``maps`` has the inputs' ``shape`` or a channel-summed one."""
     if not isinstance(maps, Tensor):
         raise TypeError(f"attribution maps must be tensors, got {type(maps).__name__}")
-    shape, ms = tuple(inputs.shape), tuple(maps.shape)
+    shape, ms = tuple(shape), tuple(maps.shape)
     allowed = [shape]
-    if inputs.dim() >= 3:
-        allowed += [(shape[0], 1) + shape[2:], (shape[0],) + shape[2:]]
+    if len(shape) >= 3:
+        allowed += [s for s in ((shape[0], 1) + shape[2:], (shape[0],) + shape[2:]) if s != shape]
     if ms not in allowed:
         hint = ""
-        if inputs.dim() >= 3 and maps.dim() == inputs.dim() and ms[:2] == shape[:2] and ms[2:] != shape[2:]:
+        if len(shape) >= 3 and len(ms) == len(shape) and ms[:2] in (shape[:2], (shape[0], 1)) and ms[2:] != shape[2:]:
             hint = " (a low-resolution map such as CAM's: pass attribution_kwargs={'upsample': True})"
+        others = " or ".join(str(a) for a in allowed[1:])
         raise ValueError(
             f"attribution maps must have the inputs' shape {shape}"
-            + (f" or the channel-summed shape {allowed[1]} or {allowed[2]}" if len(allowed) > 1 else "")
+            + (f" or the channel-summed shape {others}" if others else "")
             + f", got {ms}{hint}"
         )
+
+
+def _feature_scores(inputs: Tensor, maps: Tensor, absolute: bool, aggregate_channels: bool) -> Tensor:
+    """Validate ``maps`` against ``inputs`` and return the scores (``B x C x ...`` or ``B x 1 x ...``)."""
+    _check_map_shape(tuple(inputs.shape), maps)
     scores = maps.detach()
     if inputs.dim() >= 3 and scores.dim() == inputs.dim() - 1:
         scores = scores.unsqueeze(1)
@@ -832,6 +838,7 @@ def _attribution_maps(
                 maps = maps[0]
             if not isinstance(maps, Tensor):
                 raise TypeError(f"the attribution must return a tensor of maps, got {type(maps).__name__}")
+            _check_map_shape(tuple(xb.shape), maps)
             out.append(maps.detach().to(x.device))
             bar.update(xb.shape[0])
     return torch.cat(out)
