@@ -5,6 +5,11 @@ the maps before and after with the chosen measures, and adds the adversarial acc
 model under :class:`~captum_robust.robust.attacks.PGD` -- the protocol of Chen et al. (2019,
 Table 2) and Boopathy et al. (2020, Tables 1 and 3). It returns a
 :class:`RobustnessReport`: per-example records, an aggregate table (markdown) and JSON.
+
+:func:`roar` measures faithfulness instead: RemOve And Retrain (Hooker et al., 2019; the
+evaluation of Zeng et al.) replaces the features an attribution ranks highest and reports the
+test accuracy of freshly retrained models (:class:`ROARResult`); :func:`top_fraction_mask`,
+:func:`remove_features` and :func:`replacement_values` are its building blocks.
 """
 
 from __future__ import annotations
