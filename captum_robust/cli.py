@@ -1124,7 +1124,9 @@ def _load_weights(model: torch.nn.Module, path_text: str) -> None:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        if "weights only" in str(exc).lower() or "weights_only" in str(exc):
+        text = str(exc)
+        # weights_only refuses a global (a class or function) of the file: pickled Python objects
+        if "GLOBAL" in text or "Unsupported global" in text or "safe_globals" in text:
             raise UsageError(
                 f"--weights '{path_text}' holds pickled Python objects that torch.load(weights_only=True) refuses "
                 "(save the state_dict: torch.save(model.state_dict(), FILE))"
@@ -1245,8 +1247,7 @@ def _distributed_run(args: argparse.Namespace, body: Any) -> int:
         raise UsageError(str(exc)) from None
     device = _resolve_device(args.device, local_rank)
     with distributed_session(device) as ctx:
-        out = _prepare_out(args.out) if ctx.is_main else Path(args.out)
-        return _with_run_settings(args, lambda: body(ctx, device, out))
+        return _with_run_settings(args, lambda: body(ctx, device))
 
 
 # --------------------------------------------------------------------------- evaluate
@@ -1454,10 +1455,10 @@ def _display_maps(maps: torch.Tensor) -> torch.Tensor:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    return _distributed_run(args, lambda ctx, device, out: _evaluate(args, ctx, device, out))
+    return _distributed_run(args, lambda ctx, device: _evaluate(args, ctx, device))
 
 
-def _evaluate(args: argparse.Namespace, ctx: Any, device: torch.device, out: Path) -> int:
+def _evaluate(args: argparse.Namespace, ctx: Any, device: torch.device) -> int:
     from captum_robust._utils.distributed import assign_batches, batch_seed, gather_to_main
     from captum_robust.robust.attacks import PGD
     from captum_robust.robust.evaluation import attribution_robustness
@@ -1468,6 +1469,7 @@ def _evaluate(args: argparse.Namespace, ctx: Any, device: torch.device, out: Pat
     eps_list = args.eps if args.eps is not None else [L2_EPS if args.attack == "l2-topk" else LINF_EPS]
     parts = _evaluation_parts(args, model, x[:1].to(device), y[:1].to(device))
     k = _check_combination(args, model, parts, x[:1], y[:1], eps_list[0])
+    out = _prepare_out(args.out)  # on every rank, so that an unusable folder stops all of them
     if ctx.is_main:
         print(f"model: {args.model} with weights {args.weights} ({run['n_params']:,} parameters, {run['n_classes']} classes)")
         print(f"data: {run['data']}; {len(y)} examples" + (f" over {ctx.world_size} processes" if ctx.distributed else ""))
@@ -1501,8 +1503,11 @@ def _evaluate(args: argparse.Namespace, ctx: Any, device: torch.device, out: Pat
 
                     attack.perturb = recording  # an instance attribute: attribution_robustness sees the same attack
                 try:
+                    # attribution=None measures the attack's own attribution with its kwargs (e.g. --ig-steps);
+                    # an explicit attribution would be called with its defaults
+                    measured = None if parts["measured"] is parts["attacked"] else parts["measured"]
                     report = attribution_robustness(
-                        model, parts["measured"], attack, (x[idx.start: idx.stop], y[idx.start: idx.stop]),
+                        model, measured, attack, (x[idx.start: idx.stop], y[idx.start: idx.stop]),
                         measures=tuple(args.measures), k=k, pgd=pgd, generator=generator,
                     )
                 finally:
@@ -1697,10 +1702,10 @@ def certified_radius(smoothed_map: torch.Tensor, k: int, min_overlap: int, sigma
 
 
 def _run_certify(args: argparse.Namespace) -> int:
-    return _distributed_run(args, lambda ctx, device, out: _certify(args, ctx, device, out))
+    return _distributed_run(args, lambda ctx, device: _certify(args, ctx, device))
 
 
-def _certify(args: argparse.Namespace, ctx: Any, device: torch.device, out: Path) -> int:
+def _certify(args: argparse.Namespace, ctx: Any, device: torch.device) -> int:
     import warnings
 
     from captum_robust._utils.distributed import assign_batches, batch_seed, gather_to_main
@@ -1716,6 +1721,7 @@ def _certify(args: argparse.Namespace, ctx: Any, device: torch.device, out: Path
     except ValueError as exc:
         raise UsageError(f"--k {args.k}: {exc}") from None
     m = max(1, math.ceil(args.min_overlap * k - 1e-9))
+    out = _prepare_out(args.out)  # on every rank, so that an unusable folder stops all of them
     radii = sorted({args.rho * f for f in CERT_RADIUS_MULTIPLES})
     ssg = SparsifiedSmoothGrad(model, sparsity=args.sparsity, sigma=args.sigma, n_samples=args.n_samples)
     certifier = CertifiedTopK(ssg, k=k, rho=args.rho, confidence=args.confidence)
@@ -1847,9 +1853,9 @@ def _certify_figure(out: Path, radius: List[float], rho: float, k: int, m: int) 
     fig = Figure(figsize=(4.5, 3.0), layout="constrained")
     ax = fig.subplots()
     top = float(finite.max()) * 1.1 if finite.size and finite.max() > 0 else max(rho * 2, 1e-3)
-    xs = np.concatenate([[0.0], np.minimum(r, top)])
-    ys = np.concatenate([[0.0], np.arange(1, len(r) + 1) / len(r)])
-    ys[1:][~np.isfinite(r)] = np.nan  # infinite radii never count as <= r
+    # step up by 1/n at each finite radius; infinite radii never count as <= r
+    xs = np.concatenate([[0.0], finite, [top]])
+    ys = np.concatenate([[0.0], np.arange(1, finite.size + 1) / len(r), [finite.size / len(r)]])
     ax.step(xs, ys, where="post", color="C0")
     ax.axvline(rho, color="C3", linestyle="--", linewidth=1, label=f"rho = {rho:g}")
     ax.set_xlim(0, top)
