@@ -1,0 +1,151 @@
+"""Unit tests of the pure helpers of benchmarks/reproduce.py (tables, trend checks, recipes,
+the best-of-runs selection and the claim verdicts). The script itself is a benchmark, not run here."""
+
+import importlib.util
+import itertools
+import math
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "reproduce.py"
+_spec = importlib.util.spec_from_file_location("reproduce_bench", _PATH)
+rp = importlib.util.module_from_spec(_spec)
+sys.modules.setdefault("reproduce_bench", rp)  # dataclasses look the module up
+_spec.loader.exec_module(rp)
+
+
+def test_markdown_table_exact_text_and_errors():
+    text = rp.markdown_table(["a", "b", "c"], [[1, "x", 2.5], ["y", 3, "-"]])
+    assert text.splitlines() == ["| a | b | c |", "|---|---:|---:|", "| 1 | x | 2.5 |", "| y | 3 | - |"]
+    assert rp.markdown_table(["a", "b"], [], "rl").splitlines()[1] == "|---:|---|"
+    with pytest.raises(ValueError, match="3 cells"):
+        rp.markdown_table(["a", "b", "c"], [[1, 2]])
+    with pytest.raises(ValueError, match="align"):
+        rp.markdown_table(["a", "b"], [], "l")
+
+
+def test_formatting_and_paper_lookup():
+    assert rp.fmt(0.12345) == "0.123" and rp.fmt(float("nan")) == "-" and rp.fmt(None) == "-"
+    assert rp.with_paper(0.85, 0.79) == "0.850 (0.790)" and rp.with_paper(0.85, None) == "0.850"
+    # Boopathy Table 1: Int at eps 0.3 is 0.790; eps 0.25 is not in the table
+    assert rp.paper_value(rp.PAPER_PGD, rp.PAPER_PGD_EPS, "Int", 0.3) == 0.790
+    assert rp.paper_value(rp.PAPER_PGD, rp.PAPER_PGD_EPS, "Int", 0.25) is None
+    assert rp.paper_value(rp.PAPER_PGD, rp.PAPER_PGD_EPS, "unknown", 0.3) is None
+    # every paper row has one value per grid point
+    for table, grid in ((rp.PAPER_PGD, rp.PAPER_PGD_EPS), (rp.PAPER_AAI, rp.PAPER_AAI_EPS),
+                        (rp.PAPER_PGD_STEPS, rp.PAPER_STEPS)):
+        assert set(table) == set(rp.METHODS)
+        assert all(len(v) == len(grid) for v in table.values())
+
+
+def test_trend_checks_hand_values():
+    assert rp.non_increasing([0.9, 0.5, 0.5, 0.1]) == (True, None)
+    assert rp.non_increasing([0.9, 0.5, 0.52, 0.1]) == (False, 2)
+    assert rp.non_increasing([0.9, 0.5, 0.504, 0.1], tol=0.005) == (True, None)
+    assert rp.falls([0.9, 0.9]) is False and rp.falls([0.9, 0.1]) is True and rp.falls([0.5]) is False
+    assert rp.falls([0.5, 0.497], tol=0.005) is False
+    c = rp.monotonicity([0, 0.1, 0.2], [0.9, 0.3, 0.4], tol=0.005)
+    assert c == {"non_increasing": False, "falls": True, "holds": False, "violation": "0.1: 0.300 -> 0.2: 0.400"}
+    flat = rp.monotonicity([1, 10, 100], [0.8, 0.8, 0.8], tol=0.005)
+    assert flat["non_increasing"] and not flat["falls"] and not flat["holds"]
+    # the paper's own Table 1 rows pass with a tolerance of two examples out of 200 (Int-Adv rises 0.01)
+    for m, row in rp.PAPER_PGD.items():
+        assert rp.monotonicity(rp.PAPER_PGD_EPS, row, tol=0.01)["holds"], m
+    assert not rp.monotonicity(rp.PAPER_PGD_EPS, rp.PAPER_PGD["Int-Adv"], tol=0.005)["non_increasing"]
+
+
+def test_best_of_runs_against_brute_force():
+    nan = float("nan")
+    k, t = rp.best_of_runs([[0.5, 0.2, nan], [0.3, 0.4, nan]], [[0.6, 0.1, nan], [0.7, 0.9, nan]],
+                           [[True, True, False], [True, False, False]])
+    assert k[:2] == [0.3, 0.2] and t[:2] == [0.7, 0.1] and math.isnan(k[2]) and math.isnan(t[2])
+    rng = random.Random(0)
+    runs, n = 3, 40
+    kd = [[rng.uniform(-1, 1) for _ in range(n)] for _ in range(runs)]
+    tk = [[rng.random() for _ in range(n)] for _ in range(runs)]
+    kept = [[rng.random() < 0.7 for _ in range(n)] for _ in range(runs)]
+    bk, bt = rp.best_of_runs(kd, tk, kept)
+    for i in range(n):
+        ok = [r for r in range(runs) if kept[r][i]]
+        if not ok:
+            assert math.isnan(bk[i])
+            continue
+        r = min(ok, key=lambda r: kd[r][i])
+        assert (bk[i], bt[i]) == (kd[r][i], tk[r][i])
+    assert rp.nanmean([1.0, nan, 3.0]) == 2.0 and math.isnan(rp.nanmean([nan]))
+    with pytest.raises(ValueError):
+        rp.best_of_runs([[0.1]], [], [[True]])
+
+
+def test_recipes_scale_and_papers_settings():
+    spe = 29  # the digits: ceil(1437 / 50)
+    d, q = rp.make_recipe("digits"), rp.make_recipe("digits", quick=True)
+    assert (d.eps, d.paper_iterations, d.paper_step_size, d.batch, d.warmup_steps) == (0.3, 40, 0.01, 50, 2000)
+    # training attack: fewer steps, the same travel as the papers' 40 x 0.01
+    assert d.train_iterations * d.train_step_size == pytest.approx(d.paper_iterations * d.paper_step_size)
+    assert q.train_iterations * q.train_step_size == pytest.approx(d.paper_iterations * d.paper_step_size)
+    for name in ("warmup_steps", "normal_steps", "ramp_steps", "hold_steps", "ig_ramp_steps", "ig_hold_steps",
+                 "eval_iterations", "aai_iterations", "topk_iterations", "n_pgd", "n_aai", "n_topk", "train_iterations"):
+        assert getattr(q, name) < getattr(d, name), name
+    assert d.normal_steps - d.warmup_steps == d.ramp_steps + d.hold_steps  # Normal sees as many steps
+    assert d.ig_quadrature == {"n_steps": 20, "method": "riemann_middle", "attack_n_steps": 5, "attack_method": "riemann_middle"}
+    c = rp.make_recipe("cifar10")
+    assert c.eps == pytest.approx(8 / 255) and c.paper_iterations == 10 and c.paper_step_size == pytest.approx(2 / 255)
+    assert c.in_channels == 3 and c.fmt_eps(8 / 255) == "8/255" and d.fmt_eps(0.3) == "0.3"
+    assert rp.make_recipe("fashion-mnist").eps == 0.1
+    with pytest.raises(ValueError, match="dataset"):
+        rp.make_recipe("svhn")
+    text = "\n".join(rp.recipe_changes(d, spe))
+    assert "2000 steps = 69.0 epochs" in text and "290 steps = 10.0 epochs" in text and "20 PGD steps of 0.02" in text
+    assert "QUICK" in rp.recipe_changes(q, spe)[0]
+
+
+def _paper_results(tol=0.01):
+    """Per-method results built from the papers' own tables."""
+    res = {}
+    for m in rp.METHODS:
+        chen = rp.PAPER_CHEN.get(m, (0.9, 0.5, 0.6, 0.25))
+        res[m] = {
+            "clean": rp.PAPER_PGD[m][0],
+            "pgd": dict(zip(rp.PAPER_PGD_EPS, rp.PAPER_PGD[m])),
+            "eps_check": rp.monotonicity(rp.PAPER_PGD_EPS, rp.PAPER_PGD[m], tol),
+            "steps_check": rp.monotonicity(rp.PAPER_STEPS, rp.PAPER_PGD_STEPS[m], tol),
+            "aai": dict(zip(rp.PAPER_AAI_EPS, rp.PAPER_AAI[m])),
+            "topk": {"topk": chen[2], "kendall": chen[3]},
+            "cost": 5.0 if m in rp.IG_METHODS else 1.0,
+            "paper_cost": {"Int": 1.0} if m == "Int" else (
+                {f"{m} (Chen's quadrature)": 9.0, f"{m} (matched quadrature)": 4.5} if m in rp.IG_METHODS else {}),
+        }
+    return res
+
+
+def test_the_papers_own_numbers_agree_with_every_claim():
+    claims = rp.compare_with_papers(_paper_results(), eps=0.3, eps_large=0.4)
+    assert len(claims) >= 15
+    assert [c["claim"] for c in claims if c["verdict"] != "agrees"] == []
+
+
+def test_claims_flip_and_skip():
+    res = _paper_results()
+    res["Int"]["pgd"] = dict(res["Normal"]["pgd"])  # Int no better than Normal under PGD
+    res["IG-Norm"]["topk"] = {"topk": 0.40, "kendall": 0.30}  # top-k worse than Normal's 0.466
+    res["Int"]["cost"] = 2.0  # IG-Norm only 2.5x Int
+    verdicts = {c["claim"]: c["verdict"] for c in rp.compare_with_papers(res, 0.3, 0.4)}
+    assert verdicts["Int and Int2 resist PGD far better than Normal at eps 0.3 (by >= 0.25)"] == "differs"
+    assert verdicts["IG-Norm improves the top-k intersection and Kendall of IG under the top-k attack over Normal"] == "differs"
+    assert verdicts["IG-Norm costs >= 4x more per epoch than Int, as trained here (matched quadrature)"] == "differs"
+    assert verdicts["Int-one-class is much worse than Int under PGD at eps 0.3 (2-class discrepancy matters)"] == "differs"
+    # a subset of methods: the claims that need the others are "not measured", none crash
+    sub = {m: res[m] for m in ("Normal", "Int")}
+    out = rp.compare_with_papers(sub, 0.3, 0.4)
+    assert any(c["verdict"] == "not measured" for c in out)
+    assert all(c["verdict"] in ("agrees", "differs", "not measured") for c in out)
+    for subset in itertools.combinations(rp.METHODS, 2):
+        rp.compare_with_papers({m: res[m] for m in subset}, 0.3, 0.4)
+
+
+def test_jsonable_replaces_nan_and_float_keys():
+    assert rp._jsonable({0.3: [1.0, float("nan")], "a": (2,)}) == {"0.3": [1.0, None], "a": [2]}
