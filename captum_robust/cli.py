@@ -12,6 +12,21 @@ Subcommands:
     ``figure_attacks.png``, ``attacked_inputs.pt`` and ``model.pt`` into ``--out``. Needs no
     network.
 
+``evaluate``
+    Attack the explanations of the user's own model (``--model module:factory --weights
+    state_dict.pt``) on a test set (embedded digits, MNIST / Fashion-MNIST / CIFAR-10 files or an
+    ``.npz`` archive) with :func:`captum_robust.robust.evaluation.attribution_robustness` and PGD;
+    writes ``results.json``, ``report.md``, ``figure_maps.png`` and ``figure_measures.png``.
+
+``certify``
+    Certified top-K overlap and certified l2 radius of Sparsified SmoothGrad maps of the user's
+    model (:class:`~captum_robust.attr.CertifiedTopK`); writes ``results.json``, ``report.md`` and
+    ``figure_radius_cdf.png``.
+
+Both shard their examples over the processes of ``torchrun --nproc_per_node=P -m
+captum_robust.cli ...`` in fixed global batches seeded by ``(seed, batch index)``, so the
+merged result equals the single-process one; only rank 0 prints and writes.
+
 Usage::
 
     captum-robust demo --out ./captum_robust_demo/
