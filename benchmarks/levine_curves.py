@@ -496,8 +496,9 @@ def compare(methods: List[Dict[str, Any]], radii: List[float], radii_std: List[f
     if len(significant) == len(relaxed):
         verdict = "every sparsity is significantly more robust than SmoothGrad, as in Levine's Fig. 4"
     elif significant:
-        verdict = (f"only tau = {', '.join(k_.split('_')[1] for k_ in significant)} is significantly more robust "
-                   "than SmoothGrad (Levine's Fig. 4 ordering holds only in part)")
+        verdict = (f"only tau = {', '.join(k_.split('_')[1] for k_ in significant)} "
+                   f"{'is' if len(significant) == 1 else 'are'} significantly more robust than SmoothGrad "
+                   "(Levine's Fig. 4 ordering holds only in part)")
     elif rel_hi > sg:
         verdict = ("the sparsified maps are ahead of SmoothGrad, as in Levine's Fig. 4, but not significantly so "
                    "with this many images")
@@ -587,7 +588,7 @@ def markdown(result: Dict[str, Any], seconds: float) -> str:
             continue
         cells = [f"{v['count']}/{v['of']} ({_fmt(v['min_gap'])})" for v in m["violations"]]
         lines.append(f"| {m['label']} | " + " | ".join(cells) + " |")
-    failed = [sum(int(f.sum()) for f in m["per_example"]["attack_failed"]) for m in methods]
+    failed = [sum(int(np.sum(f)) for f in m["per_example"]["attack_failed"]) for m in methods]
     lines += [
         "",
         f"Failed attacks (no class-keeping random start, dropped): {sum(failed)} of "
