@@ -1683,39 +1683,6 @@ def _evaluate_report(args: argparse.Namespace, run: Dict[str, Any], parts: Dict[
 # --------------------------------------------------------------------------- certify
 
 
-def certified_radius(smoothed_map: torch.Tensor, k: int, min_overlap: int, sigma: torch.Tensor, margin: float) -> torch.Tensor:
-    r"""The largest l2 radius at which the top-K certificate (Levine Thm. 2) is at least ``min_overlap``.
-
-    The certificate :math:`R_\text{cert}(\rho)` is at least ``m`` iff
-    :math:`\hat L(h_{(m)}) > h_{(2K-m+1)}`, i.e. iff
-
-    .. math:: \rho < \frac{\sigma}{2}\left(\Phi^{-1}(h_{(m)} - c) - \Phi^{-1}(h_{(2K-m+1)} + c)\right),
-
-    so this is the supremum of the radii with :math:`R_\text{cert} \ge m` (0 when none, inf
-    when :math:`2K - m + 1 > n`, where every pair of top-K sets shares ``m`` elements).
-
-    Args:
-        smoothed_map (Tensor): B x ... maps in [0, 1] (the maps of :class:`CertifiedTopK`).
-        k (int): K. min_overlap (int): m in [1, K]. sigma (Tensor): (B,) noise levels.
-        margin (float): the Hoeffding margin c.
-
-    Returns:
-        Tensor: float64 (B,).
-    """
-    flat = smoothed_map.detach().reshape(smoothed_map.shape[0], -1).double()
-    n = flat.shape[1]
-    values = flat.sort(dim=1, descending=True).values
-    up = values[:, min_overlap - 1]
-    j = 2 * k - min_overlap + 1
-    if j > n:
-        return torch.full((flat.shape[0],), math.inf, dtype=torch.float64)
-    down = values[:, j - 1]
-    s = sigma.detach().double().cpu().reshape(-1).to(flat.device)
-    gap = torch.special.ndtri((up - margin).clamp(0, 1)) - torch.special.ndtri((down + margin).clamp(0, 1))
-    radius = s / 2 * gap
-    return torch.where(torch.isnan(radius) | (radius < 0), torch.zeros_like(radius), radius).cpu()
-
-
 def _run_certify(args: argparse.Namespace) -> int:
     return _distributed_run(args, lambda ctx, device: _certify(args, ctx, device))
 
@@ -1725,7 +1692,7 @@ def _certify(args: argparse.Namespace, ctx: Any, device: torch.device) -> int:
 
     from captum_robust._utils.distributed import assign_batches, batch_seed, gather_to_main
     from captum_robust.attr import CertifiedTopK, SparsifiedSmoothGrad
-    from captum_robust.attr.certify import hoeffding_margin, resolve_k, topk_certificate
+    from captum_robust.attr.certify import certified_radius, hoeffding_margin, resolve_k, topk_certificate
 
     t_start = time.perf_counter()
     run = _prepare_run(args, ctx, device)
@@ -1763,7 +1730,7 @@ def _certify(args: argparse.Namespace, ctx: Any, device: torch.device) -> int:
                 maps, cert = certifier.attribute(xb, target=target, generator=generator,
                                                  internal_batch_size=args.internal_batch_size)
             notes += [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
-            radius = certified_radius(maps, cert.k, m, cert.sigma, cert.margin)
+            radius = certified_radius(maps, cert.k, m, cert.sigma, cert.margin).cpu()
             at = [topk_certificate(maps, cert.k, r, cert.sigma, cert.margin).cpu().tolist() for r in radii]
             local.append((b, idx, {
                 "index": list(idx), "label": yb.cpu().tolist(), "prediction": pred.cpu().tolist(),

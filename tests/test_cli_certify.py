@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from captum_robust.cli import certified_radius, main
+from captum_robust.attr.certify import certified_radius
+from captum_robust.cli import main
 
 FACTORY = """
 from torch import nn

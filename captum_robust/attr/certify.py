@@ -8,6 +8,7 @@ usable on any batch of smoothed maps with values in [0, 1]:
 * :func:`min_n_samples` -- the smallest ``q`` for which any certificate can be non-vacuous;
 * :func:`floor` and :func:`empirical_floor` -- Def. 2.1 and 2.2;
 * :func:`topk_certificate` -- Thm. 2 with the tight index of its proof;
+* :func:`certified_radius` -- the largest radius at which Thm. 2 certifies ``m`` of the top K;
 * :func:`certified_rank` -- Def. 3.1;
 * :func:`sparsified_rank_bound` and :func:`rank_bound` -- Thm. 3 and its general form (eq. A.21).
 
@@ -22,6 +23,7 @@ Example::
 
 from captum_robust.attr._core.certify import (
     TopKCertificate,
+    certified_radius,
     certified_rank,
     empirical_floor,
     floor,
@@ -41,6 +43,7 @@ __all__ = [
     "floor",
     "empirical_floor",
     "topk_certificate",
+    "certified_radius",
     "certified_rank",
     "sparsified_rank_bound",
     "rank_bound",

@@ -569,3 +569,47 @@ def test_docstring_examples_run(module_name, one_thread):
     module = importlib.import_module(module_name)
     result = doctest.testmod(module, extraglobs={"torch": torch}, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+# --------------------------------------------------------------------------- certified_radius
+
+
+def test_certified_radius_is_the_boundary_of_topk_certificate():
+    from captum_robust.attr.certify import certified_radius, topk_certificate
+
+    g = torch.Generator().manual_seed(3)
+    maps = torch.rand(5, 1, 6, 6, generator=g, dtype=torch.float64) ** 2
+    sigma = torch.tensor([0.1, 0.25, 0.5, 1.0, 2.0], dtype=torch.float64)
+    for k, m in ((4, 1), (4, 4), (0.25, 3)):
+        r = certified_radius(maps, k, m, sigma, margin=0.02)
+        assert r.dtype == torch.float64 and r.shape == (5,)
+        for b in range(5):
+            rb = float(r[b])
+            if rb == 0.0:
+                continue
+            inside = topk_certificate(maps[b:b + 1], k, rho=rb * (1 - 1e-6), sigma=float(sigma[b]), margin=0.02)
+            outside = topk_certificate(maps[b:b + 1], k, rho=rb * (1 + 1e-6), sigma=float(sigma[b]), margin=0.02)
+            assert int(inside) >= m > int(outside)
+
+
+def test_certified_radius_edge_cases_and_errors():
+    from captum_robust.attr.certify import certified_radius
+
+    maps = torch.tensor([[0.9, 0.8, 0.3, 0.1]])
+    # 2K - m + 1 = 4 <= n = 4: finite; with K = 3, m = 1 the competitor index 6 > n: every radius
+    assert float(certified_radius(maps, 3, 1, 0.5)) == float("inf")
+    # the top two and the next two are equal: nothing certified, not even at radius 0
+    assert float(certified_radius(torch.tensor([[0.5, 0.5, 0.5, 0.5]]), 2, 1, 0.5)) == 0.0
+    # sigma scales the radius linearly
+    r1, r2 = certified_radius(maps, 2, 2, 0.5), certified_radius(maps, 2, 2, 1.0)
+    assert float(r2) == pytest.approx(2 * float(r1))
+    with pytest.raises(ValueError, match="min_overlap"):
+        certified_radius(maps, 2, 3, 0.5)
+    with pytest.raises(ValueError, match="min_overlap"):
+        certified_radius(maps, 2, 0, 0.5)
+    with pytest.raises(TypeError, match="min_overlap"):
+        certified_radius(maps, 2, True, 0.5)
+    with pytest.raises(ValueError, match="sigma"):
+        certified_radius(maps, 2, 1, 0.0)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        certified_radius(maps * 2, 2, 1, 0.5)

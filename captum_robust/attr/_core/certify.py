@@ -47,6 +47,7 @@ __all__ = [
     "floor",
     "empirical_floor",
     "topk_certificate",
+    "certified_radius",
     "certified_rank",
     "sparsified_rank_bound",
     "rank_bound",
@@ -391,6 +392,64 @@ def topk_certificate(
     kk = resolve_k(k, flat.shape[1])
     cert, _ = _sorted_certificate(flat, kk, rho, sigma, margin)
     return cert
+
+
+def certified_radius(
+    smoothed_map: Tensor, k: Union[int, float], min_overlap: int, sigma: Scalar, margin: Scalar = 0.0
+) -> Tensor:
+    r"""The largest :math:`\ell_2` radius at which the top-K certificate (Levine Thm. 2) still
+    certifies ``min_overlap`` of the top-K elements.
+
+    :func:`topk_certificate` is monotone in ``i``, so :math:`R_\text{cert}(\rho) \ge m` iff the
+    condition holds at :math:`i = m`: :math:`\Phi(\Phi^{-1}(h_{(m)} - c) - 2\rho/\sigma) - c >
+    h_{(2K-m+1)}`, i.e. iff
+
+    .. math::
+
+        \rho < \rho^*_m = \frac{\sigma}{2}\left(\Phi^{-1}(h_{(m)} - c)
+        - \Phi^{-1}(h_{(2K-m+1)} + c)\right).
+
+    This returns :math:`\rho^*_m` (the supremum of the certified radii; 0 where not even
+    :math:`\rho = 0` is certified; ``inf`` where :math:`2K - m + 1 > n`, since any two K-subsets
+    of n elements share :math:`2K - n` elements, or where :math:`h_{(m)} - c = 1`).
+
+    Args:
+        smoothed_map (Tensor): B x ... maps with values in [0, 1] (flattened per example).
+        k (int or float): ``K`` as a count in [1, n] or a fraction of n in (0, 1] (rounded up).
+        min_overlap (int): ``m`` in [1, K].
+        sigma (float or Tensor): smoothing standard deviation > 0, or one per example.
+        margin (float or Tensor): estimation margin ``c`` (:func:`hoeffding_margin`). Default 0.
+
+    Returns:
+        Tensor: float64, shape (B,), on the map's device.
+
+    Example::
+
+        >>> m = torch.tensor([[0.9, 0.8, 0.3, 0.1]])
+        >>> r = certified_radius(m, k=2, min_overlap=2, sigma=0.5)
+        >>> bool(topk_certificate(m, 2, rho=0.99 * float(r), sigma=0.5) == 2)
+        True
+        >>> bool(topk_certificate(m, 2, rho=1.01 * float(r), sigma=0.5) == 2)
+        False
+    """
+    flat = _flat_map(smoothed_map).double()
+    batch, n = flat.shape
+    kk = resolve_k(k, n)
+    if isinstance(min_overlap, bool) or not isinstance(min_overlap, numbers.Integral):
+        raise TypeError(f"min_overlap must be an int in [1, K={kk}], got {type(min_overlap).__name__} {min_overlap!r}")
+    if not 1 <= int(min_overlap) <= kk:
+        raise ValueError(f"min_overlap must be in [1, K={kk}], got {min_overlap}")
+    m = int(min_overlap)
+    s = _per_example(_check_nonneg(sigma, "sigma", strict=True), "sigma", batch, flat).reshape(-1).double()
+    c = _per_example(_check_nonneg(margin, "margin"), "margin", batch, flat).reshape(-1).double()
+    j = 2 * kk - m + 1
+    if j > n:
+        return torch.full((batch,), math.inf, dtype=torch.float64, device=flat.device)
+    values = flat.sort(dim=1, descending=True).values
+    up = torch.special.ndtri((values[:, m - 1] - c).clamp(0.0, 1.0))
+    down = torch.special.ndtri((values[:, j - 1] + c).clamp(0.0, 1.0))
+    radius = (s / 2 * (up - down)).expand(batch)
+    return torch.where(torch.isnan(radius) | (radius < 0), torch.zeros_like(radius), radius)
 
 
 def certified_rank(
