@@ -93,7 +93,7 @@ html_title = f"captum_robust {release}"
 
 
 def _write_cli_help(app):
-    """Write ``captum-robust --help`` and ``captum-robust demo --help`` for api/cli.rst.
+    """Write ``captum-robust --help`` and each subcommand's ``--help`` for api/cli.rst.
 
     The text comes from the command's own argument parser at build time, so the page
     cannot drift from the code. It goes to docs/gen_modules/ (ignored by git).
@@ -112,7 +112,8 @@ def _write_cli_help(app):
     previous = os.environ.get("COLUMNS")
     os.environ["COLUMNS"] = "88"  # argparse wraps to the terminal width; fix it
     try:
-        for name, argv in (("captum-robust", ["--help"]), ("demo", ["demo", "--help"])):
+        for name, argv in (("captum-robust", ["--help"]), ("demo", ["demo", "--help"]),
+                           ("evaluate", ["evaluate", "--help"]), ("certify", ["certify", "--help"])):
             buf = io.StringIO()
             with contextlib.redirect_stdout(buf):
                 status = cli.main(argv)

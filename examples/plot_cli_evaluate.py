@@ -27,7 +27,6 @@ per-example results and writes the same files as a single process would.
 # factory is called with no arguments (``--model-kwargs '{"width": 16}'`` passes some).
 # The model receives images in [0, 1]; put any input normalization inside it.
 
-import os
 import sys
 import tempfile
 import textwrap
@@ -88,12 +87,12 @@ torch.save(model.state_dict(), work / "model.pt")
 # maps (1 = unchanged) and the accuracy under PGD with the same budget. The attack takes
 # its gradients through a softplus copy of the ReLU network.
 
-start_dir = os.getcwd()
-os.chdir(work)  # the commands import tiny_net from the current directory
+# ``tiny_net`` is importable because its folder is on ``sys.path`` (the command also looks in
+# the current directory); the paths are absolute, so this works from any directory.
 code = main([
-    "evaluate", "--model", "tiny_net:make", "--weights", "model.pt", "--image-size", "8",
+    "evaluate", "--model", "tiny_net:make", "--weights", str(work / "model.pt"), "--image-size", "8",
     "--attribution", "ig", "--attack", "topk", "--eps", "0.05", "0.1", "--examples", "48",
-    "--iterations", "10", "--pgd-iterations", "20", "--out", "evaluate", "--no-progress",
+    "--iterations", "10", "--pgd-iterations", "20", "--out", str(work / "evaluate"), "--no-progress",
 ])
 print("exit status:", code)
 
@@ -133,8 +132,8 @@ for run in results["runs"]:
 # the largest l2 radius at which half of the top-K stays certified.
 
 code = main([
-    "certify", "--model", "tiny_net:make", "--weights", "model.pt", "--image-size", "8",
-    "--examples", "32", "--n-samples", "1024", "--k", "0.25", "--rho", "0.05", "--out", "certify", "--no-progress",
+    "certify", "--model", "tiny_net:make", "--weights", str(work / "model.pt"), "--image-size", "8",
+    "--examples", "32", "--n-samples", "1024", "--k", "0.25", "--rho", "0.05", "--out", str(work / "certify"), "--no-progress",
 ])
 print("exit status:", code)
 
@@ -148,13 +147,13 @@ plt.show()
 # not followed by global average pooling:
 
 code = main([
-    "evaluate", "--model", "tiny_net:make", "--weights", "model.pt", "--image-size", "8",
-    "--attribution", "cam", "--layer", "conv1", "--out", "never",
+    "evaluate", "--model", "tiny_net:make", "--weights", str(work / "model.pt"), "--image-size", "8",
+    "--attribution", "cam", "--layer", "conv1", "--out", str(work / "never"),
 ])
 print("exit status:", code)
 
 # %%
-# Back to where we started.
+# Clean up: ``sys.path`` as it was (if the runner has not already restored it).
 
-os.chdir(start_dir)
-sys.path.remove(str(work))
+if str(work) in sys.path:
+    sys.path.remove(str(work))
