@@ -238,6 +238,7 @@ def attribution_robustness(
     k: Optional[int] = None,
     map_preparation: Any = "attack",
     pgd: Any = "auto",
+    attribution_kwargs: Optional[Dict[str, Any]] = None,
     max_examples: Optional[int] = None,
     confidence: float = 0.95,
     generator: Optional[torch.Generator] = None,
@@ -281,6 +282,10 @@ def attribution_robustness(
         pgd: a :class:`~captum_robust.robust.attacks.PGD`, ``"auto"`` (default:
             ``PGD(model, eps, eps / 16, 40, norm)`` with the attack's ``eps`` (or ``rho``) and
             norm) or ``None`` to skip the adversarial accuracy.
+        attribution_kwargs (dict, optional): keyword arguments of ``attribution.attribute``
+            for the measured maps (e.g. ``{"n_steps": 16, "method": "riemann_middle"}`` for
+            Integrated Gradients, to measure with the settings the attack used). Only with an
+            explicit ``attribution``; with ``attribution=None`` the attack's own settings apply.
         max_examples (int, optional): stop after this many examples.
         confidence (float): level of the intervals. Default 0.95.
         generator (torch.Generator, optional): randomness of the attacks.
@@ -331,9 +336,14 @@ def attribution_robustness(
     if attribution is None:
         if not isinstance(attack, MapAttack):
             raise ValueError("attribution=None uses the attack's attribution, but the attack has none; pass one")
+        if attribution_kwargs:
+            raise ValueError(
+                "attribution_kwargs apply to an explicit attribution; with attribution=None the attack's own "
+                "attribution_kwargs are used"
+            )
         adapter = attack.adapter
     else:
-        adapter = AttributionAdapter(model, attribution)
+        adapter = AttributionAdapter(model, attribution, attribution_kwargs=attribution_kwargs)
     if isinstance(map_preparation, str) and map_preparation == "attack":
         prepare = attack._prepare if isinstance(attack, MapAttack) else make_preparation(None)
         prep_name = repr(getattr(attack, "map_preparation", None))
