@@ -83,7 +83,20 @@ def test_best_of_runs_against_brute_force():
 def test_recipes_scale_and_papers_settings():
     spe = 29  # the digits: ceil(1437 / 50)
     d, q = rp.make_recipe("digits"), rp.make_recipe("digits", quick=True)
-    assert (d.eps, d.paper_iterations, d.paper_step_size, d.batch, d.warmup_steps) == (0.3, 40, 0.01, 50, 2000)
+    assert (d.eps, d.paper_eps, d.paper_iterations, d.batch, d.warmup_steps) == (0.1, 0.3, 40, 50, 2000)
+    # MNIST: exactly the papers' settings and grid; the digits (eps 0.1): everything scaled by 1/3
+    mn = rp.make_recipe("mnist")
+    assert mn.eps == 0.3 and mn.paper_step_size == pytest.approx(0.01) and mn.eval_step_size == pytest.approx(0.01)
+    assert mn.eps_grid == pytest.approx((0, 0.05, 0.1, 0.2, 0.3, 0.4)) and mn.aai_eps_grid == pytest.approx((0.05, 0.1, 0.2, 0.3, 0.4))
+    assert d.eps_grid == pytest.approx(tuple(e / 3 for e in mn.eps_grid))
+    assert (d.paper_step_size, d.eval_step_size, d.topk_step_size) == pytest.approx((0.01 / 3, 0.01 / 3, 0.01 / 3))
+    assert [d.paper_eps_of(e) for e in d.eps_grid] == pytest.approx(list(mn.eps_grid))
+    assert d.eps_header(0.1) == "eps 0.1 [paper 0.3]" and mn.eps_header(0.3) == "eps 0.3"
+    assert rp.make_recipe("digits", eps=0.3).eps_grid == pytest.approx(mn.eps_grid)
+    longer = rp.make_recipe("digits", train_scale=2.0)
+    assert (longer.ramp_steps, longer.hold_steps, longer.ig_hold_steps) == (2 * d.ramp_steps, 2 * d.hold_steps, 2 * d.ig_hold_steps)
+    with pytest.raises(ValueError, match="eps"):
+        rp.make_recipe("digits", eps=0.0)
     # training attack: fewer steps, the same travel as the papers' 40 x 0.01
     assert d.train_iterations * d.train_step_size == pytest.approx(d.paper_iterations * d.paper_step_size)
     assert q.train_iterations * q.train_step_size == pytest.approx(d.paper_iterations * d.paper_step_size)
@@ -99,7 +112,8 @@ def test_recipes_scale_and_papers_settings():
     with pytest.raises(ValueError, match="dataset"):
         rp.make_recipe("svhn")
     text = "\n".join(rp.recipe_changes(d, spe))
-    assert "2000 steps = 69.0 epochs" in text and "290 steps = 10.0 epochs" in text and "20 PGD steps of 0.02" in text
+    assert "2000 steps = 69.0 epochs" in text and "290 steps = 10.0 epochs" in text and "20 PGD steps of 0.00667" in text
+    assert "training epsilon 0.1 instead of the papers' 0.3" in text and "training epsilon" not in "\n".join(rp.recipe_changes(mn, 1200))
     assert "QUICK" in rp.recipe_changes(q, spe)[0]
 
 
@@ -149,3 +163,11 @@ def test_claims_flip_and_skip():
 
 def test_jsonable_replaces_nan_and_float_keys():
     assert rp._jsonable({0.3: [1.0, float("nan")], "a": (2,)}) == {"0.3": [1.0, None], "a": [2]}
+
+
+def test_jsonable_converts_arrays_tensors_and_paths():
+    import numpy as np
+    import torch
+
+    out = rp._jsonable({"a": np.array([1.5, np.nan]), "t": torch.tensor([2, 3]), "p": Path("/x/y.json"), "f": np.float64(0.25)})
+    assert out == {"a": [1.5, None], "t": [2, 3], "p": "/x/y.json", "f": 0.25}
