@@ -35,7 +35,7 @@ for PGD / AAI / the top-k attack.
 
 Usage::
 
-    python benchmarks/reproduce.py            # default: about 42 min of CPU on one thread (35 + 8 for Levine)
+    python benchmarks/reproduce.py            # default: about 40 min of CPU on one thread (34 + 6 for Levine)
     python benchmarks/reproduce.py --quick    # about 1 minute (CI)
     python benchmarks/reproduce.py --eps 0.3 --train-scale 4   # the papers' epsilon, 4x the robust steps
     python benchmarks/reproduce.py --data-dir ~/data --dataset mnist --methods Normal,Int,IG-Norm
