@@ -34,12 +34,13 @@ version = ".".join(release.split(".")[:2])
 
 # -- General configuration ---------------------------------------------------
 
-# No sphinx.ext.intersphinx on purpose: it downloads the inventories of other projects
-# (Python, PyTorch, Captum) at build time, and the documentation must build without
-# network access. References to torch/captum objects therefore render as plain code.
+# Intersphinx links to Python, PyTorch, Captum, NumPy, SciPy and matplotlib, from inventories
+# written on disk by offline_inventories.py: intersphinx would otherwise download them, and
+# the documentation must build without network access.
 extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.napoleon",
+    "sphinx.ext.intersphinx",
     # MathJax is loaded by the reader's browser (from a CDN) when a page is viewed;
     # nothing is fetched at build time.
     "sphinx.ext.mathjax",
@@ -48,6 +49,11 @@ extensions = [
 ]
 
 exclude_patterns = ["_build", "README.md", "Thumbs.db", ".DS_Store"]
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from offline_inventories import write_inventories  # noqa: E402
+
+intersphinx_mapping = write_inventories(Path(__file__).resolve().parent / "gen_modules" / "intersphinx")
 
 # -- autodoc / napoleon ------------------------------------------------------
 
