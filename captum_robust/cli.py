@@ -1427,38 +1427,15 @@ def _device_of(model: torch.nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def _merge_robustness(batches: List[Tuple[int, range, Any]], measure_names: List[str], confidence: float,
-                      with_pgd: bool) -> Dict[str, Any]:
-    """Per-batch RobustnessReports (any order) -> one report dict over all examples, with the summary
-    statistics computed exactly as attribution_robustness computes them over one data set."""
-    from captum_robust.robust.evaluation import summarize
+def _merge_robustness(batches: List[Tuple[int, range, Any]]) -> Dict[str, Any]:
+    """Per-batch RobustnessReports ``(batch index, example indices, report)`` in any order ->
+    one report dict over all examples (RobustnessReport.merge in batch order)."""
+    from captum_robust.robust.evaluation import RobustnessReport
 
     batches = sorted(batches, key=lambda item: item[0])
-    cols: Dict[str, List[Any]] = {}
-    for _, idx, report in batches:
-        for name, values in report.per_example.items():
-            cols.setdefault(name, []).extend(list(idx) if name == "index" else values)
-    n = len(cols["index"])
-    attacked = [i for i in range(n) if cols["attacked"][i]]
-    kept_rows = [i for i in attacked if cols["kept"][i]]
-    n_att = len(attacked)
-    adv = None
-    if with_pgd:
-        adv = sum(int(p == l) for p, l in zip(cols["pgd_prediction"], cols["label"])) / n
-    seconds = {key: sum(r.summary["seconds"][key] for _, _, r in batches) for key in ("attack", "pgd", "total")}
-    summary = {
-        "n_examples": n,
-        "n_attacked": n_att,
-        "n_kept": len(kept_rows),
-        "clean_accuracy": n_att / n,
-        "kept_fraction": (len(kept_rows) / n_att) if n_att else float("nan"),
-        "accepted_fraction": (sum(int(cols["accepted"][i]) for i in attacked) / n_att) if n_att else float("nan"),
-        "adversarial_accuracy": adv,
-        "measures": {name: summarize([cols[name][i] for i in kept_rows], confidence) for name in measure_names},
-        "seconds": seconds,
-        "settings": batches[0][2].summary["settings"],
-    }
-    return {"summary": summary, "per_example": cols}
+    merged = RobustnessReport.merge([report for _, _, report in batches])
+    merged.per_example["index"] = [i for _, idx, _ in batches for i in idx]
+    return merged.as_dict()
 
 
 def _display_maps(maps: torch.Tensor) -> torch.Tensor:
@@ -1545,7 +1522,7 @@ def _evaluate(args: argparse.Namespace, ctx: Any, device: torch.device) -> int:
     for e_index, eps in enumerate(eps_list):
         batches = [item for rank_lists in gathered for item in rank_lists[e_index]]
         measure_names = list(batches[0][2].summary["measures"])
-        merged = _merge_robustness(batches, measure_names, 0.95, args.pgd_iterations > 0)
+        merged = _merge_robustness(batches)
         runs.append({"eps": eps, **merged})
     wall = time.perf_counter() - t_start
     settings = {

@@ -199,12 +199,12 @@ def test_merge_of_one_batch_equals_attribution_robustness(user):
                                       generator=torch.Generator().manual_seed(seed))
 
     whole = report(0, 12, 5)
-    merged = _merge_robustness([(0, range(0, 12), whole)], list(whole.summary["measures"]), 0.95, True)
+    merged = _merge_robustness([(0, range(0, 12), whole)])
     for key, value in whole.summary.items():
         if key != "seconds":
             assert json.dumps(merged["summary"][key], sort_keys=True) == json.dumps(value, sort_keys=True), key
     a, b = report(0, 6, 1), report(6, 12, 2)
-    merged = _merge_robustness([(1, range(6, 12), b), (0, range(0, 6), a)], ["top2", "kendall"], 0.95, True)
+    merged = _merge_robustness([(1, range(6, 12), b), (0, range(0, 6), a)])
     cols = merged["per_example"]
     assert cols["index"] == list(range(12))
     assert cols["kendall"][:6] == a.per_example["kendall"] and cols["kendall"][6:] == b.per_example["kendall"]

@@ -207,6 +207,66 @@ class RobustnessReport:
     def __str__(self) -> str:
         return self.to_markdown()
 
+    @classmethod
+    def merge(cls, reports: Sequence["RobustnessReport"]) -> "RobustnessReport":
+        """One report from reports on consecutive, disjoint parts of a data set.
+
+        The per-example columns are concatenated in the given order (``index`` renumbered
+        0, 1, ...), and the summary statistics are recomputed over all examples exactly as
+        :func:`attribution_robustness` computes them over one data set, so merging the
+        reports of a sharded run gives the numbers of one run over the same examples with
+        the same per-batch randomness. Times are summed; the settings are the first report's.
+
+        Args:
+            reports (sequence of RobustnessReport): at least one, with the same measures and
+                the same PGD setting.
+
+        Returns:
+            RobustnessReport
+        """
+        reports = list(reports)
+        if not reports or not all(isinstance(r, cls) for r in reports):
+            raise TypeError("merge needs one or more RobustnessReport objects")
+        names = list(reports[0].summary["measures"])
+        with_pgd = reports[0].summary["adversarial_accuracy"] is not None
+        for r in reports[1:]:
+            if list(r.summary["measures"]) != names or (r.summary["adversarial_accuracy"] is not None) != with_pgd:
+                raise ValueError("the reports to merge must have the same measures and the same PGD setting")
+        cols: Dict[str, List[Any]] = {}
+        for r in reports:
+            for name, values in r.per_example.items():
+                cols.setdefault(name, []).extend(values)
+        cols["index"] = list(range(len(cols["index"])))
+        settings = reports[0].summary["settings"]
+        summary = {
+            **_column_summary(cols, names, settings.get("confidence", 0.95), with_pgd),
+            "seconds": {key: sum(r.summary["seconds"][key] for r in reports) for key in ("attack", "pgd", "total")},
+            "settings": settings,
+        }
+        return cls(summary=summary, per_example=cols)
+
+
+def _column_summary(cols: Dict[str, List[Any]], measure_names: Sequence[str], confidence: float,
+                    with_pgd: bool) -> Dict[str, Any]:
+    """The counts, fractions, accuracies and per-measure statistics of a report's columns."""
+    n = len(cols["index"])
+    attacked = [i for i in range(n) if cols["attacked"][i]]
+    kept_rows = [i for i in attacked if cols["kept"][i]]
+    n_att = len(attacked)
+    adv_acc = None
+    if with_pgd:
+        adv_acc = sum(int(p == l) for p, l in zip(cols["pgd_prediction"], cols["label"])) / n
+    return {
+        "n_examples": n,
+        "n_attacked": n_att,
+        "n_kept": len(kept_rows),
+        "clean_accuracy": n_att / n,
+        "kept_fraction": (len(kept_rows) / n_att) if n_att else float("nan"),
+        "accepted_fraction": (sum(int(cols["accepted"][i]) for i in attacked) / n_att) if n_att else float("nan"),
+        "adversarial_accuracy": adv_acc,
+        "measures": {name: summarize([cols[name][i] for i in kept_rows], confidence) for name in measure_names},
+    }
+
 
 def _batches(data: Any) -> Iterable[Tuple[Tensor, Tensor]]:
     if isinstance(data, tuple) and len(data) == 2 and all(isinstance(t, Tensor) for t in data):
@@ -452,23 +512,8 @@ def attribution_robustness(
     n = len(cols["index"])
     if n == 0:
         raise ValueError("data yielded no examples")
-    attacked = [i for i in range(n) if cols["attacked"][i]]
-    kept_rows = [i for i in attacked if cols["kept"][i]]
-    stats = {name: summarize([cols[name][i] for i in kept_rows], confidence) for name in measure_fns}
-    n_att = len(attacked)
-    labels = cols["label"]
-    adv_acc = None
-    if pgd is not None:
-        adv_acc = sum(int(p == l) for p, l in zip(cols["pgd_prediction"], labels)) / n
     summary: Dict[str, Any] = {
-        "n_examples": n,
-        "n_attacked": n_att,
-        "n_kept": len(kept_rows),
-        "clean_accuracy": n_att / n,
-        "kept_fraction": (len(kept_rows) / n_att) if n_att else float("nan"),
-        "accepted_fraction": (sum(int(cols["accepted"][i]) for i in attacked) / n_att) if n_att else float("nan"),
-        "adversarial_accuracy": adv_acc,
-        "measures": stats,
+        **_column_summary(cols, list(measure_fns), confidence, with_pgd=pgd is not None),
         "seconds": {"attack": seconds["attack"], "pgd": seconds["pgd"], "total": time.perf_counter() - t_start},
         "settings": {
             "attack": type(attack).__name__,

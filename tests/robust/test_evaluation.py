@@ -185,3 +185,33 @@ def test_explicit_attribution_takes_the_attacks_settings_through_attribution_kwa
     assert max(abs(own[i] - default[i]) for i in attacked) > 1e-4
     with pytest.raises(ValueError, match="attribution_kwargs"):
         attribution_robustness(model, None, attack, data, attribution_kwargs=kwargs, pgd=None)
+
+
+def test_merge_of_halves_recomputes_the_summary_over_all_examples(setup):
+    model, cam, x, y, correct = setup
+    attack = AAI(model, cam, eps=0.2, step_size=0.05, n_iterations=4)
+
+    def run(lo, hi, seed):
+        return attribution_robustness(model, cam, attack, (x[lo:hi], y[lo:hi]), measures=("kendall",), k=8,
+                                      generator=torch.Generator().manual_seed(seed))
+
+    a, b = run(0, 10, 1), run(10, 24, 2)
+    merged = RobustnessReport.merge([a, b])
+    cols = merged.per_example
+    assert cols["index"] == list(range(24))
+    assert cols["kendall"] == a.per_example["kendall"] + b.per_example["kendall"]
+    kept = [i for i in range(24) if cols["attacked"][i] and cols["kept"][i]]
+    s = merged.summary
+    assert s["measures"]["kendall"] == summarize([cols["kendall"][i] for i in kept])
+    assert s["n_attacked"] == a.summary["n_attacked"] + b.summary["n_attacked"] == int(correct.sum())
+    n_adv = sum(int(p == t) for p, t in zip(cols["pgd_prediction"], y.tolist()))
+    assert math.isclose(s["adversarial_accuracy"], n_adv / 24)
+    assert math.isclose(s["seconds"]["attack"], a.summary["seconds"]["attack"] + b.summary["seconds"]["attack"])
+    # one report merges into itself
+    same = RobustnessReport.merge([a]).summary
+    assert {k: v for k, v in same.items() if k != "seconds"} == {k: v for k, v in a.summary.items() if k != "seconds"}
+    with pytest.raises(TypeError):
+        RobustnessReport.merge([])
+    c = attribution_robustness(model, cam, attack, (x[:5], y[:5]), measures=("kendall",), k=8, pgd=None)
+    with pytest.raises(ValueError, match="PGD"):
+        RobustnessReport.merge([a, c])
