@@ -170,10 +170,7 @@ class RobustnessReport:
 
     def to_json(self, path: Optional[PathLike] = None, indent: int = 2) -> str:
         """The report as JSON text; also written to ``path`` when given."""
-        text = json.dumps(self.as_dict(), indent=indent, allow_nan=True)
-        if path is not None:
-            Path(path).write_text(text + "\n", encoding="utf-8")
-        return text
+        return _json_text(self.as_dict(), path, indent)
 
     def to_markdown(self) -> str:
         """The aggregate table (one row per measure) and the accuracy lines, as markdown."""
@@ -266,6 +263,14 @@ def _column_summary(cols: Dict[str, List[Any]], measure_names: Sequence[str], co
         "adversarial_accuracy": adv_acc,
         "measures": {name: summarize([cols[name][i] for i in kept_rows], confidence) for name in measure_names},
     }
+
+
+def _json_text(obj: Dict[str, Any], path: Optional[PathLike], indent: int) -> str:
+    """``obj`` as JSON text (NaN allowed), also written to ``path`` when given."""
+    text = json.dumps(obj, indent=indent, allow_nan=True)
+    if path is not None:
+        Path(path).write_text(text + "\n", encoding="utf-8")
+    return text
 
 
 def _batches(data: Any) -> Iterable[Tuple[Tensor, Tensor]]:
@@ -832,10 +837,7 @@ class ROARResult:
 
     def to_json(self, path: Optional[PathLike] = None, indent: int = 2) -> str:
         """The result as JSON text; also written to ``path`` when given."""
-        text = json.dumps(self.as_dict(), indent=indent, allow_nan=True)
-        if path is not None:
-            Path(path).write_text(text + "\n", encoding="utf-8")
-        return text
+        return _json_text(self.as_dict(), path, indent)
 
     def to_markdown(self) -> str:
         """One row per fraction: mean and std of the test accuracy, then the AUC."""
