@@ -24,6 +24,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 from dataclasses import dataclass
 from typing import Any, Iterator, List, Optional, Tuple
@@ -131,7 +132,9 @@ def distributed_session(device: Optional[torch.device] = None) -> Iterator[Distr
     dist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world_size)
     try:
         yield DistributedContext(rank, world_size, local_rank, backend)
+        dist.barrier()  # no rank tears down while a peer still communicates
     finally:
+        gc.collect()  # objects holding the group go now, not during interpreter shutdown
         dist.destroy_process_group()
 
 

@@ -7,6 +7,8 @@ those examples have in the single-process run, so both runs see the same inner a
 their parameters must agree to float rounding.
 """
 
+import gc
+import os
 import sys
 from typing import Callable, Dict, List, Optional
 
@@ -18,6 +20,7 @@ N_STEPS = 3
 BATCH = 8  # the concatenated batch; every rank gets BATCH // world examples
 SHAPE = (1, 6, 6)
 SEED = 1234
+RESULTS_WRITTEN = "ddp-worker: results written"  # printed once the output file is complete
 
 
 class TinyCamNet(nn.Module):
@@ -91,8 +94,15 @@ def main(argv: List[str]) -> None:
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     try:
         params = train(which, rank, world, lambda m: nn.parallel.DistributedDataParallel(m))
-        torch.save(params, out)
+        torch.save(params, out + ".part")
+        os.replace(out + ".part", out)  # the file exists only once it is complete
+        print(RESULTS_WRITTEN, flush=True)
+        # Teardown: no rank leaves while its peer still communicates, and the DDP reducer (which
+        # holds the process group and pending gloo work) is collected while the interpreter is
+        # fully alive, not during its finalization, where gloo's threads can abort the process.
+        dist.barrier()
     finally:
+        gc.collect()
         dist.destroy_process_group()
 
 

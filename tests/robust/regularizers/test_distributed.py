@@ -18,8 +18,24 @@ TIMEOUT_S = 120
 
 
 def _run_ranks(which: str, tmp_path: Path, world: int = 2):
-    store = tmp_path / "store"
-    outs = [tmp_path / f"rank{r}.pt" for r in range(world)]
+    """Outputs of the ``world`` ranks, each a dict of parameters.
+
+    A rank that aborts in torch's own gloo teardown *after* it wrote complete results (its log
+    shows ``RESULTS_WRITTEN``) is a known torch race (one CI run saw "terminate called without
+    an active exception", exit -6), not a wrong result: that run is repeated once, in a fresh
+    folder. Any other failure, or a second teardown abort, fails the test.
+    """
+    failure = _try_ranks(which, tmp_path / "try0", world)
+    if isinstance(failure, str):
+        failure = _try_ranks(which, tmp_path / "try1", world)
+        assert not isinstance(failure, str), failure
+    return failure
+
+
+def _try_ranks(which: str, folder: Path, world: int):
+    folder.mkdir(parents=True)
+    store = folder / "store"
+    outs = [folder / f"rank{r}.pt" for r in range(world)]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     procs = [
         subprocess.Popen(
@@ -40,6 +56,8 @@ def _run_ranks(which: str, tmp_path: Path, world: int = 2):
             if p.poll() is None:
                 p.kill()
     for r, (p, log) in enumerate(zip(procs, logs)):
+        if p.returncode != 0 and all(worker.RESULTS_WRITTEN in other for other in logs):
+            return f"rank {r} aborted in process-group teardown twice (exit {p.returncode}):\n{log[-3000:]}"
         assert p.returncode == 0, f"rank {r} failed:\n{log[-3000:]}"
     return [torch.load(o, weights_only=True) for o in outs]
 
