@@ -2,6 +2,7 @@ r"""Projected gradient descent on a classifier (Madry et al. 2018), l-inf and l2
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Optional, Tuple, Union
 
 import torch
@@ -72,7 +73,10 @@ class PGD:
     box. The random start is uniform in the ball (for :math:`\ell_2`: a uniform direction with
     radius :math:`\epsilon U^{1/d}`). Of all iterates (and restarts) of each example the best
     is returned: a successful one (misclassified, or classified as the target) before an
-    unsuccessful one, then the highest loss. (Captum's PGD mis-scales or crashes with
+    unsuccessful one, then the highest loss. With ``keep_best=False`` only each restart's
+    *final* iterate competes (Madry's evaluation, and the papers' obfuscated-gradient check
+    over the number of steps: with best-iterate keeping and a shared seed, accuracy cannot rise
+    with the number of steps by construction). (Captum's PGD mis-scales or crashes with
     ``norm="L2"`` and a random start on image batches; this one does not build on it.)
 
     Args:
@@ -88,6 +92,8 @@ class PGD:
         random_start (bool): start at a uniform random point of the ball. Default True.
         n_restarts (int): number of runs, >= 1 (each from a fresh random start). Default 1.
         clip_min, clip_max (float, Tensor, tuple or None): the data box. Default [0, 1].
+        keep_best (bool): return the best of all iterates (default True); False: the best of
+            the restarts' final iterates.
 
     Example::
 
@@ -119,10 +125,12 @@ class PGD:
         n_restarts: int = 1,
         clip_min: BoundType = 0.0,
         clip_max: BoundType = 1.0,
+        keep_best: bool = True,
     ) -> None:
         if not callable(model):
             raise TypeError(f"model must be an nn.Module or a callable, got {type(model).__name__}")
         self.model = model
+        self.keep_best = check_bool(keep_best, "keep_best")
         self.eps = check_nonneg_float(eps, "eps")
         self.step_size = check_pos_float(step_size, "step_size")
         self.n_iterations = check_int_range(n_iterations, "n_iterations", 1)
@@ -203,8 +211,11 @@ class PGD:
             with torch.no_grad():
                 loss0 = self._loss(logits0, label)
             tracker = BestTracker(xs, loss0, {"success": self._success(pred0, label)}, pred0, higher_is_better=True)
-            # the start counts as an iterate: mark it accepted where it already succeeds
-            tracker.accepted = tracker.values["success"].clone()
+            if self.keep_best:  # the start counts as an iterate: accepted where it already succeeds
+                tracker.accepted = tracker.values["success"].clone()
+            else:  # only final iterates count: the first restart's replaces the start everywhere
+                tracker.score.fill_(-math.inf)
+                tracker.values["success"].fill_(False)
             eps = torch.full((b,), self.eps, dtype=xs[0].dtype, device=xs[0].device)
             alpha = torch.full((b,), self.step_size, dtype=xs[0].dtype, device=xs[0].device)
             steps = torch.zeros(b, dtype=torch.long, device=xs[0].device)
@@ -235,7 +246,7 @@ class PGD:
                             logits = forward(self.model, xg, args)
                             loss = self._loss(logits, label)
                             grads, _ = input_gradients(loss, xg)
-                        if t > 0 or self.random_start:
+                        if self.keep_best and (t > 0 or self.random_start):
                             update(detach_all(xg), logits.detach(), loss.detach(), restart * self.n_iterations + t - 1)
                         x = project(xs, steepest_step(detach_all(xg), grads, alpha, self.norm), eps, self.norm, bounds)
                         steps += 1

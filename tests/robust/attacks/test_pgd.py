@@ -107,6 +107,53 @@ def test_pgd_returns_the_best_iterate_of_its_trajectory():
     assert bool((best < n).any())  # the test means something: some best iterates are not the last
 
 
+def test_keep_best_false_returns_the_final_iterate_and_the_better_restart():
+    # the oscillating problem of the test above: the final iterate is not the best one
+    class Sum(nn.Module):
+        def forward(self, x):
+            s = x.flatten(1).sum(1, keepdim=True)
+            return torch.cat([torch.zeros_like(s), s], dim=1)
+
+    torch.manual_seed(0)
+    x = torch.rand(6, 1, 3, 3, dtype=torch.float64) * 0.5
+    c = x.flatten(1).sum(1) + torch.tensor([0.5, 0.7, 1.1, 0.3, 0.9, 0.45], dtype=torch.float64)
+    loss = lambda logits, label: -(logits[:, 1] - c) ** 2  # noqa: E731
+    label = torch.zeros(6, dtype=torch.long)
+    eps, step, n = 0.3, 0.04, 12
+
+    def final_iterate(start):
+        cur = start.clone()
+        for _ in range(n):
+            cur.requires_grad_(True)
+            (g,) = torch.autograd.grad(loss(Sum()(cur), None).sum(), cur)
+            cur = (x + (cur.detach() + step * g.sign() - x).clamp(-eps, eps)).clamp(0, 1)
+        return cur
+
+    last = final_iterate(x)
+    x_adv, result = PGD(Sum(), eps=eps, step_size=step, n_iterations=n, loss=loss, random_start=False,
+                        keep_best=False).perturb(x, target=label)
+    assert torch.allclose(x_adv, last)
+    assert torch.allclose(result.loss, loss(Sum()(last), None))
+    assert bool((result.best_step == n).all())
+    best, best_result = PGD(Sum(), eps=eps, step_size=step, n_iterations=n, loss=loss,
+                            random_start=False).perturb(x, target=label)
+    assert bool((best_result.loss > result.loss + 1e-9).any())  # keeping the best differs here
+    # two restarts from random starts: the final iterate with the higher loss of the two
+    gen = torch.Generator().manual_seed(3)
+    box = [(torch.zeros((), dtype=x.dtype), torch.ones((), dtype=x.dtype))]
+    starts = [random_in_ball((x,), torch.full((6,), eps, dtype=x.dtype), "linf", box, gen)[0] for _ in range(2)]
+    finals = torch.stack([final_iterate(s0) for s0 in starts])
+    values = torch.stack([loss(Sum()(f), None) for f in finals])
+    pick = values.argmax(0)
+    assert 0 < int(pick.sum()) < 6  # each restart wins somewhere
+    x2, r2 = PGD(Sum(), eps=eps, step_size=step, n_iterations=n, loss=loss, n_restarts=2,
+                 keep_best=False).perturb(x, target=label, generator=torch.Generator().manual_seed(3))
+    assert torch.allclose(x2, finals[pick, torch.arange(6)])
+    assert torch.equal(r2.best_step, n * (pick + 1))
+    with pytest.raises((TypeError, ValueError), match="keep_best"):
+        PGD(Sum(), keep_best="no")
+
+
 @pytest.mark.filterwarnings("ignore:Input Tensor 0 did not already require gradients")
 def test_linf_pgd_without_random_start_equals_captum_on_a_monotone_problem():
     # on a two-class linear model the loss grows monotonically along the sign steps, so the best
