@@ -78,19 +78,27 @@ def test_random_starts_are_uniform_in_the_ball():
     assert stats.kstest(((pts + 0.5) / 1.0).flatten().numpy(), "uniform").pvalue > 1e-3
 
 
-def test_pgd_returns_the_best_iterate_of_its_trajectory():
-    # loss -(s - c)^2 with s = sum of the pixels: sign steps overshoot and oscillate around c, so
-    # the last iterate is not the best one; compare with a brute-force trajectory
-    class Sum(nn.Module):
-        def forward(self, x):
-            s = x.flatten(1).sum(1, keepdim=True)
-            return torch.cat([torch.zeros_like(s), s], dim=1)
+class _Sum(nn.Module):
+    """Two logits, 0 and the sum of the pixels."""
 
+    def forward(self, x):
+        s = x.flatten(1).sum(1, keepdim=True)
+        return torch.cat([torch.zeros_like(s), s], dim=1)
+
+
+def _oscillating_problem():
+    """Loss -(s - c)^2 with s = sum of the pixels: sign steps overshoot and oscillate around c,
+    so the last iterate is not the best one. Returns x, the loss and (eps, step, n)."""
     torch.manual_seed(0)
     x = torch.rand(6, 1, 3, 3, dtype=torch.float64) * 0.5
     c = x.flatten(1).sum(1) + torch.tensor([0.5, 0.7, 1.1, 0.3, 0.9, 0.45], dtype=torch.float64)
-    loss = lambda logits, label: -(logits[:, 1] - c) ** 2
-    eps, step, n = 0.3, 0.04, 12
+    return x, (lambda logits, label: -(logits[:, 1] - c) ** 2), (0.3, 0.04, 12)
+
+
+def test_pgd_returns_the_best_iterate_of_its_trajectory():
+    # compare with a brute-force trajectory
+    Sum = _Sum
+    x, loss, (eps, step, n) = _oscillating_problem()
     attack = PGD(Sum(), eps=eps, step_size=step, n_iterations=n, loss=loss, random_start=False)
     x_adv, result = attack.perturb(x, target=torch.zeros(6, dtype=torch.long))
     traj, cur = [x], x.clone()
@@ -108,18 +116,10 @@ def test_pgd_returns_the_best_iterate_of_its_trajectory():
 
 
 def test_keep_best_false_returns_the_final_iterate_and_the_better_restart():
-    # the oscillating problem of the test above: the final iterate is not the best one
-    class Sum(nn.Module):
-        def forward(self, x):
-            s = x.flatten(1).sum(1, keepdim=True)
-            return torch.cat([torch.zeros_like(s), s], dim=1)
-
-    torch.manual_seed(0)
-    x = torch.rand(6, 1, 3, 3, dtype=torch.float64) * 0.5
-    c = x.flatten(1).sum(1) + torch.tensor([0.5, 0.7, 1.1, 0.3, 0.9, 0.45], dtype=torch.float64)
-    loss = lambda logits, label: -(logits[:, 1] - c) ** 2  # noqa: E731
+    # the oscillating problem: the final iterate is not the best one
+    Sum = _Sum
+    x, loss, (eps, step, n) = _oscillating_problem()
     label = torch.zeros(6, dtype=torch.long)
-    eps, step, n = 0.3, 0.04, 12
 
     def final_iterate(start):
         cur = start.clone()
