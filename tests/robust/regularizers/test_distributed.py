@@ -17,19 +17,22 @@ ROOT = WORKER.parents[3]
 TIMEOUT_S = 120
 
 
+class _TeardownAbort(AssertionError):
+    """A rank aborted in process-group teardown after every rank had written complete results."""
+
+
 def _run_ranks(which: str, tmp_path: Path, world: int = 2):
     """Outputs of the ``world`` ranks, each a dict of parameters.
 
-    A rank that aborts in torch's own gloo teardown *after* it wrote complete results (its log
-    shows ``RESULTS_WRITTEN``) is a known torch race (one CI run saw "terminate called without
-    an active exception", exit -6), not a wrong result: that run is repeated once, in a fresh
-    folder. Any other failure, or a second teardown abort, fails the test.
+    A rank that aborts in torch's own gloo teardown *after* every rank wrote complete results
+    (each log shows ``RESULTS_WRITTEN``) hit a torch race (one CI run saw "terminate called
+    without an active exception", exit -6), not a wrong result: that run is repeated once, in a
+    fresh folder. Any other failure, or a second teardown abort, fails the test.
     """
-    failure = _try_ranks(which, tmp_path / "try0", world)
-    if isinstance(failure, str):
-        failure = _try_ranks(which, tmp_path / "try1", world)
-        assert not isinstance(failure, str), failure
-    return failure
+    try:
+        return _try_ranks(which, tmp_path / "try0", world)
+    except _TeardownAbort:
+        return _try_ranks(which, tmp_path / "try1", world)
 
 
 def _try_ranks(which: str, folder: Path, world: int):
@@ -57,7 +60,7 @@ def _try_ranks(which: str, folder: Path, world: int):
                 p.kill()
     for r, (p, log) in enumerate(zip(procs, logs)):
         if p.returncode != 0 and all(worker.RESULTS_WRITTEN in other for other in logs):
-            return f"rank {r} aborted in process-group teardown twice (exit {p.returncode}):\n{log[-3000:]}"
+            raise _TeardownAbort(f"rank {r} aborted in process-group teardown (exit {p.returncode}):\n{log[-3000:]}")
         assert p.returncode == 0, f"rank {r} failed:\n{log[-3000:]}"
     return [torch.load(o, weights_only=True) for o in outs]
 
