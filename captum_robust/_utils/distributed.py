@@ -104,7 +104,8 @@ def distributed_session(device: Optional[torch.device] = None) -> Iterator[Distr
 
     With ``WORLD_SIZE > 1`` the default process group is initialized from the environment
     (``init_method="env://"``) with the ``nccl`` backend when ``device`` is a CUDA device
-    (after selecting ``cuda:LOCAL_RANK``) and ``gloo`` otherwise, and destroyed on exit --
+    (after selecting ``cuda:LOCAL_RANK``) and ``gloo`` otherwise, and destroyed on exit (after a
+    barrier on a normal exit, and a garbage collection of what still holds the group) --
     unless the caller had already initialized one, which is then used and left alone.
     Without ``torchrun`` this yields a single-process context and does nothing.
 

@@ -97,17 +97,16 @@ def _oscillating_problem():
 
 def test_pgd_returns_the_best_iterate_of_its_trajectory():
     # compare with a brute-force trajectory
-    Sum = _Sum
     x, loss, (eps, step, n) = _oscillating_problem()
-    attack = PGD(Sum(), eps=eps, step_size=step, n_iterations=n, loss=loss, random_start=False)
+    attack = PGD(_Sum(), eps=eps, step_size=step, n_iterations=n, loss=loss, random_start=False)
     x_adv, result = attack.perturb(x, target=torch.zeros(6, dtype=torch.long))
     traj, cur = [x], x.clone()
     for _ in range(n):
         cur.requires_grad_(True)
-        (g,) = torch.autograd.grad(loss(Sum()(cur), None).sum(), cur)
+        (g,) = torch.autograd.grad(loss(_Sum()(cur), None).sum(), cur)
         cur = (x + (cur.detach() + step * g.sign() - x).clamp(-eps, eps)).clamp(0, 1)
         traj.append(cur)
-    values = torch.stack([loss(Sum()(t), None) for t in traj])  # (n + 1) x B
+    values = torch.stack([loss(_Sum()(t), None) for t in traj])  # (n + 1) x B
     best = values.argmax(0)
     assert torch.allclose(result.loss, values.max(0).values)
     assert torch.allclose(x_adv, torch.stack(traj)[best, torch.arange(6)])
@@ -117,7 +116,6 @@ def test_pgd_returns_the_best_iterate_of_its_trajectory():
 
 def test_keep_best_false_returns_the_final_iterate_and_the_better_restart():
     # the oscillating problem: the final iterate is not the best one
-    Sum = _Sum
     x, loss, (eps, step, n) = _oscillating_problem()
     label = torch.zeros(6, dtype=torch.long)
 
@@ -125,17 +123,17 @@ def test_keep_best_false_returns_the_final_iterate_and_the_better_restart():
         cur = start.clone()
         for _ in range(n):
             cur.requires_grad_(True)
-            (g,) = torch.autograd.grad(loss(Sum()(cur), None).sum(), cur)
+            (g,) = torch.autograd.grad(loss(_Sum()(cur), None).sum(), cur)
             cur = (x + (cur.detach() + step * g.sign() - x).clamp(-eps, eps)).clamp(0, 1)
         return cur
 
     last = final_iterate(x)
-    x_adv, result = PGD(Sum(), eps=eps, step_size=step, n_iterations=n, loss=loss, random_start=False,
+    x_adv, result = PGD(_Sum(), eps=eps, step_size=step, n_iterations=n, loss=loss, random_start=False,
                         keep_best=False).perturb(x, target=label)
     assert torch.allclose(x_adv, last)
-    assert torch.allclose(result.loss, loss(Sum()(last), None))
+    assert torch.allclose(result.loss, loss(_Sum()(last), None))
     assert bool((result.best_step == n).all())
-    best, best_result = PGD(Sum(), eps=eps, step_size=step, n_iterations=n, loss=loss,
+    _, best_result = PGD(_Sum(), eps=eps, step_size=step, n_iterations=n, loss=loss,
                             random_start=False).perturb(x, target=label)
     assert bool((best_result.loss > result.loss + 1e-9).any())  # keeping the best differs here
     # two restarts from random starts: the final iterate with the higher loss of the two
@@ -143,15 +141,15 @@ def test_keep_best_false_returns_the_final_iterate_and_the_better_restart():
     box = [(torch.zeros((), dtype=x.dtype), torch.ones((), dtype=x.dtype))]
     starts = [random_in_ball((x,), torch.full((6,), eps, dtype=x.dtype), "linf", box, gen)[0] for _ in range(2)]
     finals = torch.stack([final_iterate(s0) for s0 in starts])
-    values = torch.stack([loss(Sum()(f), None) for f in finals])
+    values = torch.stack([loss(_Sum()(f), None) for f in finals])
     pick = values.argmax(0)
     assert 0 < int(pick.sum()) < 6  # each restart wins somewhere
-    x2, r2 = PGD(Sum(), eps=eps, step_size=step, n_iterations=n, loss=loss, n_restarts=2,
+    x2, r2 = PGD(_Sum(), eps=eps, step_size=step, n_iterations=n, loss=loss, n_restarts=2,
                  keep_best=False).perturb(x, target=label, generator=torch.Generator().manual_seed(3))
     assert torch.allclose(x2, finals[pick, torch.arange(6)])
     assert torch.equal(r2.best_step, n * (pick + 1))
     with pytest.raises((TypeError, ValueError), match="keep_best"):
-        PGD(Sum(), keep_best="no")
+        PGD(_Sum(), keep_best="no")
 
 
 @pytest.mark.filterwarnings("ignore:Input Tensor 0 did not already require gradients")
