@@ -23,10 +23,12 @@ Example:
 
 from __future__ import annotations
 
+import copy
+import functools
 import math
 import numbers
 import time
-from typing import Any, Callable, Dict, Iterable, List, Optional, Union
+from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -35,7 +37,7 @@ from tqdm.auto import tqdm
 
 from captum_robust._utils.state import preserved_model_state
 
-__all__ = ["train_classifier", "evaluate_accuracy"]
+__all__ = ["train_classifier", "evaluate_accuracy", "trained_digits_model", "TrainedDigits"]
 
 
 def _resolve_device(model: nn.Module, device: Optional[Union[str, torch.device]]) -> torch.device:
@@ -288,3 +290,94 @@ def evaluate_accuracy(
     if total == 0:
         raise ValueError("loader yielded no examples; cannot compute an accuracy")
     return correct / total
+
+
+class TrainedDigits(NamedTuple):
+    """What :func:`trained_digits_model` returns: the model (eval mode) and the data it was trained on."""
+
+    model: nn.Module
+    train: Any  # torch.utils.data.TensorDataset of (images, labels)
+    test: Any
+    accuracy: float  # on ``test``
+
+
+@functools.lru_cache(maxsize=16)
+def _train_digits(epochs: int, size: int, seed: int, lr: float, batch_size: int,
+                  softplus: Optional[float]) -> TrainedDigits:
+    from captum_robust.data import load_digits
+    from captum_robust.models import Small
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny model: one intra-op thread is fastest and does not oversubscribe
+    try:
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            data = load_digits(size=size, seed=seed)
+            x, y = data.train.tensors
+            model = Small(softplus=softplus)
+            opt = torch.optim.Adam(model.parameters(), lr=lr)
+            g = torch.Generator().manual_seed(seed)
+            for _ in range(epochs):
+                perm = torch.randperm(len(x), generator=g)
+                for i in range(0, len(x), batch_size):
+                    idx = perm[i: i + batch_size]
+                    loss = F.cross_entropy(model(x[idx]), y[idx])
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+            model.eval()
+            for p in model.parameters():
+                p.grad = None
+                p.requires_grad_(True)
+            xt, yt = data.test.tensors
+            with torch.no_grad():
+                accuracy = float((model(xt).argmax(1) == yt).float().mean())
+    finally:
+        torch.set_num_threads(previous)
+    return TrainedDigits(model, data.train, data.test, accuracy)
+
+
+def trained_digits_model(
+    epochs: int = 8,
+    *,
+    size: int = 28,
+    seed: int = 0,
+    lr: float = 5e-3,
+    batch_size: int = 64,
+    softplus: Optional[float] = None,
+) -> TrainedDigits:
+    """``Small`` trained on the embedded digits: the one shared recipe of the examples, tests and benchmarks.
+
+    Adam on the cross-entropy loss, mini-batches drawn by a seeded permutation every epoch, one
+    intra-op thread (a few seconds for 8 epochs at 28 x 28). The result is cached per process and
+    arguments; every call returns a fresh deep copy of the model, so callers may train or modify
+    it freely. The global random state is left as found.
+
+    Args:
+        epochs (int): passes over the training split, >= 1. Default 8 (0.76 test accuracy at the defaults).
+        size (int): image side passed to :func:`captum_robust.data.load_digits`. Default 28.
+        seed (int): seeds the split, the initial weights and the batch order. Default 0.
+        lr (float): Adam's learning rate, > 0. Default 5e-3.
+        batch_size (int): >= 1. Default 64.
+        softplus (float or None): ``Small(softplus=...)``'s beta (smooth activations), or None for ReLU.
+
+    Returns:
+        TrainedDigits: ``(model, train, test, accuracy)``; the model is in eval mode.
+
+    Example:
+        >>> from captum_robust.training import trained_digits_model
+        >>> model, train, test, accuracy = trained_digits_model(epochs=1)
+        >>> accuracy > 0.5
+        True
+    """
+    from captum_robust._utils.validation import check_int, check_positive
+
+    check_int(epochs, "epochs", 1)
+    check_int(size, "size", 1)
+    check_int(seed, "seed", 0)
+    check_positive(lr, "lr")
+    check_int(batch_size, "batch_size", 1)
+    check_positive(softplus, "softplus", allow_none=True)
+    cached = _train_digits(int(epochs), int(size), int(seed), float(lr), int(batch_size),
+                           None if softplus is None else float(softplus))
+    return cached._replace(model=copy.deepcopy(cached.model))

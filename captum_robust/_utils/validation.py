@@ -6,6 +6,9 @@ the value it got and what is allowed (DESIGN.md section 3, "Clear errors").
 
 from __future__ import annotations
 
+import math
+import numbers
+from dataclasses import dataclass
 from typing import Any, Optional, Sequence, Tuple, Union
 
 import torch
@@ -141,3 +144,195 @@ def check_int_range(value: Any, name: str, low: int, high: Optional[int] = None)
         raise ValueError(f"{name} must be {allowed}, got {value}")
     return value
 
+
+
+# --------------------------------------------------------------------------------------------
+# The one validation system: typed checks of hyper-parameters. Each returns the normalised
+# value and raises an ``InvalidParameterError`` (both a ``ValueError`` and a ``TypeError``, as
+# scikit-learn's) for a value of the wrong type, or a ``ValueError`` for one out of range; the
+# message names the argument, the value it got and what is allowed. ``Interval`` is the one
+# declarative piece: a range of numbers that knows how to describe itself, shared by the
+# library's checks and the CLI's argument types (``captum_robust.cli._types``).
+# --------------------------------------------------------------------------------------------
+
+
+class InvalidParameterError(ValueError, TypeError):
+    """A hyper-parameter of the wrong type (a ``ValueError`` and a ``TypeError``, like scikit-learn's)."""
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A range of real numbers (or integers) with open or closed ends.
+
+    Args:
+        low: the lower end, or None for no lower bound.
+        high: the upper end, or None for no upper bound.
+        closed: which ends belong to the interval: ``"both"``, ``"left"``, ``"right"`` or ``"neither"``.
+        integer: only integers belong to the interval.
+
+    Example:
+        >>> Interval(0, 1, closed="right").describe()
+        'in (0, 1]'
+        >>> Interval(0, None, closed="neither").describe()
+        '> 0'
+        >>> 0.5 in Interval(0, 1, closed="neither")
+        True
+    """
+
+    low: Optional[float] = None
+    high: Optional[float] = None
+    closed: str = "both"
+    integer: bool = False
+
+    def __post_init__(self) -> None:
+        if self.closed not in ("both", "left", "right", "neither"):
+            raise ValueError(f"closed must be 'both', 'left', 'right' or 'neither', got {self.closed!r}")
+
+    @property
+    def _left_closed(self) -> bool:
+        return self.closed in ("both", "left")
+
+    @property
+    def _right_closed(self) -> bool:
+        return self.closed in ("both", "right")
+
+    def __contains__(self, value: Any) -> bool:
+        v = float(value)
+        if not math.isfinite(v):
+            return False
+        if self.low is not None and (v < self.low or (v == self.low and not self._left_closed)):
+            return False
+        if self.high is not None and (v > self.high or (v == self.high and not self._right_closed)):
+            return False
+        return True
+
+    def describe(self) -> str:
+        """The range in words as the error messages use it: ``'> 0'``, ``'>= 1'``, ``'in (0, 1]'``."""
+        low, high = _fmt_bound(self.low), _fmt_bound(self.high)
+        if self.low is not None and self.high is not None:
+            return f"in {'[' if self._left_closed else '('}{low}, {high}{']' if self._right_closed else ')'}"
+        if self.low is not None:
+            return f"{'>=' if self._left_closed else '>'} {low}"
+        if self.high is not None:
+            return f"{'<=' if self._right_closed else '<'} {high}"
+        return "finite"
+
+
+def _fmt_bound(value: Optional[float]) -> str:
+    if value is None:
+        return ""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+POSITIVE = Interval(0, None, closed="neither")
+NONNEGATIVE = Interval(0, None, closed="left")
+FRACTION = Interval(0, 1, closed="right")  # (0, 1]: sparsity, clip, k as a fraction
+OPEN_UNIT = Interval(0, 1, closed="neither")  # (0, 1): confidence, a probability strictly inside
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def check_number(value: Any, name: str, interval: Interval = Interval(), *, allow_none: bool = False) -> Any:
+    """Check a finite real number inside ``interval`` and return it as a float (None if allowed).
+
+    Messages: ``"sigma must be a finite number > 0, got sigma=0.0"``; a non-number is an
+    ``InvalidParameterError``.
+    """
+    if value is None and allow_none:
+        return None
+    none = " or None" if allow_none else ""
+    if not _is_real(value):
+        raise InvalidParameterError(
+            f"{name} must be a finite number {interval.describe()}{none}, got {type(value).__name__} {value!r}"
+        )
+    if value not in interval:
+        raise ValueError(f"{name} must be a finite number {interval.describe()}{none}, got {name}={value!r}")
+    return float(value)
+
+
+def check_positive(value: Any, name: str, *, allow_none: bool = False) -> Any:
+    """``check_number(value, name, POSITIVE)``: a finite number > 0."""
+    return check_number(value, name, POSITIVE, allow_none=allow_none)
+
+
+def check_nonnegative(value: Any, name: str, *, allow_none: bool = False) -> Any:
+    """``check_number(value, name, NONNEGATIVE)``: a finite number >= 0."""
+    return check_number(value, name, NONNEGATIVE, allow_none=allow_none)
+
+
+def check_fraction(value: Any, name: str, interval: Interval = FRACTION) -> float:
+    """A fraction in ``(0, 1]`` (or in another unit interval such as ``OPEN_UNIT``): ``"sparsity must be in (0, 1], got 0"``."""
+    if not _is_real(value):
+        raise InvalidParameterError(
+            f"{name} must be a float {interval.describe()}, got {type(value).__name__} {value!r}"
+        )
+    if value not in interval:
+        raise ValueError(f"{name} must be {interval.describe()}, got {value!r}")
+    return float(value)
+
+
+def check_int(value: Any, name: str, low: Optional[int] = None, high: Optional[int] = None,
+              *, allow_none: bool = False) -> Any:
+    """Check an int (not a bool) in ``[low, high]`` and return it: ``"n_steps must be an int >= 1, got 0"``."""
+    if value is None and allow_none:
+        return None
+    allowed = Interval(low, high, integer=True).describe()
+    none = " or None" if allow_none else ""
+    if not _is_int(value):
+        raise InvalidParameterError(f"{name} must be an int {allowed}{none}, got {type(value).__name__} {value!r}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise ValueError(f"{name} must be an int {allowed}{none}, got {name}={value!r}")
+    return int(value)
+
+
+def check_bool(value: Any, name: str) -> bool:
+    """Check a bool: ``"show_progress must be a bool, got int 1"``."""
+    if not isinstance(value, bool):
+        raise InvalidParameterError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
+    return value
+
+
+def check_choice(value: Any, name: str, choices: Sequence[Any]) -> Any:
+    """Check that ``value`` is one of ``choices``: ``"method must be one of ('a', 'b'), got 'c'"``."""
+    if isinstance(value, bool) or not any(value == c and type(value) is type(c) for c in choices):
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+    return value
+
+
+def check_internal_batch_size(value: Any, name: str = "internal_batch_size") -> Union[None, int, str]:
+    """``None`` (no chunking), ``"auto"`` (chunks sized from free memory) or an int >= 1."""
+    if value is None or (isinstance(value, str) and value == "auto"):
+        return value
+    if not _is_int(value):
+        raise InvalidParameterError(f"{name} must be None, 'auto' or an int >= 1, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be None, 'auto' or an int >= 1, got {value}")
+    return int(value)
+
+
+def check_generator(generator: Any, device: torch.device) -> Optional[torch.Generator]:
+    """``None`` or a ``torch.Generator`` on the inputs' device type."""
+    if generator is None:
+        return None
+    if not isinstance(generator, torch.Generator):
+        raise InvalidParameterError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    if generator.device.type != device.type:
+        raise ValueError(
+            f"generator is on device {generator.device} but the inputs are on {device}; "
+            f"create it with torch.Generator(device={str(device)!r})"
+        )
+    return generator
+
+
+def check_float_inputs(inputs: Sequence[Tensor], is_tuple: bool, why: str = "gradients") -> None:
+    """Every input a floating-point tensor: ``"inputs must be a floating-point tensor (...), got torch.int64"``."""
+    for i, x in enumerate(inputs):
+        if not x.is_floating_point():
+            label = f"inputs[{i}]" if is_tuple else "inputs"
+            raise TypeError(f"{label} must be a floating-point tensor ({why}), got {x.dtype}")
