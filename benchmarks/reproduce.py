@@ -47,10 +47,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import importlib.util
-import json
 import math
-import platform
 import random
 import statistics
 import sys
@@ -63,8 +60,19 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import torch
 import torch.nn.functional as F
 
-RESULTS = Path(__file__).resolve().parent / "results"
 HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:  # benchmarks/_common.py, also when this file is loaded by path (tests)
+    sys.path.insert(0, str(HERE))
+from _common import (  # noqa: E402
+    add_common_args,
+    check_threads,
+    cpu_name,
+    fmt,
+    load_benchmark,
+    markdown_table,
+    medians,
+    write_json,
+)
 
 METHODS = ("Normal", "PGD-AT", "TRADES", "IG-Norm", "IG-Sum-Norm", "Int", "Int2", "Int-one-class", "Int-Adv", "Int2-Adv")
 IG_METHODS = ("IG-Norm", "IG-Sum-Norm")
@@ -325,29 +333,6 @@ def recipe_changes(r: Recipe, steps_per_epoch: int) -> List[str]:
 
 
 # --------------------------------------------------------------------------- pure helpers
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]], align: Optional[str] = None) -> str:
-    """A markdown table; ``align`` is one character per column (``l`` or ``r``), default
-    left for the first column and right for the rest."""
-    if align is None:
-        align = "l" + "r" * (len(header) - 1)
-    if len(align) != len(header):
-        raise ValueError(f"align must have one character per column ({len(header)}), got {align!r}")
-    for row in rows:
-        if len(row) != len(header):
-            raise ValueError(f"every row must have {len(header)} cells, got {len(row)}: {row!r}")
-    sep = ["---:" if a == "r" else "---" for a in align]
-    lines = ["| " + " | ".join(str(h) for h in header) + " |", "|" + "|".join(sep) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def fmt(value: Optional[float], digits: int = 3) -> str:
-    """A number with ``digits`` decimals; ``-`` for None / NaN."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return f"{value:.{digits}f}"
-
-
 def with_paper(ours: Optional[float], paper: Optional[float], digits: int = 3) -> str:
     """``"0.850 (0.790)"``: ours, the paper's value in parentheses when there is one."""
     return fmt(ours, digits) if paper is None else f"{fmt(ours, digits)} ({paper:.{digits}f})"
@@ -723,7 +708,7 @@ def paper_cost(models: Dict[str, torch.nn.Module], r: Recipe, train: Tuple[torch
             steps[k](xb, yb)
             if rnd >= warm:
                 times[k].append(time.thread_time() - t0)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    med = medians(times)
     log("  papers' settings, s/step: " + ", ".join(f"{k} {v:.3f}" for k, v in med.items()))
     return med
 
@@ -914,41 +899,20 @@ def run_levine(quick: bool, seed: int, out_dir: Path) -> Tuple[str, Optional[Dic
     """Import ``benchmarks/levine_curves.py`` by path and call its ``run``; a note if it is missing."""
     path = HERE / "levine_curves.py"
     if not path.exists():
-        return f"`benchmarks/levine_curves.py` does not exist yet: the Levine curves were skipped.", None
-    spec = importlib.util.spec_from_file_location("levine_curves", path)
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    sys.modules.setdefault("levine_curves", module)  # dataclasses and pickling look the module up
-    spec.loader.exec_module(module)
+        return "`benchmarks/levine_curves.py` does not exist yet: the Levine curves were skipped.", None
+    module = load_benchmark("levine_curves")
     out = module.run(quick=quick, seed=seed, out_dir=out_dir)
     keep = ("seconds", "config", "changes", "checks", "comparison")  # the per-example values are in its own JSON
     return out.get("markdown", ""), {k: v for k, v in out.items() if k in keep}
 
 
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, float) and math.isnan(obj):
-        return None
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
-        return obj
-    if hasattr(obj, "tolist"):  # numpy arrays and scalars, tensors
-        return _jsonable(obj.tolist())
-    return str(obj)  # paths and the like
-
-
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="tiny budgets (CI, <= 5 minutes)")
+    add_common_args(parser, quick="tiny budgets (CI, <= 5 minutes)")
     parser.add_argument("--dataset", choices=DATASETS, default=None,
                         help="digits (embedded, default) or real files from --data-dir")
     parser.add_argument("--data-dir", default=None, help="folder with MNIST / Fashion-MNIST IDX or CIFAR-10 binary files")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=RESULTS, help="output folder (default benchmarks/results)")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ", ".join(METHODS))
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--no-levine", action="store_true", help="skip benchmarks/levine_curves.py")
     parser.add_argument("--eps", type=float, default=None,
                         help="training epsilon (default: 0.1 on the digits, the papers' value on real data); attacks scale with it")
@@ -961,9 +925,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     if bad or not methods:
         parser.error(f"--methods: unknown {bad}; choose from {', '.join(METHODS)}")
     methods = [m for m in METHODS if m in methods]
-    if args.threads < 1:
-        parser.error(f"--threads must be >= 1, got {args.threads}")
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(check_threads(parser, args))
     warnings.filterwarnings("ignore", category=UserWarning)
     t_start = time.perf_counter()
     cpu_start = time.process_time()
@@ -1013,7 +975,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
 
     pq = " (paper's MNIST value in parentheses)" if paper_cols else ""
     md = [f"# Reproducing the papers' claims ({dataset}{', quick' if args.quick else ''})", "",
-          f"Generated by `benchmarks/reproduce.py{' --quick' if args.quick else ''}`; {platform.processor() or platform.machine()}, "
+          f"Generated by `benchmarks/reproduce.py{' --quick' if args.quick else ''}`; {cpu_name()}, "
           f"torch {torch.__version__}, {args.threads} thread(s), seed {args.seed}. Wall time {wall:.0f} s "
           f"({wall_before_levine:.0f} s before the Levine curves), process CPU {time.process_time() - cpu_start:.0f} s.", "",
           "## Changes to the papers' recipes", ""] + [f"- {c}" for c in changes] + [
@@ -1045,14 +1007,14 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     print(text)
     paths = plots(results, r, stem, paper_cols)
     out = {
-        "machine": platform.processor() or platform.machine(), "torch": torch.__version__, "threads": args.threads,
+        "machine": cpu_name(), "torch": torch.__version__, "threads": args.threads,
         "dataset": dataset, "seed": args.seed, "quick": args.quick, "methods": methods,
         "recipe": dataclasses.asdict(r), "paper_recipe": PAPER_RECIPE, "changes": changes,
         "n_train": len(train[0]), "n_test": len(test[0]), **results, "claims": claims,
         "levine": levine_info, "wall_seconds": wall, "wall_seconds_before_levine": wall_before_levine,
         "plots": [p.name for p in paths],
     }
-    stem.with_suffix(".json").write_text(json.dumps(_jsonable(out), indent=2))
+    write_json(stem.with_suffix(".json"), out)
     stem.with_suffix(".md").write_text(text + "\n")
     print(f"\n(wrote {stem.with_suffix('.json')}, {stem.with_suffix('.md')}, " + ", ".join(p.name for p in paths)
           + f"; {wall:.0f} s)")

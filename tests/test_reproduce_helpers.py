@@ -1,5 +1,6 @@
 """Unit tests of the pure helpers of benchmarks/reproduce.py (tables, trend checks, recipes,
-the best-of-runs selection and the claim verdicts). The script itself is a benchmark, not run here."""
+the best-of-runs selection and the claim verdicts) and of the shared benchmarks/_common.py
+(tables, JSON, timing, threads, options). The scripts themselves are benchmarks, not run here."""
 
 import importlib.util
 import itertools
@@ -15,6 +16,7 @@ _spec = importlib.util.spec_from_file_location("reproduce_bench", _PATH)
 rp = importlib.util.module_from_spec(_spec)
 sys.modules.setdefault("reproduce_bench", rp)  # dataclasses look the module up
 _spec.loader.exec_module(rp)
+import _common as cm  # noqa: E402  (benchmarks/_common.py: loading reproduce.py put its folder on sys.path)
 
 
 def test_markdown_table_exact_text_and_errors():
@@ -162,12 +164,83 @@ def test_claims_flip_and_skip():
 
 
 def test_jsonable_replaces_nan_and_float_keys():
-    assert rp._jsonable({0.3: [1.0, float("nan")], "a": (2,)}) == {"0.3": [1.0, None], "a": [2]}
+    assert cm.jsonable({0.3: [1.0, float("nan")], "a": (2,)}) == {"0.3": [1.0, None], "a": [2]}
 
 
 def test_jsonable_converts_arrays_tensors_and_paths():
     import numpy as np
     import torch
 
-    out = rp._jsonable({"a": np.array([1.5, np.nan]), "t": torch.tensor([2, 3]), "p": Path("/x/y.json"), "f": np.float64(0.25)})
+    out = cm.jsonable({"a": np.array([1.5, np.nan]), "t": torch.tensor([2, 3]), "p": Path("/x/y.json"), "f": np.float64(0.25)})
     assert out == {"a": [1.5, None], "t": [2, 3], "p": "/x/y.json", "f": 0.25}
+
+
+def test_reproduce_uses_the_shared_helpers():
+    assert rp.markdown_table is cm.markdown_table and rp.fmt is cm.fmt
+    assert cm.__file__ == str(_PATH.with_name("_common.py"))
+
+
+def test_write_json_writes_jsonable_text_with_newline(tmp_path):
+    path = cm.write_json(tmp_path / "sub" / "r.json", {"x": float("nan"), 1: (1, 2)}, indent=None)
+    assert path.read_text() == '{"x": null, "1": [1, 2]}\n'
+
+
+def test_round_robin_interleaves_warms_up_and_shuffles():
+    calls = []
+    configs = {name: (lambda name=name: calls.append(name)) for name in "abc"}
+    times = cm.round_robin(configs, repeats=4, warmup=2)
+    assert calls[:6] == list("abcabc") and calls[6:] == list("abc") * 4
+    assert set(times) == set("abc") and all(len(t) == 4 and min(t) >= 0 for t in times.values())
+    calls.clear()
+    cm.round_robin(configs, repeats=30, warmup=0, shuffle_seed=0)
+    rounds = [calls[i:i + 3] for i in range(0, 90, 3)]
+    assert all(sorted(r) == list("abc") for r in rounds)
+    assert len({tuple(r) for r in rounds}) > 1  # the order changes between rounds
+    calls.clear()
+    cm.round_robin(configs, repeats=30, warmup=0, shuffle_seed=0)
+    assert [calls[i:i + 3] for i in range(0, 90, 3)] == rounds  # same seed, same orders
+
+
+def test_round_robin_clocks_and_medians():
+    ticks = iter(range(1000))
+    both = cm.round_robin_clocks({"f": lambda: None}, 3, {"fake": lambda: float(next(ticks))}, warmup=0)
+    assert both == {"fake": {"f": [1.0, 1.0, 1.0]}}
+    named = cm.round_robin_clocks({"f": lambda: None, "g": lambda: None}, 2, ("wall", "cpu", "thread"))
+    assert set(named) == {"wall", "cpu", "thread"} and all(len(v["g"]) == 2 for v in named.values())
+    with pytest.raises(ValueError, match="clocks"):
+        cm.round_robin_clocks({"f": lambda: None}, 1, ("sundial",))
+    assert cm.medians({"a": [3.0, 1.0, 2.0], "b": [1.0, 4.0]}) == {"a": 2.0, "b": 2.5}
+
+
+def test_torch_threads_restores_and_checks():
+    import torch
+
+    before = torch.get_num_threads()
+    with cm.torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError):
+        with cm.torch_threads(1):
+            raise RuntimeError("inside")
+    assert torch.get_num_threads() == before
+    with cm.torch_threads(None):
+        assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="threads must be >= 1, got 0"):
+        with cm.torch_threads(0):
+            pass
+
+
+def test_common_options_and_machine_info():
+    import argparse
+
+    parser = cm.add_common_args(argparse.ArgumentParser(), quick="small budgets")
+    args = parser.parse_args([])
+    assert (args.quick, args.seed, args.out, args.threads) == (False, 0, cm.RESULTS, 1)
+    assert cm.check_threads(parser, parser.parse_args(["--threads", "2"])) == 2
+    with pytest.raises(SystemExit):
+        cm.check_threads(parser, parser.parse_args(["--threads", "0"]))
+    bare = cm.add_common_args(argparse.ArgumentParser(), out=None, seed=None)
+    assert vars(bare.parse_args([])) == {"threads": 1}
+    info = cm.machine_info(note="x")
+    assert info["note"] == "x" and isinstance(info["cpu"], str) and info["cpu"]
+    assert cm.load_benchmark("reproduce").METHODS == rp.METHODS
