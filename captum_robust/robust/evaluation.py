@@ -36,32 +36,20 @@ from captum_robust.robust.attacks.base import (
     attack_mode,
     make_preparation,
 )
-from captum_robust.robust.discrepancy import center_dislocation, kendall_tau, spearman, topk_intersection
+from captum_robust.robust.discrepancy import MEASURES, measure_function
 
 __all__ = ["attribution_robustness", "RobustnessReport", "summarize"]
 
 PathLike = Union[str, Path]
 MeasureFn = Callable[[Tensor, Tensor], Tensor]
 
-_BUILTIN = ("topk", "kendall", "spearman", "center_dislocation", "l1", "l2")
-
-
 def _resolve_measures(measures: Any, k: int) -> Dict[str, MeasureFn]:
     """Names or ``{name: callable}`` -> ``{name: fn(clean, adversarial) -> (B,)}``."""
 
     def builtin(name: str) -> MeasureFn:
-        if name == "topk":
-            return lambda a, b: topk_intersection(a, b, k)
-        if name == "kendall":
-            return kendall_tau
-        if name == "spearman":
-            return spearman
-        if name == "center_dislocation":
-            return center_dislocation
-        if name in ("l1", "l2"):
-            p = 1 if name == "l1" else 2
-            return lambda a, b: torch.linalg.vector_norm((a - b).reshape(a.shape[0], -1), ord=p, dim=1)
-        raise ValueError(f"unknown measure {name!r}; built-in measures are {_BUILTIN}, or pass {{name: callable}}")
+        if name not in MEASURES:
+            raise ValueError(f"unknown measure {name!r}; built-in measures are {MEASURES}, or pass {{name: callable}}")
+        return measure_function(name, k)
 
     if isinstance(measures, str):
         measures = (measures,)

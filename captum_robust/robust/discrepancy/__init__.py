@@ -13,7 +13,9 @@ device, returning one value per example:
   :func:`two_class_discrepancy` (eq. 4), :func:`target_free_discrepancy` (eq. 7),
   :func:`normalized_discrepancy_score` and :func:`normalized_slope` (App. B);
 * :func:`attribution_aware` (AA-Top-K, AA-Kendall, AA-Spearman; Gali et al. eq. 10-12),
-  :func:`alignment` and :func:`binarized_alignment` (Etmann et al.; Gali et al. eq. 1, 4).
+  :func:`alignment` and :func:`binarized_alignment` (Etmann et al.; Gali et al. eq. 1, 4);
+* :data:`MEASURES` and :func:`measure_function` -- the one registry of measure names that
+  attacks, the evaluation runner and the CLI accept.
 
 Example::
 
@@ -44,6 +46,7 @@ from captum_robust.robust.discrepancy.rank import (
     topk_intersection,
     topk_mask,
 )
+from captum_robust.robust.discrepancy.registry import MEASURES, measure_function
 
 __all__ = [
     "kendall_tau",
@@ -61,4 +64,6 @@ __all__ = [
     "attribution_aware",
     "alignment",
     "binarized_alignment",
+    "MEASURES",
+    "measure_function",
 ]
