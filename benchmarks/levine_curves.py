@@ -63,8 +63,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import sys
 import time
 import warnings
@@ -87,7 +85,10 @@ from captum_robust.robust.attacks import L2TopKAttack
 from captum_robust.robust.discrepancy import topk_intersection
 from captum_robust.training import train_classifier
 
-RESULTS = Path(__file__).parent / "results"
+_HERE = str(Path(__file__).resolve().parent)
+if _HERE not in sys.path:  # benchmarks/_common.py, also when this file is loaded by path (reproduce.py)
+    sys.path.insert(0, _HERE)
+from _common import RESULTS, add_common_args, fmt, jsonable, machine_info, torch_threads  # noqa: E402
 
 #: pixels of the paper's CIFAR-10 images (3 x 32 x 32), for the "CIFAR-equivalent" radius
 PAPER_N = 3 * 32 * 32
@@ -197,10 +198,6 @@ def _summary(values: np.ndarray) -> Dict[str, Optional[float]]:
     }
 
 
-def _fmt(v: Optional[float]) -> str:
-    return "-" if v is None else f"{v:.3f}"
-
-
 def train_model(seed: int, epochs: int) -> Dict[str, Any]:
     """``Small(softplus=10)`` on the 8 x 8 digits (seeded; the caller's global RNG is left alone)."""
     with torch.random.fork_rng():
@@ -260,14 +257,8 @@ def run(
         ``comparison`` and the paths written.
     """
     started = time.perf_counter()
-    old_threads = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(int(threads))
-    try:
-        result = _run(quick, seed, Path(out_dir), examples, verbose, started)
-    finally:
-        torch.set_num_threads(old_threads)
-    return result
+    with torch_threads(threads):
+        return _run(quick, seed, Path(out_dir), examples, verbose, started)
 
 
 def _run(quick: bool, seed: int, out_dir: Path, examples: Optional[int], verbose: bool, started: float) -> Dict[str, Any]:
@@ -399,8 +390,7 @@ def _run(quick: bool, seed: int, out_dir: Path, examples: Optional[int], verbose
         "methods": methods,
         "checks": checks,
         "comparison": comparison,
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
-                    "threads": torch.get_num_threads()},
+        "machine": machine_info(),
     }
     result["markdown"] = markdown(result, seconds)
     result["seconds"] = seconds
@@ -408,19 +398,9 @@ def _run(quick: bool, seed: int, out_dir: Path, examples: Optional[int], verbose
     stem = "levine_curves_quick" if quick else "levine_curves"
     json_path, png_path = out_dir / f"{stem}.json", out_dir / f"{stem}.png"
     result["json_path"], result["png_path"] = str(json_path), str(png_path)
-    json_path.write_text(json.dumps(result, indent=1, default=_json_default))
+    json_path.write_text(json.dumps(jsonable(result), indent=1))
     plot(result, png_path)
     return result
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, (np.floating, np.integer, np.bool_)):
-        return o.item()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(type(o).__name__)
 
 
 def _collect(key: str, label: str, per_radius: List[Dict[str, Any]], cert_fracs: Optional[List[np.ndarray]],
@@ -509,8 +489,8 @@ def compare(methods: List[Dict[str, Any]], radii: List[float], radii_std: List[f
         f"Empirically (mean top-K overlap averaged over the {len(radii)} radii), Relaxed Sparsified SmoothGrad scores "
         f"{rel_lo:.3f}-{rel_hi:.3f} against {sg:.3f} for SmoothGrad, {quad:.3f} for Quadratic SmoothGrad and "
         f"{grad:.3f} for the plain gradient (at the largest radius, {radii_std[last]:g} pixel std: "
-        f"{_fmt(best['empirical'][last]['mean'])} for tau={tau} vs "
-        f"{_fmt(by['smoothgrad']['empirical'][last]['mean'])} for SmoothGrad); the paired per-image difference to "
+        f"{fmt(best['empirical'][last]['mean'])} for tau={tau} vs "
+        f"{fmt(by['smoothgrad']['empirical'][last]['mean'])} for SmoothGrad); the paired per-image difference to "
         f"SmoothGrad is {d_best:+.3f} +- {w_best:.3f} (95% CI) for tau={tau}, so {verdict}"
         + (", and the best sparsity is on par with (within 0.02 of) Quadratic SmoothGrad, as the paper reports."
            if abs(rel_hi - quad) <= 0.02 else
@@ -572,21 +552,21 @@ def markdown(result: Dict[str, Any], seconds: float) -> str:
         sep,
     ]
     for m in methods:
-        cells = [f"{_fmt(e['median'])} ({_fmt(e['mean'])})" for e in m["empirical"]]
+        cells = [f"{fmt(e['median'])} ({fmt(e['mean'])})" for e in m["empirical"]]
         lines.append(f"| {m['label']} | " + " | ".join(cells) + " |")
     lines += ["", "**Certified top-K overlap R_cert/K (Thm. 2), median over images (mean in parentheses)**", "",
               header, sep]
     for m in methods:
         if m["certificate"] is None:
             continue
-        cells = [f"{_fmt(c['median'])} ({_fmt(c['mean'])})" for c in m["certificate"]]
+        cells = [f"{fmt(c['median'])} ({fmt(c['mean'])})" for c in m["certificate"]]
         lines.append(f"| {m['label']} | " + " | ".join(cells) + " |")
     lines += ["", "**Check: images where the certificate exceeds the empirical overlap (violations / images "
               "attacked; smallest empirical - certified gap)**", "", header, sep]
     for m in methods:
         if m["violations"] is None:
             continue
-        cells = [f"{v['count']}/{v['of']} ({_fmt(v['min_gap'])})" for v in m["violations"]]
+        cells = [f"{v['count']}/{v['of']} ({fmt(v['min_gap'])})" for v in m["violations"]]
         lines.append(f"| {m['label']} | " + " | ".join(cells) + " |")
     failed = [sum(int(np.sum(f)) for f in m["per_example"]["attack_failed"]) for m in methods]
     lines += [
@@ -651,11 +631,8 @@ def plot(result: Dict[str, Any], path: Path) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="8 images, 3 radii, small budgets (< 1 minute)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=RESULTS, help="output folder (default benchmarks/results)")
+    add_common_args(parser, quick="8 images, 3 radii, small budgets (< 1 minute)")
     parser.add_argument("--examples", type=int, default=None, help="number of test images (default 20; quick 8)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     args = parser.parse_args(argv)
     result = run(quick=args.quick, seed=args.seed, out_dir=args.out, examples=args.examples, threads=args.threads)
     print(result["markdown"])
