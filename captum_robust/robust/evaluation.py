@@ -14,6 +14,7 @@ test accuracy of freshly retrained models (:class:`ROARResult`); :func:`top_frac
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import math
@@ -38,7 +39,7 @@ from captum_robust.robust.attacks.base import (
 )
 from captum_robust.robust.discrepancy import MEASURES, measure_function
 
-__all__ = ["attribution_robustness", "RobustnessReport", "summarize"]
+__all__ = ["attribution_robustness", "RobustnessReport", "AttackedExamples", "summarize"]
 
 PathLike = Union[str, Path]
 MeasureFn = Callable[[Tensor, Tensor], Tensor]
@@ -131,6 +132,40 @@ def _fmt(v: Any, digits: int = 4) -> str:
     return str(v)
 
 
+@dataclass(frozen=True, eq=False)
+class AttackedExamples:
+    """The first attacked examples of a run, as :func:`attribution_robustness` measured them
+    (``keep_examples``): detached, on the CPU, in data order.
+
+    Only correctly classified examples are attacked, so these are the first ``keep_examples``
+    of those (``index`` says where each one is in the data).
+
+    Attributes:
+        index (Tensor): ``(n,)`` positions of the examples in the data (the report's ``index`` column).
+        inputs (Tensor): ``n x ...`` the clean inputs.
+        inputs_adv (Tensor): ``n x ...`` what the attack returned for them.
+        target (Tensor): ``(n,)`` the labels (the attack's and the maps' target).
+        maps (Tensor): the prepared maps of ``inputs`` -- exactly what the measures compared.
+        maps_adv (Tensor): the prepared maps of ``inputs_adv``.
+    """
+
+    index: Tensor
+    inputs: Tensor
+    inputs_adv: Tensor
+    target: Tensor
+    maps: Tensor
+    maps_adv: Tensor
+
+    def __len__(self) -> int:
+        return int(self.index.shape[0])
+
+    @classmethod
+    def concatenate(cls, parts: Sequence["AttackedExamples"]) -> "AttackedExamples":
+        """The parts one after the other."""
+        return cls(*(torch.cat([getattr(p, name) for p in parts]) for name in
+                     ("index", "inputs", "inputs_adv", "target", "maps", "maps_adv")))
+
+
 @dataclass
 class RobustnessReport:
     """What :func:`attribution_robustness` measured.
@@ -147,10 +182,14 @@ class RobustnessReport:
             misclassified ones, with NaN measures): ``index``, ``label``, ``clean_prediction``,
             ``attacked``, ``prediction``, ``kept``, ``accepted``, ``norm``, ``steps``, one column
             per measure and ``pgd_prediction``.
+        examples (AttackedExamples or None): the first attacked examples' inputs and maps
+            (``keep_examples`` of :func:`attribution_robustness`); None when none were kept.
+            Not part of :meth:`as_dict` / :meth:`to_json`.
     """
 
     summary: Dict[str, Any]
     per_example: Dict[str, List[Any]] = field(repr=False)
+    examples: Optional[AttackedExamples] = field(default=None, repr=False, compare=False)
 
     def as_dict(self) -> Dict[str, Any]:
         """``{"summary": ..., "per_example": ...}`` (JSON-serializable)."""
@@ -200,7 +239,8 @@ class RobustnessReport:
         0, 1, ...), and the summary statistics are recomputed over all examples exactly as
         :func:`attribution_robustness` computes them over one data set, so merging the
         reports of a sharded run gives the numbers of one run over the same examples with
-        the same per-batch randomness. Times are summed; the settings are the first report's.
+        the same per-batch randomness. Times are summed; the settings and the kept
+        ``examples`` are the first report's.
 
         Args:
             reports (sequence of RobustnessReport): at least one, with the same measures and
@@ -228,7 +268,7 @@ class RobustnessReport:
             "seconds": {key: sum(r.summary["seconds"][key] for r in reports) for key in ("attack", "pgd", "total")},
             "settings": settings,
         }
-        return cls(summary=summary, per_example=cols)
+        return cls(summary=summary, per_example=cols, examples=reports[0].examples)
 
 
 def _column_summary(cols: Dict[str, List[Any]], measure_names: Sequence[str], confidence: float,
@@ -293,6 +333,7 @@ def attribution_robustness(
     pgd: Any = "auto",
     attribution_kwargs: Optional[Dict[str, Any]] = None,
     max_examples: Optional[int] = None,
+    keep_examples: int = 0,
     confidence: float = 0.95,
     generator: Optional[torch.Generator] = None,
     show_progress: bool = False,
@@ -340,6 +381,9 @@ def attribution_robustness(
             Integrated Gradients, to measure with the settings the attack used). Only with an
             explicit ``attribution``; with ``attribution=None`` the attack's own settings apply.
         max_examples (int, optional): stop after this many examples.
+        keep_examples (int): keep the clean and attacked inputs, the labels and the prepared
+            maps (exactly those the measures compared) of the first ``keep_examples`` attacked
+            examples in ``report.examples`` (:class:`AttackedExamples`). Default 0: none.
         confidence (float): level of the intervals. Default 0.95.
         generator (torch.Generator, optional): randomness of the attacks.
         show_progress (bool): a tqdm bar over the examples.
@@ -382,6 +426,7 @@ def attribution_robustness(
         raise TypeError(f"show_progress must be a bool, got {type(show_progress).__name__}")
     if max_examples is not None:
         check_int_range(max_examples, "max_examples", 1)
+    keep_examples = check_int_range(keep_examples, "keep_examples", 0)
     if k is None:
         k = getattr(attack, "measure_k", None) or getattr(attack, "k", None) or 100
     k = check_int_range(k, "k", 1)
@@ -398,10 +443,13 @@ def attribution_robustness(
     else:
         adapter = AttributionAdapter(model, attribution, attribution_kwargs=attribution_kwargs)
     if isinstance(map_preparation, str) and map_preparation == "attack":
-        prepare = attack._prepare if isinstance(attack, MapAttack) else make_preparation(None)
+        if isinstance(attack, MapAttack):
+            prepare = attack.prepare_maps
+        else:
+            prepare = functools.partial(apply_preparation, make_preparation(None))
         prep_name = repr(getattr(attack, "map_preparation", None))
     else:
-        prepare = make_preparation(map_preparation)
+        prepare = functools.partial(apply_preparation, make_preparation(map_preparation))
         prep_name = repr(map_preparation) if not callable(map_preparation) else getattr(map_preparation, "__name__", "custom")
     if isinstance(pgd, str):
         if pgd != "auto":
@@ -428,6 +476,8 @@ def attribution_robustness(
     cols["pgd_prediction"] = []
     seconds = {"attack": 0.0, "pgd": 0.0}
     seen = 0
+    kept_parts: List[AttackedExamples] = []
+    n_kept = 0
 
     from tqdm.auto import tqdm
 
@@ -469,8 +519,8 @@ def attribution_robustness(
                     clean_maps = adapter.maps((xc,), False, yc, (), create_graph=False)
                     adv_maps = adapter.maps((x_adv_t.detach(),), False, yc, (), create_graph=False)
                 with torch.no_grad():
-                    pc = apply_preparation(prepare, clean_maps)
-                    pv = apply_preparation(prepare, adv_maps)
+                    pc = prepare(clean_maps)
+                    pv = prepare(adv_maps)
                     for name, fn in measure_fns.items():
                         values[name][idx.cpu()] = fn(pc, pv).detach().to(torch.float64).cpu()
                 pred_adv[idx] = pa
@@ -478,6 +528,12 @@ def attribution_robustness(
                 accepted[idx] = result.accepted
                 norms[idx.cpu()] = result.norm.detach().to(torch.float64).cpu()
                 steps[idx.cpu()] = result.steps.detach().cpu()
+                take = min(keep_examples - n_kept, idx.numel())
+                if take > 0:
+                    kept_parts.append(AttackedExamples(*(
+                        t[:take].detach().cpu() for t in (idx + seen, xc, x_adv_t, yc, pc, pv)
+                    )))
+                    n_kept += take
             pgd_pred = torch.full((b,), -1, dtype=torch.long)
             if pgd is not None:
                 t0 = time.perf_counter()
@@ -520,7 +576,8 @@ def attribution_robustness(
             "python": platform.python_version(),
         },
     }
-    report = RobustnessReport(summary=summary, per_example=cols)
+    examples = AttackedExamples.concatenate(kept_parts) if kept_parts else None
+    report = RobustnessReport(summary=summary, per_example=cols, examples=examples)
     if json_path is not None:
         report.to_json(json_path)
     return report

@@ -215,3 +215,48 @@ def test_merge_of_halves_recomputes_the_summary_over_all_examples(setup):
     c = attribution_robustness(model, cam, attack, (x[:5], y[:5]), measures=("kendall",), k=8, pgd=None)
     with pytest.raises(ValueError, match="PGD"):
         RobustnessReport.merge([a, c])
+
+
+def test_keep_examples_holds_the_attacks_inputs_and_the_measured_maps(setup):
+    """The kept adversarial inputs are what the attack returns for the same generator stream, and
+    the kept maps give the reported measures; only attacked (correct) examples are kept, in order."""
+    from captum_robust.robust.evaluation import AttackedExamples
+
+    model, cam, x, y, correct = setup
+    attack = AAI(model, cam, eps=0.2, step_size=0.05, n_iterations=4)
+    loader = DataLoader(TensorDataset(x, y), batch_size=6, shuffle=False)
+    keep = 8  # more than one batch holds
+    report = attribution_robustness(model, cam, attack, loader, measures=("kendall", "l2"), k=8, pgd=None,
+                                    keep_examples=keep, generator=torch.Generator().manual_seed(3))
+    ex = report.examples
+    assert isinstance(ex, AttackedExamples) and len(ex) == keep
+    first = torch.nonzero(correct).squeeze(1)[:keep]
+    assert ex.index.tolist() == first.tolist()
+    assert torch.equal(ex.inputs, x[first]) and torch.equal(ex.target, y[first])
+    # the attack's own outputs, batch by batch with the same generator stream
+    g = torch.Generator().manual_seed(3)
+    x_adv, maps, maps_adv = [], [], []
+    for start in range(0, 24, 6):
+        xb, yb = x[start:start + 6], y[start:start + 6]
+        ok = correct[start:start + 6]
+        xa, _ = attack.perturb(xb[ok], target=yb[ok], generator=g)
+        x_adv.append(xa)
+        maps.append(attack.prepare_maps(cam.attribute(xb[ok], target=yb[ok])))
+        maps_adv.append(attack.prepare_maps(cam.attribute(xa, target=yb[ok])))
+    torch.testing.assert_close(ex.inputs_adv, torch.cat(x_adv)[:keep], rtol=0, atol=0)
+    torch.testing.assert_close(ex.maps, torch.cat(maps)[:keep])
+    torch.testing.assert_close(ex.maps_adv, torch.cat(maps_adv)[:keep])
+    assert (ex.inputs_adv - ex.inputs).abs().max() > 0  # the attack moved them
+    rows = report.per_example
+    got = [rows["kendall"][i] for i in ex.index.tolist()]
+    assert np.allclose(got, kendall_tau(ex.maps, ex.maps_adv).tolist(), atol=1e-6)
+    l2 = (ex.maps - ex.maps_adv).reshape(keep, -1).norm(dim=1)
+    assert np.allclose([rows["l2"][i] for i in ex.index.tolist()], l2.tolist(), rtol=1e-5)
+    assert not ex.inputs.requires_grad and ex.inputs_adv.device.type == "cpu"
+    # none by default; merge keeps the first report's
+    plain = attribution_robustness(model, cam, attack, (x[:4], y[:4]), measures=("kendall", "l2"), k=8, pgd=None)
+    assert plain.examples is None
+    assert RobustnessReport.merge([report, plain]).examples is ex
+    assert RobustnessReport.merge([plain, report]).examples is None
+    with pytest.raises(ValueError, match="keep_examples"):
+        attribution_robustness(model, cam, attack, (x, y), pgd=None, keep_examples=-1)
