@@ -418,11 +418,11 @@ def test_sparsified_refuses_create_graph():
         (lambda m: RelaxedSparsifiedSmoothGrad(m, 0.1, 0.1, 0.2), r"clip must be in \[0, sparsity\)"),
         (lambda m: RelaxedSparsifiedSmoothGrad(m, 0.1, 0.5, 0.2), r"clip must be in \[0, sparsity\) = \[0, 0.1\), got 0.5"),
         (lambda m: RelaxedSparsifiedSmoothGrad(m, 0.1, -0.01, 0.2), "clip"),
-        (lambda m: ScaledSmoothGrad(m, 0.0), "sigma must be a finite float > 0, got 0.0"),
-        (lambda m: ScaledSmoothGrad(m, -1.0), "sigma must be a finite float > 0"),
+        (lambda m: ScaledSmoothGrad(m, 0.0), "sigma must be a finite number > 0, got sigma=0.0"),
+        (lambda m: ScaledSmoothGrad(m, -1.0), "sigma must be a finite number > 0"),
         (lambda m: ScaledSmoothGrad(m, torch.tensor([0.1, -0.1])), "sigma must be finite and > 0"),
         (lambda m: ScaledSmoothGrad(m, (0.1, 0.0)), r"sigma\[1\]"),
-        (lambda m: ScaledSmoothGrad(m, 0.1, n_samples=0), r"n_samples must be >= 1, got 0"),
+        (lambda m: ScaledSmoothGrad(m, 0.1, n_samples=0), r"n_samples must be an int >= 1, got n_samples=0"),
     ],
 )
 def test_constructor_errors(build, match):
@@ -431,9 +431,9 @@ def test_constructor_errors(build, match):
 
 
 def test_type_errors():
-    with pytest.raises(TypeError, match="sparsity must be a float"):
+    with pytest.raises(TypeError, match=r"sparsity must be a float in \(0, 1\], got bool True"):
         SparsifiedSmoothGrad(TinyGapNet(), True, 0.2)
-    with pytest.raises(TypeError, match="sigma must be a float"):
+    with pytest.raises(TypeError, match="sigma must be a float > 0 or a tensor of them, got str"):
         ScaledSmoothGrad(TinyGapNet(), "0.2")
 
 
@@ -449,7 +449,7 @@ def test_attribute_errors():
     bad[0, 0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="NaN or infinite"):
         sg.attribute(bad)
-    with pytest.raises(ValueError, match="internal_batch_size must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="internal_batch_size must be an int >= 1 or None, got internal_batch_size=0"):
         sg.attribute(x, internal_batch_size=0)
     with pytest.raises(TypeError, match="generator must be a torch.Generator"):
         sg.attribute(x, generator=0)
