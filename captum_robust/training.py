@@ -25,10 +25,9 @@ from __future__ import annotations
 
 import copy
 import functools
-import math
 import numbers
 import time
-from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Union
+from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +35,12 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from captum_robust._utils.state import preserved_model_state
+from captum_robust._utils.validation import (
+    InvalidParameterError,
+    check_int,
+    check_nonnegative,
+    check_positive,
+)
 
 __all__ = ["train_classifier", "evaluate_accuracy", "trained_digits_model", "TrainedDigits"]
 
@@ -130,24 +135,17 @@ def train_classifier(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral):
-        raise TypeError(f"epochs must be an int >= 1, got {epochs!r}")
-    if epochs < 1:
-        raise ValueError(f"epochs must be an int >= 1, got epochs={epochs!r}")
-    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not (math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be a finite number > 0, got lr={lr!r}")
-    if isinstance(weight_decay, bool) or not isinstance(weight_decay, numbers.Real) or not (
-        math.isfinite(weight_decay) and weight_decay >= 0
-    ):
-        raise ValueError(f"weight_decay must be a finite number >= 0, got weight_decay={weight_decay!r}")
-    if max_seconds is not None and (
+    check_int(epochs, "epochs", 1)
+    check_positive(lr, "lr")
+    check_nonnegative(weight_decay, "weight_decay")
+    if max_seconds is not None and (  # inf is allowed (no budget), so not check_positive
         isinstance(max_seconds, bool)
         or not isinstance(max_seconds, numbers.Real)
         or not (max_seconds > 0)  # also rejects NaN
     ):
         raise ValueError(f"max_seconds must be None or a number > 0, got max_seconds={max_seconds!r}")
     if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+        raise InvalidParameterError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     if regularizer is not None and not callable(regularizer):
         raise TypeError(f"regularizer must be None or a callable (inputs, labels) -> scalar, got {type(regularizer).__name__}")
 
@@ -170,10 +168,9 @@ def train_classifier(
         fork_devices = [dev.index if dev.index is not None else torch.cuda.current_device()]
 
     history: List[Dict[str, Any]] = []
-    steps = 0
-    stopped_by_time = False
     modes = [(m, m.training) for m in model.modules()]
     start = time.perf_counter()
+    deadline = None if max_seconds is None else start + max_seconds
     bar = tqdm(
         total=None if steps_per_epoch is None else epochs * steps_per_epoch,
         disable=not show_progress,
@@ -181,6 +178,7 @@ def train_classifier(
         unit="batch",
         leave=True,
     )
+    stopped_by_time = False
     try:
         with torch.random.fork_rng(devices=fork_devices, enabled=generator is not None):
             if generator is not None:
@@ -188,50 +186,15 @@ def train_classifier(
                 torch.manual_seed(seed)
             model.train()
             for epoch in range(int(epochs)):
-                loss_sum, reg_sum, correct, seen, batches = 0.0, 0.0, 0, 0, 0
-                for batch in train_loader:
-                    x, y = _batch(batch, dev)
-                    logits = model(x)
-                    loss = F.cross_entropy(logits, y)
-                    if regularizer is not None:
-                        term = regularizer(x, y)
-                        if not isinstance(term, Tensor) or term.dim() != 0:
-                            raise ValueError(
-                                "regularizer must return a scalar tensor (the batch mean), got "
-                                f"{tuple(term.shape) if isinstance(term, Tensor) else type(term).__name__}"
-                            )
-                        loss = loss + term
-                        reg_sum += float(term.detach()) * y.shape[0]
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    steps += 1
-                    batches += 1
-                    n = y.shape[0]
-                    loss_sum += float(loss.detach()) * n
-                    correct += int((logits.detach().argmax(dim=1) == y).sum())
-                    seen += n
-                    bar.update(1)
-                    if batches % 10 == 0:
-                        bar.set_postfix(epoch=epoch + 1, loss=f"{loss_sum / seen:.3f}", refresh=False)
-                    if max_seconds is not None and time.perf_counter() - start >= max_seconds:
-                        stopped_by_time = True
-                        break
-                if batches == 0:
-                    raise ValueError("train_loader is empty")
-                complete = not stopped_by_time or (steps_per_epoch is not None and batches == steps_per_epoch)
-                record = {
-                    "epoch": epoch + 1,
-                    "loss": loss_sum / seen,
-                    "train_accuracy": correct / seen,
-                    "steps": batches,
-                    "seconds": time.perf_counter() - start,
-                    "complete": complete,
-                }
-                if regularizer is not None:
-                    record["regularizer"] = reg_sum / seen
+                record, stopped_by_time = _train_epoch(
+                    model, train_loader, optimizer, dev, regularizer, bar, epoch + 1, deadline
+                )
+                term = record.pop("regularizer", None)  # keeps the documented key order
+                record["seconds"] = time.perf_counter() - start
+                record["complete"] = not stopped_by_time or record["steps"] == steps_per_epoch
+                if term is not None:
+                    record["regularizer"] = term
                 history.append(record)
-                bar.set_postfix(epoch=epoch + 1, loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
                 if stopped_by_time:
                     break
     finally:
@@ -241,12 +204,64 @@ def train_classifier(
 
     return {
         "epochs_completed": sum(1 for h in history if h["complete"]),
-        "steps": steps,
+        "steps": sum(h["steps"] for h in history),
         "seconds": time.perf_counter() - start,
         "stopped_by_time": stopped_by_time,
         "final_loss": history[-1]["loss"] if history else float("nan"),
         "history": history,
     }
+
+
+def _train_epoch(
+    model: nn.Module,
+    train_loader: Iterable,
+    optimizer: torch.optim.Optimizer,
+    dev: torch.device,
+    regularizer: Optional[Callable[[Tensor, Tensor], Tensor]],
+    bar: Any,
+    epoch: int,
+    deadline: Optional[float],
+) -> Tuple[Dict[str, Any], bool]:
+    """One pass of :func:`train_classifier` over the loader (cut at ``deadline``, a
+    ``time.perf_counter()`` value). Returns the epoch's record (``epoch``, ``loss``,
+    ``train_accuracy``, ``steps``, with a regularizer ``regularizer``) and whether the
+    deadline stopped it."""
+    loss_sum, reg_sum, correct, seen, batches = 0.0, 0.0, 0, 0, 0
+    stopped_by_time = False
+    for batch in train_loader:
+        x, y = _batch(batch, dev)
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        if regularizer is not None:
+            term = regularizer(x, y)
+            if not isinstance(term, Tensor) or term.dim() != 0:
+                raise ValueError(
+                    "regularizer must return a scalar tensor (the batch mean), got "
+                    f"{tuple(term.shape) if isinstance(term, Tensor) else type(term).__name__}"
+                )
+            loss = loss + term
+            reg_sum += float(term.detach()) * y.shape[0]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        batches += 1
+        n = y.shape[0]
+        loss_sum += float(loss.detach()) * n
+        correct += int((logits.detach().argmax(dim=1) == y).sum())
+        seen += n
+        bar.update(1)
+        if batches % 10 == 0:
+            bar.set_postfix(epoch=epoch, loss=f"{loss_sum / seen:.3f}", refresh=False)
+        if deadline is not None and time.perf_counter() >= deadline:
+            stopped_by_time = True
+            break
+    if batches == 0:
+        raise ValueError("train_loader is empty")
+    record: Dict[str, Any] = {"epoch": epoch, "loss": loss_sum / seen, "train_accuracy": correct / seen, "steps": batches}
+    if regularizer is not None:
+        record["regularizer"] = reg_sum / seen
+    bar.set_postfix(epoch=epoch, loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+    return record, stopped_by_time
 
 
 @torch.no_grad()
@@ -370,8 +385,6 @@ def trained_digits_model(
         >>> accuracy > 0.7
         True
     """
-    from captum_robust._utils.validation import check_int, check_positive
-
     check_int(epochs, "epochs", 1)
     check_int(size, "size", 1)
     check_int(seed, "seed", 0)

@@ -1,11 +1,14 @@
-"""train_classifier / evaluate_accuracy: they learn, respect budgets and leave global state alone."""
+"""train_classifier / evaluate_accuracy: they learn, respect budgets and leave global state alone;
+trained_digits_model: the shared cached recipe returns independent copies."""
+
+import time
 
 import pytest
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from captum_robust.training import evaluate_accuracy, train_classifier
+from captum_robust.training import TrainedDigits, evaluate_accuracy, train_classifier, trained_digits_model
 
 
 def _separable(n=128, seed=0):
@@ -116,7 +119,7 @@ def test_regularizer_is_added_to_the_loss_like_a_hand_written_loop():
     assert stats["history"][1]["regularizer"] == pytest.approx(sum(terms[4:]) / 64, rel=1e-6)
     plain = make()
     train_classifier(plain, _loader(ds), epochs=2, lr=1e-2)
-    assert max(float((a - b).abs().max()) for a, b in zip(plain.parameters(), model.parameters())) > 1e-3
+    assert max(float((a - b).detach().abs().max()) for a, b in zip(plain.parameters(), model.parameters())) > 1e-3
 
 
 def test_regularizer_errors():
@@ -125,3 +128,85 @@ def test_regularizer_errors():
         train_classifier(model, _loader(_separable()), epochs=1, regularizer=0.1)
     with pytest.raises(ValueError, match="scalar"):
         train_classifier(model, _loader(_separable()), epochs=1, regularizer=lambda x, y: x.sum(1))
+
+
+# ---------------------------------------------------------------------------- trained_digits_model
+
+#: a small recipe (8 x 8 images, one epoch) no other test asks for, so its first call trains
+_SMALL = dict(epochs=1, size=8, seed=11, batch_size=32)
+
+
+def _weights(model):
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def test_trained_digits_model_defaults_learn():
+    result = trained_digits_model()
+    assert isinstance(result, TrainedDigits)
+    model, train, test, accuracy = result
+    assert accuracy > 0.7
+    assert not any(m.training for m in model.modules())
+    assert all(p.requires_grad and p.grad is None for p in model.parameters())
+    x, y = test.tensors
+    with torch.no_grad():
+        assert float((model(x).argmax(1) == y).float().mean()) == pytest.approx(accuracy)
+    assert train.tensors[0].shape[1:] == (1, 28, 28) and len(train) + len(test) == 1797
+
+
+def test_trained_digits_model_leaves_global_state_alone():
+    torch.manual_seed(123)
+    state = torch.random.get_rng_state()
+    threads = torch.get_num_threads()
+    trained_digits_model(**dict(_SMALL, seed=13))  # trains: no other test asks for these arguments
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert torch.get_num_threads() == threads
+
+
+def test_trained_digits_model_is_cached_and_returns_copies():
+    first = trained_digits_model(**_SMALL)
+    original = _weights(first.model)
+    with torch.no_grad():
+        for p in first.model.parameters():
+            p.add_(1.0)
+    first.model.train()
+    start = time.perf_counter()
+    second = trained_digits_model(**_SMALL)
+    assert time.perf_counter() - start < 1.0  # cached: no training
+    assert second.model is not first.model and not second.model.training
+    assert all(torch.equal(a, b) for a, b in zip(_weights(second.model), original))
+    assert second.accuracy == first.accuracy
+    third = trained_digits_model(**dict(_SMALL, seed=12))
+    assert not all(torch.equal(a, b) for a, b in zip(_weights(third.model), original))
+
+
+def test_trained_digits_model_softplus():
+    from captum_robust.models import Small
+
+    model = trained_digits_model(**_SMALL, softplus=10.0).model
+    assert isinstance(model, Small)
+    assert any(isinstance(m, nn.Softplus) for m in model.modules())
+    assert not any(isinstance(m, nn.Softplus) for m in trained_digits_model(**_SMALL).model.modules())
+
+
+@pytest.mark.parametrize(
+    "kwargs, err, match",
+    [
+        ({"epochs": 0}, ValueError, r"epochs must be an int >= 1, got epochs=0"),
+        ({"epochs": 2.0}, TypeError, r"epochs must be an int >= 1, got float 2.0"),
+        ({"size": 0}, ValueError, r"size must be an int >= 1, got size=0"),
+        ({"seed": -1}, ValueError, r"seed must be an int >= 0, got seed=-1"),
+        ({"lr": 0.0}, ValueError, r"lr must be a finite number > 0, got lr=0.0"),
+        ({"lr": float("nan")}, ValueError, r"lr must be a finite number > 0, got lr=nan"),
+        ({"batch_size": 0}, ValueError, r"batch_size must be an int >= 1, got batch_size=0"),
+        ({"softplus": -1.0}, ValueError, r"softplus must be a finite number > 0 or None, got softplus=-1.0"),
+        ({"softplus": "10"}, TypeError, r"softplus must be a finite number > 0 or None, got str '10'"),
+    ],
+)
+def test_trained_digits_model_bad_arguments(kwargs, err, match):
+    with pytest.raises(err, match=match):
+        trained_digits_model(**kwargs)
+
+
+def test_trained_digits_model_options_are_keyword_only():
+    with pytest.raises(TypeError):
+        trained_digits_model(1, 8)
