@@ -38,6 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
+from captum_robust._utils.validation import OPEN_UNIT, check_fraction, check_int
+
 __all__ = [
     "DataFormatError",
     "DigitsData",
@@ -94,14 +96,6 @@ class DigitsData(NamedTuple):
 
 
 # --------------------------------------------------------------------------- validation
-
-
-def _check_int(name: str, value, low: int, high: int = None) -> None:
-    allowed = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be {allowed}, got {value!r} of type {type(value).__name__}")
-    if value < low or (high is not None and value > high):
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
 
 
 def _check_dtype(dtype) -> None:
@@ -180,13 +174,10 @@ def load_digits(
         >>> tuple(x.shape), data.image_shape, len(data.train) + len(data.test)
         ((1, 28, 28), (1, 28, 28), 1797)
     """
-    _check_int("size", size, 1)
-    _check_int("seed", seed, 0, 2**32 - 1)
+    check_int(size, "size", 1)
+    check_int(seed, "seed", 0, 2**32 - 1)
     _check_dtype(dtype)
-    if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)):
-        raise TypeError(f"test_fraction must be a float in (0, 1), got {test_fraction!r}")
-    if not 0.0 < test_fraction < 1.0:  # also rejects NaN
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
+    check_fraction(test_fraction, "test_fraction", OPEN_UNIT)
 
     images, labels = _sklearn_digits()
     n = len(labels)
@@ -249,8 +240,8 @@ def digits_loaders(
         >>> tuple(x.shape), tuple(y.shape)
         ((32, 1, 28, 28), (32,))
     """
-    _check_int("batch_size", batch_size, 1)
-    _check_int("num_workers", num_workers, 0)
+    check_int(batch_size, "batch_size", 1)
+    check_int(num_workers, "num_workers", 0)
     data = load_digits(size=size, test_fraction=test_fraction, seed=seed, dtype=dtype)
     generator = torch.Generator().manual_seed(int(seed))
     train_loader = DataLoader(

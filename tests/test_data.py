@@ -365,7 +365,7 @@ def test_digits_test_fraction_and_dtype():
 @pytest.mark.parametrize(
     "kwargs, exc, pattern",
     [
-        ({"size": 0}, ValueError, r"size must be an integer >= 1, got 0"),
+        ({"size": 0}, ValueError, r"size must be an int >= 1, got size=0"),
         ({"size": -3}, ValueError, r"size .*-3"),
         ({"size": 2.5}, TypeError, r"size .*2\.5"),
         ({"test_fraction": 0.0}, ValueError, r"test_fraction must be in \(0, 1\), got 0\.0"),
