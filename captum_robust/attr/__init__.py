@@ -6,7 +6,7 @@ needs: every class at once, ``create_graph`` for differentiable maps, clear erro
 """
 
 from captum_robust.attr._core.cam import CAM, GradCAM, GradCAMPlusPlus
-from captum_robust.attr._core.certify import CertifiedTopK, TopKCertificate
+from captum_robust.attr._core.certified_topk import CertifiedTopK, TopKCertificate
 from captum_robust.attr._core.integrated_gradients import BatchedIntegratedGradients
 from captum_robust.attr._core.saliency import Saliency
 from captum_robust.attr._core.smoothgrad import (

@@ -21,8 +21,7 @@ Example::
     >>> r = certify.topk_certificate(maps, k=0.2, rho=0.03, sigma=0.2, margin=c)   # (4,) int64, in [0, 157]
 """
 
-from captum_robust.attr._core.certify import (
-    TopKCertificate,
+from captum_robust.attr._core.certificates import (
     certified_radius,
     certified_rank,
     empirical_floor,
@@ -35,18 +34,9 @@ from captum_robust.attr._core.certify import (
     sparsified_rank_bound,
     topk_certificate,
 )
+from captum_robust.attr._core.certified_topk import TopKCertificate
 
 __all__ = [
-    "hoeffding_margin",
-    "n_samples_for_margin",
-    "min_n_samples",
-    "floor",
-    "empirical_floor",
-    "topk_certificate",
-    "certified_radius",
-    "certified_rank",
-    "sparsified_rank_bound",
-    "rank_bound",
-    "resolve_k",
-    "TopKCertificate",
+    "hoeffding_margin", "n_samples_for_margin", "min_n_samples", "floor", "empirical_floor", "topk_certificate",
+    "certified_radius", "certified_rank", "sparsified_rank_bound", "rank_bound", "resolve_k", "TopKCertificate",
 ]

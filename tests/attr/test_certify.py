@@ -397,7 +397,7 @@ def test_certified_topk_errors():
         CertifiedTopK(ssg, 51, 0.1).attribute(x)
     with pytest.raises(ValueError, match=r"k as a fraction of the map size must be in \(0, 1\], got 1.5"):
         CertifiedTopK(ssg, 1.5, 0.1)
-    with pytest.raises(ValueError, match="rho must be a finite float >= 0, got -0.1"):
+    with pytest.raises(ValueError, match="rho must be a finite number >= 0, got rho=-0.1"):
         CertifiedTopK(ssg, 5, -0.1)
     with pytest.raises(ValueError, match=r"confidence must be in \(0, 1\), got 1.0"):
         CertifiedTopK(ssg, 5, 0.1, confidence=1.0)
@@ -414,9 +414,9 @@ def test_certified_topk_errors():
         CertifiedTopK(Unbounded(model, 0.2, 8), 5, 0.1).attribute(x)
     # functional errors
     m = torch.rand(2, 10)
-    with pytest.raises(ValueError, match="sigma must be a finite float > 0, got 0.0"):
+    with pytest.raises(ValueError, match="sigma must be a finite number > 0, got sigma=0.0"):
         certify.topk_certificate(m, 3, 0.1, 0.0)
-    with pytest.raises(ValueError, match="rho must be a finite float >= 0"):
+    with pytest.raises(ValueError, match="rho must be a finite number >= 0, got rho=-1.0"):
         certify.topk_certificate(m, 3, -1.0, 1.0)
     with pytest.raises(ValueError, match=r"k must be in \[1, 10\]"):
         certify.topk_certificate(m, 11, 0.1, 1.0)
@@ -560,7 +560,12 @@ def test_certificate_is_sound_under_a_pgd_attack_on_topk_mass(digits_model, cert
 
 @pytest.mark.parametrize(
     "module_name",
-    ["captum_robust.attr._core.smoothgrad", "captum_robust.attr._core.certify", "captum_robust.attr.certify"],
+    [
+        "captum_robust.attr._core.smoothgrad",
+        "captum_robust.attr._core.certificates",
+        "captum_robust.attr._core.certified_topk",
+        "captum_robust.attr.certify",
+    ],
 )
 def test_docstring_examples_run(module_name, one_thread):
     import doctest
