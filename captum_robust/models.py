@@ -34,13 +34,12 @@ Example:
     torch.Size([2, 10])
 """
 
-import math
-import numbers
 from collections import OrderedDict
-from typing import Any, Optional
+from typing import Any, Optional, Tuple
 
-import torch
 from torch import Tensor, nn
+
+from captum_robust._utils.validation import Interval, check_int, check_number, check_positive
 
 __all__ = [
     "GlobalAvgPool2d",
@@ -56,29 +55,14 @@ __all__ = [
 # --------------------------------------------------------------------------- helpers
 
 
-def _check_softplus(softplus: Any) -> Optional[float]:
-    """Validate the ``softplus`` argument; return ``None`` or a positive finite float."""
-    if softplus is None:
-        return None
-    if isinstance(softplus, bool) or not isinstance(softplus, numbers.Real):
-        raise TypeError(
-            f"softplus must be None (ReLU) or a positive float beta, got {softplus!r} "
-            f"of type {type(softplus).__name__}"
-        )
-    beta = float(softplus)
-    if not (math.isfinite(beta) and beta > 0):
-        raise ValueError(
-            f"softplus must be None (ReLU) or a finite beta > 0, got softplus={softplus!r}"
-        )
-    return beta
-
-
-def _check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {name}={value!r}")
-    return int(value)
+def _check_common(in_channels: Any, num_classes: Any, softplus: Any) -> Tuple[int, int, Optional[float]]:
+    """Validate the arguments every model takes; return ``(in_channels, num_classes, beta)``
+    with ``beta`` None (ReLU) or the softplus beta as a positive finite float."""
+    return (
+        check_int(in_channels, "in_channels", 1),
+        check_int(num_classes, "num_classes", 1),
+        check_positive(softplus, "softplus", allow_none=True),
+    )
 
 
 def _activation(beta: Optional[float]) -> nn.Module:
@@ -167,9 +151,7 @@ class Small(_GapModel):
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10, softplus: Optional[float] = None):
         super().__init__()
-        in_channels = _check_positive_int("in_channels", in_channels)
-        num_classes = _check_positive_int("num_classes", num_classes)
-        beta = _check_softplus(softplus)
+        in_channels, num_classes, beta = _check_common(in_channels, num_classes, softplus)
         self.features = nn.Sequential(
             OrderedDict(
                 [
@@ -195,6 +177,13 @@ def _conv_pool_block(in_ch: int, out_ch: int, beta: Optional[float]) -> nn.Seque
                 ("pool", nn.MaxPool2d(2)),
             ]
         )
+    )
+
+
+def _madry_features(in_channels: int, beta: Optional[float]) -> nn.Sequential:
+    """``block1, block2``: Madry et al.'s two conv + max-pool blocks (32, 64 filters)."""
+    return nn.Sequential(
+        OrderedDict([("block1", _conv_pool_block(in_channels, 32, beta)), ("block2", _conv_pool_block(32, 64, beta))])
     )
 
 
@@ -237,17 +226,8 @@ class Pool(_GapModel):
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10, softplus: Optional[float] = None):
         super().__init__()
-        in_channels = _check_positive_int("in_channels", in_channels)
-        num_classes = _check_positive_int("num_classes", num_classes)
-        beta = _check_softplus(softplus)
-        self.features = nn.Sequential(
-            OrderedDict(
-                [
-                    ("block1", _conv_pool_block(in_channels, 32, beta)),
-                    ("block2", _conv_pool_block(32, 64, beta)),
-                ]
-            )
-        )
+        in_channels, num_classes, beta = _check_common(in_channels, num_classes, softplus)
+        self.features = _madry_features(in_channels, beta)
         self.gap = GlobalAvgPool2d()
         self.classifier = nn.Linear(64, num_classes)
 
@@ -300,19 +280,10 @@ class MadryMNIST(nn.Module):
         softplus: Optional[float] = None,
     ):
         super().__init__()
-        in_channels = _check_positive_int("in_channels", in_channels)
-        num_classes = _check_positive_int("num_classes", num_classes)
-        self.input_size = _check_positive_int("input_size", input_size, minimum=4)
-        beta = _check_softplus(softplus)
+        in_channels, num_classes, beta = _check_common(in_channels, num_classes, softplus)
+        self.input_size = check_int(input_size, "input_size", 4)
         self._map_side = self.input_size // 4
-        self.features = nn.Sequential(
-            OrderedDict(
-                [
-                    ("block1", _conv_pool_block(in_channels, 32, beta)),
-                    ("block2", _conv_pool_block(32, 64, beta)),
-                ]
-            )
-        )
+        self.features = _madry_features(in_channels, beta)
         self.flatten = nn.Flatten()
         self.fc1 = nn.Linear(64 * self._map_side**2, 1024)
         self.act = _activation(beta)
@@ -421,26 +392,23 @@ class WideResNet(_GapModel):
         dropout: float = 0.0,
     ):
         super().__init__()
-        depth = _check_positive_int("depth", depth)
+        depth = check_int(depth, "depth", 1)
         if depth < 10 or (depth - 4) % 6 != 0:
             raise ValueError(
                 f"depth must satisfy (depth - 4) % 6 == 0 and depth >= 10 "
                 f"(10, 16, 22, 28, ...), got depth={depth}"
             )
-        widen_factor = _check_positive_int("widen_factor", widen_factor)
-        in_channels = _check_positive_int("in_channels", in_channels)
-        num_classes = _check_positive_int("num_classes", num_classes)
-        beta = _check_softplus(softplus)
-        if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= dropout < 1:
-            raise ValueError(f"dropout must be a float in [0, 1), got dropout={dropout!r}")
+        widen_factor = check_int(widen_factor, "widen_factor", 1)
+        in_channels, num_classes, beta = _check_common(in_channels, num_classes, softplus)
+        dropout = check_number(dropout, "dropout", Interval(0, 1, closed="left"))
         self.depth = depth
         self.widen_factor = widen_factor
         n = (depth - 4) // 6
         widths = [16, 16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
 
         def group(in_ch: int, out_ch: int, stride: int) -> nn.Sequential:
-            blocks = [_WideBasic(in_ch, out_ch, stride, beta, float(dropout))]
-            blocks += [_WideBasic(out_ch, out_ch, 1, beta, float(dropout)) for _ in range(n - 1)]
+            blocks = [_WideBasic(in_ch, out_ch, stride, beta, dropout)]
+            blocks += [_WideBasic(out_ch, out_ch, 1, beta, dropout) for _ in range(n - 1)]
             return nn.Sequential(*blocks)
 
         final = nn.Sequential(
