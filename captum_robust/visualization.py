@@ -25,7 +25,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 import numbers
 import os
 from pathlib import Path
@@ -36,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch import Tensor
+
+from captum_robust._utils.validation import Interval, check_int, check_number, check_positive
 
 __all__ = ["plot_attributions", "save_figure"]
 
@@ -171,16 +172,9 @@ def plot_attributions(
         >>> len(fig.axes)
         6
     """
-    if isinstance(max_examples, bool) or not isinstance(max_examples, numbers.Integral):
-        raise TypeError(f"max_examples must be an int >= 1, got {max_examples!r}")
-    if max_examples < 1:
-        raise ValueError(f"max_examples must be an int >= 1, got max_examples={max_examples!r}")
-    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0.0 <= float(alpha) <= 1.0:
-        raise ValueError(f"alpha must be a number in [0, 1], got alpha={alpha!r}")
-    if isinstance(panel_size, bool) or not isinstance(panel_size, numbers.Real) or not (
-        math.isfinite(panel_size) and panel_size > 0
-    ):
-        raise ValueError(f"panel_size must be a positive number of inches, got {panel_size!r}")
+    max_examples = check_int(max_examples, "max_examples", 1)
+    alpha = check_number(alpha, "alpha", Interval(0, 1))
+    panel_size = check_positive(panel_size, "panel_size")
     if not isinstance(maps_by_method, Mapping):
         raise TypeError(f"maps_by_method must be a dict of name -> Tensor, got {type(maps_by_method).__name__}")
     if len(maps_by_method) == 0:
@@ -192,7 +186,7 @@ def plot_attributions(
     label_list = _as_class_list("labels", labels, batch)
     pred_list = _as_class_list("predictions", predictions, batch)
 
-    rows = min(batch, int(max_examples))
+    rows = min(batch, max_examples)
     cols = 1 + len(maps)
     upsampled = {
         name: F.interpolate(m[:rows], size=(height, width), mode="bilinear", align_corners=False)[:, 0].numpy()
@@ -228,7 +222,7 @@ def plot_attributions(
         for c, name in enumerate(upsampled, start=1):
             ax = axes[r, c]
             ax.imshow(img, interpolation="nearest", **show)
-            ax.imshow(upsampled[name][r], cmap=cmap, alpha=float(alpha), interpolation="nearest")
+            ax.imshow(upsampled[name][r], cmap=cmap, alpha=alpha, interpolation="nearest")
             if r == 0:
                 ax.set_title(name, fontsize=8)
     for ax in axes.flat:
