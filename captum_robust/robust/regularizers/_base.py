@@ -1,19 +1,33 @@
-r"""What every regularizer shares: the epsilon schedule, argument checks, the model guard and
-the logging fields (DESIGN.md section 2, ``captum_robust.robust.regularizers``)."""
+r"""What every regularizer shares: the epsilon schedule, the base class :class:`RobustTerm`
+(the model guard, the logging fields) and the argument checks of the regularizers."""
 
 from __future__ import annotations
 
 import contextlib
 import math
-from typing import Any, Dict, Iterator, Optional, Union
+from typing import Any, Dict, Iterator, Mapping, Optional, Union
 
 import torch
 from torch import Tensor, nn
 
 from captum_robust._utils.state import preserved_model_state
-from captum_robust._utils.validation import check_finite, check_int_range
+from captum_robust._utils.validation import check_bool, check_finite, check_int
 
-__all__ = ["EpsilonSchedule", "RobustTerm", "unwrap_model", "check_weight", "check_target", "EpsType"]
+__all__ = [
+    "EpsilonSchedule",
+    "RobustTerm",
+    "unwrap_model",
+    "check_weight",
+    "check_target",
+    "check_num_classes",
+    "check_adversarial",
+    "class_scores",
+    "check_surrogate",
+    "check_teacher",
+    "teacher_logits",
+    "forwarded",
+    "EpsType",
+]
 
 
 def check_weight(value: Any, name: str) -> float:
@@ -64,13 +78,13 @@ class EpsilonSchedule:
 
     def __init__(self, final: float, warmup_steps: int = 0, ramp_steps: int = 0) -> None:
         self.final = check_weight(final, "final")
-        self.warmup_steps = check_int_range(warmup_steps, "warmup_steps", 0)
-        self.ramp_steps = check_int_range(ramp_steps, "ramp_steps", 0)
+        self.warmup_steps = check_int(warmup_steps, "warmup_steps", 0)
+        self.ramp_steps = check_int(ramp_steps, "ramp_steps", 0)
         self.current_step = 0
 
     def __call__(self, step: Optional[int] = None) -> float:
         """Epsilon at ``step`` (default: the current step)."""
-        t = self.current_step if step is None else check_int_range(step, "step", 0)
+        t = self.current_step if step is None else check_int(step, "step", 0)
         if t < self.warmup_steps:
             return 0.0
         if self.ramp_steps == 0:
@@ -84,7 +98,7 @@ class EpsilonSchedule:
 
     def step(self, n: int = 1) -> None:
         """Advance the step counter by ``n`` (>= 0)."""
-        self.current_step += check_int_range(n, "n", 0)
+        self.current_step += check_int(n, "n", 0)
 
     def reset(self) -> None:
         """Back to step 0."""
@@ -102,7 +116,7 @@ class EpsilonSchedule:
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         """Restore a state from :meth:`state_dict`."""
         self.__init__(state["final"], state["warmup_steps"], state["ramp_steps"])  # type: ignore[misc]
-        self.current_step = check_int_range(state["current_step"], "current_step", 0)
+        self.current_step = check_int(state["current_step"], "current_step", 0)
 
     def __repr__(self) -> str:
         return (
@@ -150,6 +164,92 @@ def check_num_classes(target: Tensor, num_classes: int) -> None:
         raise ValueError(f"target holds class index {bad}, outside the model's range [0, {num_classes - 1}]")
 
 
+def class_scores(out: Any, who: str = "the model") -> Tensor:
+    """Check that a model returned ``B x C`` class scores and return them."""
+    if not isinstance(out, Tensor) or out.dim() != 2:
+        shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise ValueError(f"{who} must return class scores of shape (batch, classes), got {shape}")
+    return out
+
+
+def check_adversarial(inputs: Tensor, inputs_adv: Any, *, strict: bool = False) -> Tensor:
+    """``inputs_adv`` of ``objective_at``: a finite floating-point tensor shaped like ``inputs``,
+    returned in the dtype and on the device of ``inputs``; ``strict=True`` requires that dtype
+    and device already."""
+    if not isinstance(inputs_adv, Tensor) or not (strict or inputs_adv.is_floating_point()):
+        desc = f"dtype {inputs_adv.dtype}" if isinstance(inputs_adv, Tensor) else type(inputs_adv).__name__
+        raise TypeError(f"inputs_adv must be a floating-point tensor shaped like inputs, got {desc}")
+    if strict and (inputs_adv.shape, inputs_adv.dtype, inputs_adv.device) != (inputs.shape, inputs.dtype, inputs.device):
+        raise ValueError(
+            f"inputs_adv must have the shape, dtype and device of inputs ({tuple(inputs.shape)}, {inputs.dtype}, "
+            f"{inputs.device}), got ({tuple(inputs_adv.shape)}, {inputs_adv.dtype}, {inputs_adv.device})"
+        )
+    if inputs_adv.shape != inputs.shape:
+        raise ValueError(
+            f"inputs_adv must have the shape of inputs {tuple(inputs.shape)}, got {tuple(inputs_adv.shape)}"
+        )
+    check_finite(inputs_adv, "inputs_adv")
+    return inputs_adv.to(dtype=inputs.dtype, device=inputs.device)
+
+
+def check_surrogate(surrogate: Any) -> Optional[nn.Module]:
+    """None or an ``nn.Module`` (the smooth copy whose gradients an inner attack uses)."""
+    if surrogate is not None and not isinstance(surrogate, nn.Module):
+        raise TypeError(
+            "surrogate must be an nn.Module (e.g. softplus_surrogate(model)) or None, "
+            f"got {type(surrogate).__name__}"
+        )
+    return surrogate
+
+
+def check_teacher(teacher: Any, model: nn.Module) -> nn.Module:
+    """A teacher network: an ``nn.Module`` that is not the student and shares none of its parameters."""
+    if not isinstance(teacher, nn.Module):
+        raise TypeError(f"teacher must be a torch.nn.Module, got {type(teacher).__name__}")
+    inner_t, inner_s = unwrap_model(teacher), unwrap_model(model)
+    if teacher is model or inner_t is inner_s:
+        raise ValueError(
+            "teacher is the student model itself; pass a separate, frozen network (e.g. an adversarially "
+            "trained model, or copy.deepcopy(model) of a trained one)"
+        )
+
+    def storage(p: Tensor) -> int:
+        try:
+            return p.untyped_storage().data_ptr()
+        except (RuntimeError, NotImplementedError):  # pragma: no cover - exotic tensors
+            return 0
+
+    student_ids = {id(p) for p in inner_s.parameters()}
+    student_storage = {storage(p) for p in inner_s.parameters()} - {0}
+    for name, p in inner_t.named_parameters():
+        if id(p) in student_ids or storage(p) in student_storage:
+            raise ValueError(
+                f"teacher shares the parameter {name!r} with the student; the teacher must be a separate, frozen "
+                "network (a teacher sharing weights would be trained through the student)"
+            )
+    return teacher
+
+
+def teacher_logits(teacher: nn.Module, inputs: Tensor) -> Tensor:
+    """The teacher's logits without a graph, the teacher in eval mode (its mode, ``.grad`` and
+    ``requires_grad`` restored afterwards)."""
+    with preserved_model_state(teacher, train=False), torch.no_grad():
+        out = teacher(inputs)
+    return class_scores(out, "the teacher").detach()
+
+
+def forwarded(arguments: Mapping[str, Any], *exclude: str) -> Dict[str, Any]:
+    """The arguments a subclass's ``__init__`` passes on unchanged to its base class.
+
+    ``arguments`` is the subclass's ``locals()`` taken first thing in ``__init__`` (its
+    parameters); ``self``, ``__class__`` and the names in ``exclude`` (the subclass's own
+    parameters) are left out. The subclass keeps its full, literal signature for the reader
+    and for ``inspect``; only the list of names is not written out twice.
+    """
+    skip = {"self", "__class__", *exclude}
+    return {k: v for k, v in arguments.items() if k not in skip}
+
+
 class RobustTerm(nn.Module):
     r"""Base class of the regularizers: an ``nn.Module`` whose ``forward(inputs, target)``
     returns a scalar (the batch mean) to add to the user's loss, or to use as the loss.
@@ -180,9 +280,8 @@ class RobustTerm(nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if not isinstance(eps, EpsilonSchedule):
             eps = check_weight(eps, "eps")
-        for name, flag in (("auto_step", auto_step), ("eval_mode", eval_mode)):
-            if not isinstance(flag, bool):
-                raise TypeError(f"{name} must be a bool, got {type(flag).__name__} {flag!r}")
+        check_bool(auto_step, "auto_step")
+        check_bool(eval_mode, "eval_mode")
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
         # plain attributes, not submodules: the regularizer must not own (or switch the mode of) the model

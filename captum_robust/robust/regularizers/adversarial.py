@@ -1,118 +1,39 @@
-r"""Baseline robust objectives that *replace* the user's loss: Madry et al.'s PGD adversarial
-training, TRADES and defensive distillation (DESIGN.md section 2, REFERENCE.md section 5).
+r"""Adversarial training objectives that *replace* the user's loss: Madry et al.'s PGD
+adversarial training and TRADES (Zhang et al.).
 
-Each is a :class:`~captum_robust.robust.regularizers._base.RobustTerm` whose ``forward(inputs,
+Each is a :class:`~captum_robust.robust.regularizers.RobustTerm` whose ``forward(inputs,
 target)`` returns the batch mean of the objective, differentiable with respect to the model's
 parameters; the inner maximizations use :class:`~captum_robust.robust.attacks.PGD` and
 :class:`~captum_robust.robust.attacks.AttributionPGD` on the unwrapped model (eval mode, frozen
 parameters, everything restored), the final forward passes go through the model as given (a
 ``DistributedDataParallel`` wrapper included, so that the backward pass synchronises the
-gradients) in the user's train/eval mode.
+gradients) in the user's train/eval mode. Defensive distillation moved to
+:mod:`captum_robust.robust.regularizers.distillation` (still importable from here).
 """
 
 from __future__ import annotations
 
-import contextlib
-import math
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Dict, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from captum_robust._utils.state import preserved_model_state
-from captum_robust._utils.validation import check_finite, check_int_range
-from captum_robust.robust.attacks import PGD, AttributionPGD
-from captum_robust.robust.attacks.base import BoundType, Box, check_bool, check_norm, check_pos_float
-from captum_robust.robust.regularizers._base import (
+from captum_robust._utils.geometry import BoundType
+from captum_robust._utils.validation import check_int
+from captum_robust.robust.regularizers._base import (  # noqa: F401  (check_teacher, teacher_logits: re-exported)
     EpsType,
-    RobustTerm,
+    check_adversarial,
     check_num_classes,
+    check_teacher,
     check_weight,
-    unwrap_model,
+    class_scores,
+    teacher_logits,
 )
+from captum_robust.robust.regularizers._inner import AttackTerm, attack_state
+from captum_robust.robust.regularizers.distillation import DistillationLoss  # noqa: F401  (its old home)
 
 __all__ = ["PGDAdversarialLoss", "TRADESLoss", "DistillationLoss"]
-
-
-# --------------------------------------------------------------------------- shared helpers
-
-
-@contextlib.contextmanager
-def attack_state(module: nn.Module, eval_mode: bool) -> Iterator[None]:
-    """The model during an inner attack: frozen parameters and eval mode (``eval_mode=True``),
-    or its own mode with every buffer (BatchNorm running statistics) restored afterwards, so
-    the attack's forward passes leave no trace; mode, ``.grad`` and ``requires_grad`` restored
-    on exit, also on exceptions."""
-    with preserved_model_state(module, train=False if eval_mode else None):
-        saved = [] if eval_mode else [(b, b.detach().clone()) for b in module.buffers()]
-        for p in module.parameters():
-            p.requires_grad_(False)
-        try:
-            yield
-        finally:
-            with torch.no_grad():
-                for b, value in saved:
-                    b.copy_(value)
-
-
-def check_adversarial(inputs: Tensor, inputs_adv: Any) -> Tensor:
-    """``inputs_adv`` for ``objective_at``: a finite floating-point tensor shaped like ``inputs``."""
-    if not isinstance(inputs_adv, Tensor) or not inputs_adv.is_floating_point():
-        desc = f"dtype {inputs_adv.dtype}" if isinstance(inputs_adv, Tensor) else type(inputs_adv).__name__
-        raise TypeError(f"inputs_adv must be a floating-point tensor shaped like inputs, got {desc}")
-    if inputs_adv.shape != inputs.shape:
-        raise ValueError(
-            f"inputs_adv must have the shape of inputs {tuple(inputs.shape)}, got {tuple(inputs_adv.shape)}"
-        )
-    check_finite(inputs_adv, "inputs_adv")
-    return inputs_adv.to(dtype=inputs.dtype, device=inputs.device)
-
-
-def check_teacher(teacher: Any, model: nn.Module) -> nn.Module:
-    """A teacher network: an ``nn.Module`` that is not the student and shares none of its parameters."""
-    if not isinstance(teacher, nn.Module):
-        raise TypeError(f"teacher must be a torch.nn.Module, got {type(teacher).__name__}")
-    inner_t, inner_s = unwrap_model(teacher), unwrap_model(model)
-    if teacher is model or inner_t is inner_s:
-        raise ValueError(
-            "teacher is the student model itself; pass a separate, frozen network (e.g. an adversarially "
-            "trained model, or copy.deepcopy(model) of a trained one)"
-        )
-
-    def storage(p: Tensor) -> int:
-        try:
-            return p.untyped_storage().data_ptr()
-        except (RuntimeError, NotImplementedError):  # pragma: no cover - exotic tensors
-            return 0
-
-    student_ids = {id(p) for p in inner_s.parameters()}
-    student_storage = {storage(p) for p in inner_s.parameters()} - {0}
-    for name, p in inner_t.named_parameters():
-        if id(p) in student_ids or storage(p) in student_storage:
-            raise ValueError(
-                f"teacher shares the parameter {name!r} with the student; the teacher must be a separate, frozen "
-                "network (a teacher sharing weights would be trained through the student)"
-            )
-    return teacher
-
-
-def teacher_logits(teacher: nn.Module, inputs: Tensor) -> Tensor:
-    """The teacher's logits without a graph, the teacher in eval mode (its mode, ``.grad`` and
-    ``requires_grad`` restored afterwards)."""
-    with preserved_model_state(teacher, train=False), torch.no_grad():
-        out = teacher(inputs)
-    if not isinstance(out, Tensor) or out.dim() != 2:
-        shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-        raise ValueError(f"the teacher must return class scores of shape (batch, classes), got {shape}")
-    return out.detach()
-
-
-def _logits(out: Any, who: str = "the model") -> Tensor:
-    if not isinstance(out, Tensor) or out.dim() != 2:
-        shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-        raise ValueError(f"{who} must return class scores of shape (batch, classes), got {shape}")
-    return out
 
 
 def _misclassified(logits: Tensor, target: Tensor) -> float:
@@ -125,25 +46,10 @@ def _kl_rows(logits_p: Tensor, logits_q: Tensor) -> Tensor:
     return (logp.exp() * (logp - F.log_softmax(logits_q, dim=1))).sum(dim=1)
 
 
-class _AttackArgs:
-    """Validated step parameters shared by the PGD-based objectives."""
-
-    @staticmethod
-    def check(
-        term: RobustTerm, step_size: Any, n_iterations: Any, norm: Any, clip_min: BoundType, clip_max: BoundType
-    ) -> None:
-        term.step_size = check_pos_float(step_size, "step_size")
-        term.n_iterations = check_int_range(n_iterations, "n_iterations", 1)
-        term.norm = check_norm(norm)
-        Box(clip_min, clip_max)  # validates the bounds
-        term.clip_min = clip_min
-        term.clip_max = clip_max
-
-
 # --------------------------------------------------------------------------- Madry
 
 
-class PGDAdversarialLoss(RobustTerm):
+class PGDAdversarialLoss(AttackTerm):
     r"""Madry et al.'s adversarial training objective (Madry et al. 2018, eq. 2.1; the "Adv"
     baseline of Boopathy et al. and Chen et al.), a *whole* objective that replaces the loss:
 
@@ -228,10 +134,12 @@ class PGDAdversarialLoss(RobustTerm):
         clip_min: BoundType = 0.0,
         clip_max: BoundType = 1.0,
     ) -> None:
-        super().__init__(model, eps, auto_step=auto_step, eval_mode=eval_mode, generator=generator)
-        _AttackArgs.check(self, step_size, n_iterations, norm, clip_min, clip_max)
-        self.n_restarts = check_int_range(n_restarts, "n_restarts", 1)
-        self.random_start = check_bool(random_start, "random_start")
+        super().__init__(
+            model, eps, step_size=step_size, n_iterations=n_iterations, norm=norm, clip_min=clip_min,
+            clip_max=clip_max, random_start=random_start, auto_step=auto_step, eval_mode=eval_mode,
+            generator=generator,
+        )
+        self.n_restarts = check_int(n_restarts, "n_restarts", 1)
 
     def _attack(self, inputs: Tensor, target: Tensor, eps: float) -> Tensor:
         if eps == 0:
@@ -239,10 +147,7 @@ class PGDAdversarialLoss(RobustTerm):
         module = self.module
         # eval_mode=False: a plain callable, so that PGD does not switch the model to eval mode
         attacked: Any = module if self.eval_mode else module.__call__
-        pgd = PGD(
-            attacked, eps, self.step_size, self.n_iterations, norm=self.norm, random_start=self.random_start,
-            n_restarts=self.n_restarts, clip_min=self.clip_min, clip_max=self.clip_max,
-        )
+        pgd = self.pgd(eps, model=attacked, n_restarts=self.n_restarts)
         with attack_state(module, self.eval_mode):
             x_adv, _ = pgd.perturb(inputs.detach(), target=target, generator=self.generator)
         return x_adv.detach()
@@ -255,7 +160,7 @@ class PGDAdversarialLoss(RobustTerm):
         return loss
 
     def _objective(self, inputs_adv: Tensor, target: Tensor):
-        logits = _logits(self.model(inputs_adv))
+        logits = class_scores(self.model(inputs_adv))
         check_num_classes(target, logits.shape[1])
         return F.cross_entropy(logits, target), logits
 
@@ -285,8 +190,8 @@ class PGDAdversarialLoss(RobustTerm):
 # --------------------------------------------------------------------------- TRADES
 
 
-class TRADESLoss(RobustTerm):
-    r"""TRADES (Zhang et al., ICML 2019, sec. 4 and Algorithm 1; REFERENCE.md section 5), a
+class TRADESLoss(AttackTerm):
+    r"""TRADES (Zhang et al., ICML 2019, sec. 4 and Algorithm 1), a
     *whole* objective that replaces the loss:
 
     .. math::
@@ -368,9 +273,11 @@ class TRADESLoss(RobustTerm):
         clip_min: BoundType = 0.0,
         clip_max: BoundType = 1.0,
     ) -> None:
-        super().__init__(model, eps, auto_step=auto_step, eval_mode=eval_mode, generator=generator)
+        super().__init__(
+            model, eps, step_size=step_size, n_iterations=n_iterations, norm=norm, clip_min=clip_min,
+            clip_max=clip_max, auto_step=auto_step, eval_mode=eval_mode, generator=generator,
+        )
         self.beta = check_weight(beta, "beta")
-        _AttackArgs.check(self, step_size, n_iterations, norm, clip_min, clip_max)
 
     def _attack(self, inputs: Tensor, target: Tensor, eps: float) -> Tensor:
         if eps == 0 or self.beta == 0:
@@ -379,27 +286,24 @@ class TRADESLoss(RobustTerm):
         x = inputs.detach()
         with attack_state(module, self.eval_mode):
             with torch.no_grad():
-                clean = _logits(module(x)).detach()
+                clean = class_scores(module(x)).detach()
 
             def kl_objective(x_adv: Tensor, x_clean: Tensor, y: Any, args: Any) -> Tensor:
-                return _kl_rows(clean, _logits(module(x_adv)))
+                return _kl_rows(clean, class_scores(module(x_adv)))
 
-            inner = AttributionPGD(
-                module, kl_objective, eps, self.step_size, self.n_iterations, norm=self.norm, random_start=True,
-                keep_best=True, eval_mode=self.eval_mode, clip_min=self.clip_min, clip_max=self.clip_max,
-            )
+            inner = self.attribution_pgd(kl_objective, eps, keep_best=True)
             x_adv, _ = inner.perturb(x, target=target, generator=self.generator)
         return x_adv.detach()
 
     def _objective(self, inputs: Tensor, target: Tensor, inputs_adv: Optional[Tensor]) -> Dict[str, Any]:
-        logits = _logits(self.model(inputs))
+        logits = class_scores(self.model(inputs))
         check_num_classes(target, logits.shape[1])
         natural = F.cross_entropy(logits, target)
         if inputs_adv is None:
             kl = torch.zeros((), dtype=natural.dtype, device=natural.device)
             logits_adv = logits
         else:
-            logits_adv = _logits(self.model(inputs_adv))
+            logits_adv = class_scores(self.model(inputs_adv))
             kl = _kl_rows(logits, logits_adv).mean()
         return {"value": natural + self.beta * kl, "natural": natural, "kl": kl, "logits_adv": logits_adv}
 
@@ -435,107 +339,4 @@ class TRADESLoss(RobustTerm):
         return (
             f"{super().extra_repr()}, beta={self.beta}, step_size={self.step_size}, "
             f"n_iterations={self.n_iterations}, norm={self.norm!r}"
-        )
-
-
-# --------------------------------------------------------------------------- distillation
-
-
-class DistillationLoss(RobustTerm):
-    r"""Defensive distillation (Papernot et al. 2016; Zeng et al., supplementary App. A1), a
-    *whole* objective that replaces the loss: the cross-entropy between the teacher's soft labels
-    at temperature :math:`T` and the student's softmax at the same temperature,
-
-    .. math::
-
-        \mathcal L(\theta) = -\frac1B \sum_{b=1}^B \sum_{c=1}^C
-            \mathrm{softmax}\big(z^T(x_b) / T\big)_c \,
-            \log \mathrm{softmax}\big(z^S_\theta(x_b) / T\big)_c,
-
-    :math:`z^T` the teacher's and :math:`z^S_\theta` the student's logits; the value is the
-    *batch mean*. Its gradient with respect to the student's logits is
-    :math:`\big(\mathrm{softmax}(z^S/T) - \mathrm{softmax}(z^T/T)\big) / (T B)`.
-
-    **No** :math:`T^2` **factor.** Hinton et al. multiply the soft-label loss by :math:`T^2` so
-    that its gradients keep their size when it is *mixed* with a hard-label loss at
-    :math:`T = 1`; defensive distillation trains on the soft labels alone, and Papernot et al.
-    (and Zeng et al., who used :math:`T = 100`) do not scale. Multiply the value by ``T ** 2``
-    yourself to get Hinton's scaling. As in Papernot et al., the student is trained at
-    temperature :math:`T` and *deployed at* :math:`T = 1` (use its raw logits).
-
-    The teacher (typically the same architecture trained normally at temperature :math:`T`)
-    is frozen: its logits are computed without a graph, with the teacher in eval mode, its mode,
-    ``.grad`` and ``requires_grad`` left as found. It is held as a plain attribute (not a
-    registered submodule: the regularizer's ``parameters()``, ``state_dict()`` and
-    ``train()``/``eval()`` never touch it) and must be a separate network. The student's
-    forward pass goes through :attr:`model` as given, in its current mode. ``target`` is only
-    checked and used for ``last_stats["accuracy"]``; there is no perturbation (epsilon is 0).
-
-    Args:
-        model (nn.Module): the student being trained, possibly wrapped in DDP.
-        teacher (nn.Module): the frozen teacher (``B x C`` logits, the student's ``C``).
-        temperature (float): :math:`T > 0`. Default 100 (Zeng et al.; Papernot et al. used
-            values up to 100).
-
-    Raises:
-        TypeError: the teacher is not an ``nn.Module``, the temperature not a number.
-        ValueError: the teacher is the student or shares a parameter with it; the temperature
-            is not finite and positive.
-
-    Example::
-
-        >>> import copy, torch, torch.nn as nn
-        >>> from captum_robust.robust.regularizers.adversarial import DistillationLoss
-        >>> teacher = nn.Sequential(nn.Flatten(), nn.Linear(64, 10)).eval()
-        >>> student = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
-        >>> objective = DistillationLoss(student, teacher, temperature=100.0)
-        >>> x, y = torch.rand(8, 1, 8, 8), torch.randint(0, 10, (8,))
-        >>> loss = objective(x, y)
-        >>> loss.backward()
-        >>> teacher[1].weight.grad is None, student[1].weight.grad is not None
-        (True, True)
-        >>> same = DistillationLoss(copy.deepcopy(teacher), teacher, temperature=1.0)
-        >>> soft = torch.softmax(teacher(x), 1)     # the minimum is the soft labels' entropy
-        >>> bool(torch.isclose(same(x, y), -(soft * soft.log()).sum(1).mean()))
-        True
-    """
-
-    def __init__(self, model: nn.Module, teacher: nn.Module, temperature: float = 100.0) -> None:
-        super().__init__(model, 0.0)
-        object.__setattr__(self, "_teacher", check_teacher(teacher, model))
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
-            raise TypeError(f"temperature must be a positive number, got {type(temperature).__name__} {temperature!r}")
-        if not (math.isfinite(float(temperature)) and float(temperature) > 0):
-            raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
-        self.temperature = float(temperature)
-
-    @property
-    def teacher(self) -> nn.Module:
-        """The frozen teacher (not a registered submodule)."""
-        return self._teacher  # type: ignore[attr-defined]
-
-    def _forward(self, inputs: Tensor, target: Tensor, eps: float) -> Tensor:
-        student = _logits(self.model(inputs))
-        check_num_classes(target, student.shape[1])
-        teacher = teacher_logits(self.teacher, inputs)
-        if teacher.shape != student.shape:
-            raise ValueError(
-                f"the teacher returns logits of shape {tuple(teacher.shape)} but the student {tuple(student.shape)}; "
-                "both must classify into the same classes"
-            )
-        t = self.temperature
-        soft = torch.softmax(teacher.to(student.dtype) / t, dim=1)
-        loss = -(soft * F.log_softmax(student / t, dim=1)).sum(dim=1).mean()
-        pred = student.detach().argmax(dim=1)
-        self.last_adversarial = None
-        self.last_stats = {
-            "accuracy": float((pred == target).double().mean()),
-            "teacher_agreement": float((pred == teacher.argmax(dim=1)).double().mean()),
-        }
-        return loss
-
-    def extra_repr(self) -> str:
-        return (
-            f"model={type(self.model).__name__}, teacher={type(self.teacher).__name__}, "
-            f"temperature={self.temperature}"
         )

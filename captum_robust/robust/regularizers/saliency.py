@@ -1,5 +1,7 @@
 r"""Saliency terms to add to the loss: teacher saliency alignment (Gali et al. eq. 7) and
-saliency stability training (Levine et al. App. D, eq. D.1)."""
+saliency stability training (Levine et al. App. D, eq. D.1). Both compare input gradients of a
+class logit (:func:`captum_robust.attr._core.saliency.input_gradient`, taken with
+``create_graph=True`` where the term must be differentiable)."""
 
 from __future__ import annotations
 
@@ -10,44 +12,33 @@ from typing import Any, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from captum_robust._utils.geometry import BoundType, Box
 from captum_robust._utils.state import preserved_model_state
-from captum_robust._utils.validation import check_int_range
+from captum_robust._utils.validation import check_choice, check_fraction, check_int
+from captum_robust.attr._core.saliency import input_gradient
 from captum_robust.robust.attacks import L2TopKAttack
-from captum_robust.robust.attacks.base import BoundType, Box
 from captum_robust.robust.regularizers._base import (
     EpsilonSchedule,
     EpsType,
     RobustTerm,
-    check_num_classes,
-    check_weight,
-)
-from captum_robust.robust.regularizers.adversarial import (
-    attack_state,
     check_adversarial,
+    check_num_classes,
+    check_surrogate,
     check_teacher,
+    check_weight,
+    class_scores,
 )
+from captum_robust.robust.regularizers._inner import attack_state
 
 __all__ = ["SaliencyAlignment", "SaliencyStability"]
 
 
-def _class_scores(out: Any, who: str) -> Tensor:
-    if not isinstance(out, Tensor) or out.dim() != 2:
-        shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-        raise ValueError(f"{who} must return class scores of shape (batch, classes), got {shape}")
-    return out
-
-
-def input_gradient(model: Any, inputs: Tensor, target: Tensor, create_graph: bool, who: str = "the model") -> Tensor:
-    r"""The saliency :math:`J(x) = \nabla_x f_{y}(x)` of every example (one batched pass:
-    the gradient of :math:`\sum_b f_{y_b}(x_b)` is example-wise because examples do not
-    interact in eval mode). With ``create_graph`` the result is differentiable with respect
-    to the parameters."""
-    x = inputs.detach().requires_grad_(True)
-    with torch.enable_grad():
-        logits = _class_scores(model(x), who)
-        check_num_classes(target, logits.shape[1])
-        score = logits.gather(1, target[:, None]).sum()
-        (grad,) = torch.autograd.grad(score, x, create_graph=create_graph)
+def _saliency(model: Any, inputs: Tensor, target: Tensor, create_graph: bool, who: str = "the model") -> Tensor:
+    r"""The saliency :math:`J(x) = \nabla_x f_{y}(x)` of every example, at a fresh copy of
+    ``inputs``, the model's output checked to be ``B x C`` class scores; with ``create_graph``
+    differentiable with respect to the parameters."""
+    (grad,) = input_gradient(lambda x: class_scores(model(x), who), (inputs.detach(),), target,
+                             create_graph=create_graph)
     return grad
 
 
@@ -138,13 +129,13 @@ class SaliencyAlignment(RobustTerm):
         with preserved_model_state(teacher, train=False):
             for p in teacher.parameters():
                 p.requires_grad_(False)
-            return input_gradient(teacher, inputs, target, create_graph=False, who="the teacher").detach()
+            return _saliency(teacher, inputs, target, create_graph=False, who="the teacher")
 
     def _forward(self, inputs: Tensor, target: Tensor, eps: float) -> Tensor:
         self.last_adversarial = None
         j_t = self.teacher_saliency(inputs, target)
         with self.attribution_mode():
-            j_s = input_gradient(self.module, inputs, target, create_graph=True)
+            j_s = _saliency(self.module, inputs, target, create_graph=True)
         distance = (j_s - j_t.to(j_s.dtype)).reshape(j_s.shape[0], -1).pow(2).sum(dim=1).mean()
         self.last_stats = {"distance": float(distance.detach())}
         return self.lam * distance
@@ -171,9 +162,8 @@ def normalized_saliency(grad: Tensor) -> Tensor:
 
 def _gradient_map(model: Any, inputs: Tensor, target: Tensor) -> Tensor:
     """The attack's map: the input gradient of the target logit (differentiable in the input)."""
-    x = inputs if inputs.requires_grad else inputs.requires_grad_(True)
-    score = _class_scores(model(x), "the model").gather(1, target[:, None]).sum()
-    return torch.autograd.grad(score, x, create_graph=True)[0]
+    (grad,) = input_gradient(lambda x: class_scores(model(x)), (inputs,), target, create_graph=True)
+    return grad
 
 
 def _has_relu(module: nn.Module) -> bool:
@@ -298,28 +288,15 @@ class SaliencyStability(RobustTerm):
             rho = check_weight(rho, "rho")
         super().__init__(model, rho, auto_step=auto_step, eval_mode=eval_mode, generator=generator)
         self.lam = check_weight(lam, "lam")
-        if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)):
-            raise TypeError(f"sparsity must be a float in (0, 1], got {type(sparsity).__name__} {sparsity!r}")
-        if not (0.0 < float(sparsity) <= 1.0):
-            raise ValueError(f"sparsity must be in (0, 1], got sparsity={sparsity!r}")
-        self.sparsity = float(sparsity)
-        self.k = None if k is None else check_int_range(k, "k", 1)
-        self.n_iterations = check_int_range(n_iterations, "n_iterations", 1)
-        self.n_restarts = check_int_range(n_restarts, "n_restarts", 1)
-        self.random_budget = check_int_range(random_budget, "random_budget", 1)
-        self.max_backtracks = check_int_range(max_backtracks, "max_backtracks", 0)
-        if surrogate is not None and not isinstance(surrogate, nn.Module):
-            raise TypeError(
-                "surrogate must be None or an nn.Module (e.g. softplus_surrogate(model)), "
-                f"got {type(surrogate).__name__}"
-            )
-        object.__setattr__(self, "_surrogate", surrogate)
-        if reduction not in _REDUCTIONS:
-            raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
-        self.reduction = reduction
-        if target_class not in _CLASSES:
-            raise ValueError(f"target_class must be one of {_CLASSES}, got {target_class!r}")
-        self.target_class = target_class
+        self.sparsity = check_fraction(sparsity, "sparsity")
+        self.k = check_int(k, "k", 1, allow_none=True)
+        self.n_iterations = check_int(n_iterations, "n_iterations", 1)
+        self.n_restarts = check_int(n_restarts, "n_restarts", 1)
+        self.random_budget = check_int(random_budget, "random_budget", 1)
+        self.max_backtracks = check_int(max_backtracks, "max_backtracks", 0)
+        object.__setattr__(self, "_surrogate", check_surrogate(surrogate))
+        self.reduction = check_choice(reduction, "reduction", _REDUCTIONS)
+        self.target_class = check_choice(target_class, "target_class", _CLASSES)
         Box(clip_min, clip_max)  # validates the bounds
         self.clip_min = clip_min
         self.clip_max = clip_max
@@ -354,7 +331,7 @@ class SaliencyStability(RobustTerm):
             return target
         module = self.module
         with preserved_model_state(module, train=False if self.eval_mode else None), torch.no_grad():
-            logits = _class_scores(module(inputs.detach()), "the model")
+            logits = class_scores(module(inputs.detach()))
         check_num_classes(target, logits.shape[1])
         return logits.argmax(dim=1)
 
@@ -374,7 +351,7 @@ class SaliencyStability(RobustTerm):
         b = inputs.shape[0]
         both = torch.cat([inputs_adv.detach(), inputs.detach()])
         with self.attribution_mode():
-            grads = input_gradient(self.module, both, torch.cat([classes, classes]), create_graph=True)
+            grads = _saliency(self.module, both, torch.cat([classes, classes]), create_graph=True)
         g = normalized_saliency(grads)
         sq = (g[:b] - g[b:]).reshape(b, -1).pow(2)
         distance = sq.sum(dim=1) if self.reduction == "sum" else sq.mean(dim=1)

@@ -14,6 +14,7 @@ from scipy.special import rel_entr
 from torch import nn
 
 import captum_robust.robust.regularizers.adversarial as adversarial_module
+import captum_robust.robust.regularizers.distillation as distillation_module
 from captum_robust.robust.attacks import PGD
 from captum_robust.robust.regularizers._base import EpsilonSchedule
 from captum_robust.robust.regularizers.adversarial import DistillationLoss, PGDAdversarialLoss, TRADESLoss
@@ -69,12 +70,15 @@ class ConstLogits(nn.Module):
 
 
 def test_docstring_examples():
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        result = doctest.testmod(
-            adversarial_module, extraglobs={"torch": torch}, optionflags=doctest.NORMALIZE_WHITESPACE
-        )
-    assert result.attempted >= 15 and result.failed == 0
+    results = []
+    for module in (adversarial_module, distillation_module):  # DistillationLoss moved to distillation.py
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            results.append(
+                doctest.testmod(module, extraglobs={"torch": torch}, optionflags=doctest.NORMALIZE_WHITESPACE)
+            )
+    assert all(r.attempted > 0 and r.failed == 0 for r in results), results
+    assert sum(r.attempted for r in results) >= 15
 
 
 # --------------------------------------------------------------------------- PGDAdversarialLoss

@@ -1,0 +1,112 @@
+r"""The inner maximization of the attack-based regularizers: one place holds its settings
+(step size, iterations, norm, random start, data box), checks them and builds the attack,
+:class:`~captum_robust.robust.attacks.PGD` on a loss or
+:class:`~captum_robust.robust.attacks.AttributionPGD` on any per-example objective."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable, Iterator, Optional
+
+import torch
+from torch import Tensor, nn
+
+from captum_robust._utils.geometry import BoundType, Box
+from captum_robust._utils.state import preserved_model_state
+from captum_robust._utils.validation import check_bool, check_int, check_positive
+from captum_robust.robust.attacks import PGD, AttributionPGD
+from captum_robust.robust.attacks.base import check_norm
+from captum_robust.robust.regularizers._base import EpsType, RobustTerm
+
+__all__ = ["AttackTerm", "attack_state"]
+
+
+@contextlib.contextmanager
+def attack_state(module: nn.Module, eval_mode: bool) -> Iterator[None]:
+    """The model during an inner attack: frozen parameters and eval mode (``eval_mode=True``),
+    or its own mode with every buffer (BatchNorm running statistics) restored afterwards, so
+    the attack's forward passes leave no trace; mode, ``.grad`` and ``requires_grad`` restored
+    on exit, also on exceptions."""
+    with preserved_model_state(module, train=False if eval_mode else None):
+        saved = [] if eval_mode else [(b, b.detach().clone()) for b in module.buffers()]
+        for p in module.parameters():
+            p.requires_grad_(False)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for b, value in saved:
+                    b.copy_(value)
+
+
+class AttackTerm(RobustTerm):
+    r"""A :class:`~captum_robust.robust.regularizers.RobustTerm` whose value needs a worst-case
+    point :math:`x'` of the :math:`\epsilon`-ball: it checks and holds the inner attack's
+    settings (plain attributes, read at every call) and builds the attack from them.
+
+    Args:
+        model, eps, auto_step, eval_mode, generator: as in
+            :class:`~captum_robust.robust.regularizers.RobustTerm`.
+        step_size (float): attack step, > 0.
+        n_iterations (int): attack steps, >= 1.
+        norm (str): ``"linf"`` or ``"l2"`` (also ``"Linf"``, ``"L2"``, ``"inf"``, ``2``).
+        random_start (bool): start at a uniform random point of the ball.
+        clip_min, clip_max (float, Tensor or None): the data box, checked now.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        eps: EpsType,
+        *,
+        step_size: float,
+        n_iterations: int,
+        norm: str,
+        clip_min: BoundType,
+        clip_max: BoundType,
+        random_start: bool = True,
+        auto_step: bool = True,
+        eval_mode: bool = True,
+        generator: Optional[torch.Generator] = None,
+    ) -> None:
+        super().__init__(model, eps, auto_step=auto_step, eval_mode=eval_mode, generator=generator)
+        self.step_size = check_positive(step_size, "step_size")
+        self.n_iterations = check_int(n_iterations, "n_iterations", 1)
+        self.norm = check_norm(norm)
+        self.random_start = check_bool(random_start, "random_start")
+        Box(clip_min, clip_max)  # validates the data box now rather than at the first call
+        self.clip_min = clip_min
+        self.clip_max = clip_max
+
+    def pgd(self, eps: float, model: Any = None, **kwargs: Any) -> PGD:
+        """:class:`~captum_robust.robust.attacks.PGD` with these settings on ``model`` (default:
+        the unwrapped module); ``kwargs`` add PGD's other arguments (``loss``, ``n_restarts``...)."""
+        return PGD(
+            self.module if model is None else model,
+            eps,
+            self.step_size,
+            self.n_iterations,
+            norm=self.norm,
+            random_start=self.random_start,
+            clip_min=self.clip_min,
+            clip_max=self.clip_max,
+            **kwargs,
+        )
+
+    def attribution_pgd(self, objective: Callable[..., Tensor], eps: float, **kwargs: Any) -> AttributionPGD:
+        """:class:`~captum_robust.robust.attacks.AttributionPGD` with these settings on the
+        unwrapped module, ascending ``objective(x_adv, x, target, args) -> (B,)``, in the
+        regularizer's ``eval_mode``; ``kwargs`` add its other arguments (``keep_best``...)."""
+        return AttributionPGD(
+            self.module,
+            objective,
+            eps,
+            self.step_size,
+            self.n_iterations,
+            norm=self.norm,
+            random_start=self.random_start,
+            eval_mode=self.eval_mode,
+            clip_min=self.clip_min,
+            clip_max=self.clip_max,
+            **kwargs,
+        )
