@@ -32,6 +32,8 @@ from typing import Any, Iterator, List, Optional, Tuple
 import numpy as np
 import torch
 
+from captum_robust._utils.validation import check_int
+
 __all__ = [
     "DistributedContext",
     "env_world",
@@ -160,8 +162,10 @@ def assign_batches(n: int, batch_size: int, rank: int = 0, world_size: int = 1) 
         >>> assign_batches(5, 2)
         [(0, range(0, 2)), (1, range(2, 4)), (2, range(4, 5))]
     """
-    if n < 0 or batch_size < 1 or world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"need n >= 0, batch_size >= 1 and 0 <= rank < world_size, got {n}, {batch_size}, {rank}, {world_size}")
+    n = check_int(n, "n", 0)
+    batch_size = check_int(batch_size, "batch_size", 1)
+    world_size = check_int(world_size, "world_size", 1)
+    rank = check_int(rank, "rank", 0, world_size - 1)
     n_batches = (n + batch_size - 1) // batch_size
     return [(b, range(b * batch_size, min((b + 1) * batch_size, n))) for b in range(rank, n_batches, world_size)]
 
