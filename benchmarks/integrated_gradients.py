@@ -94,20 +94,20 @@ def round_robin(
 
 def auto_pick(fn: Callable[[], Any]) -> Optional[int]:
     """Run ``fn`` once and return the chunk size ``internal_batch_size="auto"`` picked."""
-    import captum_robust.attr._core.integrated_gradients as ig_module
+    import captum_robust.attr._core._ig_chunking as ig_chunking
 
     picked: List[int] = []
-    original = ig_module._auto_chunk
+    original = ig_chunking._auto_chunk
 
     def spy(*a: Any, **k: Any) -> int:
         picked.append(original(*a, **k))
         return picked[-1]
 
-    ig_module._auto_chunk = spy
+    ig_chunking._auto_chunk = spy
     try:
         fn()
     finally:
-        ig_module._auto_chunk = original
+        ig_chunking._auto_chunk = original
     return picked[0] if picked else None
 
 

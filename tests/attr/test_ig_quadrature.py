@@ -9,7 +9,7 @@ from captum.attr._utils.approximation_methods import approximation_parameters
 
 from captum_robust._utils.chunking import SavedBytesMeter, auto_chunk_rows
 from captum_robust.attr._core._quadrature import SUPPORTED_METHODS, quadrature_rule
-from captum_robust.attr._core.integrated_gradients import _rectangles, _rest_after_probe
+from captum_robust.attr._core._ig_chunking import _rectangles, _rest_after_probe
 
 
 @pytest.mark.parametrize("method", SUPPORTED_METHODS)

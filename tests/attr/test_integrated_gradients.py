@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from captum.attr import IntegratedGradients, LayerIntegratedGradients, NoiseTunnel
 from torch import nn
 
-import captum_robust.attr._core.integrated_gradients as ig_module
+import captum_robust.attr._core._ig_chunking as ig_chunking
 from captum_robust.attr import BatchedIntegratedGradients
 from captum_robust.models import Pool, Small
 from tests.helpers.models import TinyGapNet, TwoInputNet
@@ -357,7 +357,7 @@ def test_recomputation_replays_the_random_numbers_of_the_forward_pass(monkeypatc
         return [attr.detach()] + list(torch.autograd.grad(attr.pow(2).sum(), params))
 
     ours = grads()
-    monkeypatch.setattr(ig_module, "_graph_leaves", lambda *a, **k: None)  # force the checkpoint path
+    monkeypatch.setattr(ig_chunking, "_graph_leaves", lambda *a, **k: None)  # force the checkpoint path
     checkpointed = grads()
     for g, r in zip(ours, checkpointed):
         torch.testing.assert_close(g, r, rtol=1e-12, atol=1e-14)
@@ -482,8 +482,8 @@ def test_errors_name_the_argument():
         (dict(n_steps=0), ValueError, "n_steps must be >= 1"),
         (dict(n_steps=1, method="riemann_trapezoid"), ValueError, "n_steps must be >= 2"),
         (dict(method="simpson"), ValueError, "method must be one of"),
-        (dict(internal_batch_size=0), ValueError, "internal_batch_size must be >= 1"),
-        (dict(internal_batch_size=-3), ValueError, "internal_batch_size must be >= 1"),
+        (dict(internal_batch_size=0), ValueError, "internal_batch_size must be None, 'auto' or an int >= 1, got 0"),
+        (dict(internal_batch_size=-3), ValueError, "internal_batch_size must be None, 'auto' or an int >= 1, got -3"),
         (dict(internal_batch_size="big"), TypeError, "internal_batch_size must be None, 'auto'"),
         (dict(internal_batch_size=2.5), TypeError, "internal_batch_size must be None, 'auto'"),
         (dict(baselines=torch.zeros(3, 2, 5, 5)), ValueError, r"baselines of shape \(3, 2, 5, 5\) does not broadcast"),
