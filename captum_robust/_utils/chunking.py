@@ -9,17 +9,15 @@ probe chunk runs (these tensors are what a chunk holds at its peak), and the chu
 sized so that a whole chunk's saved tensors fit a budget:
 
 * **CPU:** ``budget = 16 MiB * threads`` (``threads = torch.get_num_threads()``).
-  This is a throughput rule measured with ``benchmarks/integrated_gradients.py
-  --chunk-rule`` (see ``benchmarks/README_integrated_gradients.md``): on CPU the time per
-  row falls while per-call overheads are amortised and rises again once a chunk's working
-  set leaves the caches and every chunk allocates fresh, page-faulting memory. On four
-  models (``Small``, ``Pool``, ``MadryMNIST``, an MLP) the optimum lay between about 2 and
-  30 MiB of saved tensors per chunk, and 16 MiB came within 5% of the best chunk on each.
-  That sweep ran on one thread; scaling the budget with the thread count is an assumption.
+  A throughput rule: on CPU the time per row falls while per-call overheads are amortised
+  and rises again once a chunk's working set leaves the caches and every chunk allocates
+  fresh, page-faulting memory; 16 MiB of saved tensors per chunk sits in the flat middle of
+  that curve on the library's models. The sweep behind it is
+  ``benchmarks/integrated_gradients.py --chunk-rule`` (results in ``benchmarks/README.md``);
+  it ran on one thread, so scaling the budget with the thread count is an assumption.
 * **CUDA:** ``budget = 1/4`` of the free device memory (``torch.cuda.mem_get_info``):
   GPUs are throughput-bound and get faster with larger chunks until memory runs out,
-  so the rule is memory-driven (this one was not measured here: no GPU was available
-  when it was written).
+  so the rule is memory-driven (an assumption: this rule has not been measured on a GPU).
 
 With ``create_graph=True`` the probe also records the tensors saved for the
 differentiable backward pass, so the same rule applies to the larger per-row cost.

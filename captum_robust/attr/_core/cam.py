@@ -30,7 +30,8 @@ from captum_robust._utils.layers import forward_with_layer
 from captum_robust._utils.validation import (
     TargetType,
     TensorOrTuple,
-    check_int_range,
+    check_choice,
+    check_int,
     check_submodule,
     classification_outputs,
     format_additional_args,
@@ -121,11 +122,8 @@ class _CAMBase(LayerAttribution):
 
     @staticmethod
     def _check_common(class_batch_size: Optional[int], interpolate_mode: str) -> None:
-        if class_batch_size is not None:
-            check_int_range(class_batch_size, "class_batch_size", 1)
-        allowed = ("nearest", "bilinear", "bicubic", "area")
-        if interpolate_mode not in allowed:
-            raise ValueError(f"interpolate_mode must be one of {allowed}, got {interpolate_mode!r}")
+        check_int(class_batch_size, "class_batch_size", 1, allow_none=True)
+        check_choice(interpolate_mode, "interpolate_mode", ("nearest", "bilinear", "bicubic", "area"))
 
 
 class CAM(_CAMBase):
