@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import captum_robust.robust.regularizers.gradient as gradient
+import captum_robust.robust.regularizers.input_gradient as gradient
 from captum_robust.data import load_digits
-from captum_robust.robust.regularizers.gradient import InputGradientRegularizer
+from captum_robust.robust.regularizers.input_gradient import InputGradientRegularizer
 from tests.helpers.models import TinyGapNet
 
 F64 = torch.float64
