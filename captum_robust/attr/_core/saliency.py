@@ -91,9 +91,11 @@ class Saliency(GradientAttribution):
     .. math:: S(x)_i = \frac{\partial f_t(x)}{\partial x_i},
 
     its absolute value by default, as Captum's ``Saliency``. It equals Captum's numbers for
-    every input form Captum accepts; in addition ``create_graph=True`` keeps the graph, so the
-    map is differentiable with respect to the inputs and the model's parameters (as the
-    attribution attacks and saliency regularizers need). Second derivatives through ReLU are
+    tensor and tuple inputs and for an int, per-example or ``None`` target (Captum's tuple
+    targets for outputs with more than two dimensions are not supported); in addition
+    ``create_graph=True`` keeps the graph, so the map is differentiable with respect to the
+    inputs and the model's parameters (as the attribution attacks and saliency regularizers
+    need). Second derivatives through ReLU are
     zero almost everywhere; use ``captum_robust.robust.attacks.softplus_surrogate`` where they
     matter. The model's mode, parameters and the inputs are left as found.
 
