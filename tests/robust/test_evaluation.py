@@ -260,3 +260,17 @@ def test_keep_examples_holds_the_attacks_inputs_and_the_measured_maps(setup):
     assert RobustnessReport.merge([plain, report]).examples is None
     with pytest.raises(ValueError, match="keep_examples"):
         attribution_robustness(model, cam, attack, (x, y), pgd=None, keep_examples=-1)
+
+
+@pytest.mark.parametrize("name", ["", "._stats", ".robustness", ".removal", ".roar"])
+def test_docstring_examples(name):
+    """The examples in the evaluation modules' docstrings run as written."""
+    import doctest
+    import importlib
+
+    module = importlib.import_module("captum_robust.robust.evaluation" + name)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        result = doctest.testmod(module, extraglobs={"torch": torch}, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0
+    assert result.failed == 0
