@@ -18,10 +18,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import random
-import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -31,34 +28,34 @@ from captum.attr import LayerGradCam
 from captum_robust.attr import CAM, GradCAM, GradCAMPlusPlus
 from captum_robust.models import Small
 
-
-def interleaved_medians(fns: dict, repeats: int, clock, seed: int = 0, warmup: int = 3) -> dict:
-    """Median time of each function. Every repeat runs all candidates once, in a fresh random
-    order, so load changes and cache effects on a shared machine hit every candidate alike."""
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    rng = random.Random(seed)
-    times = {name: [] for name in fns}
-    for _ in range(repeats):
-        order = list(fns.items())
-        rng.shuffle(order)
-        for name, fn in order:
-            start = clock()
-            fn()
-            times[name].append(clock() - start)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+_HERE = str(Path(__file__).resolve().parent)
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
+from _common import (  # noqa: E402
+    RESULTS,
+    add_common_args,
+    check_threads,
+    machine_info,
+    markdown_table,
+    medians,
+    round_robin,
+    torch_threads,
+    write_json,
+)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=30)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: stable on a shared machine)")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "cam.json")
+    parser.add_argument("--out", type=Path, default=RESULTS / "cam.json", help="the JSON file to write")
+    add_common_args(parser, out=None, seed=None)
     args = parser.parse_args()
+    with torch_threads(check_threads(parser, args)):
+        run(args)
 
-    torch.set_num_threads(args.threads)
+
+def run(args: argparse.Namespace) -> None:
     # With one torch thread all the work runs on this thread, so its CPU time is the cost of
     # the call and time spent descheduled by other processes is not counted; with more
     # threads only wall time is meaningful.
@@ -77,7 +74,7 @@ def main() -> None:
         with torch.no_grad():
             model(x)
 
-    def forward_backward():
+    def forward_backward():  # the bare cost of one input gradient, the reference for Grad-CAM
         x_ = x.clone().requires_grad_()
         torch.autograd.grad(model(x_)[:, 0].sum(), x_)
 
@@ -85,7 +82,7 @@ def main() -> None:
         for c in range(n_classes):
             captum.attribute(x, target=c)
 
-    t = interleaved_medians(
+    t = medians(round_robin(
         {
             "forward": forward,
             "forward_backward": forward_backward,
@@ -98,7 +95,9 @@ def main() -> None:
         },
         args.repeats,
         clock,
-    )
+        warmup=3,
+        shuffle_seed=0,
+    ))
     rows = [
         ("CAM, all classes", t["cam_all"], "one forward pass", t["forward"], 1.3),
         ("CAM, all classes, create_graph", t["cam_all_create_graph"], "one forward pass", t["forward"], None),
@@ -110,19 +109,17 @@ def main() -> None:
     ]
     print(f"\nbatch {args.batch}, Small, 1x28x28, {torch.get_num_threads()} threads, "
           f"{clock_name}, median of {args.repeats} repeats, torch {torch.__version__}\n")
-    print("| method | time (ms) | reference | reference (ms) | ratio | target |")
-    print("|---|---:|---|---:|---:|---|")
-    results = []
+    results, table = [], []
     for name, mine, ref_name, ref, target in rows:
         ratio = mine / ref
         verdict = "" if target is None else (f"<= {target} " + ("met" if ratio <= target else "MISSED"))
-        print(f"| {name} | {mine * 1e3:.2f} | {ref_name} | {ref * 1e3:.2f} | {ratio:.2f} | {verdict} |")
+        table.append((name, f"{mine * 1e3:.2f}", ref_name, f"{ref * 1e3:.2f}", f"{ratio:.2f}", verdict))
         results.append({"method": name, "seconds": mine, "reference": ref_name, "reference_seconds": ref,
                         "ratio": ratio, "target": target})
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"clock": clock_name, "batch": args.batch, "repeats": args.repeats, "threads": torch.get_num_threads(),
-            "torch": torch.__version__, "machine": platform.platform(), "processor": platform.processor()}
-    args.out.write_text(json.dumps({"meta": meta, "timings": t, "results": results}, indent=2))
+    print(markdown_table(["method", "time (ms)", "reference", "reference (ms)", "ratio", "target"], table,
+                         align="lrlrrl"))
+    meta = machine_info(clock=clock_name, batch=args.batch, repeats=args.repeats)
+    write_json(args.out, {"meta": meta, "timings": t, "results": results})
     print(f"\nwrote {args.out}")
 
 
