@@ -11,11 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import captum_robust.robust.regularizers.chen as chen
+import captum_robust.robust.regularizers.ig_norm as chen
 from captum_robust.data import load_digits
 from captum_robust.robust.attacks import softplus_surrogate
 from captum_robust.robust.regularizers._base import EpsilonSchedule
-from captum_robust.robust.regularizers.chen import IGNorm, IGSumNorm
+from captum_robust.robust.regularizers.ig_norm import IGNorm, IGSumNorm
 from captum_robust.robust.regularizers.gradient import InputGradientRegularizer
 from tests.helpers.models import TinyGapNet
 

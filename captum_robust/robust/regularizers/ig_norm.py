@@ -1,0 +1,505 @@
+r"""Chen et al.'s robust attribution regularization: :class:`IGNorm` (a term) and
+:class:`IGSumNorm` (an objective) -- Chen, Wu, Rastogi, Liang, Jha, "Robust Attribution
+Regularization", NeurIPS 2019, eq. 4 and sec. 4.
+
+Both penalise the size of the Integrated Gradients of the *loss* along the straight path from
+the clean input :math:`x` to a worst-case point :math:`x'` of the :math:`\epsilon`-ball:
+
+.. math::
+
+    \mathrm{IG}^{\ell_y}_i(x, x') = (x'_i - x_i) \int_0^1
+        \frac{\partial \ell_y(x + t(x' - x))}{\partial x_i}\, dt, \qquad
+    \sum_i \mathrm{IG}^{\ell_y}_i(x, x') = \ell_y(x') - \ell_y(x),
+
+with :math:`\ell_y(x) = \mathrm{CE}(f(x), y)`. The inner maximization is projected gradient
+ascent (:class:`~captum_robust.robust.attacks.AttributionPGD`) from a random start --
+mandatory, since at :math:`x' = x` the IG and its gradient vanish -- with a coarser quadrature
+(``attack_n_steps``, ``attack_method``; Chen: 10 points, right Riemann) than the outer term
+(``n_steps``, ``method``; Chen: 50). ``n_restarts`` runs keep, per example, the point with the
+highest attack objective. The outer term is then computed at the returned, detached
+:math:`x'` with a fresh pass that is differentiable with respect to the parameters.
+
+**Special cases** (Chen sec. 3; checked in the tests):
+
+* Prop. 1: with ``size="sum"`` and :math:`\lambda = 1`, completeness gives
+  :math:`\ell(x) + \mathrm{sum}\,\mathrm{IG}^{\ell_y}(x, x') = \ell(x')`: IG-Norm plus the
+  loss is Madry et al.'s adversarial loss (to quadrature accuracy).
+* Prop. 2: with one path point at :math:`x` (``n_steps=attack_n_steps=1``,
+  ``method=attack_method="riemann_left"``, Chen's eq. 3), an :math:`\ell_\infty` ball inside
+  the data box and :math:`\lambda = \lambda'/\epsilon`, IG-Norm equals
+  :class:`~captum_robust.robust.regularizers.InputGradientRegularizer` ``(lam=`` :math:`\lambda'`
+  ``, q=1)`` (the maximum :math:`\epsilon \lVert \nabla_x \ell(x) \rVert_1` is reached at every
+  corner of the ball, where the attack ends).
+* Theorem 3: for a linear model with loss :math:`g(-y\langle w, x\rangle)`, :math:`g` convex
+  and non-decreasing, and an :math:`\ell_\infty` ball,
+  :math:`\max_{x'} \lVert \mathrm{IG} \rVert_1 = g(z + \epsilon\lVert w\rVert_1) - g(z)`,
+  :math:`z = -y\langle w, x\rangle`, at :math:`x' = x - y\epsilon\,\mathrm{sign}(w)`. IG-Norm's
+  objective also has local maxima at the other corners of the ball, where sign-PGD stops (each
+  run ends at the corner of its random start's orthant), so more ``n_restarts`` help; the value
+  never exceeds the maximum. IG-Sum-Norm's bracket has a unique maximum.
+
+**Batch mean.** Both values are means over the batch. Chen's code sums its loss and terms over
+the batch (``tf.reduce_sum``): :math:`B` times this value, the same balance, so ``lam`` and
+``beta`` are Chen's :math:`\lambda` and :math:`\beta`; only the overall scale differs
+(immaterial with Adam, which Chen used; with SGD Chen's learning rate is ``lr * B`` here).
+
+**ReLU networks.** The attack differentiates the IG, i.e. takes second derivatives of the
+network, which vanish almost everywhere through ReLU: the attack gradient keeps only the
+first-order terms (the Jacobian, plus the curvature of the softmax cross-entropy) and does not
+see how the activation pattern would move. ``surrogate=`` (e.g. ``softplus_surrogate(model)``,
+sharing the weights) gives the attack a smooth copy; the outer term always uses the real model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable, Iterator, Optional, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from captum_robust._utils.validation import check_choice, check_int, check_internal_batch_size, classification_outputs
+from captum_robust.attr import BatchedIntegratedGradients
+from captum_robust.attr._core._quadrature import SUPPORTED_METHODS
+from captum_robust.robust.attacks.base import attack_mode
+from captum_robust.robust.regularizers._base import (
+    EpsType,
+    check_adversarial,
+    check_num_classes,
+    check_surrogate,
+    check_weight,
+    forwarded,
+)
+from captum_robust.robust.regularizers._inner import AttackTerm
+
+__all__ = ["IGNorm", "IGSumNorm"]
+
+SIZES: Tuple[str, ...] = ("l1", "sum")
+
+
+def _check_quadrature(method: Any, n_steps: Any, method_name: str, steps_name: str) -> Tuple[str, int]:
+    """A quadrature rule of :class:`~captum_robust.attr.BatchedIntegratedGradients` and its
+    number of path points (the trapezoid rule needs two)."""
+    method = check_choice(method, method_name, SUPPORTED_METHODS)
+    return method, check_int(n_steps, steps_name, 2 if method == "riemann_trapezoid" else 1)
+
+
+# --------------------------------------------------------------------------- shared machinery
+
+
+class _LossIGTerm(AttackTerm):
+    """What IG-Norm and IG-Sum-Norm share: the IG of the loss, its size, the inner attack."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        eps: EpsType,
+        *,
+        n_steps: int,
+        method: str,
+        attack_n_steps: int,
+        attack_method: str,
+        n_iterations: int,
+        step_size: float,
+        norm: str,
+        n_restarts: int,
+        size: str,
+        internal_batch_size: Union[None, int, str],
+        surrogate: Optional[nn.Module],
+        auto_step: bool,
+        eval_mode: bool,
+        generator: Optional[torch.Generator],
+        clip_min: Any,
+        clip_max: Any,
+    ) -> None:
+        super().__init__(
+            model, eps, step_size=step_size, n_iterations=n_iterations, norm=norm, clip_min=clip_min,
+            clip_max=clip_max, auto_step=auto_step, eval_mode=eval_mode, generator=generator,
+        )
+        self.method, self.n_steps = _check_quadrature(method, n_steps, "method", "n_steps")
+        self.attack_method, self.attack_n_steps = _check_quadrature(
+            attack_method, attack_n_steps, "attack_method", "attack_n_steps"
+        )
+        self.n_restarts = check_int(n_restarts, "n_restarts", 1)
+        if not isinstance(size, str) or size not in SIZES:
+            raise ValueError(f"size must be one of {SIZES} ('l1': Chen's ||.||_1, 'sum': Prop. 1), got {size!r}")
+        self.size = size
+        self.internal_batch_size = check_internal_batch_size(internal_batch_size)
+        # not a submodule: the regularizer owns neither the model nor its smooth copy
+        object.__setattr__(self, "_surrogate", check_surrogate(surrogate))
+
+    @property
+    def surrogate(self) -> Optional[nn.Module]:
+        """The smooth copy whose gradients the inner attack uses (None: the model itself)."""
+        return self._surrogate  # type: ignore[attr-defined]
+
+    # ----------------------------------------------------------------- IG of the loss
+
+    def _loss_ig(
+        self, model: nn.Module, inputs: Tensor, target: Tensor, inputs_adv: Tensor, n_steps: int, method: str
+    ) -> Tensor:
+        r""":math:`\mathrm{IG}^{\ell_y}(x, x')` (differentiable: ``create_graph=True``)."""
+        checked = []
+
+        def loss(r: Tensor, t: Tensor) -> Tensor:
+            logits = classification_outputs(model(r))
+            if not checked:  # once per call (one device sync), not per chunk
+                check_num_classes(t, logits.shape[1])
+                checked.append(True)
+            return F.cross_entropy(logits, t, reduction="none")
+
+        ig = BatchedIntegratedGradients(loss)
+        return ig.attribute(
+            inputs_adv,
+            baselines=inputs,
+            target=None,
+            additional_forward_args=(target,),
+            n_steps=n_steps,
+            method=method,
+            internal_batch_size=self.internal_batch_size,
+            create_graph=True,
+        )
+
+    def _size(self, ig: Tensor) -> Tensor:
+        flat = ig.flatten(1)
+        return flat.abs().sum(dim=1) if self.size == "l1" else flat.sum(dim=1)
+
+    def size_at(self, inputs: Tensor, target: Any, inputs_adv: Tensor) -> Tensor:
+        r"""Per-example :math:`s(\mathrm{IG}^{\ell_y}(x, x'))` with the outer quadrature
+        (``n_steps``, ``method``), through the model (not the surrogate) in the attribution
+        mode; differentiable with respect to the parameters (and to the inputs).
+
+        Args:
+            inputs (Tensor): the clean batch :math:`x`, ``B x ...``.
+            target (Tensor): labels, integer ``(B,)``.
+            inputs_adv (Tensor): the end points :math:`x'`, shaped like ``inputs``.
+
+        Returns:
+            Tensor: shape ``(B,)``.
+        """
+        y = self._check_inputs(inputs, target)
+        check_adversarial(inputs, inputs_adv, strict=True)
+        return self._size_at(inputs, y, inputs_adv)
+
+    def _size_at(self, inputs: Tensor, y: Tensor, inputs_adv: Tensor) -> Tensor:
+        with self.attribution_mode():
+            ig = self._loss_ig(self.module, inputs, y, inputs_adv, self.n_steps, self.method)
+        return self._size(ig)
+
+    # ----------------------------------------------------------------- inner attack
+
+    def _attack_objective(self, model: nn.Module) -> Callable[..., Tensor]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def _surrogate_mode(self) -> Iterator[None]:
+        if self.surrogate is None:
+            yield
+            return
+        with attack_mode(self.surrogate, eval_mode=self.eval_mode, warn=False):
+            yield
+
+    def _attack(self, inputs: Tensor, y: Tensor, eps: float) -> Tuple[Tensor, Tensor]:
+        """Best of ``n_restarts`` AttributionPGD runs per example: ``(x', objective)``."""
+        model = self.surrogate if self.surrogate is not None else self.module
+        attacker = self.attribution_pgd(self._attack_objective(model), eps, keep_best=True)
+        best_x: Optional[Tensor] = None
+        best_value: Optional[Tensor] = None
+        with self._surrogate_mode():
+            for _ in range(self.n_restarts):
+                x_adv, result = attacker.perturb(inputs, target=y, generator=self.generator)
+                value = result.objective
+                if best_x is None or best_value is None:
+                    best_x, best_value = x_adv, value
+                    continue
+                better = value > best_value
+                best_x = torch.where(better.reshape((-1,) + (1,) * (x_adv.dim() - 1)), x_adv, best_x)
+                best_value = torch.where(better, value, best_value)
+        assert best_x is not None and best_value is not None
+        return best_x.detach(), best_value.detach()
+
+
+# --------------------------------------------------------------------------- IG-Norm
+
+
+class IGNorm(_LossIGTerm):
+    r"""Chen et al.'s IG-Norm regularization term: the size of the Integrated Gradients of the
+    loss from :math:`x` to the worst point of the :math:`\epsilon`-ball (Chen eq. 4, sec. 4),
+
+    .. math::
+
+        R(x, y) = \lambda \cdot \frac1B \sum_{b=1}^B
+            s\big(\mathrm{IG}^{\ell_y}(x_b, x'_b)\big), \qquad
+        x'_b \approx \operatorname*{arg\,max}_{\lVert x' - x_b \rVert \le \epsilon}
+            s\big(\mathrm{IG}^{\ell_y}(x_b, x')\big),
+
+    with :math:`s = \lVert\cdot\rVert_1` (``size="l1"``, IG-Norm) or :math:`s = \mathrm{sum}`
+    (``size="sum"``). Add it to your loss: Chen's IG-Norm objective is :math:`\ell(x, y) + R(x, y)`
+    (MNIST: :math:`\epsilon = 0.3`, :math:`\lambda = 1`). The attack, the quadratures, the batch
+    mean, ReLU networks and the special cases (Prop. 1, Prop. 2, Theorem 3) are described in
+    :mod:`captum_robust.robust.regularizers.ig_norm`. At :math:`\epsilon = 0` the term is an
+    exact zero, a constant without a graph (no attack is run).
+
+    Args:
+        model (nn.Module): the classifier being trained (logits ``B x C``); may be wrapped in
+            ``DistributedDataParallel`` (the attack and IG passes use the inner module).
+        eps (float or EpsilonSchedule): ball radius :math:`\epsilon \ge 0`. Default 0.3.
+        lam (float): :math:`\lambda \ge 0`. Default 1.
+        n_steps (int): path points of the outer term. Default 50 (Chen).
+        method (str): quadrature of the outer term, one of ``riemann_left``,
+            ``riemann_right`` (default, Chen's code), ``riemann_middle``,
+            ``riemann_trapezoid``, ``gausslegendre``.
+        attack_n_steps (int): path points in the attack. Default 10 (Chen).
+        attack_method (str): quadrature in the attack. Default ``riemann_right``.
+        n_iterations (int): attack steps, >= 1. Default 40 (Chen, MNIST).
+        step_size (float): attack step, > 0. Default 0.01.
+        norm (str): ``"linf"`` (default, Chen) or ``"l2"``.
+        n_restarts (int): attack runs per call, >= 1. Default 1.
+        size (str): ``"l1"`` (default) or ``"sum"``.
+        internal_batch_size (int, "auto" or None): rows (path points x examples) per IG chunk,
+            for both IG passes (see :class:`~captum_robust.attr.BatchedIntegratedGradients`).
+            Default None.
+        surrogate (nn.Module, optional): smooth copy used for the attack gradients.
+        auto_step (bool): step an :class:`EpsilonSchedule` after each call in training mode.
+        eval_mode (bool): run the attack and IG passes with BatchNorm/Dropout in eval mode.
+            Default True.
+        generator (torch.Generator, optional): randomness of the random starts.
+        clip_min, clip_max (float, Tensor or None): the data box. Default [0, 1].
+
+    Attributes:
+        last_adversarial (Tensor): :math:`x'` of the last call (detached).
+        last_stats (dict): ``"value"``, ``"eps"``, ``"ig_norm"`` (mean :math:`s(\mathrm{IG})`
+            at :math:`x'` with the outer quadrature, without :math:`\lambda`) and
+            ``"attack_objective"`` (the mean attack objective at :math:`x'`, attack quadrature,
+            surrogate if given).
+
+    Example::
+
+        >>> import torch, torch.nn.functional as F
+        >>> from torch import nn
+        >>> from captum_robust.robust.regularizers import IGNorm
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.Softplus(), nn.Linear(8, 3))
+        >>> reg = IGNorm(model, eps=0.1, n_steps=10, n_iterations=5, step_size=0.05,
+        ...              generator=torch.Generator().manual_seed(0))
+        >>> x, y = torch.rand(4, 1, 4, 4), torch.tensor([0, 1, 2, 0])
+        >>> loss = F.cross_entropy(model(x), y) + reg(x, y)
+        >>> loss.backward()
+        >>> reg.last_stats["ig_norm"] > 0, bool((reg.last_adversarial - x).abs().max() <= 0.1 + 1e-6)
+        (True, True)
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        eps: EpsType = 0.3,
+        lam: float = 1.0,
+        *,
+        n_steps: int = 50,
+        method: str = "riemann_right",
+        attack_n_steps: int = 10,
+        attack_method: str = "riemann_right",
+        n_iterations: int = 40,
+        step_size: float = 0.01,
+        norm: str = "linf",
+        n_restarts: int = 1,
+        size: str = "l1",
+        internal_batch_size: Union[None, int, str] = None,
+        surrogate: Optional[nn.Module] = None,
+        auto_step: bool = True,
+        eval_mode: bool = True,
+        generator: Optional[torch.Generator] = None,
+        clip_min: Any = 0.0,
+        clip_max: Any = 1.0,
+    ) -> None:
+        super().__init__(**forwarded(locals(), "lam"))  # every other argument, as _LossIGTerm takes it
+        self.lam = check_weight(lam, "lam")
+
+    def _attack_objective(self, model: nn.Module) -> Callable[..., Tensor]:
+        def objective(x_adv: Tensor, x: Tensor, y: Tensor, args: Any) -> Tensor:
+            ig = self._loss_ig(model, x, y, x_adv, self.attack_n_steps, self.attack_method)
+            return self._size(ig)
+
+        return objective
+
+    def objective_at(self, inputs: Tensor, target: Any, inputs_adv: Tensor) -> Tensor:
+        r"""The outer term at a given :math:`x'`: :math:`\lambda \cdot \mathrm{mean}_b\,
+        s(\mathrm{IG}^{\ell_y}(x_b, x'_b))` with ``n_steps`` / ``method``, through the model in
+        the attribution mode, differentiable with respect to the parameters.
+
+        Args:
+            inputs (Tensor): the clean batch :math:`x`.
+            target (Tensor): labels, integer ``(B,)``.
+            inputs_adv (Tensor): the points :math:`x'`, shaped like ``inputs``.
+
+        Returns:
+            Tensor: a 0-dim tensor.
+        """
+        return self.lam * self.size_at(inputs, target, inputs_adv).mean()
+
+    def _forward(self, inputs: Tensor, target: Tensor, eps: float) -> Tensor:
+        if eps == 0:
+            self.last_adversarial = inputs.detach().clone()
+            self.last_stats = {"ig_norm": 0.0, "attack_objective": 0.0}
+            return torch.zeros((), dtype=inputs.dtype, device=inputs.device)
+        x_adv, attack_value = self._attack(inputs, target, eps)
+        size = self._size_at(inputs, target, x_adv)
+        self.last_adversarial = x_adv
+        self.last_stats = {"ig_norm": float(size.detach().mean()), "attack_objective": float(attack_value.mean())}
+        return self.lam * size.mean()
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, lam={self.lam}, size={self.size!r}, n_steps={self.n_steps}"
+
+
+# --------------------------------------------------------------------------- IG-Sum-Norm
+
+
+class IGSumNorm(_LossIGTerm):
+    r"""Chen et al.'s IG-Sum-Norm objective (sec. 4): the adversarial loss plus the size of
+    the Integrated Gradients of the loss, maximized together,
+
+    .. math::
+
+        L(x, y) = \frac1B \sum_{b=1}^B \Big[\ell(x'_b, y_b)
+            + \beta\, s\big(\mathrm{IG}^{\ell_y}(x_b, x'_b)\big)\Big], \qquad
+        x'_b \approx \operatorname*{arg\,max}_{\lVert x' - x_b \rVert \le \epsilon}
+            \Big[\ell(x', y_b) + \beta\, s\big(\mathrm{IG}^{\ell_y}(x_b, x')\big)\Big],
+
+    :math:`s = \lVert\cdot\rVert_1` by default (Chen's size function
+    :math:`\mathrm{sum} + \beta\lVert\cdot\rVert_1` with :math:`\lambda = 1`, using
+    completeness: :math:`\ell(x) + \mathrm{sum}\,\mathrm{IG} = \ell(x')`). This is a *whole
+    objective*: use it instead of your loss (MNIST: :math:`\epsilon = 0.3`,
+    :math:`\beta = 0.1`). With :math:`\beta = 0` it is Madry et al.'s PGD adversarial loss.
+
+    The inner maximization ascends the bracket as :class:`IGNorm`'s attack does (attack
+    quadrature, surrogate if given, eval mode, best of ``n_restarts`` runs). The loss part
+    :math:`\ell(x', y)` of the returned value goes through ``model`` as passed (possibly
+    ``DistributedDataParallel``-wrapped, in the user's train/eval mode: that forward is what
+    makes DDP synchronise the gradients); the IG part goes through the inner module in the
+    attribution mode (eval mode unless ``eval_mode=False``). At :math:`\epsilon = 0` the value
+    is :math:`\ell(x, y)` (no attack; :math:`\mathrm{IG}(x, x) = 0`). Batch mean and ReLU
+    networks: see :mod:`captum_robust.robust.regularizers.ig_norm`.
+
+    Args:
+        model (nn.Module): the classifier being trained.
+        eps (float or EpsilonSchedule): ball radius. Default 0.3.
+        beta (float): :math:`\beta \ge 0`. Default 0.1 (Chen, MNIST).
+        n_steps, method (int, str): the outer quadrature, as in :class:`IGNorm` (50, right Riemann).
+        attack_n_steps, attack_method (int, str): the attack's quadrature (10, right Riemann).
+        n_iterations, step_size, norm, n_restarts: the attack, as in :class:`IGNorm`.
+        size (str): ``"l1"`` (default) or ``"sum"``.
+        internal_batch_size, surrogate, auto_step, eval_mode, generator: as in :class:`IGNorm`.
+        clip_min, clip_max (float, Tensor or None): the data box. Default [0, 1].
+
+    Attributes:
+        last_adversarial (Tensor): :math:`x'` of the last call (detached).
+        last_stats (dict): ``"value"``, ``"eps"``, ``"loss_adv"`` (mean :math:`\ell(x', y)`),
+            ``"ig_norm"`` (mean :math:`s(\mathrm{IG})` at :math:`x'`, outer quadrature) and
+            ``"attack_objective"``.
+
+    Example::
+
+        >>> import torch
+        >>> from torch import nn
+        >>> from captum_robust.robust.regularizers import IGSumNorm
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.Softplus(), nn.Linear(8, 3))
+        >>> objective = IGSumNorm(model, eps=0.1, beta=0.1, n_steps=10, n_iterations=5,
+        ...                       step_size=0.05, generator=torch.Generator().manual_seed(0))
+        >>> x, y = torch.rand(4, 1, 4, 4), torch.tensor([0, 1, 2, 0])
+        >>> loss = objective(x, y)          # replaces the cross-entropy
+        >>> loss.backward()
+        >>> s = objective.last_stats
+        >>> abs(s["value"] - (s["loss_adv"] + 0.1 * s["ig_norm"])) < 1e-5
+        True
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        eps: EpsType = 0.3,
+        beta: float = 0.1,
+        *,
+        n_steps: int = 50,
+        method: str = "riemann_right",
+        attack_n_steps: int = 10,
+        attack_method: str = "riemann_right",
+        n_iterations: int = 40,
+        step_size: float = 0.01,
+        norm: str = "linf",
+        n_restarts: int = 1,
+        size: str = "l1",
+        internal_batch_size: Union[None, int, str] = None,
+        surrogate: Optional[nn.Module] = None,
+        auto_step: bool = True,
+        eval_mode: bool = True,
+        generator: Optional[torch.Generator] = None,
+        clip_min: Any = 0.0,
+        clip_max: Any = 1.0,
+    ) -> None:
+        super().__init__(**forwarded(locals(), "beta"))  # every other argument, as _LossIGTerm takes it
+        self.beta = check_weight(beta, "beta")
+
+    def _attack_objective(self, model: nn.Module) -> Callable[..., Tensor]:
+        def objective(x_adv: Tensor, x: Tensor, y: Tensor, args: Any) -> Tensor:
+            loss = F.cross_entropy(classification_outputs(model(x_adv)), y, reduction="none")
+            if self.beta == 0:
+                return loss
+            ig = self._loss_ig(model, x, y, x_adv, self.attack_n_steps, self.attack_method)
+            return loss + self.beta * self._size(ig)
+
+        return objective
+
+    def _parts(self, inputs: Tensor, y: Tensor, inputs_adv: Tensor, with_ig: bool = True) -> Tuple[Tensor, Tensor]:
+        """Per-example ``l(x', y)`` (through ``self.model``, user's mode) and ``s(IG)``."""
+        logits = classification_outputs(self.model(inputs_adv))
+        check_num_classes(y, logits.shape[1])
+        loss_adv = F.cross_entropy(logits, y, reduction="none")
+        if not with_ig:
+            return loss_adv, torch.zeros_like(loss_adv)
+        if self.beta == 0:  # the IG part does not enter the value: report it, without its graph
+            size = self._size_at(inputs.detach(), y, inputs_adv.detach()).detach()
+        else:
+            size = self._size_at(inputs, y, inputs_adv)
+        return loss_adv, size
+
+    def objective_at(self, inputs: Tensor, target: Any, inputs_adv: Tensor) -> Tensor:
+        r"""The objective at a given :math:`x'`: :math:`\mathrm{mean}_b [\ell(x'_b, y_b) +
+        \beta\, s(\mathrm{IG}^{\ell_y}(x_b, x'_b))]`, differentiable with respect to the
+        parameters (the loss part through ``model`` in its current mode, the IG part through
+        the inner module in the attribution mode).
+
+        Args:
+            inputs (Tensor): the clean batch :math:`x`.
+            target (Tensor): labels, integer ``(B,)``.
+            inputs_adv (Tensor): the points :math:`x'`, shaped like ``inputs``.
+
+        Returns:
+            Tensor: a 0-dim tensor.
+        """
+        y = self._check_inputs(inputs, target)
+        check_adversarial(inputs, inputs_adv, strict=True)
+        loss_adv, size = self._parts(inputs, y, inputs_adv)
+        return (loss_adv + self.beta * size).mean()
+
+    def _forward(self, inputs: Tensor, target: Tensor, eps: float) -> Tensor:
+        if eps == 0:
+            loss_adv, size = self._parts(inputs, target, inputs, with_ig=False)
+            value = loss_adv.mean()
+            self.last_adversarial = inputs.detach().clone()
+            loss = float(value.detach())
+            self.last_stats = {"loss_adv": loss, "ig_norm": 0.0, "attack_objective": loss}
+            return value
+        x_adv, attack_value = self._attack(inputs, target, eps)
+        loss_adv, size = self._parts(inputs, target, x_adv)
+        value = (loss_adv + self.beta * size).mean()
+        self.last_adversarial = x_adv
+        self.last_stats = {
+            "loss_adv": float(loss_adv.detach().mean()),
+            "ig_norm": float(size.detach().mean()),
+            "attack_objective": float(attack_value.mean()),
+        }
+        return value
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, beta={self.beta}, size={self.size!r}, n_steps={self.n_steps}"
