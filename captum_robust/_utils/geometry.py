@@ -19,6 +19,23 @@ from torch import Tensor
 Tensors = Tuple[Tensor, ...]
 BoundType = Union[None, float, Tensor, Tuple[Union[None, float, Tensor], ...]]
 
+_NORM_ALIASES = {"linf": "linf", "l_inf": "linf", "inf": "linf", "l2": "l2", "2": "l2"}
+
+
+def check_norm(norm: Any) -> str:
+    """The norms of this module: ``"linf"`` or ``"l2"`` (also ``"Linf"``, ``"L2"``, ``"inf"``,
+    ``float("inf")``, ``2``); anything else is a ``ValueError`` naming the value."""
+    if isinstance(norm, bool):
+        raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
+    if isinstance(norm, numbers.Real):
+        if math.isinf(float(norm)) and norm > 0:
+            return "linf"
+        if float(norm) == 2:
+            return "l2"
+    if isinstance(norm, str) and norm.lower() in _NORM_ALIASES:
+        return _NORM_ALIASES[norm.lower()]
+    raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
+
 
 def per_example(v: Tensor, like: Tensor) -> Tensor:
     """``(B,)`` -> ``(B, 1, ..., 1)`` broadcastable against ``like``."""

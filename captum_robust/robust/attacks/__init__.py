@@ -31,19 +31,20 @@ Example::
     >>> x_adv, result = attack.perturb(torch.rand(2, 1, 28, 28))
 """
 
-from captum_robust.robust.attacks.base import (
+from captum_robust.robust.attacks._adapter import ghorbani_maps
+from captum_robust.robust.attacks._results import (
     AttackResult,
     AttributionAttackResult,
     ISAResult,
     ObjectiveResult,
     PGDResult,
-    ghorbani_maps,
 )
-from captum_robust.robust.attacks.boopathy import AAI, ISA
-from captum_robust.robust.attacks.classifier import PGD
+from captum_robust.robust.attacks.aai import AAI
+from captum_robust.robust.attacks.attribution_pgd import AttributionPGD
 from captum_robust.robust.attacks.feature_importance import MassCenterAttack, TargetedAttributionAttack, TopKAttack
-from captum_robust.robust.attacks.levine import L2TopKAttack
-from captum_robust.robust.attacks.objective import AttributionPGD
+from captum_robust.robust.attacks.isa import ISA
+from captum_robust.robust.attacks.l2_topk import L2TopKAttack
+from captum_robust.robust.attacks.pgd import PGD
 from captum_robust.robust.attacks.surrogate import softplus_surrogate
 
 __all__ = [

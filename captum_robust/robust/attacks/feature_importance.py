@@ -5,7 +5,7 @@ evaluation attack of Chen et al., "Robust Attribution Regularization", NeurIPS 2
 
 All three attacks work on the saliency map :math:`S` of an attribution :math:`I`: the absolute
 attribution summed over the channels and scaled to sum to the number of pixels (Chen's and
-Ghorbani's convention, :func:`~captum_robust.robust.attacks.base.ghorbani_maps`), and take
+Ghorbani's convention, :func:`~captum_robust.robust.attacks.ghorbani_maps`), and take
 :math:`\ell_\infty` sign steps that keep the predicted class:
 
 * :class:`TopKAttack` decreases the mass of :math:`S(\tilde x)` on the top-k pixels of :math:`S(x)`;
@@ -21,77 +21,17 @@ import torch
 from captum.log import log_usage
 from torch import Tensor
 
-from captum_robust._utils.validation import TargetType, TensorOrTuple, check_int_range
-from captum_robust.robust.attacks.base import (
-    AttributionAttackResult,
-    IterativeMapAttack,
-    Tensors,
-    _Context,
-)
+from captum_robust._utils.geometry import Tensors
+from captum_robust._utils.validation import TargetType, TensorOrTuple, check_bool, check_int
+from captum_robust.robust.attacks._map_attack import IterativeMapAttack, _Context
+from captum_robust.robust.attacks._results import AttributionAttackResult
 from captum_robust.robust.discrepancy import center_of_mass, topk_mask
 
 __all__ = ["TopKAttack", "MassCenterAttack", "TargetedAttributionAttack"]
 
-_COMMON_ARGS = r"""
-        norm (str): ``"linf"`` (default, Ghorbani's attack) or ``"l2"``: the ball the
-            perturbation is projected onto after every sign step (with ``"l2"`` this is the
-            baseline Levine et al. compare their :class:`L2TopKAttack` with, App. C).
-        random_start (bool): start at a uniform random point of the ball instead of at
-            :math:`x` (Ghorbani starts at :math:`x`). Default False.
-        surrogate (nn.Module or callable, optional): a model with the same weights used for the
-            attack *gradients* only (e.g. :func:`softplus_surrogate`); predictions, acceptance
-            and the reported maps always use ``model``. Second derivatives through ReLU vanish
-            almost everywhere, so gradient-based maps of a ReLU network (plain gradients,
-            SmoothGrad) need one; Ghorbani used a softplus copy with :math:`\beta = 1`.
-        measure (str or callable): the similarity reported and (with
-            ``select_by="similarity"``) minimized over the accepted iterates: ``"topk"``
-            (top-``measure_k`` intersection), ``"kendall"``, ``"spearman"`` or a callable
-            ``(clean_maps, adversarial_maps) -> (B,)`` on prepared maps.
-        measure_k (int, optional): ``k`` of the ``"topk"`` measure.
-        select_by (str): which accepted iterate is returned: the one with the lowest
-            ``"similarity"`` or the lowest ``"objective"`` (on the real model's maps).
-        map_preparation (str, dict, callable or None): how maps are turned into the saliency
-            map :math:`S`: ``"ghorbani"`` (default, see above), ``"abs"``, ``None`` (raw maps),
-            a dict of :func:`~captum_robust.robust.discrepancy.prepare_maps` arguments or a
-            callable. Several input tensors give one flattened map.
-        clip_min, clip_max (float, Tensor, tuple or None): the data box (default [0, 1]);
-            ``None`` for no bound on that side. The clean inputs must lie inside it.
-        attribution_kwargs (dict, optional): keyword arguments for ``attribution.attribute``
-            (e.g. ``{"n_steps": 20, "method": "riemann_middle"}`` for Integrated Gradients).
-        gradient_attribution_kwargs (dict, optional): extra keyword arguments for the
-            differentiable passes only (e.g. fewer ``n_samples`` for SmoothGrad, as Levine did).
-        noise_seed (int): seed of the noise of the *reported* maps of noisy attributions
-            (SmoothGrad), drawn afresh with this seed at every evaluation so a reported map is
-            a deterministic function of its input. The attack's own gradient noise comes from
-            ``perturb``'s ``generator``. Default 0."""
-
-_PERTURB_DOC = r"""Run the attack.
-
-        Args:
-            inputs (Tensor or tuple[Tensor, ...]): clean inputs, batch first, inside the box.
-            target (int, list[int], Tensor or None): the class whose map is attacked (an int
-                for all, or one per example); ``None`` uses the model's prediction. The attack
-                keeps the model's *prediction* in any case.
-            additional_forward_args (Any, optional): extra model arguments (batch-first
-                tensors are selected along with the examples).
-            generator (torch.Generator, optional): randomness of the random start and of the
-                attribution's noise in the gradient passes.
-            show_progress (bool): a tqdm bar over the iterations.
-
-        Returns:
-            (Tensor or tuple[Tensor, ...], AttributionAttackResult): the perturbed inputs (the
-            best accepted iterate of each example, or the clean input where none improved) and
-            the per-example results.
-
-        Raises:
-            ValueError: NaN/inf inputs, inputs outside the box, a target of the wrong length or
-                out of range, a generator on another device.
-            TypeError: non-floating-point inputs.
-        """
-
 
 class TopKAttack(IterativeMapAttack):
-    __doc__ = r"""Ghorbani et al.'s top-k attack: move the attribution mass off the clean top-k features.
+    r"""Ghorbani et al.'s top-k attack: move the attribution mass off the clean top-k features.
 
     With :math:`S` the prepared saliency map and :math:`T_k` the indices of the :math:`k`
     largest entries of :math:`S(x)`, the attack decreases
@@ -111,16 +51,23 @@ class TopKAttack(IterativeMapAttack):
 
     Args:
         model (nn.Module or callable): the classifier (B x C logits).
-        attribution: an attribution of :mod:`captum_robust.attr` built on ``model``
-            (:class:`~captum_robust.attr.BatchedIntegratedGradients`, CAM, Grad-CAM, the
-            SmoothGrad family, ...), whose ``attribute`` takes ``create_graph``; or a callable
-            ``(model, inputs, target) -> maps`` returning maps differentiable with respect to
-            ``inputs`` (``(model, inputs, target, additional_forward_args)`` when those are
-            given).
+        attribution: an attribution of :mod:`captum_robust.attr` built on ``model`` whose
+            ``attribute`` takes ``create_graph``, or a callable ``(model, inputs, target) -> maps``.
         k (int): size of the attacked top set :math:`T_k`. Default 200.
         eps (float): radius :math:`\epsilon \ge 0` of the ball. Default 0.3.
         step_size (float): :math:`\alpha > 0`. Default 0.01.
-        n_iterations (int): number of steps, >= 1. Default 100.""" + _COMMON_ARGS + r"""
+        n_iterations (int): number of steps, >= 1. Default 100.
+        measure (str or callable): the similarity reported (and minimized over the accepted
+            iterates). Default ``"topk"``, the top-``measure_k`` intersection.
+        measure_k (int, optional): ``k`` of the ``"topk"`` measure; default ``k``.
+        select_by (str): ``"similarity"`` (default) or ``"objective"``.
+        map_preparation: default ``"ghorbani"``.
+
+    The other keyword arguments (``norm``, ``random_start``, ``surrogate``, the data box,
+    ``attribution_kwargs`` ...) are those of
+    :class:`~captum_robust.robust.attacks._map_attack.MapAttack` and
+    :class:`~captum_robust.robust.attacks._map_attack.IterativeMapAttack`; :meth:`perturb` is
+    that of :class:`~captum_robust.robust.attacks._base.Attack`.
 
     Example::
 
@@ -154,7 +101,7 @@ class TopKAttack(IterativeMapAttack):
         map_preparation: Any = "ghorbani",
         **kwargs: Any,
     ) -> None:
-        self.k = check_int_range(k, "k", 1)
+        self.k = check_int(k, "k", 1)
         super().__init__(
             model,
             attribution,
@@ -169,32 +116,15 @@ class TopKAttack(IterativeMapAttack):
         )
 
     def _setup(self, ctx: _Context) -> Dict[str, Tensor]:
-        n = ctx.clean_prepared[0].numel()
-        if self.k > n:
-            raise ValueError(f"k must be in [1, {n}] (the number of elements of a prepared map), got k={self.k}")
-        if self.measure_name == "topk" and self.measure_k > n:
-            raise ValueError(f"measure_k must be in [1, {n}] (the number of elements of a prepared map), got {self.measure_k}")
+        self._check_k(ctx)
         return {"mask": topk_mask(ctx.clean_prepared, self.k).to(ctx.clean_prepared.dtype)}
 
     def _objective(self, prepared: Tensor, maps: Tensors, logits: Optional[Tensor], state: Dict[str, Tensor], ctx: _Context) -> Tensor:
         return (prepared * state["mask"]).reshape(prepared.shape[0], -1).sum(dim=1)
 
-    @log_usage()
-    def perturb(
-        self,
-        inputs: TensorOrTuple,
-        target: TargetType = None,
-        additional_forward_args: Any = None,
-        generator: Optional[torch.Generator] = None,
-        show_progress: bool = False,
-    ) -> Tuple[TensorOrTuple, AttributionAttackResult]:
-        return self._perturb(inputs, target, additional_forward_args, generator, show_progress)
-
-    perturb.__doc__ = _PERTURB_DOC
-
 
 class MassCenterAttack(IterativeMapAttack):
-    __doc__ = r"""Ghorbani et al.'s mass-center attack: move the center of the attribution mass.
+    r"""Ghorbani et al.'s mass-center attack: move the center of the attribution mass.
 
     With :math:`C(S) = \sum_p S_p\, p / \sum_p S_p` the mass center of the prepared map (in
     pixel coordinates), the attack decreases
@@ -213,9 +143,12 @@ class MassCenterAttack(IterativeMapAttack):
         attribution: as in :class:`TopKAttack`.
         eps (float): radius of the ball, >= 0. Default 0.3.
         step_size (float): > 0. Default 0.01.
-        n_iterations (int): >= 1. Default 100.""" + _COMMON_ARGS.replace(
-        'measure (str or callable): the similarity', 'measure (str or callable): the similarity (default "kendall")'
-    ) + r"""
+        n_iterations (int): >= 1. Default 100.
+        measure (str or callable): the similarity reported. Default ``"kendall"``.
+        select_by (str): ``"objective"`` (default) or ``"similarity"``.
+        map_preparation: default ``"ghorbani"``.
+
+    The other keyword arguments are those of :class:`TopKAttack`.
 
     Example::
 
@@ -260,22 +193,9 @@ class MassCenterAttack(IterativeMapAttack):
         diff = center_of_mass(prepared) - state["center"]
         return -(diff * diff).sum(dim=1)
 
-    @log_usage()
-    def perturb(
-        self,
-        inputs: TensorOrTuple,
-        target: TargetType = None,
-        additional_forward_args: Any = None,
-        generator: Optional[torch.Generator] = None,
-        show_progress: bool = False,
-    ) -> Tuple[TensorOrTuple, AttributionAttackResult]:
-        return self._perturb(inputs, target, additional_forward_args, generator, show_progress)
-
-    perturb.__doc__ = _PERTURB_DOC
-
 
 class TargetedAttributionAttack(IterativeMapAttack):
-    __doc__ = r"""Ghorbani et al.'s targeted attack: move the attribution mass into a chosen region.
+    r"""Ghorbani et al.'s targeted attack: move the attribution mass into a chosen region.
 
     With a region mask :math:`R` over the prepared map, the attack decreases
 
@@ -297,7 +217,12 @@ class TargetedAttributionAttack(IterativeMapAttack):
             ``region=`` to override it per call.
         eps (float): radius of the ball, >= 0. Default 0.3.
         step_size (float): > 0. Default 0.01.
-        n_iterations (int): >= 1. Default 100.""" + _COMMON_ARGS + r"""
+        n_iterations (int): >= 1. Default 100.
+        measure (str or callable): the similarity reported. Default ``"kendall"``.
+        select_by (str): ``"objective"`` (default) or ``"similarity"``.
+        map_preparation: default ``"ghorbani"``.
+
+    The other keyword arguments are those of :class:`TopKAttack`.
 
     Example::
 
@@ -370,12 +295,13 @@ class TargetedAttributionAttack(IterativeMapAttack):
         show_progress: bool = False,
         region: Optional[Tensor] = None,
     ) -> Tuple[TensorOrTuple, AttributionAttackResult]:
+        """Run the attack: :meth:`Attack.perturb <captum_robust.robust.attacks._base.Attack.perturb>`
+        with one more argument.
+
+        Args:
+            region (Tensor, optional): overrides the constructor's region for this call.
+        """
+        check_bool(show_progress, "show_progress")
         if region is not None:
             region = self._check_region(region)
-        return self._perturb(inputs, target, additional_forward_args, generator, show_progress, region=region)
-
-    perturb.__doc__ = _PERTURB_DOC.replace(
-        "            show_progress (bool): a tqdm bar over the iterations.",
-        "            show_progress (bool): a tqdm bar over the iterations.\n"
-        "            region (Tensor, optional): overrides the constructor's region for this call.",
-    )
+        return self._attack(inputs, target, additional_forward_args, generator, show_progress, region=region)

@@ -56,7 +56,7 @@ def _state(model):
 ])
 def test_negative_eps_is_refused(tiny, make):
     model, _ = tiny
-    with pytest.raises(ValueError, match="eps must be >= 0, got eps=-"):
+    with pytest.raises(ValueError, match="eps must be a finite number >= 0, got eps=-"):
         make(model, gradient_map)
 
 
@@ -70,15 +70,15 @@ def test_negative_eps_is_refused(tiny, make):
 ])
 def test_fewer_than_one_step_is_refused(tiny, make):
     model, _ = tiny
-    with pytest.raises(ValueError, match="n_iterations must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="n_iterations must be an int >= 1, got n_iterations=0"):
         make(model, gradient_map)
 
 
 def test_argument_errors(tiny):
     model, x = tiny
-    with pytest.raises(ValueError, match="step_size must be > 0"):
+    with pytest.raises(ValueError, match="step_size must be a finite number > 0, got step_size=0.0"):
         TopKAttack(model, gradient_map, k=3, step_size=0.0)
-    with pytest.raises(ValueError, match="rho must be > 0"):
+    with pytest.raises(ValueError, match="rho must be a finite number > 0, got rho=0.0"):
         L2TopKAttack(model, gradient_map, k=3, rho=0.0)
     with pytest.raises(ValueError, match="norm must be 'linf' or 'l2'"):
         TopKAttack(model, gradient_map, k=3, norm="l1")
@@ -310,7 +310,7 @@ def test_show_progress_runs(tiny, capsys):
 def test_attack_objectives_are_differentiated_correctly(kind):
     """gradcheck (float64) of x -> the attack's objective on the maps of a smooth model: the
     direction every sign step takes is the true gradient of what the attack decreases."""
-    from captum_robust.robust.attacks.base import apply_preparation
+    from captum_robust.robust.attacks._adapter import apply_preparation
 
     torch.manual_seed(0)
     model = TinyGapNet(softplus=3.0).double().eval()

@@ -7,12 +7,12 @@ import torch
 
 import captum_robust.robust.attacks as attacks
 import captum_robust.robust.evaluation as evaluation
-from captum_robust.robust.attacks import boopathy, classifier, feature_importance, levine, objective, surrogate
+from captum_robust.robust.attacks import aai, attribution_pgd, feature_importance, isa, l2_topk, pgd, surrogate
 from tests.robust.attacks._models import one_thread
 
 
 @pytest.mark.parametrize(
-    "module", [attacks, feature_importance, boopathy, levine, classifier, objective, surrogate, evaluation],
+    "module", [attacks, feature_importance, aai, isa, l2_topk, pgd, attribution_pgd, surrogate, evaluation],
     ids=lambda m: m.__name__,
 )
 def test_docstring_examples(module):

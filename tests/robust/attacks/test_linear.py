@@ -12,8 +12,8 @@ from captum_robust.robust.attacks import (
     MassCenterAttack,
     TargetedAttributionAttack,
     TopKAttack,
+    ghorbani_maps,
 )
-from captum_robust.robust.attacks.base import ghorbani_maps
 from captum_robust.robust.discrepancy import kendall_tau, topk_intersection
 from tests.robust.attacks._models import LinearNet, gradient_map, one_thread
 

@@ -10,8 +10,8 @@ from captum.robust import PGD as CaptumPGD
 from scipy import stats
 from torch import nn
 
+from captum_robust._utils.geometry import random_in_ball
 from captum_robust.robust.attacks import PGD
-from captum_robust.robust.attacks.base import random_in_ball
 from tests.robust.attacks._models import LinearNet, correct_examples, one_thread
 
 

@@ -1,0 +1,243 @@
+r"""The root class of every attack, and what all attacks share: checking the clean batch,
+running the model (frozen, in eval mode), input gradients and progress bars.
+
+Everything is batched: every example keeps its own step size, acceptance flag and best
+iterate in ``(B,)`` tensors, and examples are selected with masks or index tensors, never
+with a Python loop over the batch. Inputs are handled as tuples of tensors internally
+(Captum's convention: the user gives a tensor or a tuple of tensors and gets the same back).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
+
+import torch
+from captum.log import log_usage
+from torch import Tensor, nn
+
+from captum_robust._utils.geometry import Box, Tensors, check_inside_box, detach_all
+from captum_robust._utils.state import preserved_model_state
+from captum_robust._utils.validation import (
+    TargetType,
+    TensorOrTuple,
+    check_bool,
+    check_float_inputs,
+    check_generator,
+    classification_outputs,
+    format_additional_args,
+    format_inputs,
+)
+
+__all__ = ["Attack"]
+
+# --------------------------------------------------------------------------- tuples and arguments
+
+
+def unformat(xs: Tensors, is_tuple: bool) -> TensorOrTuple:
+    """The inverse of ``format_inputs``: a tuple back to the user's tensor or tuple."""
+    return tuple(xs) if is_tuple else xs[0]
+
+
+def index_args(args: Tuple[Any, ...], idx: Tensor, batch: int) -> Tuple[Any, ...]:
+    """Select the examples ``idx`` from batch-first tensors in ``additional_forward_args``."""
+    return tuple(a[idx] if isinstance(a, Tensor) and a.dim() > 0 and a.shape[0] == batch else a for a in args)
+
+
+def check_args(args: Tuple[Any, ...], batch: int) -> None:
+    """Tensor arguments with a batch dimension must have the inputs' batch size."""
+    for i, a in enumerate(args):
+        if isinstance(a, Tensor) and a.dim() > 0 and a.shape[0] != batch:
+            raise ValueError(
+                f"additional_forward_args[{i}] has first dimension {a.shape[0]} but the inputs have batch size "
+                f"{batch}; tensor arguments must be batch-first (pass per-call constants as 0-dim tensors)"
+            )
+
+
+@dataclass
+class CleanBatch:
+    """The checked clean batch of one ``perturb`` call (inputs as a detached tuple)."""
+
+    xs: Tensors
+    is_tuple: bool
+    args: Tuple[Any, ...]
+    bounds: Optional[List[Tuple[Optional[Tensor], Optional[Tensor]]]] = None
+    generator: Optional[torch.Generator] = None
+
+    @property
+    def batch(self) -> int:
+        return int(self.xs[0].shape[0])
+
+
+def clean_batch(
+    inputs: TensorOrTuple, additional_forward_args: Any, box: Optional[Box] = None, generator: Any = None
+) -> CleanBatch:
+    """Check the inputs (finite floating-point tensors sharing the batch size), the extra
+    arguments, and -- with a ``box`` -- that the inputs lie inside it and the generator."""
+    is_tuple, xs = format_inputs(inputs)
+    check_float_inputs(xs, is_tuple, "attacks need gradients")
+    xs = detach_all(xs)
+    args = format_additional_args(additional_forward_args)
+    check_args(args, xs[0].shape[0])
+    clean = CleanBatch(xs, is_tuple, args)
+    if box is not None:
+        clean.bounds = box.resolve(xs)
+        check_inside_box(xs, clean.bounds, is_tuple)
+        clean.generator = check_generator(generator, xs[0].device)
+    return clean
+
+
+# --------------------------------------------------------------------------- the model
+
+
+def _bn_or_dropout_training(model: Any) -> List[str]:
+    if not isinstance(model, nn.Module):
+        return []
+    kinds = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd, nn.AlphaDropout)
+    return [name or type(m).__name__ for name, m in model.named_modules() if m.training and isinstance(m, kinds)]
+
+
+@contextlib.contextmanager
+def attack_mode(*models: Any, eval_mode: bool = True, warn: bool = True) -> Iterator[None]:
+    """Run the models in eval mode with frozen parameters (``requires_grad=False``); restore
+    every mode, ``.grad`` and ``requires_grad`` on exit, also on exceptions.
+
+    Warns when a model in training mode has BatchNorm or Dropout layers (their output would
+    depend on the batch or on chance): the attack runs it in eval mode.
+    """
+    if eval_mode and warn:
+        for model in models:
+            found = _bn_or_dropout_training(model)
+            if found:
+                warnings.warn(
+                    f"{type(model).__name__} is in training mode with BatchNorm/Dropout layers "
+                    f"({', '.join(found[:3])}{', ...' if len(found) > 3 else ''}); the attack runs it in eval mode "
+                    "(call model.eval() to silence this warning)",
+                    UserWarning,
+                    stacklevel=4,
+                )
+    with contextlib.ExitStack() as stack:
+        seen = set()
+        for model in models:
+            if isinstance(model, nn.Module) and id(model) not in seen:
+                seen.add(id(model))
+                stack.enter_context(preserved_model_state(model, train=False if eval_mode else None))
+        for model in models:
+            if isinstance(model, nn.Module):
+                for p in model.parameters():
+                    p.requires_grad_(False)
+        yield
+
+
+def forward(model: Callable[..., Any], xs: Sequence[Tensor], args: Tuple[Any, ...]) -> Tensor:
+    """The model's ``B x C`` class scores at ``xs`` (checked)."""
+    return classification_outputs(model(*xs, *args))
+
+
+def predict(model: Callable[..., Any], xs: Sequence[Tensor], args: Tuple[Any, ...]) -> Tensor:
+    """The model's predicted classes at ``xs`` (no graph)."""
+    with torch.no_grad():
+        return forward(model, xs, args).argmax(dim=1)
+
+
+def input_gradients(value: Tensor, xs: Sequence[Tensor]) -> Tuple[Tensors, bool]:
+    """Gradients of ``value.sum()`` with respect to ``xs`` (zeros where unused); also whether
+    the value depended on the inputs at all."""
+    if not value.requires_grad:
+        return tuple(torch.zeros_like(x) for x in xs), False
+    grads = torch.autograd.grad(value.sum(), list(xs), allow_unused=True)
+    return tuple(torch.zeros_like(x) if g is None else g for g, x in zip(grads, xs)), True
+
+
+def warn_zero_gradient(grads: Sequence[Tensor], what: str, stacklevel: int = 4) -> None:
+    """Warn once when the attack gradient is exactly zero for every example."""
+    if all(not bool(g.any()) for g in grads):
+        warnings.warn(
+            f"the gradient of the {what} with respect to the inputs is identically zero for every example, so the "
+            "attack cannot move. For a ReLU network the derivatives of gradient-based maps vanish almost "
+            "everywhere: pass surrogate=softplus_surrogate(model) to take the attack gradients through a smooth "
+            "copy with the same weights (or the map does not depend on the input, e.g. a linear model's gradient).",
+            UserWarning,
+            stacklevel=stacklevel,
+        )
+
+
+def progress(total: int, show: bool, desc: str):
+    """A tqdm bar (disabled unless ``show``)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, disable=not show, desc=desc, leave=False)
+
+
+# --------------------------------------------------------------------------- the root class
+
+
+class Attack:
+    r"""The root class of the attacks: :meth:`perturb` and its documentation are defined here
+    once, and every attack implements the hook ``_attack``.
+
+    An attack is built with the model (and, for the attacks on attribution maps, an
+    attribution) and its hyper-parameters, and called with :meth:`perturb` on a batch. Every
+    example is attacked on its own terms (its own step size, acceptance flag, best iterate,
+    bracket or budget), all examples together. The model runs in eval mode with frozen
+    parameters during the attack; its mode, its parameters' ``.grad`` and ``requires_grad``
+    and the inputs are left as found, also when an exception escapes.
+    """
+
+    @log_usage()
+    def perturb(
+        self,
+        inputs: TensorOrTuple,
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+        generator: Optional[torch.Generator] = None,
+        show_progress: bool = False,
+    ) -> Tuple[TensorOrTuple, Any]:
+        r"""Run the attack on a batch.
+
+        Args:
+            inputs (Tensor or tuple[Tensor, ...]): clean inputs, batch first, inside the data
+                box (``clip_min``, ``clip_max``).
+            target (int, list[int], Tensor or None): one class for every example, or one per
+                example. For the attacks on attribution maps, the class whose map is attacked
+                (``None``: the model's prediction); they keep the model's *prediction* in any
+                case. For :class:`~captum_robust.robust.attacks.PGD`, the true labels
+                (``None``: the predictions) or, targeted, the classes to reach. For
+                :class:`~captum_robust.robust.attacks.AttributionPGD`, passed to the
+                objective as a ``(B,)`` tensor (``None`` stays ``None``).
+            additional_forward_args (Any, optional): extra model arguments, Captum's
+                convention; batch-first tensors among them are selected along with the
+                examples.
+            generator (torch.Generator, optional): randomness of the random starts and of a
+                noisy attribution's gradient passes.
+            show_progress (bool): a tqdm bar over the iterations (or restarts).
+
+        Returns:
+            (Tensor or tuple[Tensor, ...], AttackResult): the perturbed inputs, detached, in
+            the format of ``inputs`` (each example's best accepted iterate, or its clean input
+            where none was accepted), and the per-example results: an
+            :class:`~captum_robust.robust.attacks.AttributionAttackResult` for the attacks on
+            maps, a :class:`~captum_robust.robust.attacks.PGDResult` for ``PGD``, an
+            :class:`~captum_robust.robust.attacks.ObjectiveResult` for ``AttributionPGD``.
+
+        Raises:
+            ValueError: NaN/inf inputs, inputs outside the box, a target of the wrong length
+                or out of range, a generator on another device.
+            TypeError: non-floating-point inputs, a ``show_progress`` that is not a bool.
+        """
+        check_bool(show_progress, "show_progress")
+        return self._attack(inputs, target, additional_forward_args, generator, show_progress)
+
+    def _attack(
+        self,
+        inputs: TensorOrTuple,
+        target: TargetType,
+        additional_forward_args: Any,
+        generator: Optional[torch.Generator],
+        show_progress: bool,
+        **options: Any,
+    ) -> Tuple[TensorOrTuple, Any]:
+        """The attack itself (``show_progress`` already checked)."""
+        raise NotImplementedError

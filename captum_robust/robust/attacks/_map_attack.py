@@ -1,0 +1,444 @@
+r"""The base classes of the attacks on attribution maps: :class:`MapAttack` (the model, the
+attribution, the map preparation, the measure and the data box, and the passes every such
+attack makes) and :class:`IterativeMapAttack` (Ghorbani et al.'s sign-step scheme, run by the
+shared loop of ``_loop.py``). A subclass names its objective in two hooks: ``_setup`` (the
+per-example state taken from the clean maps) and ``_objective`` (what the attack decreases).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+
+from captum_robust._utils.geometry import (
+    BoundType,
+    Box,
+    Tensors,
+    check_norm,
+    detach_all,
+    norm_of,
+    per_example,
+    project,
+    random_in_ball,
+)
+from captum_robust._utils.validation import (
+    TargetType,
+    TensorOrTuple,
+    check_bool,
+    check_choice,
+    check_int,
+    check_nonnegative,
+    check_positive,
+    format_inputs,
+    resolve_target,
+)
+from captum_robust.robust.attacks._adapter import AttributionAdapter, apply_preparation, make_measure, make_preparation
+from captum_robust.robust.attacks._base import (
+    Attack,
+    attack_mode,
+    clean_batch,
+    forward,
+    index_args,
+    input_gradients,
+    progress,
+    unformat,
+    warn_zero_gradient,
+)
+from captum_robust.robust.attacks._loop import BestIterateTracker, sign_step_loop
+from captum_robust.robust.attacks._results import AttributionAttackResult
+
+__all__ = ["MapAttack", "IterativeMapAttack"]
+
+
+class _Context:
+    """Everything one ``perturb`` call needs about the clean batch."""
+
+    def __init__(self, **kw: Any) -> None:
+        self.__dict__.update(kw)
+
+
+def _sub_context(ctx: _Context, idx: Tensor) -> _Context:
+    """A view of the context restricted to the examples ``idx`` (for objectives reading ctx)."""
+    sub = _Context(**ctx.__dict__)
+    sub.target = ctx.target[idx]
+    sub.pred0 = ctx.pred0[idx]
+    sub.batch = int(idx.shape[0])
+    return sub
+
+
+class MapAttack(Attack):
+    r"""Base class of the attacks on attribution maps (not instantiated directly); the arguments
+    below are common to all of them.
+
+    Holds the model, the attribution adapter, the map preparation, the similarity measure and
+    the data box, and offers :meth:`attribution_maps`, :meth:`prepare_maps` and
+    :meth:`similarity`, which recompute exactly what an attack reports.
+
+    Args:
+        model (nn.Module or callable): the classifier (``B x C`` logits).
+        attribution: an attribution of :mod:`captum_robust.attr` built on ``model``
+            (:class:`~captum_robust.attr.BatchedIntegratedGradients`, CAM, Grad-CAM, the
+            SmoothGrad family, ...), whose ``attribute`` takes ``create_graph``; or a callable
+            ``(model, inputs, target) -> maps`` returning maps differentiable with respect to
+            ``inputs`` (``(model, inputs, target, additional_forward_args)`` when those are given).
+        surrogate (nn.Module or callable, optional): a model with the same weights used for the
+            attack *gradients* only (e.g. :func:`~captum_robust.robust.attacks.softplus_surrogate`);
+            predictions, acceptance and the reported maps always use ``model``. Second
+            derivatives through ReLU vanish almost everywhere, so gradient-based maps of a ReLU
+            network (plain gradients, SmoothGrad) need one; Ghorbani used a softplus copy with
+            :math:`\beta = 1`.
+        measure (str or callable): the similarity reported (and, with
+            ``select_by="similarity"``, minimized over the accepted iterates): ``"topk"``
+            (top-``measure_k`` intersection), ``"kendall"``, ``"spearman"`` or a callable
+            ``(clean_maps, adversarial_maps) -> (B,)`` on prepared maps.
+        measure_k (int, optional): ``k`` of the ``"topk"`` measure.
+        map_preparation (str, dict, callable or None): how maps are turned into the saliency
+            map the attack works on: ``"ghorbani"`` (the absolute map summed over channels and
+            scaled to sum to its number of pixels,
+            :func:`~captum_robust.robust.attacks.ghorbani_maps`), ``"abs"``, ``None`` (raw
+            maps), a dict of :func:`~captum_robust.robust.discrepancy.prepare_maps` arguments
+            or a callable. Several input tensors give one flattened map.
+        clip_min, clip_max (float, Tensor, tuple or None): the data box (default [0, 1]);
+            ``None`` for no bound on that side. The clean inputs must lie inside it.
+        attribution_kwargs (dict, optional): keyword arguments for ``attribution.attribute``
+            (e.g. ``{"n_steps": 20, "method": "riemann_middle"}`` for Integrated Gradients).
+        gradient_attribution_kwargs (dict, optional): extra keyword arguments for the
+            differentiable passes only (e.g. fewer ``n_samples`` for SmoothGrad, as Levine did).
+        noise_seed (int): seed of the noise of the *reported* maps of noisy attributions
+            (SmoothGrad), drawn afresh with this seed at every evaluation so a reported map is
+            a deterministic function of its input. The attack's own gradient noise comes from
+            ``perturb``'s ``generator``. Default 0.
+    """
+
+    #: whether the objective needs the logits of the gradient model
+    _needs_logits = False
+
+    def __init__(
+        self,
+        model: Callable[..., Any],
+        attribution: Any,
+        *,
+        surrogate: Optional[Callable[..., Any]] = None,
+        measure: Any = "topk",
+        measure_k: Optional[int] = None,
+        map_preparation: Any = "ghorbani",
+        clip_min: BoundType = 0.0,
+        clip_max: BoundType = 1.0,
+        attribution_kwargs: Optional[Dict[str, Any]] = None,
+        gradient_attribution_kwargs: Optional[Dict[str, Any]] = None,
+        noise_seed: int = 0,
+    ) -> None:
+        self.model = model
+        self.surrogate = surrogate
+        self.adapter = AttributionAdapter(
+            model, attribution, surrogate, attribution_kwargs, gradient_attribution_kwargs, noise_seed
+        )
+        self.attribution = attribution
+        self.measure_k = check_int(measure_k, "measure_k", 1, allow_none=True)
+        self.measure_name, self._measure = make_measure(measure, measure_k)
+        self.measure = measure
+        self.map_preparation = map_preparation
+        self._prepare = make_preparation(map_preparation)
+        self.box = Box(clip_min, clip_max)
+
+    # ------------------------------------------------------------------ public helpers
+
+    def _clean_setup(
+        self, inputs: TensorOrTuple, target: TargetType, additional_forward_args: Any
+    ) -> Tuple[bool, Tensors, Tuple[Any, ...], Tensor, Tensor, Tensor]:
+        clean = clean_batch(inputs, additional_forward_args)
+        with torch.no_grad():
+            logits = forward(self.model, clean.xs, clean.args)
+        pred = logits.argmax(dim=1)
+        tgt = pred if target is None else resolve_target(target, clean.batch, logits.shape[1], clean.xs[0].device)
+        return clean.is_tuple, clean.xs, clean.args, logits, pred, tgt
+
+    def attribution_maps(
+        self, inputs: TensorOrTuple, target: TargetType = None, additional_forward_args: Any = None
+    ) -> TensorOrTuple:
+        """The reported maps of the real model (detached), as the attack computes them.
+
+        Args:
+            inputs (Tensor or tuple[Tensor, ...]): inputs, batch first.
+            target (int, list[int], Tensor or None): the class of each map; ``None``: the
+                model's prediction at ``inputs``.
+            additional_forward_args (Any, optional): extra model arguments.
+
+        Returns:
+            Tensor or tuple[Tensor, ...]: the attribution's output.
+        """
+        with attack_mode(self.model, self.surrogate):
+            is_tuple, xs, args, _, _, tgt = self._clean_setup(inputs, target, additional_forward_args)
+            maps = self.adapter.maps(xs, is_tuple, tgt, args, create_graph=False)
+        return maps if isinstance(maps, tuple) and len(maps) > 1 else maps[0]
+
+    def prepare_maps(self, maps: TensorOrTuple) -> Tensor:
+        """The attack's ``map_preparation`` applied to maps (detached): what its measures compare.
+
+        Args:
+            maps (Tensor or tuple[Tensor, ...]): attribution maps, batch first.
+
+        Returns:
+            Tensor: the prepared maps, ``B x ...``.
+        """
+        with torch.no_grad():
+            return apply_preparation(self._prepare, maps if isinstance(maps, tuple) else (maps,))
+
+    def similarity(
+        self,
+        inputs: TensorOrTuple,
+        inputs_adv: TensorOrTuple,
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+    ) -> Tensor:
+        """The attack's ``measure`` between the prepared maps of ``inputs`` and ``inputs_adv``
+        (both for ``target``; ``None``: the model's prediction at ``inputs``) -- what the
+        attack reports as :attr:`AttributionAttackResult.similarity`.
+
+        Returns:
+            Tensor: ``(B,)`` similarities.
+        """
+        with attack_mode(self.model, self.surrogate):
+            is_tuple, xs, args, _, _, tgt = self._clean_setup(inputs, target, additional_forward_args)
+            adv_tuple, xs_adv = format_inputs(inputs_adv, "inputs_adv")
+            if adv_tuple != is_tuple or len(xs_adv) != len(xs) or any(a.shape != b.shape for a, b in zip(xs, xs_adv)):
+                raise ValueError("inputs_adv must have the structure and shapes of inputs")
+            with torch.no_grad():
+                clean = apply_preparation(self._prepare, self.adapter.maps(xs, is_tuple, tgt, args, False))
+                adv = apply_preparation(self._prepare, self.adapter.maps(detach_all(xs_adv), is_tuple, tgt, args, False))
+            return self._measure(clean, adv)
+
+    # ------------------------------------------------------------------ hooks
+
+    def _setup(self, ctx: _Context) -> Dict[str, Tensor]:
+        """Per-example state of the objective (tensors with the batch first)."""
+        return {}
+
+    def _objective(
+        self, prepared: Tensor, maps: Tensors, logits: Optional[Tensor], state: Dict[str, Tensor], ctx: _Context
+    ) -> Tensor:
+        """The per-example objective the attack *decreases* (differentiable)."""
+        raise NotImplementedError
+
+    def _check_k(self, ctx: _Context) -> None:
+        """``k`` (and a top-k measure's ``measure_k``) at most the number of elements of a prepared map."""
+        n = ctx.clean_prepared[0].numel()
+        if self.k > n:
+            raise ValueError(f"k must be in [1, {n}] (the number of elements of a prepared map), got k={self.k}")
+        if self.measure_name == "topk" and self.measure_k > n:
+            raise ValueError(f"measure_k must be in [1, {n}] (the number of elements of a prepared map), got {self.measure_k}")
+
+    # ------------------------------------------------------------------ shared passes
+
+    def _context(
+        self,
+        inputs: TensorOrTuple,
+        target: TargetType,
+        additional_forward_args: Any,
+        generator: Any,
+        **extra: Any,
+    ) -> _Context:
+        clean = clean_batch(inputs, additional_forward_args, self.box, generator)
+        xs, args = clean.xs, clean.args
+        with torch.no_grad():
+            logits = forward(self.model, xs, args)
+        pred = logits.argmax(dim=1)
+        tgt = pred if target is None else resolve_target(target, clean.batch, logits.shape[1], xs[0].device)
+        ctx = _Context(
+            x0=xs, is_tuple=clean.is_tuple, args=args, pred0=pred, target=tgt, bounds=clean.bounds,
+            generator=clean.generator, batch=clean.batch, logits0=logits, **extra
+        )
+        with torch.no_grad():
+            ctx.clean_maps = self.adapter.maps(xs, clean.is_tuple, tgt, args, create_graph=False)
+            ctx.clean_prepared = apply_preparation(self._prepare, ctx.clean_maps)
+        ctx.state = self._setup(ctx)
+        with torch.no_grad():
+            ctx.similarity0 = self._measure(ctx.clean_prepared, ctx.clean_prepared)
+            ctx.objective0 = self._objective(ctx.clean_prepared, ctx.clean_maps, logits, ctx.state, ctx).detach()
+        return ctx
+
+    @staticmethod
+    def _sub(state: Dict[str, Tensor], idx: Optional[Tensor]) -> Dict[str, Tensor]:
+        if idx is None:
+            return state
+        return {k: v[idx] for k, v in state.items()}
+
+    def _sub_ctx_args(self, ctx: _Context, idx: Optional[Tensor]) -> Tuple[Tuple[Any, ...], Tensor]:
+        if idx is None:
+            return ctx.args, ctx.target
+        return index_args(ctx.args, idx, ctx.batch), ctx.target[idx]
+
+    def _gradient_pass(
+        self, ctx: _Context, xs: Sequence[Tensor], idx: Optional[Tensor]
+    ) -> Tuple[Tensors, Tensors, Tensor, Optional[Tensor]]:
+        """Objective gradients at ``xs`` (examples ``idx``); also the maps, the objective and the
+        logits computed on the way (those of the real model when no surrogate is used)."""
+        args, tgt = self._sub_ctx_args(ctx, idx)
+        xg = tuple(x.detach().requires_grad_(True) for x in xs)
+        with torch.enable_grad():
+            maps = self.adapter.maps(xg, ctx.is_tuple, tgt, args, create_graph=True, generator=ctx.generator)
+            prepared = apply_preparation(self._prepare, maps)
+            logits = None
+            if self._needs_logits:
+                model = self.surrogate if self.surrogate is not None else self.model
+                logits = forward(model, xg, args)
+            sub = ctx if idx is None else _sub_context(ctx, idx)
+            obj = self._objective(prepared, maps, logits, self._sub(ctx.state, idx), sub)
+            grads, _ = input_gradients(obj, xg)
+        return grads, detach_all(maps), obj.detach(), None if logits is None else logits.detach()
+
+    def _evaluate(
+        self,
+        ctx: _Context,
+        xs: Sequence[Tensor],
+        idx: Optional[Tensor],
+        maps: Optional[Tensors] = None,
+        objective: Optional[Tensor] = None,
+    ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Real-model prediction, acceptance (prediction kept), similarity and objective at ``xs``."""
+        args, tgt = self._sub_ctx_args(ctx, idx)
+        xs = detach_all(xs)
+        with torch.no_grad():
+            logits = forward(self.model, xs, args)
+        pred = logits.argmax(dim=1)
+        pred0 = ctx.pred0 if idx is None else ctx.pred0[idx]
+        accept = pred == pred0
+        if maps is None or not self.adapter.reusable:
+            maps = self.adapter.maps(xs, ctx.is_tuple, tgt, args, create_graph=False)
+            objective = None
+        with torch.no_grad():
+            prepared = apply_preparation(self._prepare, maps)
+            clean = ctx.clean_prepared if idx is None else ctx.clean_prepared[idx]
+            sim = self._measure(clean, prepared)
+            if objective is None:
+                sub = ctx if idx is None else _sub_context(ctx, idx)
+                objective = self._objective(prepared, maps, logits, self._sub(ctx.state, idx), sub).detach()
+        return accept, sim, objective, pred
+
+    def _tracker(self, ctx: _Context, select_by: str) -> BestIterateTracker:
+        """The best accepted iterate (lowest similarity or objective), starting at the clean input."""
+        score0 = ctx.similarity0 if select_by == "similarity" else ctx.objective0
+        values = {"similarity": ctx.similarity0, "objective": ctx.objective0}
+        return BestIterateTracker(ctx.x0, score0, values, ctx.pred0)
+
+    def _observe(
+        self, ctx: _Context, tracker: BestIterateTracker, select_by: str, xs: Sequence[Tensor], idx: Optional[Tensor],
+        step: Any, maps: Optional[Tensors] = None, objective: Optional[Tensor] = None,
+    ) -> None:
+        """Offer iterates to the tracker: accepted where the real model's prediction is kept."""
+        accept, sim, objective, pred = self._evaluate(ctx, xs, idx, maps, objective)
+        score = sim if select_by == "similarity" else objective
+        tracker.update(xs, score, accept, step, {"similarity": sim, "objective": objective}, pred, idx)
+
+    def _result(
+        self, ctx: _Context, tracker: BestIterateTracker, steps: Tensor, norm: str
+    ) -> Tuple[TensorOrTuple, AttributionAttackResult]:
+        x_adv = tracker.best
+        result = AttributionAttackResult(
+            accepted=tracker.accepted,
+            norm=norm_of([a - c for a, c in zip(x_adv, ctx.x0)], norm),
+            steps=steps,
+            best_step=tracker.best_step,
+            predictions=tracker.predictions,
+            clean_predictions=ctx.pred0,
+            similarity=tracker.values["similarity"],
+            objective=tracker.values["objective"],
+        )
+        return unformat(x_adv, ctx.is_tuple), result
+
+
+_SELECT = ("similarity", "objective")
+
+
+class IterativeMapAttack(MapAttack):
+    r"""Iterative sign-step attack on attribution maps (Ghorbani et al.'s scheme), the base of
+    :class:`~captum_robust.robust.attacks.TopKAttack`, ``MassCenterAttack``,
+    ``TargetedAttributionAttack`` and ``AAI``; the arguments below are common to them, besides
+    those of :class:`MapAttack`.
+
+    Starting at :math:`x` (or a random point of the ball), each step is
+
+    .. math::
+
+        \tilde x \leftarrow \Pi_{\text{box}}\Big(x + \Pi_{\epsilon}\big(\tilde x - \alpha\,
+            \mathrm{sign}\,\nabla_{\tilde x} L(\tilde x) - x\big)\Big)
+
+    for the attack's objective :math:`L` (the projection :math:`\Pi_\epsilon` onto the
+    :math:`\ell_\infty` or :math:`\ell_2` ball). Every iterate is checked on the real model:
+    one whose predicted class differs from the clean input's is rejected (the trajectory goes
+    on from it), and the accepted iterate with the best selection score is returned.
+
+    Args:
+        eps (float): radius :math:`\epsilon \ge 0` of the ball.
+        step_size (float): :math:`\alpha > 0`.
+        n_iterations (int): number of steps, >= 1.
+        norm (str): ``"linf"`` (default, Ghorbani's attack) or ``"l2"``: the ball the
+            perturbation is projected onto after every sign step (with ``"l2"`` this is the
+            baseline Levine et al. compare their
+            :class:`~captum_robust.robust.attacks.L2TopKAttack` with, App. C).
+        random_start (bool): start at a uniform random point of the ball instead of at
+            :math:`x` (Ghorbani starts at :math:`x`). Default False.
+        select_by (str): which accepted iterate is returned: the one with the lowest
+            ``"similarity"`` or the lowest ``"objective"`` (on the real model's maps).
+    """
+
+    def __init__(
+        self,
+        model: Callable[..., Any],
+        attribution: Any,
+        eps: float,
+        step_size: float,
+        n_iterations: int,
+        *,
+        norm: str = "linf",
+        random_start: bool = False,
+        select_by: str = "similarity",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(model, attribution, **kwargs)
+        self.eps = check_nonnegative(eps, "eps")
+        self.step_size = check_positive(step_size, "step_size")
+        self.n_iterations = check_int(n_iterations, "n_iterations", 1)
+        self.norm = check_norm(norm)
+        self.random_start = check_bool(random_start, "random_start")
+        self.select_by = check_choice(select_by, "select_by", _SELECT)
+
+    def _attack(
+        self,
+        inputs: TensorOrTuple,
+        target: TargetType,
+        additional_forward_args: Any,
+        generator: Optional[torch.Generator],
+        show_progress: bool,
+        **extra: Any,
+    ) -> Tuple[TensorOrTuple, AttributionAttackResult]:
+        with attack_mode(self.model, self.surrogate):
+            ctx = self._context(inputs, target, additional_forward_args, generator, **extra)
+            b, x0 = ctx.batch, ctx.x0
+            eps = torch.full((b,), self.eps, dtype=x0[0].dtype, device=x0[0].device)
+            alpha = torch.full((b,), self.step_size, dtype=x0[0].dtype, device=x0[0].device)
+            tracker = self._tracker(ctx, self.select_by)
+            start = random_in_ball(x0, eps, self.norm, ctx.bounds, ctx.generator) if self.random_start else x0
+
+            def gradient(x: Tensors) -> Tuple[Tensors, Any]:
+                grads, maps, obj, _ = self._gradient_pass(ctx, x, None)
+                return grads, (maps, obj)
+
+            def step(x: Tensors, grads: Tensors) -> Tensors:
+                stepped = tuple(xi - per_example(alpha, xi) * g.sign() for xi, g in zip(x, grads))
+                return project(x0, stepped, eps, self.norm, ctx.bounds)
+
+            def observe(x: Tensors, t: int, info: Any) -> None:
+                maps, obj = info if info is not None else (None, None)
+                self._observe(ctx, tracker, self.select_by, x, None, t, maps, obj)
+
+            def warn(grads: Tensors) -> None:
+                warn_zero_gradient(grads, f"{type(self).__name__} objective", stacklevel=7)
+
+            with progress(self.n_iterations, show_progress, type(self).__name__) as bar:
+                sign_step_loop(start, self.n_iterations, gradient, step, observe,
+                               observe_start=self.random_start, bar=bar, on_first_gradient=warn)
+            steps = torch.full((b,), self.n_iterations, dtype=torch.long, device=x0[0].device)
+            return self._result(ctx, tracker, steps, self.norm)

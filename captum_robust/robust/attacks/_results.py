@@ -1,0 +1,127 @@
+r"""The result dataclasses of the attacks: one ``(B,)`` tensor per field and example."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, Dict, List
+
+import torch
+from torch import Tensor
+
+__all__ = ["AttackResult", "AttributionAttackResult", "ObjectiveResult", "PGDResult", "ISAResult"]
+
+
+def _describe(t: Tensor) -> str:
+    if t.dtype == torch.bool:
+        return f"{int(t.sum())}/{t.numel()} True"
+    if not t.is_floating_point():
+        return f"ints in [{int(t.min())}, {int(t.max())}]" if t.numel() else "empty"
+    finite = t[torch.isfinite(t)]
+    if finite.numel() == 0:
+        return "no finite values"
+    return f"mean {float(finite.mean()):.4g}"
+
+
+@dataclass
+class AttackResult:
+    """Per-example outcome of an attack: every field is a ``(B,)`` tensor on the inputs' device.
+
+    Attributes:
+        accepted (Tensor): bool. For attacks on attributions: an iterate other than the clean
+            input was accepted (the prediction kept) and improved the attack's selection
+            score; the returned input is the clean input where this is False. For :class:`PGD`
+            and :class:`ISA`: the attack succeeded (misclassified, or the target reached).
+        norm (Tensor): the size of the returned perturbation in the attack's norm
+            (:math:`\\ell_\\infty` or :math:`\\ell_2`, over all input tensors of an example).
+        steps (Tensor): int64, gradient steps computed for the example in total.
+        best_step (Tensor): int64, the step that produced the returned input (0: the start).
+        predictions (Tensor): int64, the model's class at the returned input.
+        clean_predictions (Tensor): int64, the model's class at the clean input.
+    """
+
+    accepted: Tensor
+    norm: Tensor
+    steps: Tensor
+    best_step: Tensor
+    predictions: Tensor
+    clean_predictions: Tensor
+
+    def __len__(self) -> int:
+        return int(self.accepted.shape[0])
+
+    def as_dict(self) -> Dict[str, List[Any]]:
+        """The fields as JSON-serializable lists (one entry per example)."""
+        return {f.name: getattr(self, f.name).detach().cpu().tolist() for f in fields(self)}
+
+    def __repr__(self) -> str:
+        parts = ", ".join(f"{f.name}=<{_describe(getattr(self, f.name))}>" for f in fields(self))
+        return f"{type(self).__name__}(n={len(self)}, {parts})"
+
+
+@dataclass(repr=False)
+class AttributionAttackResult(AttackResult):
+    """Result of an attack on attribution maps (keeps the prediction): the fields of
+    :class:`AttackResult` and two more.
+
+    Attributes:
+        similarity (Tensor): the attack's ``measure`` (e.g. top-k intersection or Kendall's
+            tau) between the maps of the clean and the returned input, computed on the real
+            model; lower means a stronger attack. It equals
+            ``attack.similarity(inputs, x_adv, target)``.
+        objective (Tensor): the attack's objective at the returned input on the real model's
+            maps (the quantity the attack decreases, e.g. the map mass on the clean top-k).
+    """
+
+    similarity: Tensor
+    objective: Tensor
+
+
+@dataclass(repr=False)
+class ObjectiveResult(AttackResult):
+    """Result of :class:`AttributionPGD`: ``objective`` is the (maximized) objective at the
+    returned input; ``accepted`` is True where the returned input is a perturbed point (not the
+    clean input) that, with ``keep_prediction``, kept the prediction."""
+
+    objective: Tensor
+
+
+@dataclass(repr=False)
+class PGDResult(AttackResult):
+    """Result of :class:`PGD`: ``accepted`` is the success flag (also :attr:`success`) and
+    ``loss`` the attack loss at the returned input."""
+
+    loss: Tensor
+
+    @property
+    def success(self) -> Tensor:
+        """Alias of ``accepted``: the returned input is misclassified (or has the target class)."""
+        return self.accepted
+
+
+@dataclass(repr=False)
+class ISAResult(AttackResult):
+    """Result of :class:`ISA` (``accepted`` = success, also :attr:`success`): the fields of
+    :class:`AttackResult` and these.
+
+    Attributes:
+        eps_star (Tensor): the smallest successful perturbation size found by the first
+            bisection (``inf`` where the attack fails even at ``eps_max``).
+        eps (Tensor): the size the returned input was searched in (``eps_multiple * eps_star``).
+        weight (Tensor): the largest discrepancy weight :math:`\\gamma = 1/\\lambda` with a
+            successful attack found by the second bisection (0 if only the pure misclassification
+            attack succeeded).
+        discrepancy (Tensor): :math:`\\mathcal{D}_{2,\\ell_1}` (Boopathy eq. 4) between the clean
+            and the returned input's maps of the two classes (NaN where the attack failed).
+        nds (Tensor): the normalized discrepancy score of the same two maps (Boopathy App. B).
+    """
+
+    eps_star: Tensor
+    eps: Tensor
+    weight: Tensor
+    discrepancy: Tensor
+    nds: Tensor
+
+    @property
+    def success(self) -> Tensor:
+        """Alias of ``accepted``."""
+        return self.accepted

@@ -1,0 +1,261 @@
+r"""Projected gradient ascent on any differentiable attribution objective."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from captum_robust._utils.geometry import (
+    BoundType,
+    Box,
+    Tensors,
+    check_norm,
+    detach_all,
+    norm_of,
+    project,
+    random_in_ball,
+    steepest_step,
+)
+from captum_robust._utils.validation import (
+    TargetType,
+    TensorOrTuple,
+    check_bool,
+    check_int,
+    check_nonnegative,
+    check_positive,
+    resolve_target,
+)
+from captum_robust.robust.attacks._base import (
+    Attack,
+    CleanBatch,
+    attack_mode,
+    clean_batch,
+    forward,
+    input_gradients,
+    progress,
+    unformat,
+    warn_zero_gradient,
+)
+from captum_robust.robust.attacks._loop import BestIterateTracker, sign_step_loop
+from captum_robust.robust.attacks._results import ObjectiveResult
+
+__all__ = ["AttributionPGD"]
+
+
+class AttributionPGD(Attack):
+    r"""Projected gradient *ascent* on a differentiable objective of the clean and perturbed
+    inputs -- the inner maximizer of the robust-attribution regularizers.
+
+    For a per-example objective :math:`J(\tilde x; x, y)` (any differentiable function, e.g. the
+    IG-Norm term :math:`\lVert \mathrm{IG}^{\ell_y}(x, \tilde x) \rVert_1` of Chen et al. eq. 3,
+    or the discrepancy :math:`\tilde{\mathcal D}(x, \tilde x)` of Boopathy et al. eq. 9), it
+    approximates :math:`\max_{\lVert \tilde x - x \rVert \le \epsilon} J` by
+
+    .. math::
+
+        \tilde x \leftarrow \Pi_{\text{box}} \Pi_{B_\epsilon(x)} \big(\tilde x + \alpha\, s\big),
+        \qquad s = \mathrm{sign}(\nabla J) \ (\ell_\infty), \quad
+        s = \nabla J / \lVert \nabla J \rVert_2 \ (\ell_2),
+
+    from a random start (mandatory for objectives that vanish at :math:`\tilde x = x`, such as
+    the IG of the loss from :math:`x` to :math:`\tilde x`; Chen et al. sec. 4). Like any PGD it
+    finds a local maximum: :math:`\lVert \mathrm{IG}^{\ell_y}(x, \tilde x) \rVert_1` alone, for
+    instance, has one at nearly every corner of a small :math:`\ell_\infty` ball (each coordinate
+    gains by moving away from :math:`x` in either direction), so where the random start lands
+    matters; adding the loss itself (IG-Sum-Norm) makes the maximum unique on a linear model
+    (see the tests). Every example keeps
+    its best iterate (``keep_best=True``: the highest objective, at the cost of one more
+    objective evaluation at the last iterate) or returns the last one. The returned inputs
+    are detached: compute the training term on them with a fresh, differentiable pass.
+
+    The objective is called as ``objective(inputs_adv, inputs, target, additional_forward_args)``
+    with the inputs in the user's format (tensor or tuple), ``target`` the resolved ``(B,)``
+    class tensor (or ``None`` when ``perturb`` got none) and ``additional_forward_args`` as
+    given, and must return ``(B,)`` values. During the search the ``forward_func`` (if an
+    ``nn.Module``) runs in eval mode with frozen parameters (``eval_mode=False`` keeps its
+    mode; unlike the attacks on attributions, a model in training mode is expected here -- the
+    search runs inside a training loop -- and gives no warning); nothing of the model's state,
+    parameter gradients included, changes. The objective usually closes over a model of its
+    own (the same one, or a smooth copy): put that one in the wanted mode yourself.
+
+    Args:
+        forward_func (nn.Module or callable): the classifier, used for the predictions (and,
+            with ``keep_prediction``, the acceptance of iterates).
+        objective (callable): ``(inputs_adv, inputs, target, additional_forward_args) -> (B,)``.
+        eps (float): radius :math:`\epsilon \ge 0`. Default 0.3.
+        step_size (float): :math:`\alpha > 0`. Default 0.01.
+        n_iterations (int): >= 1. Default 40 (Chen, Boopathy on MNIST).
+        norm (str): ``"linf"`` (default) or ``"l2"``.
+        random_start (bool): start at a uniform random point of the ball. Default True.
+        keep_best (bool): return each example's best iterate (default) or the last one.
+        keep_prediction (bool): only iterates that keep the clean prediction count as best
+            (with ``keep_best``). Default False.
+        eval_mode (bool): run ``forward_func`` in eval mode during the search. Default True.
+        clip_min, clip_max (float, Tensor, tuple or None): the data box. Default [0, 1].
+
+    :meth:`perturb` is that of :class:`~captum_robust.robust.attacks._base.Attack`; its
+    ``target`` and ``additional_forward_args`` are passed on to the objective. The result's
+    ``objective`` is the objective at the returned input (NaN with ``keep_best=False``, where it
+    is not evaluated, and where no iterate kept the prediction under ``keep_prediction``, the
+    clean input being returned).
+
+    Example::
+
+        >>> import torch, torch.nn.functional as F
+        >>> from captum_robust.models import Small
+        >>> from captum_robust.attr import BatchedIntegratedGradients
+        >>> from captum_robust.robust.attacks import AttributionPGD
+        >>> model = Small().eval()
+        >>> loss_ig = BatchedIntegratedGradients(lambda r, t: F.cross_entropy(model(r), t, reduction="none"))
+        >>> def ig_norm(x_adv, x, y, args):     # Chen's || IG^{l_y}(x, x') ||_1
+        ...     ig = loss_ig.attribute(x_adv, baselines=x, additional_forward_args=(y,),
+        ...                            n_steps=10, method="riemann_right", create_graph=True)
+        ...     return ig.abs().flatten(1).sum(dim=1)
+        >>> inner = AttributionPGD(model, ig_norm, eps=0.3, step_size=0.01, n_iterations=5)
+        >>> x, y = torch.rand(4, 1, 28, 28), torch.tensor([0, 1, 2, 3])
+        >>> x_adv, result = inner.perturb(x, target=y, generator=torch.Generator().manual_seed(0))
+        >>> bool((result.norm <= 0.3 + 1e-6).all())
+        True
+    """
+
+    def __init__(
+        self,
+        forward_func: Callable[..., Any],
+        objective: Callable[..., Tensor],
+        eps: float = 0.3,
+        step_size: float = 0.01,
+        n_iterations: int = 40,
+        *,
+        norm: str = "linf",
+        random_start: bool = True,
+        keep_best: bool = True,
+        keep_prediction: bool = False,
+        eval_mode: bool = True,
+        clip_min: BoundType = 0.0,
+        clip_max: BoundType = 1.0,
+    ) -> None:
+        if not callable(forward_func):
+            raise TypeError(f"forward_func must be an nn.Module or a callable, got {type(forward_func).__name__}")
+        if not callable(objective):
+            raise TypeError(f"objective must be a callable (inputs_adv, inputs, target, args) -> (B,), got {type(objective).__name__}")
+        self.forward_func = forward_func
+        self.objective = objective
+        self.eps = check_nonnegative(eps, "eps")
+        self.step_size = check_positive(step_size, "step_size")
+        self.n_iterations = check_int(n_iterations, "n_iterations", 1)
+        self.norm = check_norm(norm)
+        self.random_start = check_bool(random_start, "random_start")
+        self.keep_best = check_bool(keep_best, "keep_best")
+        self.keep_prediction = check_bool(keep_prediction, "keep_prediction")
+        self.eval_mode = check_bool(eval_mode, "eval_mode")
+        self.box = Box(clip_min, clip_max)
+
+    def _value(self, x: Tuple[Tensor, ...], xs: Tuple[Tensor, ...], is_tuple: bool, target: Optional[Tensor], raw_args: Any) -> Tensor:
+        value = self.objective(unformat(x, is_tuple), unformat(xs, is_tuple), target, raw_args)
+        if not isinstance(value, Tensor) or value.shape != (xs[0].shape[0],):
+            raise ValueError(
+                f"objective must return one value per example, shape ({xs[0].shape[0]},), got "
+                f"{tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__}"
+            )
+        return value
+
+    def _attack(
+        self,
+        inputs: TensorOrTuple,
+        target: TargetType,
+        additional_forward_args: Any,
+        generator: Optional[torch.Generator],
+        show_progress: bool,
+    ) -> Tuple[TensorOrTuple, ObjectiveResult]:
+        clean = clean_batch(inputs, additional_forward_args, self.box, generator)
+        xs, args, b, is_tuple = clean.xs, clean.args, clean.batch, clean.is_tuple
+        with attack_mode(self.forward_func, eval_mode=self.eval_mode, warn=False):
+            with torch.no_grad():
+                logits0 = forward(self.forward_func, xs, args)
+            pred0 = logits0.argmax(dim=1)
+            tgt = None if target is None else resolve_target(target, b, logits0.shape[1], xs[0].device)
+            eps = torch.full((b,), self.eps, dtype=xs[0].dtype, device=xs[0].device)
+            alpha = torch.full((b,), self.step_size, dtype=xs[0].dtype, device=xs[0].device)
+            # the start of the search is the first candidate (accepted unless it changed the prediction)
+            trackers = []
+
+            def gradient(x: Tensors) -> Tuple[Tensors, Any]:
+                xg = tuple(v.detach().requires_grad_(True) for v in x)
+                with torch.enable_grad():
+                    value = self._value(xg, xs, is_tuple, tgt, additional_forward_args)
+                    grads, _ = input_gradients(value, xg)
+                return grads, value.detach()
+
+            def step(x: Tensors, grads: Tensors) -> Tensors:
+                return project(xs, steepest_step(detach_all(x), grads, alpha, self.norm), eps, self.norm, clean.bounds)
+
+            def observe(x: Tensors, t: int, value: Optional[Tensor]) -> None:
+                if not self.keep_best:
+                    return
+                if value is None:
+                    with torch.enable_grad():
+                        value = self._value(x, xs, is_tuple, tgt, additional_forward_args).detach()
+                if self.keep_prediction:
+                    with torch.no_grad():
+                        pred = forward(self.forward_func, x, args).argmax(dim=1)
+                    accept = pred == pred0
+                else:
+                    # acceptance does not need the prediction: one forward pass at the end
+                    # gives the returned points' predictions (saves a pass per iteration)
+                    pred = pred0
+                    accept = torch.ones_like(pred0, dtype=torch.bool)
+                if not trackers:
+                    start_value = torch.where(accept, value, torch.full_like(value, float("-inf")))
+                    trackers.append(BestIterateTracker(
+                        x, start_value, None, pred, True, accepted=accept & (t > 0 or self.random_start), step=t
+                    ))
+                else:
+                    trackers[0].update(x, value, accept, t, None, pred)
+
+            def warn(grads: Tensors) -> None:
+                warn_zero_gradient(grads, "AttributionPGD objective", stacklevel=7)
+
+            start = random_in_ball(xs, eps, self.norm, clean.bounds, clean.generator) if self.random_start else xs
+            with progress(self.n_iterations, show_progress, "AttributionPGD") as bar:
+                x = sign_step_loop(start, self.n_iterations, gradient, step, observe,
+                                   observe_start=True, bar=bar, on_first_gradient=warn)
+            return self._finish(clean, x, trackers[0] if trackers else None, pred0)
+
+    def _finish(
+        self, clean: CleanBatch, x: Tensors, tracker: Optional[BestIterateTracker], pred0: Tensor
+    ) -> Tuple[TensorOrTuple, ObjectiveResult]:
+        """The returned points (the best or the last iterate) and the result."""
+        xs, args, b = clean.xs, clean.args, clean.batch
+        if self.keep_best:
+            assert tracker is not None
+            x_adv, objective, best_step, predictions = tracker.best, tracker.score, tracker.best_step, tracker.predictions
+            accepted = tracker.accepted
+            if not self.keep_prediction:
+                with torch.no_grad():
+                    predictions = forward(self.forward_func, x_adv, args).argmax(dim=1)
+            if self.keep_prediction:
+                # where no iterate kept the prediction, fall back to the clean input
+                keep = torch.isfinite(objective)
+                x_adv = tuple(torch.where(keep.reshape((-1,) + (1,) * (a.dim() - 1)), a, c) for a, c in zip(x_adv, xs))
+                predictions = torch.where(keep, predictions, pred0)
+                objective = torch.where(keep, objective, torch.full_like(objective, float("nan")))
+                accepted = accepted & keep
+        else:
+            x_adv = x
+            with torch.no_grad():
+                predictions = forward(self.forward_func, x, args).argmax(dim=1)
+            objective = torch.full((b,), float("nan"), dtype=xs[0].dtype, device=xs[0].device)
+            best_step = torch.full((b,), self.n_iterations, dtype=torch.long, device=xs[0].device)
+            accepted = (predictions == pred0) if self.keep_prediction else torch.ones_like(pred0, dtype=torch.bool)
+        result = ObjectiveResult(
+            accepted=accepted,
+            norm=norm_of([a - c for a, c in zip(x_adv, xs)], self.norm),
+            steps=torch.full((b,), self.n_iterations, dtype=torch.long, device=xs[0].device),
+            best_step=best_step,
+            predictions=predictions,
+            clean_predictions=pred0,
+            objective=objective,
+        )
+        return unformat(x_adv, clean.is_tuple), result
