@@ -38,14 +38,9 @@ from captum_robust.robust.discrepancy.measures import (
     target_free_discrepancy,
     two_class_discrepancy,
 )
-from captum_robust.robust.discrepancy.rank import (
-    center_dislocation,
-    center_of_mass,
-    kendall_tau,
-    spearman,
-    topk_intersection,
-    topk_mask,
-)
+from captum_robust.robust.discrepancy.center import center_dislocation, center_of_mass
+from captum_robust.robust.discrepancy.rank import kendall_tau, spearman
+from captum_robust.robust.discrepancy.topk import topk_intersection, topk_mask
 from captum_robust.robust.discrepancy.registry import MEASURES, measure_function
 
 __all__ = [

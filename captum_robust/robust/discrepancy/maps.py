@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from captum_robust.robust.discrepancy._checks import check_k, check_maps, check_same_shape
-from captum_robust.robust.discrepancy.rank import topk_mask
+from captum_robust.robust.discrepancy.topk import topk_mask
 
 __all__ = ["prepare_maps"]
 

@@ -28,7 +28,8 @@ from captum_robust.robust.discrepancy._checks import (
     resolve_class_index,
     resolve_classes,
 )
-from captum_robust.robust.discrepancy.rank import kendall_tau, spearman, topk_intersection
+from captum_robust.robust.discrepancy.rank import kendall_tau, spearman
+from captum_robust.robust.discrepancy.topk import topk_intersection
 
 __all__ = [
     "lp_discrepancy",

@@ -1,5 +1,8 @@
-r"""Rank measures between batches of attribution maps: Kendall's tau, Spearman's rho,
-top-k intersection, and Ghorbani's center of mass.
+r"""Rank correlations between batches of attribution maps: Kendall's tau and Spearman's rho.
+
+The top-k intersection (:mod:`~captum_robust.robust.discrepancy.topk`) and Ghorbani's center
+of mass (:mod:`~captum_robust.robust.discrepancy.center`) have their own modules; they are
+still importable from this one.
 
 Every function takes maps ``B x ...`` (one map per example; everything after the batch
 dimension is flattened, as every paper does) and returns one value per example, computed
@@ -24,7 +27,7 @@ loop over maps:
    are fixed blocks and need no bookkeeping; maps with few distinct values are instead
    counted on the dense ranks, in fewer levels.
 
-On the CPU the sorts and the top-k selection use NumPy (several times faster than
+On the CPU the sorts use NumPy (several times faster than
 ``torch.sort`` / ``torch.topk`` there; CPU tensors are viewed as arrays without a copy) and
 rows are processed in cache-sized chunks; on other devices everything is torch, and nothing
 goes to the host.
@@ -38,30 +41,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from captum_robust.robust.discrepancy._checks import (
-    check_k,
-    check_maps,
-    check_pair,
-    flatten_maps,
-    result_dtype,
-    split_rows,
-)
+from captum_robust.robust.discrepancy._backend import CPU_CHUNK, DEVICE_CHUNK, numpy_backend
+from captum_robust.robust.discrepancy._checks import check_pair, flatten_maps, result_dtype, split_rows
 
-__all__ = [
-    "kendall_tau",
-    "spearman",
-    "topk_intersection",
-    "topk_mask",
-    "center_of_mass",
-    "center_dislocation",
-]
+# the top-k and center-of-mass measures live in their own modules; importable from here as before
+from captum_robust.robust.discrepancy.center import center_dislocation, center_of_mass  # noqa: F401
+from captum_robust.robust.discrepancy.topk import topk_intersection, topk_mask  # noqa: F401
+
+__all__ = ["kendall_tau", "spearman"]
 
 _LOW32 = 0xFFFFFFFF
-# Rows are processed in chunks of about this many elements: on the CPU small enough for the
-# working set of the per-bit passes to stay in cache; on accelerators large (for parallelism)
-# but bounded (a few int64 buffers of this size).
-_CPU_CHUNK = 1 << 17
-_DEVICE_CHUNK = 1 << 24
 # The last level of the inversion count compares the pairs in blocks of 2**_BRUTE_BITS
 # (cheaper than a radix pass only for a single bit), and the rows are padded to a multiple
 # of _SEGMENT so the running counts can be summed in int32 segments without a copy.
@@ -76,15 +65,6 @@ _SMALL_FLOATS = (torch.float16, torch.bfloat16, torch.float32)
 
 
 # --------------------------------------------------------------------------- sorting helpers
-
-
-# NumPy's sort is several times faster than torch.sort on the CPU; switched off in the tests
-# to exercise the torch-only path that accelerators take.
-_NUMPY_ON_CPU = True
-
-
-def _use_numpy(t: Tensor) -> bool:
-    return _NUMPY_ON_CPU and t.device.type == "cpu"
 
 
 def _sort_values(keys: Tensor, use_numpy: bool) -> Tensor:
@@ -379,9 +359,9 @@ def kendall_tau(maps_a: Tensor, maps_b: Tensor, variant: str = "b") -> Tensor:
                 common = torch.float64  # integers compared with floats: keep them exact
             a, b = a.to(common), b.to(common)
         rows, n = a.shape
-        use_numpy = _use_numpy(a)
+        use_numpy = numpy_backend(a)
         a, b = a.contiguous(), b.contiguous()
-        bounds = split_rows(rows, n, _CPU_CHUNK if use_numpy else _DEVICE_CHUNK)
+        bounds = split_rows(rows, n, CPU_CHUNK if use_numpy else DEVICE_CHUNK)
         parts = [_kendall_counts(a[r0:r1], b[r0:r1], use_numpy) for r0, r1 in zip(bounds[:-1], bounds[1:])]
         counts = [torch.cat(c) if len(parts) > 1 else c[0] for c in zip(*parts)] if parts else None
         if counts is None:  # an empty batch
@@ -455,8 +435,8 @@ def spearman(maps_a: Tensor, maps_b: Tensor) -> Tensor:
         b = flatten_maps(maps_b.detach()).contiguous()
         if a.shape[0] == 0:
             return torch.empty(0, dtype=out_dtype, device=maps_a.device)
-        use_numpy = _use_numpy(a)
-        bounds = split_rows(a.shape[0], a.shape[1], _CPU_CHUNK if use_numpy else _DEVICE_CHUNK)
+        use_numpy = numpy_backend(a)
+        bounds = split_rows(a.shape[0], a.shape[1], CPU_CHUNK if use_numpy else DEVICE_CHUNK)
         rho = torch.cat(
             [_spearman_rows(a[r0:r1], b[r0:r1], use_numpy) for r0, r1 in zip(bounds[:-1], bounds[1:])]
         )
@@ -473,227 +453,3 @@ def _spearman_rows(a: Tensor, b: Tensor, use_numpy: bool) -> Tensor:
     den = torch.sqrt((ra * ra).sum(dim=1) * (rb * rb).sum(dim=1))
     rho = torch.where(den > 0, num / torch.where(den > 0, den, 1.0), torch.full_like(num, float("nan")))
     return rho.clamp(-1.0, 1.0)
-
-
-# --------------------------------------------------------------------------- top-k
-
-
-def _topk_mask_torch(flat: Tensor, k: int) -> Tensor:
-    n = flat.shape[1]
-    threshold = torch.kthvalue(flat, n - k + 1, dim=1, keepdim=True).values
-    above = flat > threshold
-    tied = flat == threshold
-    room = k - above.sum(dim=1, keepdim=True)
-    return above | (tied & (torch.cumsum(tied, dim=1) <= room))
-
-
-def _topk_mask_numpy(arr: np.ndarray, k: int, out: np.ndarray) -> np.ndarray:
-    """Top-k mask of the rows of ``arr`` into ``out`` (NumPy, for CPU tensors): a selection of
-    the k-th largest value, then, only in rows where values tie with it beyond k, the lowest
-    tied indices (continuous maps almost never pay for the tie pass)."""
-    n = arr.shape[1]
-    threshold = np.partition(arr, n - k, axis=1)[:, n - k : n - k + 1]
-    np.greater_equal(arr, threshold, out=out)
-    selected = np.count_nonzero(out, axis=1)
-    excess = selected > k
-    if not excess.any():
-        return out
-    # in those rows only: of the elements tied with the threshold keep the lowest indices
-    every_row = bool(excess.all())
-    rows = slice(None) if every_row else np.flatnonzero(excess)  # a slice avoids copying
-    sub = arr[rows]
-    thr = threshold[rows]
-    above = sub > thr
-    tied = sub == thr
-    room = k - np.count_nonzero(above, axis=1, keepdims=True)  # tied elements that fit
-    keep = np.cumsum(tied, axis=1, dtype=np.int32) <= room
-    np.logical_and(tied, keep, out=tied)
-    np.logical_or(above, tied, out=tied)
-    out[rows] = tied
-    return out
-
-
-def _as_numpy(flat: Tensor) -> np.ndarray:
-    if flat.dtype == torch.bfloat16:  # NumPy has no bfloat16; float32 holds it exactly
-        flat = flat.to(torch.float32)
-    return flat.numpy()
-
-
-def _topk_mask_flat(flat: Tensor, k: int) -> Tensor:
-    """Top-k mask of each row (ties broken by the lower index). On the CPU, NumPy's
-    selection, a row chunk at a time (cache-sized, so the passes over the masks are cheap)."""
-    if not _use_numpy(flat):
-        return _topk_mask_torch(flat, k)
-    arr = _as_numpy(flat)
-    out = np.empty(arr.shape, dtype=bool)
-    bounds = split_rows(arr.shape[0], arr.shape[1], _CPU_CHUNK)
-    for r0, r1 in zip(bounds[:-1], bounds[1:]):
-        _topk_mask_numpy(arr[r0:r1], k, out[r0:r1])
-    return torch.from_numpy(out)
-
-
-def _topk_shared(a: Tensor, b: Tensor, k: int) -> Tensor:
-    """``|top-k(a) & top-k(b)|`` per row."""
-    if not _use_numpy(a):
-        return (_topk_mask_torch(a, k) & _topk_mask_torch(b, k)).sum(dim=1)
-    an, bn = _as_numpy(a), _as_numpy(b)
-    rows, n = an.shape
-    shared = np.empty(rows, dtype=np.int64)
-    bounds = split_rows(rows, n, _CPU_CHUNK)
-    step = max(r1 - r0 for r0, r1 in zip(bounds[:-1], bounds[1:])) if rows else 0
-    mask_a = np.empty((step, n), dtype=bool)
-    mask_b = np.empty((step, n), dtype=bool)
-    for r0, r1 in zip(bounds[:-1], bounds[1:]):
-        ma = _topk_mask_numpy(an[r0:r1], k, mask_a[: r1 - r0])
-        mb = _topk_mask_numpy(bn[r0:r1], k, mask_b[: r1 - r0])
-        np.logical_and(ma, mb, out=ma)
-        shared[r0:r1] = np.count_nonzero(ma, axis=1)
-    return torch.from_numpy(shared)
-
-
-def topk_mask(maps: Tensor, k: int) -> Tensor:
-    r"""Boolean mask of the ``k`` largest elements of each map, with a deterministic tie rule.
-
-    The selected set is the first ``k`` elements of a stable descending sort of the
-    flattened map: every element larger than the k-th largest value, then, among the
-    elements equal to it, those with the lowest flat indices. Computed with a selection
-    (:math:`O(n)` per map), not a full sort.
-
-    Args:
-        maps (Tensor): maps ``B x ...`` (real, finite).
-        k (int): number of elements to select, in ``[1, n]`` with ``n`` the elements per map.
-
-    Returns:
-        Tensor: a bool tensor of the maps' shape with exactly ``k`` True values per map.
-
-    Example::
-
-        >>> topk_mask(torch.tensor([[0.5, 2.0, 0.5, 1.0]]), k=2)
-        tensor([[False,  True, False,  True]])
-        >>> topk_mask(torch.tensor([[0.5, 2.0, 0.5, 1.0]]), k=3)
-        tensor([[ True,  True, False,  True]])
-    """
-    check_maps(maps, "maps", floating=False)
-    with torch.no_grad():
-        flat = flatten_maps(maps.detach()).contiguous()
-        k = check_k(k, flat.shape[1])
-        if flat.shape[0] == 0:
-            return torch.zeros(maps.shape, dtype=torch.bool, device=maps.device)
-        return _topk_mask_flat(flat, k).reshape(maps.shape)
-
-
-def topk_intersection(maps_a: Tensor, maps_b: Tensor, k: int) -> Tensor:
-    r"""Fraction of the top-k elements two maps share: :math:`|T_k(a) \cap T_k(b)| / k`.
-
-    The top-k intersection of Ghorbani et al. (2019), reported by Chen et al. (2019) between
-    the maps of a clean and an attacked input (e.g. ``k = 100`` of the 784 pixels on MNIST).
-    Ties at the k-th value are broken by the lower flat index (:func:`topk_mask`), so the
-    result is deterministic. A map with itself gives 1; a map with distinct values against its
-    negation (reversed ranking) gives :math:`\max(0, 2k - n) / k`.
-
-    Args:
-        maps_a (Tensor): maps ``B x ...``.
-        maps_b (Tensor): maps of the same shape.
-        k (int): size of the top sets, in ``[1, n]``.
-
-    Returns:
-        Tensor: ``B`` values in [0, 1], in the maps' floating dtype.
-
-    Raises:
-        TypeError, ValueError: as :func:`kendall_tau`, and ``k`` outside ``[1, n]``.
-
-    Example::
-
-        >>> a = torch.tensor([[4.0, 3.0, 2.0, 1.0]])
-        >>> topk_intersection(a, torch.tensor([[4.0, 1.0, 3.0, 2.0]]), k=2)
-        tensor([0.5000])
-    """
-    check_pair(maps_a, maps_b, "maps_a", "maps_b", floating=False)
-    out_dtype = result_dtype(maps_a) if maps_a.is_floating_point() else result_dtype(maps_b)
-    with torch.no_grad():
-        a = flatten_maps(maps_a.detach()).contiguous()
-        b = flatten_maps(maps_b.detach()).contiguous()
-        k = check_k(k, a.shape[1])
-        shared = _topk_shared(a, b, k)
-    return shared.to(out_dtype) / k
-
-
-# --------------------------------------------------------------------------- center of mass
-
-
-def center_of_mass(maps: Tensor) -> Tensor:
-    r"""Mass center of each map: the map-weighted mean coordinate (Ghorbani et al. 2019).
-
-    For a non-negative map :math:`S` over a grid of coordinates :math:`p`,
-
-    .. math::
-
-        C(S) = \frac{\sum_p S_p \, p}{\sum_p S_p},
-
-    one coordinate per dimension after the batch one, in index units (row, column for
-    ``B x H x W`` maps). Ghorbani's mass-center attack moves this point; reduce the channels
-    first (``B x H x W``; :func:`~captum_robust.robust.discrepancy.prepare_maps`), otherwise
-    the channel index counts as a coordinate. Differentiable with respect to the maps.
-
-    A map with zero total mass has no center: its row is NaN.
-
-    Args:
-        maps (Tensor): non-negative maps ``B x S_1 x ... x S_d`` (floating point).
-
-    Returns:
-        Tensor: ``B x d`` coordinates, in the maps' dtype.
-
-    Raises:
-        ValueError: negative values (take the absolute value first), NaN/inf, no batch dim.
-
-    Example::
-
-        >>> s = torch.zeros(1, 3, 4); s[0, 2, 1] = 1.0; s[0, 0, 3] = 1.0
-        >>> center_of_mass(s)
-        tensor([[1., 2.]])
-    """
-    check_maps(maps, "maps")
-    with torch.no_grad():
-        if maps.numel() and bool((maps < 0).any()):
-            raise ValueError(
-                f"maps must be non-negative for a center of mass, got a minimum of {float(maps.min()):.6g}; "
-                "take the absolute value first (prepare_maps(..., absolute=True))"
-            )
-    mass = maps.reshape(maps.shape[0], -1).sum(dim=1)
-    dims = list(range(1, maps.dim()))
-    coords = []
-    for d in dims:
-        others = [e for e in dims if e != d]
-        marginal = maps.sum(dim=others) if others else maps
-        grid = torch.arange(maps.shape[d], device=maps.device, dtype=maps.dtype)
-        coords.append((marginal * grid).sum(dim=1))
-    centers = torch.stack(coords, dim=1)
-    safe = torch.where(mass > 0, mass, torch.ones_like(mass))
-    return torch.where((mass > 0)[:, None], centers / safe[:, None], torch.full_like(centers, float("nan")))
-
-
-def center_dislocation(maps_a: Tensor, maps_b: Tensor) -> Tensor:
-    r"""Euclidean distance between the mass centers of two batches of maps,
-    :math:`\lVert C(S_a) - C(S_b) \rVert_2` (Ghorbani et al. 2019).
-
-    The measure Ghorbani's mass-center attack increases, in index units (pixels for
-    ``B x H x W`` maps). Differentiable with respect to both maps.
-
-    Args:
-        maps_a (Tensor): non-negative maps ``B x S_1 x ... x S_d``.
-        maps_b (Tensor): maps of the same shape.
-
-    Returns:
-        Tensor: ``B`` distances (NaN where a map has zero mass).
-
-    Example::
-
-        >>> a = torch.zeros(1, 4, 4); a[0, 0, 0] = 1.0
-        >>> b = torch.zeros(1, 4, 4); b[0, 3, 3] = 2.0
-        >>> center_dislocation(a, b)
-        tensor([4.2426])
-    """
-    check_pair(maps_a, maps_b, "maps_a", "maps_b")
-    diff = center_of_mass(maps_a) - center_of_mass(maps_b)
-    return torch.sqrt((diff * diff).sum(dim=1))
-

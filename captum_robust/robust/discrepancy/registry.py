@@ -12,7 +12,9 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-from captum_robust.robust.discrepancy.rank import center_dislocation, kendall_tau, spearman, topk_intersection
+from captum_robust.robust.discrepancy.center import center_dislocation
+from captum_robust.robust.discrepancy.rank import kendall_tau, spearman
+from captum_robust.robust.discrepancy.topk import topk_intersection
 
 __all__ = ["MEASURES", "MeasureFn", "measure_function"]
 

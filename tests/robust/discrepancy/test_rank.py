@@ -20,6 +20,7 @@ from captum_robust.robust.discrepancy import (
     topk_intersection,
     topk_mask,
 )
+from captum_robust.robust.discrepancy import _backend
 from captum_robust.robust.discrepancy import rank as rank_module
 
 
@@ -27,7 +28,7 @@ from captum_robust.robust.discrepancy import rank as rank_module
 def backend(request, monkeypatch):
     """Run a test with NumPy's sort on the CPU (the default) and with the torch-only path
     that accelerators take."""
-    monkeypatch.setattr(rank_module, "_NUMPY_ON_CPU", request.param == "numpy")
+    monkeypatch.setattr(_backend, "_NUMPY_ON_CPU", request.param == "numpy")
     return request.param
 
 
