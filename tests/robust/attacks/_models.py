@@ -4,11 +4,9 @@ import contextlib
 import functools
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from captum_robust.data import load_digits
-from captum_robust.models import Small
+from captum_robust.training import trained_digits_model
 
 
 @contextlib.contextmanager
@@ -25,33 +23,15 @@ def one_thread():
 
 @functools.lru_cache(maxsize=None)
 def trained_digits(epochs: int = 8):
-    """``Small`` trained on the embedded digits at 28x28 (a few seconds on one thread).
+    """``Small`` trained on the embedded digits at 28x28: the shared recipe of
+    :func:`captum_robust.training.trained_digits_model` (a few seconds on one thread).
 
     Returns (model, test inputs, test labels) with the model in eval mode; the caller must
     not modify them (the tests check that the attacks do not).
     """
-    with one_thread(), torch.random.fork_rng():
-        torch.manual_seed(0)
-        data = load_digits(size=28, seed=0)
-        x, y = data.train.tensors
-        model = Small()
-        opt = torch.optim.Adam(model.parameters(), lr=5e-3)
-        g = torch.Generator().manual_seed(0)
-        for _ in range(epochs):
-            perm = torch.randperm(len(x), generator=g)
-            for i in range(0, len(x), 64):
-                idx = perm[i : i + 64]
-                loss = F.cross_entropy(model(x[idx]), y[idx])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-        model.eval()
-        for p in model.parameters():
-            p.grad = None
-        xt, yt = data.test.tensors
-        with torch.no_grad():
-            acc = float((model(xt).argmax(1) == yt).float().mean())
-        assert acc > 0.7, acc
+    model, _, test, accuracy = trained_digits_model(epochs)
+    assert accuracy > 0.7, accuracy
+    xt, yt = test.tensors
     return model, xt, yt
 
 
