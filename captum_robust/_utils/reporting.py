@@ -108,19 +108,26 @@ def jsonable(obj: Any, nan: str = "null") -> Any:
     return str(obj)
 
 
-def json_text(obj: Any, indent: Optional[int] = 2, nan: str = "null") -> str:
-    """``obj`` as JSON text (through :func:`jsonable`).
+def json_text(obj: Any, indent: Optional[int] = 2, nan: str = "null", path: Optional[PathLike] = None) -> str:
+    """``obj`` as JSON text (through :func:`jsonable`); also written to ``path`` when given.
 
     Args:
         obj: a dict, list or value.
         indent (int, optional): as :func:`json.dumps`. Default 2.
         nan (str): ``"null"`` (default, strict JSON: NaN and infinities written ``null``) or
             ``"keep"`` (written ``NaN`` / ``Infinity`` / ``-Infinity``, read back by :func:`json.loads`).
+        path (str or Path, optional): a file to write the text to, with a final newline
+            (parent folders created).
 
     Returns:
         str: the text, without a trailing newline.
     """
-    return json.dumps(jsonable(obj, nan), indent=indent, allow_nan=nan == "keep")
+    text = json.dumps(jsonable(obj, nan), indent=indent, allow_nan=nan == "keep")
+    if path is not None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text + "\n", encoding="utf-8")
+    return text
 
 
 def write_json(path: PathLike, obj: Any, indent: Optional[int] = 2, nan: str = "null") -> Path:
@@ -129,11 +136,8 @@ def write_json(path: PathLike, obj: Any, indent: Optional[int] = 2, nan: str = "
     Returns:
         Path: ``path``.
     """
-    text = json_text(obj, indent=indent, nan=nan)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text + "\n", encoding="utf-8")
-    return path
+    json_text(obj, indent=indent, nan=nan, path=path)
+    return Path(path)
 
 
 def _check_nan_mode(nan: Any) -> None:

@@ -58,6 +58,12 @@ def test_json_text_modes():
     assert json_text({"x": 1}) == '{\n  "x": 1\n}'
 
 
+def test_json_text_also_writes_to_path(tmp_path):
+    path = tmp_path / "a" / "b.json"
+    text = json_text({"m": float("nan")}, indent=None, nan="keep", path=path)
+    assert text == '{"m": NaN}' and path.read_text(encoding="utf-8") == text + "\n"
+
+
 def test_write_json(tmp_path):
     path = write_json(tmp_path / "sub" / "r.json", {"x": torch.tensor(2.0), "y": float("nan")})
     assert path == tmp_path / "sub" / "r.json"

@@ -1,6 +1,6 @@
-"""Argument checks shared by the discrepancy and rank measures (not public API).
+"""Map-specific argument checks shared by the discrepancy and rank measures (not public API).
 
-Every check raises ``ValueError`` or ``TypeError`` naming the argument, the value it got
+Generic hyper-parameter checks live in :mod:`captum_robust._utils.validation`. Every check raises ``ValueError`` or ``TypeError`` naming the argument, the value it got
 and what is allowed (DESIGN.md section 3, "Clear errors").
 """
 
@@ -133,14 +133,6 @@ def _flat(x: Any):
             yield from _flat(v)
         else:
             yield v
-
-
-def check_positive_float(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    if float(value) <= 0:
-        raise ValueError(f"{name} must be > 0, got {name}={value!r}")
-    return float(value)
 
 
 def flatten_maps(maps: Tensor) -> Tensor:

@@ -22,6 +22,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from captum_robust._utils.validation import check_choice
 from captum_robust.robust.discrepancy._checks import check_k, check_maps, check_same_shape
 from captum_robust.robust.discrepancy.topk import topk_mask
 
@@ -133,10 +134,8 @@ def prepare_maps(
         torch.Size([2, 100])
     """
     check_maps(maps, "maps")
-    if reduce_channels not in _REDUCTIONS:
-        raise ValueError(f"reduce_channels must be one of {_REDUCTIONS}, got {reduce_channels!r}")
-    if normalize not in _NORMALIZATIONS:
-        raise ValueError(f"normalize must be one of {_NORMALIZATIONS}, got {normalize!r}")
+    check_choice(reduce_channels, "reduce_channels", _REDUCTIONS)
+    check_choice(normalize, "normalize", _NORMALIZATIONS)
     if reduce_channels is not None:
         if isinstance(channel_dim, bool) or not isinstance(channel_dim, int):
             raise TypeError(f"channel_dim must be an int, got {channel_dim!r}")

@@ -82,10 +82,7 @@ class RobustnessReport:
 
     def to_json(self, path: Optional[PathLike] = None, indent: int = 2) -> str:
         """The report as JSON text (NaN written as ``NaN``); also written to ``path`` when given."""
-        text = json_text(self.as_dict(), indent=indent, nan="keep")
-        if path is not None:
-            Path(path).write_text(text + "\n", encoding="utf-8")
-        return text
+        return json_text(self.as_dict(), indent=indent, nan="keep", path=path)
 
     def to_markdown(self) -> str:
         """The aggregate table (one row per measure) and the accuracy lines, as markdown."""

@@ -90,10 +90,7 @@ class ROARResult:
 
     def to_json(self, path: Optional[PathLike] = None, indent: int = 2) -> str:
         """The result as JSON text (NaN written as ``NaN``); also written to ``path`` when given."""
-        text = json_text(self.as_dict(), indent=indent, nan="keep")
-        if path is not None:
-            Path(path).write_text(text + "\n", encoding="utf-8")
-        return text
+        return json_text(self.as_dict(), indent=indent, nan="keep", path=path)
 
     def to_markdown(self) -> str:
         """One row per fraction: mean and std of the test accuracy, then the AUC."""
