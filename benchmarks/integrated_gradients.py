@@ -37,59 +37,45 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
-import statistics
 import subprocess
 import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 
 from captum_robust.attr import BatchedIntegratedGradients
 from captum_robust.attr._core._quadrature import SUPPORTED_METHODS, quadrature_rule
+from captum_robust.attr._core.saliency import input_gradient
 from captum_robust.models import Small
+from captum_robust.training import trained_digits_model
 
-RESULTS = Path(__file__).parent / "results"
+_HERE = str(Path(__file__).resolve().parent)
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
+from _common import (  # noqa: E402
+    RESULTS,
+    check_threads,
+    machine_info,
+    markdown_table,
+    medians,
+    round_robin_clocks,
+    write_json,
+)
 
 
 # --------------------------------------------------------------------------- helpers
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def round_robin(
-    configs: Dict[str, Callable[[], Any]], repeats: int, warmup: int = 1
-) -> Tuple[Dict[str, List[float]], Dict[str, List[float]]]:
-    """Time every config ``repeats`` times, alternating them inside each round.
-
-    Returns wall-clock and process CPU times: on a shared machine the CPU time of a
-    one-thread run is the steadier of the two (it excludes waiting for a core).
-    """
-    for _ in range(warmup):
-        for fn in configs.values():
-            fn()
-    wall: Dict[str, List[float]] = {k: [] for k in configs}
-    cpu: Dict[str, List[float]] = {k: [] for k in configs}
-    for _ in range(repeats):
-        for name, fn in configs.items():
-            start, start_cpu = time.perf_counter(), time.process_time()
-            fn()
-            wall[name].append(time.perf_counter() - start)
-            cpu[name].append(time.process_time() - start_cpu)
-    return wall, cpu
+def round_robin(configs: Dict[str, Callable[[], Any]], repeats: int) -> Tuple[Dict[str, List[float]], ...]:
+    """Wall-clock and process CPU times of every config, alternating them inside each round
+    (on a shared machine the CPU time of a one-thread run is the steadier of the two)."""
+    times = round_robin_clocks(configs, repeats, ("wall", "cpu"))
+    return times["wall"], times["cpu"]
 
 
 def auto_pick(fn: Callable[[], Any]) -> Optional[int]:
@@ -109,12 +95,6 @@ def auto_pick(fn: Callable[[], Any]) -> Optional[int]:
     finally:
         ig_chunking._auto_chunk = original
     return picked[0] if picked else None
-
-
-def md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- 1. plain speed
@@ -149,7 +129,7 @@ def speed_plain(repeats: int) -> Dict[str, Any]:
         "batch": batch, "n_steps": n_steps, "method": method, "repeats": repeats, "auto_chunk_rows": picked,
     }
     for clock, times in (("wall", wall), ("cpu", cpu)):
-        med = {k: statistics.median(v) for k, v in times.items()}
+        med = medians(times)
         captum_fixed = {k: v for k, v in med.items() if k.startswith("captum:")}
         ours_fixed = {k: v for k, v in med.items() if k.startswith("ours:") and k != "ours:auto"}
         captum_best = min(captum_fixed, key=captum_fixed.get)
@@ -176,7 +156,7 @@ def print_plain(r: Dict[str, Any]) -> None:
                  f"{cpu['ours:auto'] * 1e3:.1f}"])
     print(f"\n### Plain mode: batch {r['batch']}, n_steps {r['n_steps']}, {r['method']} "
           f"(median ms of {r['repeats']}, round-robin)\n")
-    print(md_table(["internal_batch_size", "Captum IG wall", "ours wall", "Captum IG CPU", "ours CPU"], rows))
+    print(markdown_table(["internal_batch_size", "Captum IG wall", "ours wall", "Captum IG CPU", "ours CPU"], rows))
     for clock in ("wall", "cpu"):
         q = r[clock]
         print(
@@ -272,8 +252,7 @@ def create_graph_study(repeats: int, threads: int, skip_memory: bool) -> Dict[st
     setup = cg_setup()
     picked = auto_pick(lambda: cg_step("ours:auto", *setup))
     wall, cpu = round_robin({c: (lambda c=c: cg_step(c, *setup)) for c in CG_CONFIGS}, repeats)
-    med = {k: statistics.median(v) for k, v in wall.items()}
-    med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
+    med, med_cpu = medians(wall), medians(cpu)
     result: Dict[str, Any] = {
         "batch": CG_BATCH, "n_steps": CG_STEPS, "method": CG_METHOD, "repeats": repeats, "auto_chunk_rows": picked,
         "median_seconds": med, "median_cpu_seconds": med_cpu, "memory": memory,
@@ -316,44 +295,19 @@ def print_cg(r: Dict[str, Any]) -> None:
     header = ["config", "wall (s)", "wall / naive", "CPU (s)", "CPU / naive"]
     if r["memory"]:
         header += ["peak RSS (MiB)", "peak above setup (MiB)", "peak / naive", "above-setup / naive"]
-    print(md_table(header, rows))
+    print(markdown_table(header, rows))
 
 
 # --------------------------------------------------------------------------- 3. accuracy
 
 
-def train_small(softplus: Any = None, seed: int = 0, epochs: int = 60) -> Small:
-    """Adam (lr 3e-3, batch 64) on the embedded digits; same initialisation for both twins."""
-    from captum_robust.data import load_digits
-
-    torch.manual_seed(seed)
-    data = load_digits(size=28)
-    xs, ys = data.train.tensors
-    model = Small(in_channels=1, softplus=softplus)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    gen = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
-        perm = torch.randperm(len(xs), generator=gen)
-        for i in range(0, len(xs), 64):
-            idx = perm[i : i + 64]
-            loss = F.cross_entropy(model(xs[idx]), ys[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return model.eval()
-
-
 def accuracy_study(n_images: int = 64) -> Dict[str, Any]:
-    from captum_robust.data import load_digits
-
-    relu = train_small()
-    twin = train_small(softplus=1.0)
-    data = load_digits(size=28)
-    x, y = data.test.tensors[0][:n_images], data.test.tensors[1][:n_images]
+    # Adam (lr 3e-3, batch 64, 60 epochs) on the embedded digits; the same initialisation for both twins
+    relu = trained_digits_model(epochs=60, lr=3e-3)
+    twin = trained_digits_model(epochs=60, lr=3e-3, softplus=1.0)
+    x, y = relu.test.tensors[0][:n_images], relu.test.tensors[1][:n_images]
     out: Dict[str, Any] = {"n_images": n_images, "models": {}}
-    for name, model in (("relu", relu), ("softplus1", twin)):
-        with torch.no_grad():
-            acc = float((model(data.test.tensors[0]).argmax(1) == data.test.tensors[1]).float().mean())
+    for name, (model, _, _, acc) in (("relu", relu), ("softplus1", twin)):
         ig = BatchedIntegratedGradients(model)
 
         def attr(method: str, n: int) -> torch.Tensor:
@@ -391,7 +345,7 @@ def print_accuracy(r: Dict[str, Any]) -> None:
         for method, errs in m["errors"].items():
             own = "(the reference)" if method == "gausslegendre" else pct(m["own_2000_vs_reference"][method])
             rows.append([method] + [pct(errs[n]["vs_gl2000"]) for n in (5, 10, 20, 50)] + [own])
-        print(md_table(["method", "n=5", "n=10", "n=20", "n=50", "its own n=2000 vs reference"], rows))
+        print(markdown_table(["method", "n=5", "n=10", "n=20", "n=50", "its own n=2000 vs reference"], rows))
         reach = []
         for method, errs in m["errors"].items():
             ok = [n for n in (5, 10, 20, 50) if errs[n]["vs_gl2000"] <= 0.01]
@@ -449,8 +403,7 @@ def chunk_rule_sweep(repeats: int) -> Dict[str, Any]:
         model.eval()
         meter = SavedBytesMeter(32, exclude=list(model.parameters()))
         with meter:
-            xr = x.clone().requires_grad_()
-            torch.autograd.grad(model(xr).gather(1, target[:, None]).sum(), xr)
+            input_gradient(model, (x,), target)
         ig = BatchedIntegratedGradients(model)
         configs = {
             str(c): (lambda c=c: ig.attribute(x, target=target, n_steps=50, internal_batch_size=c)) for c in sizes
@@ -458,13 +411,13 @@ def chunk_rule_sweep(repeats: int) -> Dict[str, Any]:
         configs["auto"] = lambda: ig.attribute(x, target=target, n_steps=50, internal_batch_size="auto")
         picked = auto_pick(configs["auto"])
         wall, cpu = round_robin(configs, repeats)
-        med = {k: statistics.median(v) for k, v in cpu.items()}
+        med = medians(cpu)
         best = min(med[str(c)] for c in sizes)
         out["models"][name] = {
             "saved_bytes_per_row": meter.per_row,
             "auto_chunk_rows": picked,
             "median_cpu_seconds": med,
-            "median_wall_seconds": {k: statistics.median(v) for k, v in wall.items()},
+            "median_wall_seconds": medians(wall),
             "relative_to_best": {k: v / best for k, v in med.items()},
             "chunk_mib": {str(c): c * meter.per_row / 2**20 for c in sizes},
         }
@@ -482,7 +435,7 @@ def print_rule(r: Dict[str, Any]) -> None:
             + [f"{m['relative_to_best'][c]:.2f} ({m['chunk_mib'][c]:.0f})" for c in sizes]
             + [f"{m['relative_to_best']['auto']:.2f} ({m['auto_chunk_rows']} rows)"]
         )
-    print(md_table(["model"] + sizes + ["auto"], rows))
+    print(markdown_table(["model"] + sizes + ["auto"], rows))
 
 
 # --------------------------------------------------------------------------- main
@@ -492,7 +445,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=15, help="round-robin repeats, plain mode")
     parser.add_argument("--cg-repeats", type=int, default=3, help="round-robin repeats, create_graph mode")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--skip-accuracy", action="store_true")
@@ -506,22 +459,15 @@ def main() -> None:
     if args.child:
         cg_child(args.child)
         return
-    torch.set_num_threads(args.threads)
-    report: Dict[str, Any] = {
-        "machine": {
-            "cpu": cpu_name(), "logical_cpus": os.cpu_count(), "torch_threads": args.threads,
-            "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform(),
-        }
-    }
+    torch.set_num_threads(check_threads(parser, args))
+    report: Dict[str, Any] = {"machine": machine_info()}
     print(f"Machine: {report['machine']['cpu']}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, "
           f"{args.threads} thread(s)")
     if args.chunk_rule:
         rule = chunk_rule_sweep(max(3, args.repeats // 3))
         rule["machine"] = report["machine"]
         print_rule(rule)
-        path = RESULTS / "integrated_gradients_chunk_rule.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(rule, indent=2))
+        path = write_json(RESULTS / "integrated_gradients_chunk_rule.json", rule)
         print(f"\nwrote {path}")
         return
     if not args.skip_speed:
@@ -535,8 +481,7 @@ def main() -> None:
         print_accuracy(report["accuracy"])
         RESULTS.mkdir(parents=True, exist_ok=True)
         plot_accuracy(report["accuracy"], RESULTS / "integrated_gradients_accuracy.png")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2, default=str))
+    write_json(args.out, report)
     print(f"\nwrote {args.out}")
 
 
