@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from captum_robust._utils.geometry import Tensors
 from captum_robust._utils.validation import check_int
 from captum_robust.robust.attacks._base import unformat
-from captum_robust.robust.discrepancy import kendall_tau, prepare_maps, spearman, topk_intersection
+from captum_robust.robust.discrepancy import measure_function, prepare_maps
 
 __all__ = ["AttributionAdapter", "ghorbani_maps", "make_preparation", "apply_preparation", "make_measure"]
 
@@ -59,22 +59,21 @@ def apply_preparation(prepare: Callable[[Tensor], Tensor], maps: Tensors) -> Ten
     return torch.cat([prepare(m).reshape(m.shape[0], -1) for m in maps], dim=1)
 
 
+#: The measures an attack may report and select by: the rank-type members of
+#: :data:`captum_robust.robust.discrepancy.MEASURES` (similarities: higher means more alike).
 MEASURES = ("topk", "kendall", "spearman")
 
 
 def make_measure(measure: Any, k: Optional[int]) -> Tuple[str, Callable[[Tensor, Tensor], Tensor]]:
     """A similarity between prepared maps: ``"topk"`` (intersection of the top ``k``),
-    ``"kendall"``, ``"spearman"`` or a callable ``(clean, adversarial) -> (B,)``."""
+    ``"kendall"``, ``"spearman"`` (from :func:`~captum_robust.robust.discrepancy.measure_function`)
+    or a callable ``(clean, adversarial) -> (B,)``."""
     if isinstance(measure, str):
-        if measure == "topk":
-            if k is None:
-                raise ValueError("measure='topk' needs measure_k, the size of the top sets")
-            return "topk", lambda a, b: topk_intersection(a, b, k)
-        if measure == "kendall":
-            return "kendall", kendall_tau
-        if measure == "spearman":
-            return "spearman", spearman
-        raise ValueError(f"measure must be one of {MEASURES} or a callable, got {measure!r}")
+        if measure not in MEASURES:
+            raise ValueError(f"measure must be one of {MEASURES} or a callable, got {measure!r}")
+        if measure == "topk" and k is None:
+            raise ValueError("measure='topk' needs measure_k, the size of the top sets")
+        return measure, measure_function(measure, k)
     if callable(measure):
         return getattr(measure, "__name__", "custom"), measure
     raise TypeError(f"measure must be one of {MEASURES} or a callable, got {type(measure).__name__}")
