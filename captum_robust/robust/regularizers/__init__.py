@@ -18,6 +18,13 @@ Whole objectives that replace your loss: :class:`IGSumNorm` (Chen), :class:`IntA
 :math:`\ell_2`), :class:`TRADESLoss` (Zhang et al.), :class:`DistillationLoss` (defensive
 distillation). :class:`EpsilonSchedule` gives the warm-up of epsilon every paper uses.
 
+Where each lives: ``ig_norm`` (IG-Norm, IG-Sum-Norm), ``int_family`` (Int, Int2, IntOneClass)
+and ``int_adversarial`` (IntAdv, Int2Adv) on the shared ``_int_base``, ``saliency``
+(SaliencyAlignment, SaliencyStability), ``input_gradient``, ``adversarial`` (PGD-AT, TRADES),
+``distillation``; ``_base`` holds :class:`RobustTerm`, the schedule and the argument checks,
+``_inner`` the inner attack's settings. The old module names ``chen``, ``boopathy`` and
+``gradient`` re-export their classes.
+
 Example::
 
     >>> import torch, torch.nn.functional as F
@@ -34,10 +41,12 @@ Example::
 """
 
 from captum_robust.robust.regularizers._base import EpsilonSchedule, RobustTerm
-from captum_robust.robust.regularizers.adversarial import DistillationLoss, PGDAdversarialLoss, TRADESLoss
-from captum_robust.robust.regularizers.boopathy import TUNED_GAMMA, Int, Int2, Int2Adv, IntAdv, IntOneClass
-from captum_robust.robust.regularizers.chen import IGNorm, IGSumNorm
-from captum_robust.robust.regularizers.gradient import InputGradientRegularizer
+from captum_robust.robust.regularizers.adversarial import PGDAdversarialLoss, TRADESLoss
+from captum_robust.robust.regularizers.distillation import DistillationLoss
+from captum_robust.robust.regularizers.ig_norm import IGNorm, IGSumNorm
+from captum_robust.robust.regularizers.input_gradient import InputGradientRegularizer
+from captum_robust.robust.regularizers.int_adversarial import Int2Adv, IntAdv
+from captum_robust.robust.regularizers.int_family import TUNED_GAMMA, Int, Int2, IntOneClass
 from captum_robust.robust.regularizers.saliency import SaliencyAlignment, SaliencyStability
 
 __all__ = [

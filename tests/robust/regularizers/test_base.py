@@ -178,3 +178,22 @@ def test_check_weight():
     for bad, exc in ((-1e-9, ValueError), (float("inf"), ValueError), (True, TypeError), (None, TypeError)):
         with pytest.raises(exc, match="lam"):
             check_weight(bad, "lam")
+
+
+def test_old_module_paths_reexport_the_classes():
+    """The modules named after the papers' authors (and gradient.py) keep working as re-exports."""
+    import importlib
+
+    import captum_robust.robust.regularizers as package
+
+    old = {
+        "boopathy": ("Int", "Int2", "IntOneClass", "IntAdv", "Int2Adv", "TUNED_GAMMA"),
+        "chen": ("IGNorm", "IGSumNorm"),
+        "gradient": ("InputGradientRegularizer",),
+        "adversarial": ("PGDAdversarialLoss", "TRADESLoss", "DistillationLoss"),
+        "saliency": ("SaliencyAlignment", "SaliencyStability"),
+    }
+    for module, names in old.items():
+        m = importlib.import_module(f"captum_robust.robust.regularizers.{module}")
+        for name in names:
+            assert getattr(m, name) is getattr(package, name), (module, name)

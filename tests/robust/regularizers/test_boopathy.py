@@ -10,13 +10,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import captum_robust.robust.regularizers.boopathy as boopathy
+import captum_robust.robust.regularizers.int_adversarial as int_adversarial
+import captum_robust.robust.regularizers.int_family as int_family
 from captum_robust.attr import CAM, BatchedIntegratedGradients
 from captum_robust.data import load_digits
 from captum_robust.models import MadryMNIST, Small
 from captum_robust.robust.attacks import PGD
 from captum_robust.robust.regularizers._base import EpsilonSchedule
-from captum_robust.robust.regularizers.boopathy import Int, Int2, Int2Adv, IntAdv, IntOneClass
+from captum_robust.robust.discrepancy import target_free_discrepancy
+from captum_robust.robust.regularizers.int_adversarial import Int2Adv, IntAdv
+from captum_robust.robust.regularizers.int_family import Int, Int2, IntOneClass
 from tests.helpers.models import TinyGapNet
 
 U = 25  # CAM cells of TinyGapNet (5 x 5 feature map)
@@ -314,7 +317,7 @@ def test_gradcheck_wrt_parameters_with_ig_interpreter_and_ig_maps_match_a_per_cl
             )
             for z in (x, x_adv)
         ]
-        ref = boopathy.target_free_discrepancy(maps[0], maps[1], model(x_adv), y).mean()
+        ref = target_free_discrepancy(maps[0], maps[1], model(x_adv), y).mean()
     torch.testing.assert_close(value.detach(), ref, rtol=1e-10, atol=0)
     tuned = Int(model, interpreter=ig, interpreter_kwargs=kwargs)
     assert tuned.resolved_gamma(99) == 0.02  # gamma=None: u = 1 for non-CAM interpreters
@@ -543,9 +546,12 @@ def test_errors():
 
 def test_docstring_examples():
     torch.manual_seed(0)
-    result = doctest.testmod(boopathy, extraglobs={"torch": torch}, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted >= 10
-    assert result.failed == 0
+    results = [  # the classes of the old boopathy.py, now in two modules
+        doctest.testmod(module, extraglobs={"torch": torch}, optionflags=doctest.NORMALIZE_WHITESPACE)
+        for module in (int_family, int_adversarial)
+    ]
+    assert all(r.attempted > 0 for r in results) and sum(r.attempted for r in results) >= 10
+    assert all(r.failed == 0 for r in results), results
 
 
 class _DigitsNet(nn.Module):
