@@ -16,40 +16,25 @@ it does not, and compares it with the certificate of
 # Data and model
 # --------------
 #
-# The same data, model and training loop as in the first tutorial (about ten seconds on
-# one CPU core).
+# The same data, model and training as in the first tutorial
+# (:func:`~captum_robust.training.trained_digits_model`: about ten seconds on one CPU core,
+# cached, so the gallery trains it once for all tutorials).
 
 import time
 
 import matplotlib.pyplot as plt
 import torch
-import torch.nn.functional as F
 
 from captum_robust.attr import CertifiedTopK, ScaledSmoothGrad, SparsifiedSmoothGrad, certify
-from captum_robust.data import digits_loaders
-from captum_robust.models import Small
+from captum_robust.training import trained_digits_model
 
 torch.set_num_threads(1)
-torch.manual_seed(0)
-train_loader, test_loader = digits_loaders(batch_size=32, size=28, seed=0)
-
-model = Small(in_channels=1, num_classes=10)
-epochs = 60
-optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1e-2, total_steps=epochs * len(train_loader))
 start = time.perf_counter()
-for epoch in range(epochs):
-    model.train()
-    for x, y in train_loader:
-        loss = F.cross_entropy(model(x), y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-model.eval()
+digits = trained_digits_model(60, batch_size=32, lr=1e-2, one_cycle=True)
+model = digits.model
 print(f"trained in {time.perf_counter() - start:.1f} s")
 
-x_test, y_test = next(iter(test_loader))
+x_test, y_test = digits.test.tensors
 images = x_test[:4]
 with torch.no_grad():
     predicted = model(images).argmax(dim=1)
@@ -141,8 +126,8 @@ print("certified overlap R, Scaled SmoothGrad:    ", sg_cert.overlap.tolist())
 # Levine et al. report vacuous certificates for Scaled SmoothGrad on their ImageNet
 # images and non-vacuous ones for the sparsified map. On these 784-pixel digits, with
 # 2048 samples, the scaled certificates are not vacuous in this run, but they certify
-# less than half of what the sparsified map certifies for the same images (34 to 45
-# of 157 pixels against 78 to 101). The certificate compares the smoothed value of
+# only about half of what the sparsified map certifies for the same images (37 to 53
+# of 157 pixels against 90 to 100). The certificate compares the smoothed value of
 # a top-K pixel, lowered to the worst case of a :math:`\rho` shift (the floor
 # :math:`\hat L`), with the value of a pixel just outside the top-K. Sparsified values
 # are selection frequencies spread over [0, 1] (some pixels are in the top 10% in nearly

@@ -200,11 +200,40 @@ def test_trained_digits_model_softplus():
         ({"batch_size": 0}, ValueError, r"batch_size must be an int >= 1, got batch_size=0"),
         ({"softplus": -1.0}, ValueError, r"softplus must be a finite number > 0 or None, got softplus=-1.0"),
         ({"softplus": "10"}, TypeError, r"softplus must be a finite number > 0 or None, got str '10'"),
+        ({"one_cycle": 1}, TypeError, r"one_cycle must be a bool, got int 1"),
     ],
 )
 def test_trained_digits_model_bad_arguments(kwargs, err, match):
     with pytest.raises(err, match=match):
         trained_digits_model(**kwargs)
+
+
+def test_trained_digits_model_one_cycle_is_the_examples_schedule():
+    """one_cycle=True steps a OneCycleLR (max_lr=lr) once per batch: same weights as a hand-written loop."""
+    from captum_robust.data import load_digits
+    from captum_robust.models import Small
+
+    epochs, size, seed, lr, bs = 2, 8, 14, 1e-2, 64
+    got = trained_digits_model(epochs, size=size, seed=seed, lr=lr, batch_size=bs, one_cycle=True).model
+    torch.manual_seed(seed)
+    x, y = load_digits(size=size, seed=seed).train.tensors
+    ref = Small()
+    opt = torch.optim.Adam(ref.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * -(-len(x) // bs))
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        perm = torch.randperm(len(x), generator=g)
+        for i in range(0, len(x), bs):
+            idx = perm[i:i + bs]
+            loss = nn.functional.cross_entropy(ref(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+    for a, b in zip(got.parameters(), ref.parameters()):
+        torch.testing.assert_close(a, b)
+    plain = trained_digits_model(epochs, size=size, seed=seed, lr=lr, batch_size=bs).model
+    assert not all(torch.equal(a, b) for a, b in zip(got.parameters(), plain.parameters()))
 
 
 def test_trained_digits_model_options_are_keyword_only():
