@@ -1,4 +1,4 @@
-"""A context manager that leaves a model exactly as it found it (DESIGN.md section 3, "No side effects")."""
+"""A context manager that leaves a model exactly as it found it: train/eval flags, ``.grad`` and ``requires_grad``."""
 
 from __future__ import annotations
 
