@@ -24,71 +24,36 @@ The whole script runs in well under a minute on two CPU cores.
 # Data and model
 # --------------
 #
-# :func:`captum_robust.data.digits_loaders` serves scikit-learn's 1,797 real 8x8 digit
+# :func:`captum_robust.data.load_digits` serves scikit-learn's 1,797 real 8x8 digit
 # images, upsampled (bilinear) to the 28x28 resolution of MNIST and split into a
-# stratified training and test set. The training loader shuffles with its own seeded
-# ``torch.Generator``, so together with :func:`torch.manual_seed` (which fixes the
-# initial weights) every run gives the same model.
+# stratified training and test set with a fixed seed.
+# :func:`captum_robust.training.trained_digits_model` loads them and trains the network
+# on them: a plain cross-entropy loop, Adam with a one-cycle learning-rate schedule, 60
+# passes over the 1,437 training images in batches of 32 (about ten seconds on one CPU
+# core). Its seed fixes the split, the initial weights and the batch order, so every run
+# gives the same model; the result is cached per process, so the later tutorials reuse
+# it. For your own models and loops, see :func:`captum_robust.training.train_classifier`.
 
 import time
 
 import matplotlib.pyplot as plt
 import torch
-import torch.nn.functional as F
 from captum.attr import LayerGradCam
 
 from captum_robust.attr import CAM, BatchedIntegratedGradients, GradCAM, GradCAMPlusPlus
-from captum_robust.data import digits_loaders
-from captum_robust.models import Small
+from captum_robust.training import trained_digits_model
 
 # The model is tiny: one CPU thread trains it as fast as several, and avoids the large
 # slowdowns of multi-threaded kernels when other processes compete for the same cores.
 torch.set_num_threads(1)
-torch.manual_seed(0)
-train_loader, test_loader = digits_loaders(batch_size=32, size=28, seed=0)
-print(f"{len(train_loader.dataset)} training images, {len(test_loader.dataset)} test images")
-
-model = Small(in_channels=1, num_classes=10)
-print(model)
-
-# %%
-# Training
-# --------
-#
-# A plain cross-entropy loop: Adam with a one-cycle learning-rate schedule, 60 passes
-# over the 1,437 training images (about ten seconds on one CPU core).
-
-
-def evaluate(model, loader):
-    """Fraction of correctly classified examples."""
-    model.eval()
-    correct = total = 0
-    with torch.no_grad():
-        for x, y in loader:
-            correct += (model(x).argmax(dim=1) == y).sum().item()
-            total += len(y)
-    return correct / total
-
-
-epochs = 60
-optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1e-2, total_steps=epochs * len(train_loader))
 start = time.perf_counter()
-for epoch in range(epochs):
-    model.train()
-    for x, y in train_loader:
-        loss = F.cross_entropy(model(x), y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-    if (epoch + 1) % 20 == 0:
-        print(f"epoch {epoch + 1}: last batch loss {loss.item():.3f}")
+digits = trained_digits_model(60, batch_size=32, lr=1e-2, one_cycle=True)
 print(f"trained in {time.perf_counter() - start:.1f} s")
+print(f"{len(digits.train)} training images, {len(digits.test)} test images")
+print(f"test accuracy: {digits.accuracy:.3f}")
 
-model.eval()
-accuracy = evaluate(model, test_loader)
-print(f"test accuracy: {accuracy:.3f}")
+model = digits.model  # Small(in_channels=1, num_classes=10), in eval mode
+print(model)
 
 # %%
 # Class activation maps
@@ -100,7 +65,7 @@ print(f"test accuracy: {accuracy:.3f}")
 # ``target=None`` each method returns the maps of *every* class, ``B x 10 x 7 x 7``;
 # with a target per example, ``B x 1 x 7 x 7``.
 
-x_test, y_test = next(iter(test_loader))
+x_test, y_test = digits.test.tensors
 images, labels = x_test[:6], y_test[:6]
 with torch.no_grad():
     logits = model(images)
