@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -45,10 +44,24 @@ from captum.attr import NoiseTunnel, Saliency
 
 from captum_robust.attr import CertifiedTopK, SparsifiedSmoothGrad
 from captum_robust.attr import certify
-from captum_robust.attr._core.smoothgrad import _NoiseStream
+from captum_robust.attr._core._smoothing import _NoiseStream
+from captum_robust.attr._core.saliency import input_gradient
 from captum_robust.models import Small, WideResNet
 
-RESULTS = Path(__file__).parent / "results"
+_HERE = str(Path(__file__).resolve().parent)
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
+from _common import (  # noqa: E402
+    RESULTS,
+    add_common_args,
+    check_threads,
+    machine_info,
+    markdown_table,
+    medians,
+    round_robin_clocks,
+    sync,
+    write_json,
+)
 
 
 def build(args: argparse.Namespace):
@@ -65,11 +78,6 @@ def build(args: argparse.Namespace):
     return model, x, y
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def bare_chunked_gradients(model, x, y, sigma, n_samples, internal_batch_size, generator):
     """The reference: the same noisy points in the same chunks, forward + backward + sum of gradients."""
     batch = x.shape[0]
@@ -80,9 +88,8 @@ def bare_chunked_gradients(model, x, y, sigma, n_samples, internal_batch_size, g
     while done < n_samples:
         s = min(per_chunk, n_samples - done)
         (noise,) = stream.take(s)
-        points = (x.unsqueeze(0) + sigma * noise).reshape((s * batch,) + tuple(x.shape[1:])).requires_grad_()
-        out = model(points)
-        (g,) = torch.autograd.grad(out.gather(1, y.repeat(s)[:, None]).sum(), points)
+        points = (x.unsqueeze(0) + sigma * noise).reshape((s * batch,) + tuple(x.shape[1:]))
+        (g,) = input_gradient(model, (points,), y.repeat(s))
         acc += g.reshape(s, batch, -1).sum(0)
         done += s
     return acc / n_samples
@@ -98,20 +105,9 @@ def interleaved(
     time by other processes on a shared machine. On CUDA only wall time (with synchronisation)
     is meaningful, and it is returned for both.
     """
-    for fn in fns.values():  # warm-up
-        fn()
-    cpu: Dict[str, List[float]] = {name: [] for name in fns}
-    wall: Dict[str, List[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            sync(device)
-            c0, w0 = time.process_time(), time.perf_counter()
-            fn()
-            sync(device)
-            w1, c1 = time.perf_counter(), time.process_time()
-            wall[name].append(w1 - w0)
-            cpu[name].append(c1 - c0 if device.type == "cpu" else w1 - w0)
-    return cpu, wall
+    primary = time.process_time if device.type == "cpu" else time.perf_counter
+    times = round_robin_clocks(fns, repeats, {"primary": primary, "wall": time.perf_counter}, device=device)
+    return times["primary"], times["wall"]
 
 
 def time_once(fn: Callable[[], object], device: torch.device) -> float:
@@ -190,7 +186,7 @@ def peak_memory(args: argparse.Namespace, which: str, n_samples: int, nt_batch: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="n_samples 1024 and fewer repeats")
+    add_common_args(parser, quick="n_samples 1024 and fewer repeats", out=None, seed=None)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--model", choices=["small", "wrn"], default="small")
     parser.add_argument("--channels", type=int, default=1)
@@ -205,8 +201,7 @@ def main() -> None:
     parser.add_argument("--memory-n-samples", default="512,4096,16384")
     parser.add_argument("--unchunked-n-samples", default="512,2048",
                         help="also measure all samples in one pass (shows that the measurement sees growth)")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=None, help="the JSON file to write")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--child-n-samples", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--nt-batch", type=int, default=64, help=argparse.SUPPRESS)
@@ -219,7 +214,7 @@ def main() -> None:
         args.memory_n_samples = "256,1024,4096"
         args.unchunked_n_samples = "256,1024"
         args.nt_batches = "64,512"
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(check_threads(parser, args))
     device = torch.device(args.device)
     model, x, y = build(args)
     n = x[0].numel()
@@ -263,7 +258,7 @@ def main() -> None:
         args.repeats,
         device,
     )
-    med = {name: statistics.median(v) for name, v in times.items()}
+    med = medians(times)
     ratio_bare = statistics.median([s / b for s, b in zip(times["sparsified"], times["bare"])])
     ratio_captum = statistics.median([s / c for s, c in zip(times["sparsified"], times["captum_best"])])
     ratio_wrapper = statistics.median([c / s for c, s in zip(times["certified"], times["sparsified"])])
@@ -282,19 +277,24 @@ def main() -> None:
         ("certificate (topk_certificate) / sparsified smoothing", cert_share, "<= 0.05"),
         ("CertifiedTopK.attribute / sparsified smoothing", ratio_wrapper, "<= 1.05"),
     ]
-    wall_med = {name: statistics.median(v) for name, v in wall.items()}
+    wall_med = medians(wall)
     wall_bare = statistics.median([s_ / b_ for s_, b_ in zip(wall["sparsified"], wall["bare"])])
     wall_captum = statistics.median([s_ / c_ for s_, c_ in zip(wall["sparsified"], wall["captum_best"])])
-    print(f"\n| quantity | ratio ({clock} time, median of {args.repeats} interleaved repeats) | target | met |"
-          "\n|---|---|---|---|")
-    for name, value, target in rows:
-        ok = value <= float(target.split()[-1])
-        print(f"| {name} | {value:.3f} | {target} | {'yes' if ok else 'NO'} |")
+    print()
+    print(markdown_table(
+        ["quantity", f"ratio ({clock} time, median of {args.repeats} interleaved repeats)", "target", "met"],
+        [(name, f"{value:.3f}", target, "yes" if value <= float(target.split()[-1]) else "NO")
+         for name, value, target in rows],
+        align="llll",
+    ))
     print(f"\nwall-clock ratios for reference: sparsified / bare {wall_bare:.3f}, sparsified / Captum {wall_captum:.3f}")
-    print(f"\n| call | median {clock} seconds | median wall seconds |\n|---|---|---|")
-    for name, value in med.items():
-        print(f"| {name} | {value:.3f} | {wall_med[name]:.3f} |")
-    print(f"| certificate only | {cert_time * 1e3:.3f} ms | |")
+    print()
+    print(markdown_table(
+        ["call", f"median {clock} seconds", "median wall seconds"],
+        [(name, f"{value:.3f}", f"{wall_med[name]:.3f}") for name, value in med.items()]
+        + [("certificate only", f"{cert_time * 1e3:.3f} ms", "")],
+        align="lll",
+    ))
 
     # 4. peak memory against n_samples, a fresh process per configuration
     memory = []
@@ -312,9 +312,11 @@ def main() -> None:
     labels = {"sparsified": f"SparsifiedSmoothGrad, internal_batch_size={ibs}",
               "captum": f"Captum NoiseTunnel(Saliency), nt_samples_batch_size={best_nt}",
               "unchunked": "SparsifiedSmoothGrad, every sample in one pass (for contrast)"}
-    print("| method | n_samples | peak MB added by the call | process max RSS MB |\n|---|---|---|---|")
-    for r in memory:
-        print(f"| {labels[r['method']]} | {r['n_samples']} | {r[key]:.1f} | {r['maxrss_mb']:.0f} |")
+    print(markdown_table(
+        ["method", "n_samples", "peak MB added by the call", "process max RSS MB"],
+        [(labels[r["method"]], r["n_samples"], f"{r[key]:.1f}", f"{r['maxrss_mb']:.0f}") for r in memory],
+        align="llll",
+    ))
     spars = [r for r in memory if r["method"] == "sparsified"]
     growth = max(r[key] for r in spars) - min(r[key] for r in spars)
     flat = growth < 0.1 * max(r[key] for r in spars) + 5
@@ -323,9 +325,7 @@ def main() -> None:
 
     result = {
         "config": {k_: (str(v) if isinstance(v, Path) else v) for k_, v in vars(args).items()},
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpu_count": os.cpu_count(),
-                    "torch": torch.__version__,
-                    "cuda_device": torch.cuda.get_device_name() if device.type == "cuda" else None},
+        "machine": machine_info(cuda_device=torch.cuda.get_device_name() if device.type == "cuda" else None),
         "captum_sweep_seconds": sweep,
         "captum_best_nt_samples_batch_size": best_nt,
         "clock": clock,
@@ -349,8 +349,7 @@ def main() -> None:
     out = args.out or RESULTS / ("smoothgrad.json" if device.type == "cpu" else f"smoothgrad_{device.type}.json")
     if args.quick and args.out is None:
         out = out.with_name(out.stem + "_quick.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    write_json(out, result)
     print(f"\nwrote {out}")
 
 
