@@ -28,6 +28,7 @@ from captum_robust.robust.regularizers._base import (  # noqa: F401  (check_teac
     check_teacher,
     check_weight,
     class_scores,
+    forwarded,
     teacher_logits,
 )
 from captum_robust.robust.regularizers._inner import AttackTerm, attack_state
@@ -134,11 +135,7 @@ class PGDAdversarialLoss(AttackTerm):
         clip_min: BoundType = 0.0,
         clip_max: BoundType = 1.0,
     ) -> None:
-        super().__init__(
-            model, eps, step_size=step_size, n_iterations=n_iterations, norm=norm, clip_min=clip_min,
-            clip_max=clip_max, random_start=random_start, auto_step=auto_step, eval_mode=eval_mode,
-            generator=generator,
-        )
+        super().__init__(**forwarded(locals(), "n_restarts"))  # the rest: AttackTerm's arguments
         self.n_restarts = check_int(n_restarts, "n_restarts", 1)
 
     def _attack(self, inputs: Tensor, target: Tensor, eps: float) -> Tensor:
@@ -273,10 +270,7 @@ class TRADESLoss(AttackTerm):
         clip_min: BoundType = 0.0,
         clip_max: BoundType = 1.0,
     ) -> None:
-        super().__init__(
-            model, eps, step_size=step_size, n_iterations=n_iterations, norm=norm, clip_min=clip_min,
-            clip_max=clip_max, auto_step=auto_step, eval_mode=eval_mode, generator=generator,
-        )
+        super().__init__(**forwarded(locals(), "beta"))  # the rest: AttackTerm's arguments
         self.beta = check_weight(beta, "beta")
 
     def _attack(self, inputs: Tensor, target: Tensor, eps: float) -> Tensor:
