@@ -1,0 +1,255 @@
+"""The user's model, weights and test data for ``evaluate`` and ``certify``: the ``model and data``
+options, the factory import, the weights check and the data sets, each failure a one-line
+:class:`~captum_robust.cli._runtime.UsageError`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import pickle
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+
+from captum_robust.cli import _types
+from captum_robust.cli._defaults import IMAGE_SIZE, TEST_FRACTION
+from captum_robust.cli._runtime import UsageError
+
+__all__ = ["DATA_KINDS", "UserRun", "add_model_options", "build_model", "load_weights", "load_test_data", "prepare_run"]
+
+DATA_KINDS = ("digits", "mnist", "fashion-mnist", "cifar10", "npz")
+
+
+def add_model_options(p: argparse.ArgumentParser, examples: int) -> None:
+    """The ``model and data`` options shared by ``evaluate`` and ``certify``."""
+    g = p.add_argument_group("model and data")
+    g.add_argument(
+        "--model", required=True, metavar="MODULE:FACTORY",
+        help=(
+            "the model factory, e.g. mypackage.nets:make_model or mymodule:Net: MODULE is imported (the current "
+            "directory is searched too) and FACTORY is called with no arguments (or --model-kwargs); it must return "
+            "a torch.nn.Module that maps images in [0, 1] (N x C x H x W) to class logits (put any input "
+            "normalization inside the model)"
+        ),
+    )
+    g.add_argument(
+        "--weights", required=True, metavar="FILE",
+        help="the model's state_dict saved with torch.save(model.state_dict(), FILE); loaded with "
+             "torch.load(FILE, weights_only=True), so pickled Python objects are refused",
+    )
+    g.add_argument(
+        "--model-kwargs", default=None, metavar="JSON",
+        help="keyword arguments for the factory as a JSON object, e.g. '{\"num_classes\": 10}'",
+    )
+    g.add_argument(
+        "--data", default="digits", metavar="SPEC",
+        help=(
+            "the test images: digits (scikit-learn's digits, the demo's test split: 360 images), mnist:DIR, "
+            "fashion-mnist:DIR (IDX files t10k-*), cifar10:DIR (binary test_batch.bin) or npz:FILE (arrays 'x' "
+            "N x C x H x W or N x H x W, float in [0, 1] or uint8, and 'y' int labels; see "
+            "captum_robust.data.load_npz) (default: digits)"
+        ),
+    )
+    g.add_argument(
+        "--image-size", type=_types.positive_int, default=None, metavar="PX",
+        help="side of the digits images: 28 (default, upsampled like MNIST) or 8 (the original pixels); "
+             "only with --data digits",
+    )
+    g.add_argument(
+        "--examples", type=_types.positive_int, default=examples, metavar="N",
+        help=f"evaluate the first N test images (default: {examples})",
+    )
+
+
+def build_model(spec: str, kwargs_json: Optional[str]) -> torch.nn.Module:
+    """Import ``module:factory`` (the current directory on sys.path while importing) and call it."""
+    module_name, sep, attr_path = spec.partition(":")
+    if not sep or not module_name or not attr_path:
+        raise UsageError(f"--model {spec!r} must have the form MODULE:FACTORY, e.g. mypackage.nets:make_model")
+    kwargs: Dict[str, Any] = {}
+    if kwargs_json is not None:
+        try:
+            kwargs = json.loads(kwargs_json)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"--model-kwargs is not valid JSON ({exc.msg} at position {exc.pos}): {kwargs_json!r}") from None
+        if not isinstance(kwargs, dict):
+            raise UsageError(f"--model-kwargs must be a JSON object like '{{\"num_classes\": 10}}', got {kwargs_json!r}")
+    cwd = os.getcwd()
+    added = cwd not in sys.path and "" not in sys.path
+    if added:
+        sys.path.insert(0, cwd)
+    try:
+        importlib.invalidate_caches()
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # ImportError, SyntaxError, or anything the module raises
+        detail = str(exc).splitlines()[0] if str(exc) else ""
+        raise UsageError(
+            f"--model {spec!r}: cannot import module {module_name!r} ({type(exc).__name__}: {detail}); "
+            "run from the folder that holds it or put it on PYTHONPATH"
+        ) from None
+    finally:
+        if added and cwd in sys.path:
+            sys.path.remove(cwd)
+    factory: Any = module
+    for part in attr_path.split("."):
+        if not hasattr(factory, part):
+            raise UsageError(f"--model {spec!r}: module {module_name!r} has no attribute {attr_path!r}")
+        factory = getattr(factory, part)
+    if not callable(factory):
+        raise UsageError(f"--model {spec!r}: {attr_path!r} is a {type(factory).__name__}, not a callable factory")
+    try:
+        model = factory(**kwargs)
+    except Exception as exc:
+        detail = str(exc).splitlines()[0] if str(exc) else ""
+        hint = "" if kwargs else " (pass arguments with --model-kwargs JSON)"
+        raise UsageError(f"--model {spec!r}: calling {attr_path}(**{kwargs!r}) failed: {type(exc).__name__}: {detail}{hint}") from None
+    if not isinstance(model, torch.nn.Module):
+        raise UsageError(
+            f"--model {spec!r}: {attr_path}() returned a {type(model).__name__}, not a torch.nn.Module"
+        )
+    return model
+
+
+def load_weights(model: torch.nn.Module, path_text: str) -> None:
+    """``torch.load(weights_only=True)`` into the model, with one-line errors for every failure."""
+    path = Path(path_text).expanduser()
+    if not path.is_file():
+        raise UsageError(f"--weights '{path_text}' {'is a directory' if path.is_dir() else 'does not exist'}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        text = str(exc)
+        # weights_only refuses a global (a class or function) of the file: pickled Python objects
+        if "GLOBAL" in text or "Unsupported global" in text or "safe_globals" in text:
+            raise UsageError(
+                f"--weights '{path_text}' holds pickled Python objects that torch.load(weights_only=True) refuses "
+                "(save the state_dict: torch.save(model.state_dict(), FILE))"
+            ) from None
+        raise UsageError(f"--weights '{path_text}' cannot be read by torch.load: {first}") from None
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageError(f"--weights '{path_text}' cannot be read by torch.load: {first}") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]  # a checkpoint dict {"state_dict": ..., ...}
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise UsageError(
+            f"--weights '{path_text}' is not a state_dict (a dict of parameter names to tensors) but a "
+            f"{type(state).__name__}; save one with torch.save(model.state_dict(), FILE)"
+        )
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+              if k in state and state[k].shape != v.shape]
+
+    def short(items: List[str]) -> str:
+        return ", ".join(items[:4]) + (f", ... ({len(items)} in all)" if len(items) > 4 else "")
+
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {short(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {short(unexpected)}")
+    if shapes:
+        problems.append(f"wrong shapes (file vs model): {short(shapes)}")
+    if problems:
+        raise UsageError(f"--weights '{path_text}' does not fit the model: {'; '.join(problems)}")
+    try:
+        model.load_state_dict(state, strict=True)
+    except Exception as exc:  # pragma: no cover - caught above in practice
+        raise UsageError(f"--weights '{path_text}' does not load into the model: {str(exc).splitlines()[0]}") from None
+
+
+def load_test_data(spec: str, image_size: Optional[int]) -> Tuple[Any, str]:
+    """``--data`` -> (TensorDataset of the test split, description)."""
+    from captum_robust import data as cdata
+
+    kind, sep, location = spec.partition(":")
+    kind = kind.strip().lower()
+    if kind not in DATA_KINDS:
+        raise UsageError(f"--data {spec!r}: unknown data set {kind!r}; expected one of "
+                         "digits, mnist:DIR, fashion-mnist:DIR, cifar10:DIR, npz:FILE")
+    if kind != "digits" and image_size is not None:
+        raise UsageError(f"--image-size applies to --data digits only, not to {kind}")
+    if kind == "digits":
+        if sep:
+            raise UsageError(f"--data {spec!r}: digits is embedded and takes no path; use --data digits")
+        size = IMAGE_SIZE if image_size is None else image_size
+        return cdata.load_digits(size=size, test_fraction=TEST_FRACTION, seed=0).test, (
+            f"scikit-learn digits, {size}x{size}, test split (seed 0, {TEST_FRACTION:g} of 1,797 images)"
+        )
+    if not sep or not location:
+        what = "FILE" if kind == "npz" else "DIR"
+        raise UsageError(f"--data {spec!r}: {kind} needs a location, e.g. --data {kind}:{what}")
+    try:
+        if kind == "npz":
+            return cdata.load_npz(location), f"'{location}' (npz)"
+        loader = {"mnist": cdata.load_mnist, "fashion-mnist": cdata.load_fashion_mnist, "cifar10": cdata.load_cifar10}[kind]
+        return loader(location, train=False), f"{kind} test set in '{location}'"
+    except (OSError, ValueError) as exc:  # FileNotFoundError, NotADirectoryError, DataFormatError
+        raise UsageError(f"--data {spec!r}: {exc}") from None
+
+
+@dataclass
+class UserRun:
+    """The user's model (in eval mode, on the device) and the first ``--examples`` test images."""
+
+    model: torch.nn.Module
+    x: torch.Tensor
+    y: torch.Tensor
+    data: str  # the data set in words
+    n_classes: int
+    n_params: int
+
+    def print_summary(self, args: argparse.Namespace, ctx: Any) -> None:
+        """Print the model and the data (on rank 0)."""
+        print(f"model: {args.model} with weights {args.weights} ({self.n_params:,} parameters, "
+              f"{self.n_classes} classes)")
+        over = f" over {ctx.world_size} processes" if ctx.distributed else ""
+        print(f"data: {self.data}; {len(self.y)} examples{over}")
+
+    def settings(self, args: argparse.Namespace, ctx: Any, device: torch.device, **method: Any) -> Dict[str, Any]:
+        """The ``settings`` of ``results.json``: the model and data, the subcommand's ``method``
+        settings, then the run's."""
+        from captum_robust import __version__
+
+        return {
+            "model": args.model, "model_kwargs": args.model_kwargs, "weights": args.weights, "data": args.data,
+            "data_description": self.data, "examples": len(self.y), **method, "batch_size": args.batch_size,
+            "seed": args.seed, "device": str(device), "world_size": ctx.world_size, "version": __version__,
+        }
+
+
+def prepare_run(args: argparse.Namespace, device: torch.device) -> UserRun:
+    """Model (eval, on device), the first --examples test images and labels, checked against each other."""
+    model = build_model(args.model, args.model_kwargs)
+    load_weights(model, args.weights)
+    model = model.to(device).eval()
+    dataset, data_desc = load_test_data(args.data, args.image_size)
+    x_all, y_all = dataset.tensors[0], dataset.tensors[1]
+    if args.examples > len(y_all):
+        raise UsageError(f"--examples {args.examples} is larger than the test set ({len(y_all)} images)")
+    x, y = x_all[: args.examples], y_all[: args.examples]
+    try:
+        with torch.no_grad():
+            logits = model(x[:1].to(device))
+    except Exception as exc:
+        hint = " (for a model of 8x8 digits pass --image-size 8)" if args.data.strip().lower() == "digits" else ""
+        raise UsageError(
+            f"the model fails on an input of shape {tuple(x[:1].shape)} from --data {args.data!r}: "
+            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}{hint}"
+        ) from None
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != 1:
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise UsageError(f"the model must return class logits of shape N x classes, got {shape} for one image")
+    n_classes = logits.shape[1]
+    if int(y.max()) >= n_classes:
+        raise UsageError(f"the data has label {int(y.max())} but the model returns only {n_classes} class scores")
+    n_params = sum(p.numel() for p in model.parameters())
+    return UserRun(model=model, x=x, y=y, data=data_desc, n_classes=n_classes, n_params=n_params)

@@ -1,0 +1,560 @@
+"""``captum-robust evaluate``: attack the explanations of the user's model and report how much
+they change (:func:`~captum_robust.robust.evaluation.attribution_robustness`), with the accuracy
+under PGD; sharded over the processes of ``torchrun``."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+
+from captum_robust import __version__
+from captum_robust._utils.reporting import fmt, markdown_table, write_json
+from captum_robust.cli import _types
+from captum_robust.cli._defaults import SMOOTHGRAD_SIGMA, SMOOTHGRAD_SPARSITY
+from captum_robust.cli._inputs import UserRun, add_model_options, prepare_run
+from captum_robust.cli._runtime import (
+    UsageError,
+    add_run_options,
+    distributed_run,
+    prepare_out,
+    print_outputs,
+    progress,
+)
+from captum_robust.robust.discrepancy import MEASURES
+
+#: Attribution methods and attacks by name.
+ATTRIBUTIONS = ("ig", "saliency", "cam", "sparsified-smoothgrad")
+ATTACKS = ("topk", "mass-center", "aai", "l2-topk")
+EVALUATE_OUT = "./captum_robust_evaluate/"
+EVALUATE_EXAMPLES = 100
+EVALUATE_BATCH = 32
+LINF_EPS = 0.1
+L2_EPS = 1.0
+ATTACK_ITERATIONS = 20
+SURROGATE_BETA = 10.0
+#: sparsified-smoothgrad is attacked through Relaxed Sparsified SmoothGrad with this clip (at most
+#: half the sparsity) and this many noisy samples per gradient
+SMOOTHGRAD_ATTACK_SAMPLES = 8
+SMOOTHGRAD_CLIP = 0.01
+#: attacked examples shown in figure_maps.png
+FIGURE_EXAMPLES = 4
+
+
+def add_parser(sub: Any) -> None:
+    """Add the ``evaluate`` subcommand to the subparsers ``sub``."""
+    p = sub.add_parser(
+        "evaluate",
+        help="attack the explanations of your own model and report how much they change (with PGD accuracy)",
+        description=(
+            "Load your model (a factory and a state_dict), explain the correctly classified test images with an "
+            "attribution method, attack the explanations while keeping the predictions, and report how much the "
+            "maps changed (top-k intersection, Kendall's tau, ...: mean, median, 95% intervals over the examples "
+            "whose prediction the attack kept) together with the model's accuracy under PGD with the same budget. "
+            "Runs captum_robust.robust.evaluation.attribution_robustness and writes results.json, report.md, "
+            "figure_maps.png (maps before/after the attack) and figure_measures.png (histograms) into --out. "
+            "Start it with torchrun --nproc_per_node=P -m captum_robust.cli evaluate ... to split the examples "
+            "over P processes; rank 0 gathers the per-example results and writes the files."
+        ),
+    )
+    add_model_options(p, EVALUATE_EXAMPLES)
+    add_run_options(p, EVALUATE_OUT, EVALUATE_BATCH)
+    a = p.add_argument_group("attribution and attack")
+    _add_attack_options(a)
+    _add_method_options(a)
+    p.set_defaults(handler=run)
+
+
+def _add_attack_options(a: Any) -> None:
+    """The attribution, the attack, its budget and the measures (in the ``attribution and attack`` group)."""
+    a.add_argument(
+        "--attribution", choices=ATTRIBUTIONS, default="ig",
+        help=(
+            "the explanation: ig (Integrated Gradients, zero baseline), saliency (input gradient), cam (class "
+            "activation map; needs global average pooling -> linear head) or sparsified-smoothgrad (Levine et al.; "
+            "attacked through its relaxed, differentiable version) (default: ig)"
+        ),
+    )
+    a.add_argument(
+        "--attack", choices=ATTACKS, default="topk",
+        help=(
+            "topk (Ghorbani's top-k attack), mass-center (Ghorbani's center attack), aai (Boopathy's attack against "
+            "interpretability) -- l-inf sign steps -- or l2-topk (Levine's l2 attack, --eps is the l2 radius) "
+            "(default: topk)"
+        ),
+    )
+    a.add_argument(
+        "--eps", type=_types.positive_number, nargs="+", default=None, metavar="EPS",
+        help=f"attack radius, one or more values (each gives a row group) (default: {LINF_EPS} for the l-inf "
+             f"attacks, {L2_EPS} for l2-topk); PGD uses the same radius and norm",
+    )
+    a.add_argument(
+        "--k", type=_types.positive_int, default=None, metavar="K",
+        help="size of the attacked top set and of the top-k intersection (default: 8 for cam, else one eighth of the "
+             "attacked map's elements, e.g. 98 of 784 pixels)",
+    )
+    a.add_argument(
+        "--iterations", type=_types.positive_int, default=ATTACK_ITERATIONS, metavar="N",
+        help=f"attack iterations (default: {ATTACK_ITERATIONS})",
+    )
+    a.add_argument(
+        "--step-size", type=_types.positive_number, default=None, metavar="S",
+        help="l-inf attacks' step (default: 2.5 * eps / iterations)",
+    )
+    a.add_argument(
+        "--restarts", type=_types.positive_int, default=1, metavar="R", help="restarts of l2-topk (default: 1)",
+    )
+    a.add_argument(
+        "--measures", nargs="+", choices=MEASURES, default=["topk", "kendall"], metavar="M",
+        help=f"measures between the clean and attacked maps, among {', '.join(MEASURES)} (default: topk kendall)",
+    )
+    a.add_argument(
+        "--pgd-iterations", type=_types.nonneg_int, default=40, metavar="N",
+        help="PGD iterations for the adversarial accuracy (step 2.5 * eps / N, random start); 0 skips PGD (default: 40)",
+    )
+
+
+def _add_method_options(a: Any) -> None:
+    """Settings of the individual attribution methods (in the ``attribution and attack`` group)."""
+    a.add_argument(
+        "--ig-steps", type=_types.positive_int, default=16, metavar="N",
+        help="Integrated Gradients steps (midpoint rule) (default: 16)",
+    )
+    a.add_argument(
+        "--sparsity", type=_types.fraction, default=SMOOTHGRAD_SPARSITY, metavar="S",
+        help=f"sparsified-smoothgrad: fraction of pixels set to 1 per sample (default: {SMOOTHGRAD_SPARSITY})",
+    )
+    a.add_argument(
+        "--sigma", type=_types.positive_number, default=SMOOTHGRAD_SIGMA, metavar="SIGMA",
+        help=f"sparsified-smoothgrad: noise standard deviation, pixels in [0, 1] (default: {SMOOTHGRAD_SIGMA})",
+    )
+    a.add_argument(
+        "--n-samples", type=_types.positive_int, default=64, metavar="N",
+        help="sparsified-smoothgrad: noisy samples of the measured maps (default: 64)",
+    )
+    a.add_argument(
+        "--surrogate-beta", type=_types.nonneg_number, default=SURROGATE_BETA, metavar="BETA",
+        help=(
+            f"attack gradients of ig / saliency / sparsified-smoothgrad go through a copy of the model with every "
+            f"nn.ReLU replaced by Softplus(BETA) (second derivatives through ReLU vanish); 0 uses the model itself "
+            f"(default: {SURROGATE_BETA:g})"
+        ),
+    )
+    a.add_argument(
+        "--layer", default=None, metavar="NAME",
+        help="cam: the submodule whose output is the last feature map (a name from model.named_modules()); "
+             "default: model.feature_layer if defined, else found automatically",
+    )
+    a.add_argument(
+        "--classifier", default=None, metavar="NAME",
+        help="cam: the final nn.Linear fed by global average pooling; default: model.classifier if defined, else "
+             "the last nn.Linear",
+    )
+
+
+
+def run(args: argparse.Namespace) -> int:
+    """The ``evaluate`` handler (joins the torchrun process group when there is one)."""
+    return distributed_run(args, lambda ctx, device: _evaluate(args, ctx, device))
+
+
+# --------------------------------------------------------------------------- the attribution and the attack
+
+
+def _saliency(model: Any, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Input gradient of the target logit (differentiable when the inputs require grad)."""
+    from captum_robust.attr import Saliency
+
+    return Saliency(model).attribute(inputs, target=target, abs=False, create_graph=inputs.requires_grad)
+
+
+def _named_submodule(model: torch.nn.Module, name: str, option: str) -> torch.nn.Module:
+    modules = dict(model.named_modules())
+    if name not in modules or name == "":
+        names = [n for n in modules if n][:12]
+        raise UsageError(f"{option} {name!r} is not a submodule of the model; submodules include: {', '.join(names)}")
+    return modules[name]
+
+
+def _cam_layer(model: torch.nn.Module, args: argparse.Namespace) -> torch.nn.Module:
+    """--layer, model.feature_layer, or the last convolution."""
+    if args.layer is not None:
+        return _named_submodule(model, args.layer, "--layer")
+    if isinstance(getattr(model, "feature_layer", None), torch.nn.Module):
+        return model.feature_layer
+    convs = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv1d))]
+    if not convs:
+        raise UsageError("--attribution cam: the model has no convolution to take the feature map from; "
+                         "pass --layer NAME (the module whose output is the last feature map)")
+    return convs[-1]
+
+
+def _cam_classifier(model: torch.nn.Module, args: argparse.Namespace) -> torch.nn.Module:
+    """--classifier, model.classifier, or the last nn.Linear."""
+    if args.classifier is not None:
+        classifier = _named_submodule(model, args.classifier, "--classifier")
+        if not isinstance(classifier, torch.nn.Linear):
+            raise UsageError(f"--classifier {args.classifier!r} is a {type(classifier).__name__}, not the nn.Linear "
+                             "fed by global average pooling that CAM needs")
+        return classifier
+    if isinstance(getattr(model, "classifier", None), torch.nn.Linear):
+        return model.classifier
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    if not linears:
+        raise UsageError("--attribution cam needs a global average pooling -> nn.Linear head, and the model has "
+                         "no nn.Linear; use --attribution ig, saliency or sparsified-smoothgrad")
+    return linears[-1]
+
+
+def _find_cam(model: torch.nn.Module, args: argparse.Namespace, x1: torch.Tensor, y1: torch.Tensor) -> Any:
+    """The CAM of the model, tried on one image, with the names of its layer and classifier."""
+    from captum_robust.attr import CAM
+
+    names = {id(m): n for n, m in model.named_modules()}
+    layer = _cam_layer(model, args)
+    classifier = _cam_classifier(model, args)
+    try:
+        cam = CAM(model, layer, classifier)
+        cam.attribute(x1, target=y1)
+    except (ValueError, TypeError) as exc:
+        raise UsageError(
+            f"--attribution cam does not apply with layer {names.get(id(layer), '?')!r} and classifier "
+            f"{names.get(id(classifier), '?')!r} ({str(exc).splitlines()[0]}); pass --layer NAME --classifier NAME "
+            "(names from model.named_modules()) for a feature map followed by global average pooling and a linear "
+            "layer, or use another --attribution"
+        ) from None
+    return cam, names.get(id(layer), "?"), names.get(id(classifier), "?")
+
+
+@dataclass
+class Parts:
+    """The measured attribution, the one the attack differentiates, their keyword arguments, the
+    surrogate model for the attack's gradients, and the description and notes for the report."""
+
+    measured: Any
+    attacked: Any
+    description: str
+    kwargs: Optional[Dict[str, Any]] = None
+    gradient_kwargs: Optional[Dict[str, Any]] = None
+    surrogate: Optional[torch.nn.Module] = None
+    notes: List[str] = field(default_factory=list)
+
+
+def _surrogate(args: argparse.Namespace, model: torch.nn.Module) -> Tuple[Optional[torch.nn.Module], List[str]]:
+    """A softplus copy of the model for second derivatives (--surrogate-beta), and a note."""
+    from captum_robust.robust.attacks import softplus_surrogate
+
+    if args.surrogate_beta <= 0:
+        return None, []
+    if any(type(m) is torch.nn.ReLU for m in model.modules()):
+        return softplus_surrogate(model, beta=args.surrogate_beta), [
+            f"attack gradients through a copy of the model with Softplus(beta={args.surrogate_beta:g}) "
+            "in place of every nn.ReLU"]
+    return None, ["the model has no nn.ReLU module, so the attack differentiates the model itself "
+                  "(functional relu calls would give zero second derivatives)"]
+
+
+def _evaluation_parts(args: argparse.Namespace, model: torch.nn.Module, x1: torch.Tensor, y1: torch.Tensor) -> Parts:
+    """The parts of --attribution (CAM is checked on one image ``x1``, ``y1``)."""
+    from captum_robust.attr import BatchedIntegratedGradients, RelaxedSparsifiedSmoothGrad, SparsifiedSmoothGrad
+
+    if args.attribution == "cam":
+        cam, layer_name, classifier_name = _find_cam(model, args, x1, y1)
+        return Parts(cam, cam, f"CAM (layer {layer_name}, classifier {classifier_name})")
+    surrogate, notes = _surrogate(args, model)
+    if args.attribution == "ig":
+        ig = BatchedIntegratedGradients(model)
+        return Parts(ig, ig, f"Integrated Gradients ({args.ig_steps} midpoint steps, zero baseline)",
+                     kwargs={"n_steps": args.ig_steps, "method": "riemann_middle"}, surrogate=surrogate, notes=notes)
+    if args.attribution == "saliency":
+        return Parts(_saliency, _saliency, "saliency (input gradient of the label's logit)", surrogate=surrogate,
+                     notes=notes)
+    clip = min(SMOOTHGRAD_CLIP, args.sparsity / 2)
+    return Parts(
+        measured=SparsifiedSmoothGrad(model, sparsity=args.sparsity, sigma=args.sigma, n_samples=args.n_samples),
+        attacked=RelaxedSparsifiedSmoothGrad(model, sparsity=args.sparsity, clip=clip, sigma=args.sigma,
+                                             n_samples=args.n_samples),
+        description=(f"Sparsified SmoothGrad (sparsity {args.sparsity:g}, sigma {args.sigma:g}, {args.n_samples} "
+                     f"samples; attacked through Relaxed Sparsified SmoothGrad, clip {clip:g}, "
+                     f"{SMOOTHGRAD_ATTACK_SAMPLES} samples per gradient)"),
+        gradient_kwargs={"n_samples": SMOOTHGRAD_ATTACK_SAMPLES}, surrogate=surrogate, notes=notes,
+    )
+
+
+def _make_attack(args: argparse.Namespace, model: torch.nn.Module, parts: Parts, eps: float, k: int) -> Any:
+    from captum_robust.robust.attacks import AAI, L2TopKAttack, MassCenterAttack, TopKAttack
+
+    common = {
+        "surrogate": parts.surrogate,
+        "attribution_kwargs": parts.kwargs,
+        "gradient_attribution_kwargs": parts.gradient_kwargs,
+    }
+    step = args.step_size if args.step_size is not None else 2.5 * eps / args.iterations
+    attr = parts.attacked
+    if args.attack == "topk":
+        return TopKAttack(model, attr, k=k, eps=eps, step_size=step, n_iterations=args.iterations, measure_k=k, **common)
+    if args.attack == "mass-center":
+        return MassCenterAttack(model, attr, eps=eps, step_size=step, n_iterations=args.iterations, **common)
+    if args.attack == "aai":
+        return AAI(model, attr, eps=eps, step_size=step, n_iterations=args.iterations, k=k, **common)
+    return L2TopKAttack(model, attr, k=k, rho=eps, n_iterations=args.iterations, n_restarts=args.restarts,
+                        random_budget=20, **common)
+
+
+def _check_combination(args: argparse.Namespace, model: torch.nn.Module, parts: Parts,
+                       x1: torch.Tensor, y1: torch.Tensor, eps: float) -> int:
+    """Resolve --k from the size of the attacked map (the attack's prepared map of one image);
+    UsageError for a combination that cannot work."""
+    probe = _make_attack(args, model, parts, eps, 1)
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    try:
+        prepared = probe.prepare_maps(probe.attribution_maps(x1.to(device), target=y1.to(device)))
+    except (ValueError, TypeError, RuntimeError) as exc:
+        raise UsageError(f"--attribution {args.attribution} fails on this model: {str(exc).splitlines()[0]}") from None
+    n_map = prepared[0].numel()
+    shape = "x".join(str(s) for s in prepared.shape[1:])
+    if args.attack == "mass-center" and (prepared.dim() < 3 or n_map < 2):
+        raise UsageError(
+            f"--attack mass-center cannot work with --attribution {args.attribution} here: it moves the centre of mass "
+            f"of a 2-D map, and the map has shape {shape}; use --attack topk or aai"
+        )
+    if args.k is None:
+        return min(8, n_map) if args.attribution == "cam" else max(1, math.ceil(n_map / 8))
+    if args.k > n_map:
+        raise UsageError(
+            f"--k {args.k} cannot work with --attribution {args.attribution} and --attack {args.attack}: the attacked "
+            f"map has only {n_map} elements ({shape}); pass --k <= {n_map}"
+        )
+    return args.k
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def _merge_robustness(batches: List[Tuple[int, range, Any]]) -> Dict[str, Any]:
+    """Per-batch RobustnessReports ``(batch index, example indices, report)`` in any order ->
+    one report dict over all examples (RobustnessReport.merge in batch order)."""
+    from captum_robust.robust.evaluation import RobustnessReport
+
+    batches = sorted(batches, key=lambda item: item[0])
+    merged = RobustnessReport.merge([report for _, _, report in batches])
+    merged.per_example["index"] = [i for _, idx, _ in batches for i in idx]
+    return merged.as_dict()
+
+
+def _print_settings(args: argparse.Namespace, ctx: Any, run: UserRun, parts: Parts, eps_list: List[float],
+                    k: int) -> None:
+    run.print_summary(args, ctx)
+    print(f"attribution: {parts.description}; attack: {args.attack}, eps {', '.join(f'{e:g}' for e in eps_list)}, k {k}")
+    for note in parts.notes:
+        print(f"note: {note}")
+
+
+def _attack_batches(args: argparse.Namespace, ctx: Any, device: torch.device, run: UserRun, parts: Parts,
+                    eps_list: List[float], k: int, norm: str) -> Tuple[List[List[Tuple[int, range, Any]]], Any]:
+    """Run attribution_robustness on this process's batches for every eps. Returns, per eps, the
+    ``(batch index, example indices, report)`` triples, and the first attacked examples of batch 0
+    at the first eps (on rank 0; None elsewhere or when none was attacked) for the figure."""
+    from captum_robust._utils.distributed import assign_batches, batch_seed
+    from captum_robust.robust.attacks import PGD
+    from captum_robust.robust.evaluation import attribution_robustness
+
+    x, y = run.x, run.y
+    my_batches = assign_batches(len(y), args.batch_size, ctx.rank, ctx.world_size)
+    # attribution=None measures the attack's own attribution with its kwargs (e.g. --ig-steps);
+    # an explicit attribution would be called with its defaults
+    measured = None if parts.measured is parts.attacked else parts.measured
+    local: List[List[Tuple[int, range, Any]]] = []
+    examples = None
+    bar = progress(ctx, len(my_batches) * len(eps_list), "evaluate", not args.no_progress)
+    try:
+        for e_index, eps in enumerate(eps_list):
+            attack = _make_attack(args, run.model, parts, eps, k)
+            pgd = None
+            if args.pgd_iterations > 0:
+                pgd = PGD(run.model, eps=eps, step_size=2.5 * eps / args.pgd_iterations,
+                          n_iterations=args.pgd_iterations, norm=norm)
+            reports = []
+            for b, idx in my_batches:
+                generator = torch.Generator(device=device).manual_seed(batch_seed(args.seed, b))
+                keep = FIGURE_EXAMPLES if (b == 0 and e_index == 0 and ctx.is_main) else 0
+                report = attribution_robustness(
+                    run.model, measured, attack, (x[idx.start: idx.stop], y[idx.start: idx.stop]),
+                    measures=tuple(args.measures), k=k, pgd=pgd, generator=generator, keep_examples=keep,
+                )
+                if keep:
+                    examples, report.examples = report.examples, None  # not gathered from the other ranks
+                reports.append((b, idx, report))
+                bar.update(1)
+            local.append(reports)
+    except (ValueError, TypeError) as exc:
+        raise UsageError(
+            f"--attribution {args.attribution} with --attack {args.attack} failed: {str(exc).splitlines()[0]}"
+        ) from None
+    finally:
+        bar.close()
+    return local, examples
+
+
+def _evaluate(args: argparse.Namespace, ctx: Any, device: torch.device) -> int:
+    from captum_robust._utils.distributed import gather_to_main
+
+    t_start = time.perf_counter()
+    run = prepare_run(args, device)
+    eps_list = args.eps if args.eps is not None else [L2_EPS if args.attack == "l2-topk" else LINF_EPS]
+    parts = _evaluation_parts(args, run.model, run.x[:1].to(device), run.y[:1].to(device))
+    k = _check_combination(args, run.model, parts, run.x[:1], run.y[:1], eps_list[0])
+    out = prepare_out(args.out)  # on every rank, so that an unusable folder stops all of them
+    if ctx.is_main:
+        _print_settings(args, ctx, run, parts, eps_list, k)
+    norm = "l2" if args.attack == "l2-topk" else "linf"
+    local, examples = _attack_batches(args, ctx, device, run, parts, eps_list, k, norm)
+    gathered = gather_to_main(local, ctx)
+    if not ctx.is_main:
+        return 0
+    measure_names = None
+    runs = []
+    for e_index, eps in enumerate(eps_list):
+        batches = [item for rank_lists in gathered for item in rank_lists[e_index]]
+        measure_names = list(batches[0][2].summary["measures"])
+        runs.append({"eps": eps, **_merge_robustness(batches)})
+    wall = time.perf_counter() - t_start
+    settings = run.settings(
+        args, ctx, device, attribution=args.attribution, attribution_description=parts.description,
+        attack=args.attack, norm=norm, eps=eps_list, k=k, iterations=args.iterations, step_size=args.step_size,
+        pgd_iterations=args.pgd_iterations, measures=measure_names,
+    )
+    json_path = out / "results.json"
+    results = {"command": "evaluate", "settings": settings, "runs": runs, "wall_seconds": wall}
+    write_json(json_path, results, nan="keep")
+    figures = _evaluate_figures(args, out, runs, examples, run.model, device)
+    table = _evaluate_table(runs, norm)
+    report_path = out / "report.md"
+    report_path.write_text(_evaluate_report(args, run, parts, settings, table, figures, wall), encoding="utf-8")
+    print_outputs(table, [json_path, report_path, *figures.values()])
+    return 0
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def _evaluate_table(runs: List[Dict[str, Any]], norm: str) -> str:
+    rows = []
+    for r in runs:
+        s = r["summary"]
+        for name, st in s["measures"].items():
+            rows.append((
+                f"{r['eps']:g}", name, st["n"], fmt(st["mean"], 3), fmt(st["median"], 3),
+                f"[{fmt(st['ci_low'], 3)}, {fmt(st['ci_high'], 3)}]",
+                f"[{fmt(st['q_low'], 3)}, {fmt(st['q_high'], 3)}]", fmt(s["kept_fraction"], 3),
+                fmt(s["clean_accuracy"], 3), fmt(s["adversarial_accuracy"], 3),
+                f"{s['seconds']['attack'] + s['seconds']['pgd']:.1f}",
+            ))
+    return markdown_table(
+        (f"eps ({norm})", "measure", "n", "mean", "median", "95% CI of the mean", "95% of examples within",
+         "fraction kept", "clean accuracy", "PGD accuracy", "time (s)"),
+        rows, "rlrrrccrrrr",
+    )
+
+
+def _display_maps(maps: torch.Tensor) -> torch.Tensor:
+    """Prepared maps -> one B x H x W map per example for plot_attributions."""
+    m = maps.detach().float().cpu()
+    if m.dim() == 4:
+        m = m.abs().sum(dim=1) if m.shape[1] > 1 else m[:, 0]
+    return m
+
+
+def _maps_figure(args: argparse.Namespace, out: Path, examples: Any, model: torch.nn.Module,
+                 device: torch.device) -> Path:
+    """The first attacked images and their prepared maps before and after the attack."""
+    from captum_robust.visualization import plot_attributions, save_figure
+
+    shown = min(FIGURE_EXAMPLES, len(examples))
+    xa, t = examples.inputs_adv[:shown], examples.target[:shown]
+    with torch.no_grad():
+        pred_adv = model(xa.to(device)).argmax(1).cpu()
+    fig = plot_attributions(
+        xa, {f"{args.attribution} (clean)": _display_maps(examples.maps[:shown]),
+             f"{args.attribution} (attacked)": _display_maps(examples.maps_adv[:shown])},
+        labels=t.tolist(), predictions=pred_adv.tolist(), max_examples=shown,
+    )
+    return save_figure(fig, out / "figure_maps.png", dpi=80)
+
+
+def _measures_figure(out: Path, runs: List[Dict[str, Any]]) -> Path:
+    """Histograms of every measure over the kept examples, one colour per eps."""
+    from matplotlib.figure import Figure
+
+    from captum_robust.visualization import save_figure
+
+    names = list(runs[0]["summary"]["measures"])
+    fig = Figure(figsize=(3.2 * len(names), 2.6), layout="constrained")
+    axes = fig.subplots(1, len(names), squeeze=False)[0]
+    for ax, name in zip(axes, names):
+        for r in runs:
+            cols = r["per_example"]
+            values = [v for v, kept in zip(cols[name], cols["kept"]) if kept and not math.isnan(v)]
+            if values:
+                ax.hist(values, bins=20, alpha=0.6, label=f"eps {r['eps']:g}")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("clean vs attacked map", fontsize=8)
+        ax.set_ylabel("examples", fontsize=8)
+        if len(runs) > 1:
+            ax.legend(fontsize=7)
+    return save_figure(fig, out / "figure_measures.png", dpi=80)
+
+
+def _evaluate_figures(args: argparse.Namespace, out: Path, runs: List[Dict[str, Any]], examples: Any,
+                      model: torch.nn.Module, device: torch.device) -> Dict[str, Path]:
+    figures: Dict[str, Path] = {}
+    if examples is not None and len(examples):
+        figures["maps"] = _maps_figure(args, out, examples, model, device)
+    figures["measures"] = _measures_figure(out, runs)
+    return figures
+
+
+def _evaluate_report(args: argparse.Namespace, run: UserRun, parts: Parts, settings: Dict[str, Any], table: str,
+                     figures: Dict[str, Path], wall: float) -> str:
+    lines = [
+        "# captum-robust evaluate report",
+        "",
+        f"Generated by `captum-robust evaluate` (captum_robust {__version__}).",
+        "",
+        f"- model: `{args.model}`" + (f" with `{args.model_kwargs}`" if args.model_kwargs else "")
+        + f", weights `{args.weights}` ({run.n_params:,} parameters, {run.n_classes} classes)",
+        f"- data: {run.data}; the first {settings['examples']} images",
+        f"- attribution: {parts.description}",
+        f"- attack: `{args.attack}` ({settings['norm']}, eps {', '.join(f'{e:g}' for e in settings['eps'])}, "
+        f"{args.iterations} iterations, k = {settings['k']}); maps of the true label, compared after the attack's "
+        "map preparation",
+        f"- PGD: {args.pgd_iterations} iterations of 2.5 eps / {args.pgd_iterations}, random start"
+        if args.pgd_iterations else "- PGD: skipped",
+        f"- seed {args.seed}, batches of {args.batch_size}, {settings['world_size']} process(es), device {settings['device']}",
+        *[f"- note: {note}" for note in parts.notes],
+        "",
+        "## Results",
+        "",
+        "Statistics over the correctly classified examples whose prediction the attack kept "
+        "(Boopathy et al.); the CI is Student's t interval of the mean, the other interval holds the "
+        "central 95% of the examples. PGD accuracy is over all examples (misclassified ones count as "
+        "errors). Time: attack + PGD, summed over batches and processes.",
+        "",
+        table,
+        "",
+    ]
+    if "maps" in figures:
+        lines += [f"![maps before and after the attack]({figures['maps'].name})", "",
+                  "The first attacked images of the first batch (the attacked input is shown), their maps before "
+                  "and after the attack (each on its own colour scale).", ""]
+    lines += [f"![distribution of the measures]({figures['measures'].name})", "",
+              "## Files", "", "- `results.json`: settings, summaries and per-example values (one entry per eps)",
+              "- `report.md`: this report"]
+    lines += [f"- `{p.name}`" for p in figures.values()]
+    lines += ["", f"Wall time: {wall:.1f} s.", ""]
+    return "\n".join(lines)
