@@ -79,6 +79,7 @@ from captum_robust.attr import (
     ScaledSmoothGrad,
 )
 from captum_robust.attr import certify
+from captum_robust.attr._core.saliency import input_gradient
 from captum_robust.data import digits_loaders, load_digits
 from captum_robust.models import Small
 from captum_robust.robust.attacks import L2TopKAttack
@@ -158,9 +159,7 @@ def gradient_map(model: Callable[..., torch.Tensor], x: torch.Tensor, target: to
     Differentiable (``create_graph=True``) so the attack can take its gradient; on a softplus
     network the second derivatives are non-zero.
     """
-    x = x if x.requires_grad else x.requires_grad_()
-    out = model(x).gather(1, target[:, None]).sum()
-    return torch.autograd.grad(out, x, create_graph=True)[0]
+    return input_gradient(model, (x,), target, create_graph=True)[0]
 
 
 def smoothed_methods(model: torch.nn.Module, sigma: float, q: int, sparsities: Sequence[float], clip: float):
@@ -268,7 +267,6 @@ def _run(quick: bool, seed: int, out_dir: Path, examples: Optional[int], verbose
             raise ValueError(f"examples must be >= 1, got {examples}")
         cfg["examples"] = int(examples)
     cfg.update(quick=quick, seed=seed)
-    ibs = cfg["internal_batch_size"]
 
     trained = train_model(seed, cfg["epochs"])
     model = trained["model"]
@@ -282,7 +280,6 @@ def _run(quick: bool, seed: int, out_dir: Path, examples: Optional[int], verbose
     k = certify.resolve_k(cfg["k_fraction"], n)
     s = trained["pixel_std"]
     radii = [r * s for r in cfg["radii_std"]]
-    sigma = cfg["sigma"]
     margin = float(certify.hoeffding_margin(n, cfg["q_eval"], cfg["confidence"]))
     eval_seed = 10_000 + seed
     attack_kw = dict(
@@ -290,81 +287,23 @@ def _run(quick: bool, seed: int, out_dir: Path, examples: Optional[int], verbose
         clip_min=0.0, clip_max=1.0, noise_seed=seed,
     )
 
-    methods: List[Dict[str, Any]] = []
     checks: Dict[str, Any] = {"prediction_changed": 0, "certificate_matches_CertifiedTopK": True,
                               "failed_attack_overlap_is_one": True}
-
-    def attack_all(attribution: Any, name: str, attribution_kwargs: Optional[Dict[str, Any]], eval_map: Callable):
-        """Attack at every radius; returns per-radius (overlap, failed, norms, seconds, steps)."""
-        per_radius = []
-        for ri, rho in enumerate(radii):
-            t0 = time.perf_counter()
-            attack = L2TopKAttack(model, attribution, rho=rho, attribution_kwargs=attribution_kwargs, **attack_kw)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                x_adv, res = attack.perturb(x, target=target,
-                                            generator=torch.Generator().manual_seed(1000 * seed + 17 * ri + 1))
-            attack_seconds = time.perf_counter() - t0
-            with torch.no_grad():
-                kept = model(x_adv).argmax(1) == target
-            checks["prediction_changed"] += int((~kept).sum())
-            t1 = time.perf_counter()
-            overlap = eval_map(x_adv)
-            eval_seconds = time.perf_counter() - t1
-            failed = res.steps == 0
-            if bool(failed.any()) and not bool((overlap[failed] == 1.0).all()):
-                checks["failed_attack_overlap_is_one"] = False
-            norms = res.norm
-            if float(norms.max()) > rho * (1 + 1e-4):
-                raise RuntimeError(f"{name}: attack left the l2 ball (norm {float(norms.max())} > rho {rho})")
-            per_radius.append({
-                "overlap": overlap.double().numpy(), "failed": failed.numpy(), "norm": norms.double().numpy(),
-                "attack_seconds": attack_seconds, "eval_seconds": eval_seconds,
-                "gradient_passes": int(res.steps.sum()),
-            })
-            _log(verbose, f"  {name} rho={rho:.4f}: mean overlap {float(overlap.mean()):.3f}, "
-                          f"{int(failed.sum())} failed, attack {attack_seconds:.1f} s, eval {eval_seconds:.1f} s")
-        return per_radius
+    ctx = dict(model=model, x=x, target=target, radii=radii, attack_kw=attack_kw, seed=seed, checks=checks,
+               verbose=verbose)
 
     # ---- plain gradient
     t0 = time.perf_counter()
     clean_grad = gradient_map(model, x.clone(), target).detach().abs()
-    per_radius = attack_all(
-        gradient_map, "Gradient", None,
+    per_radius = _attack_all(
+        ctx, gradient_map, "Gradient", None,
         lambda xa: topk_intersection(clean_grad, gradient_map(model, xa.clone(), target).detach().abs(), k),
     )
-    methods.append(_collect("gradient", "Gradient", per_radius, None, radii))
+    methods: List[Dict[str, Any]] = [_collect("gradient", "Gradient", per_radius, None, radii)]
     methods[-1]["seconds"] = time.perf_counter() - t0
 
     # ---- smoothed maps: certificate of the clean 8192-sample map + attack through cheaper maps
-    attack_methods = smoothed_methods(model, sigma, cfg["q_attack"], cfg["sparsities"], cfg["clip"])
-    eval_methods = smoothed_methods(model, sigma, cfg["q_eval"], cfg["sparsities"], cfg["clip"])
-    for (key, label, attacker), (_, _, evaluator) in zip(attack_methods, eval_methods):
-        t0 = time.perf_counter()
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            maps, cert = CertifiedTopK(evaluator, k=k, rho=radii[0], confidence=cfg["confidence"]).attribute(
-                x, target=target, internal_batch_size=ibs, generator=torch.Generator().manual_seed(eval_seed)
-            )
-        cert_fracs = []
-        for rho in radii:
-            overlap = certify.topk_certificate(maps, k, rho, cert.sigma, cert.margin)
-            cert_fracs.append(overlap.double().numpy() / k)
-        if not np.array_equal(cert_fracs[0] * k, cert.overlap.double().numpy()):
-            checks["certificate_matches_CertifiedTopK"] = False
-        _log(verbose, f"{label}: clean {cfg['q_eval']}-sample maps + certificate {time.perf_counter() - t0:.1f} s"
-                      f"{' (' + str(caught[0].message)[:80] + ')' if caught else ''}")
-
-        def eval_map(xa: torch.Tensor, evaluator=evaluator, maps=maps) -> torch.Tensor:
-            adv = evaluator.attribute(xa, target=target, internal_batch_size=ibs,
-                                      generator=torch.Generator().manual_seed(eval_seed))
-            return topk_intersection(maps, adv, k)
-
-        per_radius = attack_all(attacker, label, {"internal_batch_size": ibs}, eval_map)
-        entry = _collect(key, label, per_radius, cert_fracs, radii)
-        entry["margin"] = cert.margin
-        entry["seconds"] = time.perf_counter() - t0
-        methods.append(entry)
+    methods += _smoothed(ctx, cfg, k, eval_seed)
 
     # ---- assemble
     total_violations = sum(sum(v["count"] for v in m["violations"]) for m in methods if m["violations"] is not None)
@@ -394,13 +333,93 @@ def _run(quick: bool, seed: int, out_dir: Path, examples: Optional[int], verbose
     }
     result["markdown"] = markdown(result, seconds)
     result["seconds"] = seconds
+    return _write(result, out_dir, "levine_curves_quick" if quick else "levine_curves")
+
+
+def _write(result: Dict[str, Any], out_dir: Path, stem: str) -> Dict[str, Any]:
+    """Write ``<stem>.json`` and ``<stem>.png`` into ``out_dir``; their paths go into ``result``."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = "levine_curves_quick" if quick else "levine_curves"
     json_path, png_path = out_dir / f"{stem}.json", out_dir / f"{stem}.png"
     result["json_path"], result["png_path"] = str(json_path), str(png_path)
     json_path.write_text(json.dumps(jsonable(result), indent=1))
     plot(result, png_path)
     return result
+
+
+def _attack_all(ctx: Dict[str, Any], attribution: Any, name: str, attribution_kwargs: Optional[Dict[str, Any]],
+                eval_map: Callable) -> List[Dict[str, Any]]:
+    """Attack at every radius of ``ctx["radii"]`` (counting changed predictions and failed attacks
+    in ``ctx["checks"]``); returns per-radius overlaps, failures, norms, seconds and gradient passes."""
+    model, x, target, seed, checks = ctx["model"], ctx["x"], ctx["target"], ctx["seed"], ctx["checks"]
+    verbose = ctx["verbose"]
+    per_radius = []
+    for ri, rho in enumerate(ctx["radii"]):
+        t0 = time.perf_counter()
+        attack = L2TopKAttack(model, attribution, rho=rho, attribution_kwargs=attribution_kwargs,
+                             **ctx["attack_kw"])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            x_adv, res = attack.perturb(x, target=target,
+                                        generator=torch.Generator().manual_seed(1000 * seed + 17 * ri + 1))
+        attack_seconds = time.perf_counter() - t0
+        with torch.no_grad():
+            kept = model(x_adv).argmax(1) == target
+        checks["prediction_changed"] += int((~kept).sum())
+        t1 = time.perf_counter()
+        overlap = eval_map(x_adv)
+        eval_seconds = time.perf_counter() - t1
+        failed = res.steps == 0
+        if bool(failed.any()) and not bool((overlap[failed] == 1.0).all()):
+            checks["failed_attack_overlap_is_one"] = False
+        norms = res.norm
+        if float(norms.max()) > rho * (1 + 1e-4):
+            raise RuntimeError(f"{name}: attack left the l2 ball (norm {float(norms.max())} > rho {rho})")
+        per_radius.append({
+            "overlap": overlap.double().numpy(), "failed": failed.numpy(), "norm": norms.double().numpy(),
+            "attack_seconds": attack_seconds, "eval_seconds": eval_seconds,
+            "gradient_passes": int(res.steps.sum()),
+        })
+        _log(verbose, f"  {name} rho={rho:.4f}: mean overlap {float(overlap.mean()):.3f}, "
+                      f"{int(failed.sum())} failed, attack {attack_seconds:.1f} s, eval {eval_seconds:.1f} s")
+    return per_radius
+
+
+def _smoothed(ctx: Dict[str, Any], cfg: Dict[str, Any], k: int, eval_seed: int) -> List[Dict[str, Any]]:
+    """The smoothed maps: certificate of each clean ``q_eval``-sample map at every radius, and the
+    attack through the cheaper ``q_attack``-sample maps, evaluated with ``q_eval`` samples."""
+    model, x, target, radii, checks, verbose = (ctx[key] for key in ("model", "x", "target", "radii", "checks", "verbose"))
+    sigma, ibs = cfg["sigma"], cfg["internal_batch_size"]
+    methods: List[Dict[str, Any]] = []
+    attack_methods = smoothed_methods(model, sigma, cfg["q_attack"], cfg["sparsities"], cfg["clip"])
+    eval_methods = smoothed_methods(model, sigma, cfg["q_eval"], cfg["sparsities"], cfg["clip"])
+    for (key, label, attacker), (_, _, evaluator) in zip(attack_methods, eval_methods):
+        t0 = time.perf_counter()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            maps, cert = CertifiedTopK(evaluator, k=k, rho=radii[0], confidence=cfg["confidence"]).attribute(
+                x, target=target, internal_batch_size=ibs, generator=torch.Generator().manual_seed(eval_seed)
+            )
+        cert_fracs = []
+        for rho in radii:
+            overlap = certify.topk_certificate(maps, k, rho, cert.sigma, cert.margin)
+            cert_fracs.append(overlap.double().numpy() / k)
+        if not np.array_equal(cert_fracs[0] * k, cert.overlap.double().numpy()):
+            checks["certificate_matches_CertifiedTopK"] = False
+        _log(verbose, f"{label}: clean {cfg['q_eval']}-sample maps + certificate {time.perf_counter() - t0:.1f} s"
+                      f"{' (' + str(caught[0].message)[:80] + ')' if caught else ''}")
+
+        def eval_map(xa: torch.Tensor, evaluator=evaluator, maps=maps) -> torch.Tensor:
+            adv = evaluator.attribute(xa, target=target, internal_batch_size=ibs,
+                                      generator=torch.Generator().manual_seed(eval_seed))
+            return topk_intersection(maps, adv, k)
+
+        per_radius = _attack_all(ctx, attacker, label, {"internal_batch_size": ibs}, eval_map)
+        entry = _collect(key, label, per_radius, cert_fracs, radii)
+        entry["margin"] = cert.margin
+        entry["seconds"] = time.perf_counter() - t0
+        methods.append(entry)
+
+    return methods
 
 
 def _collect(key: str, label: str, per_radius: List[Dict[str, Any]], cert_fracs: Optional[List[np.ndarray]],
