@@ -26,10 +26,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import random
-import statistics
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -40,25 +37,10 @@ from scipy import stats
 
 from captum_robust.robust.discrepancy import kendall_tau, spearman, topk_intersection
 
-
-def interleaved(fns: dict, repeats: int, clock, sync, seed: int = 0, warmup: int = 1) -> dict:
-    """Times of each function over ``repeats`` rounds, every round in a fresh random order."""
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-            sync()
-    rng = random.Random(seed)
-    times = {name: [] for name in fns}
-    for _ in range(repeats):
-        order = list(fns.items())
-        rng.shuffle(order)
-        for name, fn in order:
-            sync()
-            start = clock()
-            fn()
-            sync()
-            times[name].append(clock() - start)
-    return times
+_HERE = str(Path(__file__).resolve().parent)
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
+from _common import RESULTS, machine_info, markdown_table, medians, round_robin, write_json  # noqa: E402
 
 
 def scipy_loop(fn, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -104,19 +86,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "discrepancy.json")
+    parser.add_argument("--out", type=Path, default=RESULTS / "discrepancy.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     if device.type == "cuda":
-        clock, sync = time.perf_counter, torch.cuda.synchronize
-        clock_name = "wall clock, cuda synchronized"
+        clock, clock_name = time.perf_counter, "wall clock, cuda synchronized"
     elif args.threads == 1:
-        clock, sync = time.thread_time, (lambda: None)
-        clock_name = "thread CPU time"
+        clock, clock_name = time.thread_time, "thread CPU time"
     else:
-        clock, sync = time.perf_counter, (lambda: None)
-        clock_name = "wall clock"
+        clock, clock_name = time.perf_counter, "wall clock"
 
     rows = []
     for batch, n, k in [(64, 50176, 1000), (256, 784, 100)]:
@@ -144,8 +123,9 @@ def main() -> None:
             if n <= 1024:
                 candidates["pairwise O(n^2) kendall (torch)"] = lambda: pairwise_kendall(da, db)
                 naive = pairwise_kendall(da, db).cpu().double().numpy()
-            times = interleaved(candidates, args.repeats, clock, sync, seed=n)
-            med = {name: statistics.median(ts) for name, ts in times.items()}
+            # every round in a fresh random order
+            times = round_robin(candidates, args.repeats, clock, shuffle_seed=n, device=device)
+            med = medians(times)
             checks = {
                 "kendall_tau": float(np.nanmax(np.abs(ours_tau - ref_tau))),
                 "spearman": float(np.nanmax(np.abs(ours_rho - ref_rho))),
@@ -186,33 +166,28 @@ def main() -> None:
                 )
             print(f"done {batch} x {n} {'tied' if tied else 'continuous'}", flush=True)
 
-    machine = {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "scipy": __import__("scipy").__version__,
-        "threads": args.threads,
-        "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
-        "clock": clock_name,
-        "repeats": args.repeats,
-    }
+    machine = machine_info(
+        numpy=np.__version__,
+        scipy=__import__("scipy").__version__,
+        device=str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
+        clock=clock_name,
+        repeats=args.repeats,
+    )
     print()
     print(f"Machine: {machine['platform']}, {machine['device']}, torch {machine['torch']}, "
           f"{args.threads} thread(s), {clock_name}, median of {args.repeats} interleaved rounds")
     print()
-    print("| measure | maps | data | reference | ref. time | ours | speed-up (min-max over rounds) | max abs diff |")
-    print("|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        diff = "-" if r["max_abs_diff_vs_reference"] is None else f"{r['max_abs_diff_vs_reference']:.1e}"
-        print(
-            f"| {r['measure']}{' (k=%d)' % r['k'] if r['k'] else ''} | {r['maps']} | {r['data']} | {r['reference']} "
-            f"| {r['reference_s'] * 1e3:.1f} ms | {r['candidate_s'] * 1e3:.1f} ms "
-            f"| **{r['speedup']:.2f}x** ({r['speedup_round_min']:.2f}-{r['speedup_round_max']:.2f}) | {diff} |"
-        )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"machine": machine, "results": rows}, indent=2))
+    headers = ["measure", "maps", "data", "reference", "ref. time", "ours", "speed-up (min-max over rounds)",
+               "max abs diff"]
+    cells = [
+        [f"{r['measure']}{' (k=%d)' % r['k'] if r['k'] else ''}", r["maps"], r["data"], r["reference"],
+         f"{r['reference_s'] * 1e3:.1f} ms", f"{r['candidate_s'] * 1e3:.1f} ms",
+         f"**{r['speedup']:.2f}x** ({r['speedup_round_min']:.2f}-{r['speedup_round_max']:.2f})",
+         "-" if r["max_abs_diff_vs_reference"] is None else f"{r['max_abs_diff_vs_reference']:.1e}"]
+        for r in rows
+    ]
+    print(markdown_table(headers, cells, align="l" * len(headers)))
+    write_json(args.out, {"machine": machine, "results": rows})
     print(f"\nwrote {args.out}")
 
 

@@ -35,8 +35,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
 import time
 import warnings
@@ -54,17 +52,10 @@ from captum_robust.robust.evaluation import roar
 from captum_robust.robust.regularizers import PGDAdversarialLoss
 from captum_robust.training import evaluate_accuracy, train_classifier
 
-RESULTS = Path(__file__).parent / "results"
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+_HERE = str(Path(__file__).resolve().parent)
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
+from _common import RESULTS, cpu_name, machine_info, markdown_table, write_json  # noqa: E402
 
 
 def train_robust(model: torch.nn.Module, loader: DataLoader, epochs: int, lr: float, eps: float, steps: int,
@@ -210,12 +201,10 @@ def main(argv: List[str] = None) -> Dict[str, Any]:
         return f"{m:.3f}" if s != s else f"{m:.3f} ± {s:.3f}"
 
     curve = rows[0]["fractions"]
-    header = "| model | attribution | " + " | ".join(f"{100 * f:g}%" for f in curve) + " | nAUC |"
-    lines = [header, "|---|---|" + "---:|" * (len(curve) + 1)]
-    for r in rows:
-        lines.append(f"| {r['model']} | {r['attribution']} | " + " | ".join(cell(r, i) for i in range(len(curve)))
-                     + f" | {r['normalized_auc']:.3f} |")
-    table = "\n".join(lines)
+    headers = ["model", "attribution"] + [f"{100 * f:g}%" for f in curve] + ["nAUC"]
+    cells = [[r["model"], r["attribution"]] + [cell(r, i) for i in range(len(curve))] + [f"{r['normalized_auc']:.3f}"]
+             for r in rows]
+    table = markdown_table(headers, cells, align="ll" + "r" * (len(curve) + 1))
     total = time.perf_counter() - t_start
     machine = f"{cpu_name()}, {args.threads} thread(s), torch {torch.__version__}, device {device}"
     print(table)
@@ -231,16 +220,14 @@ def main(argv: List[str] = None) -> Dict[str, Any]:
                      "explained_epochs": epochs, "lr": args.lr, "eps": args.eps, "pgd_steps": pgd_steps,
                      "smoothgrad_samples": n_samples, "ig_steps": n_steps, "seed": args.seed, "quick": q,
                      "image_size": 8, "replacement": replacement, "ranking": "|map| per pixel, label as target"},
-        "machine": {"cpu": cpu_name(), "threads": args.threads, "device": str(device), "torch": torch.__version__,
-                    "python": platform.python_version()},
+        "machine": machine_info(device=str(device)),
         "explained_models": {n: {k: v for k, v in e.items() if k != "model"} for n, e in explained.items()},
         "rows": rows,
         "table": table,
         "seconds": total,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
     stem = ("roar_quick" if q else "roar") + ("" if replacement == "mean" else f"_{args.replacement}")
-    (RESULTS / f"{stem}.json").write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+    write_json(RESULTS / f"{stem}.json", out)
     plot(rows, RESULTS / f"{stem}.png")
     print(f"wrote {RESULTS / (stem + '.json')} and {RESULTS / (stem + '.png')}", file=sys.stderr)
     return out

@@ -1,7 +1,7 @@
 """Map-specific argument checks shared by the discrepancy and rank measures (not public API).
 
 Generic hyper-parameter checks live in :mod:`captum_robust._utils.validation`. Every check raises ``ValueError`` or ``TypeError`` naming the argument, the value it got
-and what is allowed (DESIGN.md section 3, "Clear errors").
+and what is allowed.
 """
 
 from __future__ import annotations

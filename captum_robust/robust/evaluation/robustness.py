@@ -20,13 +20,9 @@ from torch import Tensor
 
 from captum_robust._utils.validation import check_bool, check_int
 from captum_robust.robust.attacks import PGD
-from captum_robust.robust.attacks.base import (
-    AttributionAdapter,
-    MapAttack,
-    apply_preparation,
-    attack_mode,
-    make_preparation,
-)
+from captum_robust.robust.attacks._adapter import AttributionAdapter, apply_preparation, make_preparation
+from captum_robust.robust.attacks._base import attack_mode
+from captum_robust.robust.attacks._map_attack import MapAttack
 from captum_robust.robust.discrepancy import MEASURES, measure_function
 from captum_robust.robust.evaluation._data import batches, model_device
 from captum_robust.robust.evaluation._stats import column_summary

@@ -1,4 +1,4 @@
-"""The attribution-robustness runner: skipping, statistics, adversarial accuracy, JSON/markdown."""
+"""The attribution-robustness runner: skipping, statistics, adversarial accuracy, kept examples, JSON/markdown."""
 
 import json
 import math
