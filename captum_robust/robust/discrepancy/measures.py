@@ -28,8 +28,7 @@ from captum_robust.robust.discrepancy._checks import (
     resolve_class_index,
     resolve_classes,
 )
-from captum_robust.robust.discrepancy.rank import kendall_tau, spearman
-from captum_robust.robust.discrepancy.topk import topk_intersection
+from captum_robust.robust.discrepancy.registry import measure_function
 
 __all__ = [
     "lp_discrepancy",
@@ -370,17 +369,11 @@ def attribution_aware(
         fn = metric
     elif isinstance(metric, str) and metric.lower() in _METRICS:
         name = _METRICS[metric.lower()]
-        if name == "topk":
-            if k is None:
-                raise ValueError("metric='topk' needs k=, the size of the top sets")
-
-            def fn(a: Tensor, b: Tensor) -> Tensor:
-                return topk_intersection(a, b, k)
-
-        elif k is not None:
+        if name == "topk" and k is None:
+            raise ValueError("metric='topk' needs k=, the size of the top sets")
+        if name != "topk" and k is not None:
             raise ValueError(f"k applies to metric='topk' only, got k={k} with metric={metric!r}")
-        else:
-            fn = kendall_tau if name == "kendall" else spearman
+        fn = measure_function(name, k)
     else:
         raise ValueError(f"metric must be 'topk', 'kendall', 'spearman' or a callable, got {metric!r}")
     goodness = fn(reference, before)
