@@ -27,7 +27,7 @@ from captum_robust._utils.validation import (
     check_nonnegative,
     format_inputs,
 )
-from captum_robust.attr._core._smoothing import unflatten
+from captum_robust.attr._core._smoothing import smooth, unflatten
 from captum_robust.attr._core.certificates import (
     _flat_map,
     _scalar_empirical_floor,
@@ -110,14 +110,11 @@ class TopKCertificate:
 class CertifiedTopK(Attribution):
     r"""A smoothed attribution map with its certified top-K robustness (Levine Thm. 2, Def. 3.1, Thm. 3).
 
-    Wraps one of :class:`~captum_robust.attr.ScaledSmoothGrad`,
-    :class:`~captum_robust.attr.QuadraticSmoothGrad`,
-    :class:`~captum_robust.attr.SparsifiedSmoothGrad`,
-    :class:`~captum_robust.attr.RelaxedSparsifiedSmoothGrad` (or any
-    :class:`~captum_robust.attr._core.smoothgrad.SmoothGradBase` subclass whose base map lies
-    in [0, 1]). The wrapper draws the noise itself, so the ``sigma`` and ``n_samples`` in the
-    certificate are always those the map was computed with. For a map :math:`\hat h(x)`
-    averaged over ``q`` samples, with :math:`c = \sqrt{\ln(2n/(1-p))/(2q)}` and
+    Wraps a method of the SmoothGrad family (any
+    :class:`~captum_robust.attr._core.smoothgrad.SmoothGradBase` whose base map lies in
+    [0, 1]) and draws the noise itself, so the ``sigma`` and ``n_samples`` in the certificate
+    are always those the map was computed with. For a map :math:`\hat h(x)` averaged over
+    ``q`` samples, with :math:`c = \sqrt{\ln(2n/(1-p))/(2q)}` and
     :math:`\hat L(z) = \Phi(\Phi^{-1}(z - c) - 2\rho/\sigma) - c`:
 
     .. math::
@@ -130,11 +127,9 @@ class CertifiedTopK(Attribution):
     quadratic maps' certificates vacuous and the sparsified ones not. When the noise level
     differs between input tensors, the smallest sigma of each example is used (sound).
 
-    The certificate compares the observed map with the population map smoothed with the
-    *same* absolute sigma (``certificate.sigma``). With ``relative_sigma=True`` that sigma
-    was computed from each clean input's range; a map recomputed at a perturbed input with
-    ``relative_sigma=True`` would use the perturbed input's range instead, so compare with
-    a method built with ``sigma=certificate.sigma``.
+    The certificate compares with the population map smoothed with the *same* absolute
+    sigma (``certificate.sigma``): with ``relative_sigma=True``, recompute maps at perturbed
+    inputs with a method built with ``sigma=certificate.sigma``, not with their own range.
 
     Args:
         smoothed_attribution (SmoothGradBase): the smoothed method (its ``sigma`` and
@@ -213,16 +208,9 @@ class CertifiedTopK(Attribution):
                 UserWarning,
                 stacklevel=stacklevel,
             )
-        mean, sigma_used, q_used = smoothed._smooth(
-            inputs_t,
-            target,
-            additional_forward_args,
-            int(q),
-            internal_batch_size,
-            generator,
-            False,
-            None,
-            show_progress,
+        (mean,), sigma_used, q_used = smooth(
+            (smoothed,), inputs_t, target, additional_forward_args, int(q), internal_batch_size, generator,
+            False, None, show_progress,
         )
         return is_tuple, inputs_t, mean, sigma_used, q_used, margin, kk
 

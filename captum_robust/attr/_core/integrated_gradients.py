@@ -125,11 +125,10 @@ class BatchedIntegratedGradients(GradientAttribution):
             \frac{\partial F(a + t_k (x - a))}{\partial x_i},
 
     with completeness :math:`\sum_i \mathrm{IG}_i(x, a) = F(x) - F(a)` up to the quadrature
-    error. Chen's :math:`\mathrm{IG}^{\ell_y}(x, x')` runs from :math:`r(0) = x` to
-    :math:`r(1) = x'`: pass ``baselines=x``, ``inputs=x'`` and the per-example loss as
-    ``forward_func``; its :math:`\ell_1` norm is the IG-Norm regularizer (Chen eq. 4). The
-    quadrature rules, ``layer=`` attributions (Chen Lemma 1), ``create_graph`` and the model
-    state are described in :mod:`captum_robust.attr._core.integrated_gradients`.
+    error. Chen's :math:`\mathrm{IG}^{\ell_y}(x, x')` (from :math:`x` to :math:`x'`): pass
+    ``baselines=x``, ``inputs=x'`` and the per-example loss as ``forward_func``; its
+    :math:`\ell_1` norm is the IG-Norm regularizer (Chen eq. 4). Quadrature rules, ``layer=``
+    (Chen Lemma 1), ``create_graph`` and model state: see the module documentation.
 
     Args:
         forward_func (nn.Module or callable): the model or any function of the inputs (and

@@ -173,30 +173,6 @@ class SmoothGradBase(GradientAttribution):
         _, inputs_t = format_inputs(inputs)
         return effective_sigma(absolute_sigmas(self.sigma, self.relative_sigma, inputs_t))
 
-    # ------------------------------------------------------------------ smoothing
-    def _smooth(
-        self,
-        inputs: Tuple[Tensor, ...],
-        target: TargetType,
-        additional_forward_args: Any,
-        n_samples: Optional[int],
-        internal_batch_size: Optional[int],
-        generator: Optional[torch.Generator],
-        create_graph: bool,
-        surrogate: Optional[Callable[..., Any]],
-        show_progress: bool,
-    ) -> Tuple[Tensor, Tensor, int]:
-        """Return ``(mean map B x n, effective sigma B, n_samples)``."""
-        means, sigma, q = smooth(
-            (self,), inputs, target, additional_forward_args, n_samples, internal_batch_size, generator,
-            create_graph, surrogate, show_progress,
-        )
-        return means[0], sigma, q
-
-    @staticmethod
-    def _unflatten(flat: Tensor, inputs: Tuple[Tensor, ...], is_tuple: bool) -> TensorOrTuple:
-        return unflatten(flat, inputs, is_tuple)
-
     @log_usage()
     def attribute(
         self,
@@ -244,8 +220,8 @@ class SmoothGradBase(GradientAttribution):
             inputs, in the inputs' dtype.
         """
         is_tuple, inputs_t = format_inputs(inputs)
-        mean, _, _ = self._smooth(
-            inputs_t, target, additional_forward_args, n_samples, internal_batch_size, generator,
+        (mean,), _, _ = smooth(
+            (self,), inputs_t, target, additional_forward_args, n_samples, internal_batch_size, generator,
             create_graph, surrogate, show_progress,
         )
         return unflatten(mean, inputs_t, is_tuple)
