@@ -44,80 +44,32 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Sequence
 
 import torch
-import torch.nn.functional as F
 
-from captum_robust.attr import CAM, BatchedIntegratedGradients
-from captum_robust.data import load_digits
+from captum_robust.attr import CAM, BatchedIntegratedGradients, Saliency
 from captum_robust.models import Small
-from captum_robust.robust.attacks import AAI, L2TopKAttack, TopKAttack, softplus_surrogate
-from captum_robust.robust.attacks.base import ghorbani_maps
+from captum_robust.robust.attacks import AAI, L2TopKAttack, TopKAttack, ghorbani_maps, softplus_surrogate
 from captum_robust.robust.discrepancy import kendall_tau, topk_intersection, topk_mask
+from captum_robust.training import trained_digits_model
 
-RESULTS = Path(__file__).parent / "results"
+_HERE = str(Path(__file__).resolve().parent)
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
+from _common import RESULTS, cpu_name, markdown_table, round_robin, write_json  # noqa: E402
+
+#: the signed input gradient of the target logit, differentiable (``create_graph``), as an attribution
+SIGNED_GRADIENT = {"abs": False}
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---:" if i else "---" for i, _ in enumerate(header)) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def round_robin(configs: Dict[str, Callable[[], Any]], repeats: int, clock: Callable[[], float]) -> Dict[str, List[float]]:
-    """Time every config ``repeats`` times, alternating them inside each round (after a warm-up)."""
-    for fn in configs.values():
-        fn()
-    times: Dict[str, List[float]] = {k: [] for k in configs}
-    for _ in range(repeats):
-        for name, fn in configs.items():
-            start = clock()
-            fn()
-            times[name].append(clock() - start)
-    return times
-
-
-def train_digits(epochs: int, seed: int = 0) -> Tuple[Small, torch.Tensor, torch.Tensor, float]:
-    torch.manual_seed(seed)
-    data = load_digits(size=28, seed=seed)
-    x, y = data.train.tensors
-    model = Small()
-    opt = torch.optim.Adam(model.parameters(), lr=5e-3)
-    g = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
-        perm = torch.randperm(len(x), generator=g)
-        for i in range(0, len(x), 64):
-            idx = perm[i : i + 64]
-            loss = F.cross_entropy(model(x[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    model.eval()
-    xt, yt = data.test.tensors
-    with torch.no_grad():
-        acc = float((model(xt).argmax(1) == yt).float().mean())
-    return model, xt, yt, acc
 
 
 def random_sign(x: torch.Tensor, eps: float, seed: int = 0) -> torch.Tensor:
@@ -128,13 +80,6 @@ def random_sign(x: torch.Tensor, eps: float, seed: int = 0) -> torch.Tensor:
 def mean(t: torch.Tensor) -> float:
     t = t[~torch.isnan(t)]
     return float(t.mean()) if t.numel() else float("nan")
-
-
-def gradient_map(model: Any, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    x = inputs if inputs.requires_grad else inputs.detach().requires_grad_(True)
-    out = model(x).gather(1, target[:, None]).sum()
-    (g,) = torch.autograd.grad(out, x, create_graph=True)
-    return g
 
 
 # --------------------------------------------------------------------------- speed
@@ -273,15 +218,16 @@ def l2_effect(model: Small, x: torch.Tensor, y: torch.Tensor, rhos: Sequence[flo
     rows = []
     for rho in rhos:
         row: Dict[str, Any] = {"rho": rho}
-        levine = L2TopKAttack(model, gradient_map, k=78, rho=rho, n_iterations=10, n_restarts=2, surrogate=surrogate)
+        levine = L2TopKAttack(model, Saliency(model), k=78, rho=rho, n_iterations=10, n_restarts=2, surrogate=surrogate,
+                              attribution_kwargs=SIGNED_GRADIENT)
         t0 = time.perf_counter()
         _, r = levine.perturb(x, target=y, generator=torch.Generator().manual_seed(0))
         row["algorithm1"] = mean(r.similarity)
         row["algorithm1_accepted"] = float(r.accepted.float().mean())
         row["algorithm1_seconds"] = time.perf_counter() - t0
         for label, step in (("sign_rho/500", rho / 500), ("sign_rho/100", rho / 100), ("sign_rho/50", rho / 50)):
-            attack = TopKAttack(model, gradient_map, k=78, eps=rho, step_size=step, n_iterations=20, norm="l2",
-                                surrogate=surrogate, map_preparation="abs")
+            attack = TopKAttack(model, Saliency(model), k=78, eps=rho, step_size=step, n_iterations=20, norm="l2",
+                                surrogate=surrogate, map_preparation="abs", attribution_kwargs=SIGNED_GRADIENT)
             row[label] = mean(attack.perturb(x, target=y)[1].similarity)
         x_rand = random_sign(x, rho / 28)  # l2 norm <= rho
         row["random"] = mean(levine.similarity(x, x_rand, target=y))
@@ -348,7 +294,8 @@ def main(argv: Sequence[str] = ()) -> Dict[str, Any]:
     aai_iterations = 50 if args.quick else 200
 
     t_start = time.perf_counter()
-    model, xt, yt, accuracy = train_digits(epochs=10)
+    model, _, test, accuracy = trained_digits_model(epochs=10)
+    xt, yt = test.tensors
     print(f"Small trained on digits28: test accuracy {accuracy:.4f}", file=sys.stderr)
     results: Dict[str, Any] = {
         "machine": {"cpu": cpu_name(), "threads": args.threads, "torch": torch.__version__, "python": platform.python_version(),
@@ -372,9 +319,8 @@ def main(argv: Sequence[str] = ()) -> Dict[str, Any]:
         results["l2_topk"] = l2_effect(model, x, y, (0.5, 1.0, 2.0, 3.0))
     results["seconds_total"] = time.perf_counter() - t_start
 
-    RESULTS.mkdir(exist_ok=True)
     suffix = "_quick" if args.quick else ""
-    (RESULTS / f"attacks{suffix}.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_json(RESULTS / f"attacks{suffix}.json", results)
     if not args.skip_effects:
         plot(results, RESULTS / f"attacks{suffix}.png")
     print(report(results))
@@ -389,7 +335,7 @@ def report(results: Dict[str, Any]) -> str:
         s = results["speed"]
         m = s["median_seconds"]
         out += ["", f"Speed (batch {s['batch']}, IG n_steps=16, medians of {s['repeats']} rounds):", ""]
-        out.append(md_table(
+        out.append(markdown_table(
             ["measurement", "time (ms)", "reference", "reference (ms)", "ratio", "target"],
             [
                 ["TopKAttack (IG), 5 iterations, 64 single-example calls", f"{1000 * m['per-example']:.0f}",
@@ -412,19 +358,19 @@ def report(results: Dict[str, Any]) -> str:
         st = results["settings"]
         out += ["", f"TopKAttack on IG (k=200, measured at top-100; {st['topk_iterations']} steps of eps/10; "
                 f"{st['effect_examples']} correctly classified test images) vs a random-sign perturbation of the same size:", ""]
-        out.append(md_table(
+        out.append(markdown_table(
             ["eps", "top-100 attack", "top-100 random", "Kendall attack", "Kendall random", "accepted", "random kept"],
             [[r["eps"], f"{r['attack_topk100']:.3f}", f"{r['random_topk100']:.3f}", f"{r['attack_kendall']:.3f}",
               f"{r['random_kendall']:.3f}", f"{r['attack_accepted']:.2f}", f"{r['random_kept']:.2f}"] for r in results["topk_attack"]],
         ))
         out += ["", f"AAI top-k (K=8) on raw CAM, Kendall's tau ({st['aai_iterations']} steps of 0.01):", ""]
-        out.append(md_table(
+        out.append(markdown_table(
             ["eps", "AAI, hinge (default)", "accepted", "AAI, no hinge (authors' code)", "accepted", "random sign", "random kept"],
             [[r["eps"], f"{r['hinge_kendall']:.3f}", f"{r['hinge_accepted']:.2f}", f"{r['no_hinge_kendall']:.3f}",
               f"{r['no_hinge_accepted']:.2f}", f"{r['random_kendall']:.3f}", f"{r['random_kept']:.2f}"] for r in results["aai"]],
         ))
         out += ["", "L2 attacks on the gradient map (top-78 overlap; 20 gradient steps each):", ""]
-        out.append(md_table(
+        out.append(markdown_table(
             ["rho", "L2TopKAttack (P=10, T=2)", "sign, rho/500 (Levine)", "sign, rho/100", "sign, rho/50", "random"],
             [[r["rho"], f"{r['algorithm1']:.3f}", f"{r['sign_rho/500']:.3f}", f"{r['sign_rho/100']:.3f}",
               f"{r['sign_rho/50']:.3f}", f"{r['random']:.3f}"] for r in results["l2_topk"]],
