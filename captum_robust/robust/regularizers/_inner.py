@@ -11,11 +11,10 @@ from typing import Any, Callable, Iterator, Optional
 import torch
 from torch import Tensor, nn
 
-from captum_robust._utils.geometry import BoundType, Box
+from captum_robust._utils.geometry import BoundType, Box, check_norm
 from captum_robust._utils.state import preserved_model_state
 from captum_robust._utils.validation import check_bool, check_int, check_positive
 from captum_robust.robust.attacks import PGD, AttributionPGD
-from captum_robust.robust.attacks.base import check_norm
 from captum_robust.robust.regularizers._base import EpsType, RobustTerm
 
 __all__ = ["AttackTerm", "attack_state"]

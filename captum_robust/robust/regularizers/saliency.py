@@ -214,11 +214,8 @@ class SaliencyStability(RobustTerm):
     the normalised MNIST pixels, :math:`10 \times 0.3081` in :math:`[0, 1]` units. The radius
     is the base's epsilon (:attr:`eps`, also :attr:`rho`) and may be an
     :class:`EpsilonSchedule`; at :math:`\rho = 0` (or :math:`\lambda = 0`) no attack runs and
-    the term is a constant 0.
-
-    The attack runs on the unwrapped model (and the surrogate) in eval mode with frozen
-    parameters, restored afterwards; the differentiable pass runs the unwrapped model in eval
-    mode too (``eval_mode=False`` keeps your mode for that pass).
+    the term is a constant 0. The attack always runs in eval mode; ``eval_mode`` applies to the
+    differentiable pass.
 
     Args:
         model (nn.Module): the classifier being trained, possibly wrapped in DDP.
