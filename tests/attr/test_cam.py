@@ -417,3 +417,12 @@ def test_cuda_matches_cpu(method):
     assert gpu_all.device.type == "cuda"
     torch.testing.assert_close(gpu_all.cpu(), cpu_all, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(gpu_one.cpu(), cpu_one, rtol=1e-4, atol=1e-5)
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    from captum_robust.attr._core import cam as cam_module
+
+    result = doctest.testmod(cam_module, extraglobs={"torch": torch}, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0
