@@ -64,7 +64,7 @@ Scalar = Union[float, Tensor]
 _STD_NORMAL = NormalDist()
 
 
-# ---------------------------------------------------------------------------- validation
+# ---------------------------------------------------------------------------- helpers
 
 
 def _work_dtype(t: Tensor) -> torch.dtype:
