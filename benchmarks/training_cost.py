@@ -40,10 +40,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
-import platform
-import random
-import statistics
+import itertools
 import sys
 import time
 import warnings
@@ -54,10 +51,8 @@ import torch
 import torch.nn.functional as F
 
 from captum_robust.attr import BatchedIntegratedGradients
-from captum_robust.data import load_digits
 from captum_robust.models import Small
-from captum_robust.robust.attacks import TopKAttack, softplus_surrogate
-from captum_robust.robust.attacks.base import ghorbani_maps
+from captum_robust.robust.attacks import TopKAttack, ghorbani_maps, softplus_surrogate
 from captum_robust.robust.discrepancy import kendall_tau, topk_intersection
 from captum_robust.robust.regularizers import (
     IGNorm,
@@ -70,8 +65,13 @@ from captum_robust.robust.regularizers import (
     SaliencyAlignment,
     TRADESLoss,
 )
+from captum_robust.training import trained_digits_model
 
-RESULTS = Path(__file__).resolve().parent / "results"
+_HERE = str(Path(__file__).resolve().parent)
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
+from _common import RESULTS, machine_info, markdown_table, medians, round_robin, write_json  # noqa: E402
+
 BATCH = 50
 PGD = {"eps": 0.3, "step_size": 0.01, "n_iterations": 40}
 PAPER_IG = {"n_steps": 50, "method": "riemann_right", "attack_n_steps": 10, "attack_method": "riemann_right"}
@@ -82,22 +82,10 @@ N_GRID = (1, 2, 3, 4, 5, 6, 8, 10, 15, 20, 30, 40, 50)
 
 
 def pretrain(epochs: int, softplus: Any = None, seed: int = 0) -> Tuple[Small, Any]:
-    torch.manual_seed(seed)
-    data = load_digits(size=28, seed=seed)
-    x, y = data.train.tensors
-    model = Small(softplus=softplus)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    g = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
-        perm = torch.randperm(len(x), generator=g)
-        for i in range(0, len(x) - BATCH + 1, BATCH):
-            idx = perm[i : i + BATCH]
-            loss = F.cross_entropy(model(x[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    model.eval()
-    return model, data
+    """``Small`` trained normally on the digits (28 x 28): the shared recipe of
+    :func:`captum_robust.training.trained_digits_model` with Adam 3e-3 and batches of 50."""
+    trained = trained_digits_model(epochs, size=28, seed=seed, lr=3e-3, batch_size=BATCH, softplus=softplus)
+    return trained.model, trained
 
 
 def objectives(model: Small, teacher: Small, matched: Dict[str, Any], seed: int) -> Dict[str, Callable[..., torch.Tensor]]:
@@ -133,34 +121,24 @@ def objectives(model: Small, teacher: Small, matched: Dict[str, Any], seed: int)
 
 def cost_per_step(base: Small, batches: List[Tuple[torch.Tensor, torch.Tensor]], matched: Dict[str, Any],
                   repeats: int, names: List[str]) -> Dict[str, List[float]]:
+    """Thread CPU seconds of one training step of each method: the methods take turns in a fresh
+    random order every round (after one warm-up round); round ``r`` trains on batch ``r``."""
     teacher = copy.deepcopy(base).eval()
-    models = {n: copy.deepcopy(base).train() for n in names}
     steps = {}
     for n in names:
-        loss_fn = objectives(models[n], teacher, matched, seed=1)[n]
-        opt = torch.optim.Adam(models[n].parameters(), lr=1e-4)
+        model = copy.deepcopy(base).train()
+        loss_fn = objectives(model, teacher, matched, seed=1)[n]
+        opt = torch.optim.Adam(model.parameters(), lr=1e-4)
 
-        def step(x, y, loss_fn=loss_fn, opt=opt):
+        def step(loss_fn=loss_fn, opt=opt, calls=itertools.count()):
+            x, y = batches[next(calls) % len(batches)]
             loss = loss_fn(x, y)
             opt.zero_grad()
             loss.backward()
             opt.step()
 
         steps[n] = step
-    times: Dict[str, List[float]] = {n: [] for n in names}
-    order = list(names)
-    rng = random.Random(0)
-    for r in range(repeats + 1):  # round 0 warms up
-        rng.shuffle(order)
-        x, y = batches[r % len(batches)]
-        for n in order:
-            t0 = time.thread_time()
-            steps[n](x, y)
-            dt = time.thread_time() - t0
-            if r:
-                times[n].append(dt)
-        print(f"  round {r}: " + ", ".join(f"{n} {times[n][-1]:.3f}s" for n in names if times[n]), file=sys.stderr)
-    return times
+    return round_robin(steps, repeats, time.thread_time, warmup=1, shuffle_seed=0)
 
 
 def ig_errors(model: Small, x: torch.Tensor, y: torch.Tensor) -> Dict[str, Any]:
@@ -297,7 +275,7 @@ def main() -> None:
     batches = [(x[idx], y[idx]) for idx in torch.randperm(len(x), generator=g)[: BATCH * 4].split(BATCH)]
     names = list(objectives(base, copy.deepcopy(base), matched, 0).keys())
     times = cost_per_step(base, batches, matched, args.repeats, names)
-    med = {n: statistics.median(v) for n, v in times.items()}
+    med = medians(times)
 
     # 3. robustness reached
     trained = {}
@@ -309,9 +287,7 @@ def main() -> None:
         print(f"  {name}: {trained[name]}", file=sys.stderr)
 
     out = {
-        "machine": platform.processor() or platform.machine(),
-        "torch": torch.__version__,
-        "threads": 1,
+        "machine": machine_info(),
         "settings": {"batch": BATCH, "pgd": PGD, "paper_ig": PAPER_IG, "matched_ig": matched, **vars(args)},
         "pretrained_test_accuracy": float(right.float().mean()),
         "cost_seconds": times,
@@ -322,39 +298,33 @@ def main() -> None:
         "robustness": trained,
         "wall_seconds": time.perf_counter() - t_start,
     }
-    RESULTS.mkdir(exist_ok=True)
     stem = "training_cost" + ("" if args.softplus is None else f"_softplus{args.softplus:g}")
-    path = RESULTS / (stem + ("_quick.json" if args.quick else ".json"))
-    path.write_text(json.dumps(out, indent=2))
+    path = write_json(RESULTS / (stem + ("_quick.json" if args.quick else ".json")), out)
 
     print("### Cost per training step (batch 50, median over %d rounds, one thread)\n" % args.repeats)
-    print("| method | seconds / step | x Normal | x PGD-AT |")
-    print("|---|---|---|---|")
-    for n in names:
-        print(f"| {n} | {med[n]:.3f} | {med[n] / med['Normal']:.1f} | {med[n] / med['PGD-AT']:.2f} |")
+    print(markdown_table(["method", "seconds / step", "x Normal", "x PGD-AT"],
+                         [[n, f"{med[n]:.3f}", f"{med[n] / med['Normal']:.1f}", f"{med[n] / med['PGD-AT']:.2f}"]
+                          for n in names]))
     print(f"\nInt / PGD-AT = **{med['Int'] / med['PGD-AT']:.2f}** (target <= 1.5); "
           f"IG-Norm / Int = **{med['IG-Norm'] / med['Int']:.1f}** (paper: >= 4); "
           f"IG-Norm (Chen's quadrature) / IG-Norm (matched) = **{med['IG-Norm'] / med['IG-Norm (matched)']:.2f}** "
           f"(target >= 3); IG-Norm / {SHORT_NAME} = **{med['IG-Norm'] / med[SHORT_NAME]:.2f}**\n")
     print("### Relative L1 error of the loss IG from x to the attack's x' (vs Gauss-Legendre 512)\n")
-    print("| method | " + " | ".join(f"n={n}" for n in N_GRID) + " |")
-    print("|---|" + "---|" * len(N_GRID))
-    for m in METHODS:
-        print(f"| {m} | " + " | ".join(f"{100 * errors[m][n]:.2f}%" for n in N_GRID) + " |")
+    print(markdown_table(["method"] + [f"n={n}" for n in N_GRID],
+                         [[m] + [f"{100 * errors[m][n]:.2f}%" for n in N_GRID] for m in METHODS]))
     print(f"\nattack budget (right Riemann, 10): {100 * attack_budget:.2f}% -> {a_method} with {a_n}; "
           f"outer budget (right Riemann, 50): {100 * outer_budget:.2f}% -> {o_method} with {o_n}\n")
     print("### Strength of each configuration's inner attack (IG norm of the loss at its x', Gauss-Legendre 128)\n")
-    print("| configuration | IG norm at x' | x paper |")
-    print("|---|---|---|")
-    for name, v in strength.items():
-        print(f"| {name} | {v:.3f} | {v / strength['IG-Norm']:.3f} |")
+    print(markdown_table(["configuration", "IG norm at x'", "x paper"],
+                         [[name, f"{v:.3f}", f"{v / strength['IG-Norm']:.3f}"] for name, v in strength.items()]))
     print()
-    print(f"### Robustness after {args.train_steps} fine-tuning steps ({args.examples} test digits; the attacks use those each model classifies correctly)\n")
-    print("| training | seconds | clean acc | IG norm under attack | top-100 intersection | Kendall |")
-    print("|---|---|---|---|---|---|")
-    for name, r in trained.items():
-        print(f"| {name} | {r['train_seconds']:.0f} | {r['clean_accuracy']:.3f} | {r['ig_norm_under_attack']:.3f} | "
-              f"{r['topk100']:.3f} | {r['kendall']:.3f} |")
+    print(f"### Robustness after {args.train_steps} fine-tuning steps ({args.examples} test digits; "
+          "the attacks use those each model classifies correctly)\n")
+    print(markdown_table(
+        ["training", "seconds", "clean acc", "IG norm under attack", "top-100 intersection", "Kendall"],
+        [[name, f"{r['train_seconds']:.0f}", f"{r['clean_accuracy']:.3f}", f"{r['ig_norm_under_attack']:.3f}",
+          f"{r['topk100']:.3f}", f"{r['kendall']:.3f}"] for name, r in trained.items()],
+    ))
     print(f"\n(wrote {path}; {out['wall_seconds']:.0f} s)")
 
 
