@@ -52,7 +52,8 @@ from captum_robust.cli import certify, demo, evaluate
 from captum_robust.cli._runtime import UsageError
 
 # The constants and helpers below lived in the single module ``captum_robust/cli.py``; they are
-# importable from here as before. Each is defined in the subcommand module that uses it.
+# importable from here as before. Each is defined in the subcommand module that uses it, or in
+# _defaults.py when several subcommands share it.
 from captum_robust.cli._defaults import (  # noqa: F401
     CERT_CONFIDENCE,
     CERT_K_FRACTION,

@@ -9,14 +9,14 @@ import contextlib
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
 from captum_robust.cli import _types
 
 __all__ = [
-    "UsageError", "prepare_out", "run_settings", "resolve_device", "distributed_run", "progress", "print_outputs",
+    "UsageError", "prepare_out", "run_settings", "resolve_device", "distributed_run", "progress", "my_batches", "batch_generator", "print_outputs",
     "add_run_options",
 ]
 
@@ -85,11 +85,31 @@ def distributed_run(args: argparse.Namespace, body: Callable[[Any, torch.device]
         return body(ctx, device)
 
 
-def progress(ctx: Any, total: int, desc: str, show: bool) -> Any:
-    """A tqdm bar on stderr, shown on rank 0 only and only when ``show``."""
+@contextlib.contextmanager
+def progress(ctx: Any, total: int, desc: str, show: bool) -> Iterator[Any]:
+    """A tqdm bar on stderr, shown on rank 0 only and only when ``show``; closed on exit."""
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, disable=not (show and ctx.is_main), file=sys.stderr, leave=False)
+    bar = tqdm(total=total, desc=desc, disable=not (show and ctx.is_main), file=sys.stderr, leave=False)
+    try:
+        yield bar
+    finally:
+        bar.close()
+
+
+def my_batches(args: argparse.Namespace, ctx: Any, n: int) -> List[Tuple[int, range]]:
+    """This process's share ``(batch index, example indices)`` of the fixed batches of
+    ``--batch-size`` over ``n`` examples; the batches do not depend on the number of processes."""
+    from captum_robust._utils.distributed import assign_batches
+
+    return assign_batches(n, args.batch_size, ctx.rank, ctx.world_size)
+
+
+def batch_generator(args: argparse.Namespace, b: int, device: torch.device) -> torch.Generator:
+    """The generator of batch ``b``, seeded with ``(--seed, b)``."""
+    from captum_robust._utils.distributed import batch_seed
+
+    return torch.Generator(device=device).manual_seed(batch_seed(args.seed, b))
 
 
 def print_outputs(table: str, paths: Sequence[Path]) -> None:

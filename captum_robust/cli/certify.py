@@ -29,7 +29,9 @@ from captum_robust.cli._inputs import UserRun, add_model_options, prepare_run
 from captum_robust.cli._runtime import (
     UsageError,
     add_run_options,
+    batch_generator,
     distributed_run,
+    my_batches,
     prepare_out,
     print_outputs,
     progress,
@@ -110,18 +112,16 @@ def _certify_batches(args: argparse.Namespace, ctx: Any, device: torch.device, r
                      m: int, radii: List[float]) -> Tuple[List[Tuple[int, range, Dict[str, Any]]], List[str]]:
     """Certify this process's batches: per batch ``(batch index, example indices, columns)``, and
     the messages of the warnings raised (e.g. a vacuous certificate)."""
-    from captum_robust._utils.distributed import assign_batches, batch_seed
     from captum_robust.attr.certify import certified_radius, topk_certificate
 
     model, x, y = run.model, run.x, run.y
-    my_batches = assign_batches(len(y), args.batch_size, ctx.rank, ctx.world_size)
+    batches = my_batches(args, ctx, len(y))
     local = []
     notes: List[str] = []
-    bar = progress(ctx, len(my_batches), "certify", not args.no_progress)
-    try:
-        for b, idx in my_batches:
+    with progress(ctx, len(batches), "certify", not args.no_progress) as bar:
+        for b, idx in batches:
             xb, yb = x[idx.start: idx.stop].to(device), y[idx.start: idx.stop].to(device)
-            generator = torch.Generator(device=device).manual_seed(batch_seed(args.seed, b))
+            generator = batch_generator(args, b, device)
             with torch.no_grad():
                 pred = model(xb).argmax(dim=1)
             target = pred if args.target == "prediction" else yb
@@ -139,8 +139,6 @@ def _certify_batches(args: argparse.Namespace, ctx: Any, device: torch.device, r
                 "overlap_at_radii": [list(v) for v in zip(*at)],
             }))
             bar.update(1)
-    finally:
-        bar.close()
     return local, notes
 
 

@@ -21,7 +21,9 @@ from captum_robust.cli._inputs import UserRun, add_model_options, prepare_run
 from captum_robust.cli._runtime import (
     UsageError,
     add_run_options,
+    batch_generator,
     distributed_run,
+    my_batches,
     prepare_out,
     print_outputs,
     progress,
@@ -360,44 +362,41 @@ def _attack_batches(args: argparse.Namespace, ctx: Any, device: torch.device, ru
     """Run attribution_robustness on this process's batches for every eps. Returns, per eps, the
     ``(batch index, example indices, report)`` triples, and the first attacked examples of batch 0
     at the first eps (on rank 0; None elsewhere or when none was attacked) for the figure."""
-    from captum_robust._utils.distributed import assign_batches, batch_seed
     from captum_robust.robust.attacks import PGD
     from captum_robust.robust.evaluation import attribution_robustness
 
     x, y = run.x, run.y
-    my_batches = assign_batches(len(y), args.batch_size, ctx.rank, ctx.world_size)
+    batches = my_batches(args, ctx, len(y))
     # attribution=None measures the attack's own attribution with its kwargs (e.g. --ig-steps);
     # an explicit attribution would be called with its defaults
     measured = None if parts.measured is parts.attacked else parts.measured
     local: List[List[Tuple[int, range, Any]]] = []
     examples = None
-    bar = progress(ctx, len(my_batches) * len(eps_list), "evaluate", not args.no_progress)
     try:
-        for e_index, eps in enumerate(eps_list):
-            attack = _make_attack(args, run.model, parts, eps, k)
-            pgd = None
-            if args.pgd_iterations > 0:
-                pgd = PGD(run.model, eps=eps, step_size=2.5 * eps / args.pgd_iterations,
-                          n_iterations=args.pgd_iterations, norm=norm)
-            reports = []
-            for b, idx in my_batches:
-                generator = torch.Generator(device=device).manual_seed(batch_seed(args.seed, b))
-                keep = FIGURE_EXAMPLES if (b == 0 and e_index == 0 and ctx.is_main) else 0
-                report = attribution_robustness(
-                    run.model, measured, attack, (x[idx.start: idx.stop], y[idx.start: idx.stop]),
-                    measures=tuple(args.measures), k=k, pgd=pgd, generator=generator, keep_examples=keep,
-                )
-                if keep:
-                    examples, report.examples = report.examples, None  # not gathered from the other ranks
-                reports.append((b, idx, report))
-                bar.update(1)
-            local.append(reports)
+        with progress(ctx, len(batches) * len(eps_list), "evaluate", not args.no_progress) as bar:
+            for e_index, eps in enumerate(eps_list):
+                attack = _make_attack(args, run.model, parts, eps, k)
+                pgd = None
+                if args.pgd_iterations > 0:
+                    pgd = PGD(run.model, eps=eps, step_size=2.5 * eps / args.pgd_iterations,
+                              n_iterations=args.pgd_iterations, norm=norm)
+                reports = []
+                for b, idx in batches:
+                    keep = FIGURE_EXAMPLES if (b == 0 and e_index == 0 and ctx.is_main) else 0
+                    report = attribution_robustness(
+                        run.model, measured, attack, (x[idx.start: idx.stop], y[idx.start: idx.stop]),
+                        measures=tuple(args.measures), k=k, pgd=pgd, generator=batch_generator(args, b, device),
+                        keep_examples=keep,
+                    )
+                    if keep:
+                        examples, report.examples = report.examples, None  # not gathered from the other ranks
+                    reports.append((b, idx, report))
+                    bar.update(1)
+                local.append(reports)
     except (ValueError, TypeError) as exc:
         raise UsageError(
             f"--attribution {args.attribution} with --attack {args.attack} failed: {str(exc).splitlines()[0]}"
         ) from None
-    finally:
-        bar.close()
     return local, examples
 
 
