@@ -1,7 +1,7 @@
 """Argument formatting and validation shared by attributions, attacks and regularizers.
 
 Every check raises ``ValueError`` or ``TypeError`` whose message names the argument,
-the value it got and what is allowed (DESIGN.md section 3, "Clear errors").
+the value it got and what is allowed.
 """
 
 from __future__ import annotations
@@ -198,7 +198,7 @@ class Interval:
 
     def __contains__(self, value: Any) -> bool:
         v = float(value)
-        if not math.isfinite(v):
+        if not math.isfinite(v) or (self.integer and not v.is_integer()):
             return False
         if self.low is not None and (v < self.low or (v == self.low and not self._left_closed)):
             return False
@@ -215,7 +215,11 @@ class Interval:
             return f"{'>=' if self._left_closed else '>'} {low}"
         if self.high is not None:
             return f"{'<=' if self._right_closed else '<'} {high}"
-        return "finite"
+        return ""
+
+
+def _space(text: str) -> str:
+    return f" {text}" if text else ""
 
 
 def _fmt_bound(value: Optional[float]) -> str:
@@ -249,10 +253,10 @@ def check_number(value: Any, name: str, interval: Interval = Interval(), *, allo
     none = " or None" if allow_none else ""
     if not _is_real(value):
         raise InvalidParameterError(
-            f"{name} must be a finite number {interval.describe()}{none}, got {type(value).__name__} {value!r}"
+            f"{name} must be a finite number{_space(interval.describe())}{none}, got {type(value).__name__} {value!r}"
         )
     if value not in interval:
-        raise ValueError(f"{name} must be a finite number {interval.describe()}{none}, got {name}={value!r}")
+        raise ValueError(f"{name} must be a finite number{_space(interval.describe())}{none}, got {name}={value!r}")
     return float(value)
 
 
