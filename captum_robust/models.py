@@ -93,12 +93,20 @@ class GlobalAvgPool2d(nn.Module):
 
 
 class _GapModel(nn.Module):
-    """Shared head: ``features -> A -> A.mean((2, 3)) -> classifier``."""
+    """Shared head: ``features -> A -> A.mean((2, 3)) -> classifier``.
+
+    Subclasses build ``features`` (whose last element outputs ``width`` channels) and hand it
+    here; the pool and the linear classifier are created after it, in that order (the order
+    of the random initialization).
+    """
 
     has_gap_head = True
-    features: nn.Sequential
-    gap: GlobalAvgPool2d
-    classifier: nn.Linear
+
+    def __init__(self, features: nn.Sequential, width: int, num_classes: int) -> None:
+        super().__init__()
+        self.features = features
+        self.gap = GlobalAvgPool2d()
+        self.classifier = nn.Linear(width, num_classes)
 
     @property
     def feature_layer(self) -> nn.Module:
@@ -150,9 +158,8 @@ class Small(_GapModel):
     """
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10, softplus: Optional[float] = None):
-        super().__init__()
         in_channels, num_classes, beta = _check_common(in_channels, num_classes, softplus)
-        self.features = nn.Sequential(
+        features = nn.Sequential(
             OrderedDict(
                 [
                     ("conv1", nn.Conv2d(in_channels, 16, kernel_size=4, stride=2, padding=1)),
@@ -163,8 +170,7 @@ class Small(_GapModel):
                 ]
             )
         )
-        self.gap = GlobalAvgPool2d()
-        self.classifier = nn.Linear(100, num_classes)
+        super().__init__(features, 100, num_classes)
 
 
 def _conv_pool_block(in_ch: int, out_ch: int, beta: Optional[float]) -> nn.Sequential:
@@ -203,17 +209,13 @@ class Pool(_GapModel):
     The feature map is the output of the last max-pool (after the block's activation).
 
     Args:
-        in_channels (int): input channels C. Default 1.
-        num_classes (int): number of logits. Default 10.
-        softplus (float, optional): None for ReLU, or a beta > 0 for ``nn.Softplus(beta)``
-            everywhere. Default None.
+        in_channels (int), num_classes (int), softplus (float, optional): as in :class:`Small`.
 
     Attributes:
         features (nn.Sequential): ``block1, block2``; each is ``conv, act, pool``.
         feature_layer (nn.Module): ``features.block2`` (output ``B x 64 x H/4 x W/4``).
-        gap (GlobalAvgPool2d): the global average pool.
-        classifier (nn.Linear): ``Linear(64, num_classes)``.
-        has_gap_head (bool): True.
+        classifier (nn.Linear): ``Linear(64, num_classes)``; ``gap`` and ``has_gap_head``
+            (True) as in :class:`Small`.
 
     Example:
         >>> import torch
@@ -222,14 +224,13 @@ class Pool(_GapModel):
         torch.Size([2, 10])
         >>> model.features(torch.zeros(2, 1, 28, 28)).shape
         torch.Size([2, 64, 7, 7])
+        >>> model.feature_layer is model.features.block2
+        True
     """
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10, softplus: Optional[float] = None):
-        super().__init__()
         in_channels, num_classes, beta = _check_common(in_channels, num_classes, softplus)
-        self.features = _madry_features(in_channels, beta)
-        self.gap = GlobalAvgPool2d()
-        self.classifier = nn.Linear(64, num_classes)
+        super().__init__(_madry_features(in_channels, beta), 64, num_classes)
 
 
 class MadryMNIST(nn.Module):
@@ -246,12 +247,10 @@ class MadryMNIST(nn.Module):
     apply, Grad-CAM / Grad-CAM++ on ``feature_layer`` do.
 
     Args:
-        in_channels (int): input channels C. Default 1.
-        num_classes (int): number of logits. Default 10.
+        in_channels (int), num_classes (int): as in :class:`Small`.
         input_size (int): side of the square input (28 for MNIST); fixes the width of the
             first fully connected layer. Must be >= 4. Default 28.
-        softplus (float, optional): None for ReLU, or a beta > 0 for ``nn.Softplus(beta)``
-            everywhere. Default None.
+        softplus (float, optional): as in :class:`Small`.
 
     Attributes:
         features (nn.Sequential): ``block1, block2``; each is ``conv, act, pool``.
@@ -359,9 +358,7 @@ class WideResNet(_GapModel):
         depth (int): total depth; ``(depth - 4) % 6 == 0`` and ``depth >= 10``. Default 10.
         widen_factor (int): width multiplier k. Default 1.
         in_channels (int): input channels C. Default 3.
-        num_classes (int): number of logits. Default 10.
-        softplus (float, optional): None for ReLU, or a beta > 0 for ``nn.Softplus(beta)``
-            everywhere. Default None.
+        num_classes (int), softplus (float, optional): as in :class:`Small`.
         dropout (float): dropout probability between the two convs of each block, in
             [0, 1). Default 0 (none).
 
@@ -369,9 +366,8 @@ class WideResNet(_GapModel):
         features (nn.Sequential): ``conv1, group1, group2, group3, final``.
         feature_layer (nn.Module): ``features.final`` = ``nn.Sequential(bn, act)``
             (output ``B x 64k x ceil(H/4) x ceil(W/4)``).
-        gap (GlobalAvgPool2d): the global average pool.
-        classifier (nn.Linear): ``Linear(64 * widen_factor, num_classes)``.
-        has_gap_head (bool): True.
+        classifier (nn.Linear): ``Linear(64 * widen_factor, num_classes)``; ``gap`` and
+            ``has_gap_head`` (True) as in :class:`Small`.
 
     Example:
         >>> import torch
@@ -391,7 +387,6 @@ class WideResNet(_GapModel):
         softplus: Optional[float] = None,
         dropout: float = 0.0,
     ):
-        super().__init__()
         depth = check_int(depth, "depth", 1)
         if depth < 10 or (depth - 4) % 6 != 0:
             raise ValueError(
@@ -401,8 +396,6 @@ class WideResNet(_GapModel):
         widen_factor = check_int(widen_factor, "widen_factor", 1)
         in_channels, num_classes, beta = _check_common(in_channels, num_classes, softplus)
         dropout = check_number(dropout, "dropout", Interval(0, 1, closed="left"))
-        self.depth = depth
-        self.widen_factor = widen_factor
         n = (depth - 4) // 6
         widths = [16, 16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
 
@@ -414,7 +407,7 @@ class WideResNet(_GapModel):
         final = nn.Sequential(
             OrderedDict([("bn", nn.BatchNorm2d(widths[3])), ("act", _activation(beta))])
         )
-        self.features = nn.Sequential(
+        features = nn.Sequential(
             OrderedDict(
                 [
                     ("conv1", nn.Conv2d(in_channels, widths[0], 3, stride=1, padding=1, bias=False)),
@@ -425,8 +418,9 @@ class WideResNet(_GapModel):
                 ]
             )
         )
-        self.gap = GlobalAvgPool2d()
-        self.classifier = nn.Linear(widths[3], num_classes)
+        super().__init__(features, widths[3], num_classes)
+        self.depth = depth
+        self.widen_factor = widen_factor
 
     @property
     def final(self) -> nn.Sequential:
