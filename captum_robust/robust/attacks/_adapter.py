@@ -161,8 +161,8 @@ class AttributionAdapter:
             self.name = type(attribution).__name__
             if surrogate is not None and getattr(attribution, "forward_func", None) is not model:
                 raise ValueError(
-                    f"the attribution's forward_func is not the model given to the attack, so it cannot be moved to "
-                    f"the surrogate; build the attribution on the model itself or pass a callable"
+                    "the attribution's forward_func is not the model given to the attack, so it cannot be moved to "
+                    "the surrogate; build the attribution on the model itself or pass a callable"
                 )
             self.gradient_attribution = attribution if surrogate is None else _rebind(attribution, model, surrogate)
             if surrogate is not None:

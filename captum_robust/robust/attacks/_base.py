@@ -11,27 +11,19 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from dataclasses import dataclass
-from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from captum.log import log_usage
 from torch import Tensor, nn
 
-from captum_robust._utils.geometry import Box, Tensors, check_inside_box, detach_all
+from captum_robust._utils.geometry import Box, Tensors, check_inside_box, detach_all, norm_of
 from captum_robust._utils.state import preserved_model_state
-from captum_robust._utils.validation import (
-    TargetType,
-    TensorOrTuple,
-    check_bool,
-    check_float_inputs,
-    check_generator,
-    classification_outputs,
-    format_additional_args,
-    format_inputs,
-)
+from captum_robust._utils.validation import TargetType, TensorOrTuple, check_bool, check_float_inputs, check_generator
+from captum_robust._utils.validation import classification_outputs, format_additional_args, format_inputs, resolve_target
 
-__all__ = ["Attack"]
+__all__ = ["Attack", "AttackCall"]
 
 # --------------------------------------------------------------------------- tuples and arguments
 
@@ -44,6 +36,12 @@ def unformat(xs: Tensors, is_tuple: bool) -> TensorOrTuple:
 def index_args(args: Tuple[Any, ...], idx: Tensor, batch: int) -> Tuple[Any, ...]:
     """Select the examples ``idx`` from batch-first tensors in ``additional_forward_args``."""
     return tuple(a[idx] if isinstance(a, Tensor) and a.dim() > 0 and a.shape[0] == batch else a for a in args)
+
+
+def filled(value: Any, like: Tensor, dtype: Optional[torch.dtype] = None) -> Tensor:
+    """A ``(B,)`` tensor holding ``value`` for each of the ``B`` examples of ``like`` (on its
+    device, in its dtype unless ``dtype`` is given): per-example step sizes, radii, counts."""
+    return torch.full((like.shape[0],), value, dtype=like.dtype if dtype is None else dtype, device=like.device)
 
 
 def check_args(args: Tuple[Any, ...], batch: int) -> None:
@@ -87,6 +85,20 @@ def clean_batch(
         check_inside_box(xs, clean.bounds, is_tuple)
         clean.generator = check_generator(generator, xs[0].device)
     return clean
+
+
+def clean_predictions(
+    model: Callable[..., Any], clean: CleanBatch, target: TargetType, default_prediction: bool = True
+) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+    """The model's logits and predicted classes at the clean batch (no graph), and ``target``
+    resolved to a ``(B,)`` class tensor; ``None`` gives the predictions (``default_prediction``)
+    or stays ``None``."""
+    with torch.no_grad():
+        logits = forward(model, clean.xs, clean.args)
+    pred = logits.argmax(dim=1)
+    if target is None:
+        return logits, pred, pred if default_prediction else None
+    return logits, pred, resolve_target(target, clean.batch, logits.shape[1], clean.xs[0].device)
 
 
 # --------------------------------------------------------------------------- the model
@@ -174,9 +186,24 @@ def progress(total: int, show: bool, desc: str):
 # --------------------------------------------------------------------------- the root class
 
 
+@dataclass(frozen=True)
+class AttackCall:
+    """The arguments of one :meth:`Attack.perturb` call, as the ``_attack`` hook receives them
+    (``show_progress`` already checked). ``options`` holds an attack's own extra arguments of
+    ``perturb`` (``region`` of ``TargetedAttributionAttack``, ``label`` of ``ISA``)."""
+
+    inputs: TensorOrTuple
+    target: TargetType = None
+    additional_forward_args: Any = None
+    generator: Optional[torch.Generator] = None
+    show_progress: bool = False
+    options: Dict[str, Any] = field(default_factory=dict)
+
+
 class Attack:
     r"""The root class of the attacks: :meth:`perturb` and its documentation are defined here
-    once, and every attack implements the hook ``_attack``.
+    once, and every attack implements the hook ``_attack(call)``, which receives the call's
+    arguments as one :class:`AttackCall`.
 
     An attack is built with the model (and, for the attacks on attribution maps, an
     attribution) and its hyper-parameters, and called with :meth:`perturb` on a batch. Every
@@ -188,12 +215,8 @@ class Attack:
 
     @log_usage()
     def perturb(
-        self,
-        inputs: TensorOrTuple,
-        target: TargetType = None,
-        additional_forward_args: Any = None,
-        generator: Optional[torch.Generator] = None,
-        show_progress: bool = False,
+        self, inputs: TensorOrTuple, target: TargetType = None, additional_forward_args: Any = None,
+        generator: Optional[torch.Generator] = None, show_progress: bool = False,
     ) -> Tuple[TensorOrTuple, Any]:
         r"""Run the attack on a batch.
 
@@ -228,16 +251,16 @@ class Attack:
             TypeError: non-floating-point inputs, a ``show_progress`` that is not a bool.
         """
         check_bool(show_progress, "show_progress")
-        return self._attack(inputs, target, additional_forward_args, generator, show_progress)
+        return self._attack(AttackCall(inputs, target, additional_forward_args, generator, show_progress))
 
-    def _attack(
-        self,
-        inputs: TensorOrTuple,
-        target: TargetType,
-        additional_forward_args: Any,
-        generator: Optional[torch.Generator],
-        show_progress: bool,
-        **options: Any,
-    ) -> Tuple[TensorOrTuple, Any]:
-        """The attack itself (``show_progress`` already checked)."""
+    def _attack(self, call: AttackCall) -> Tuple[TensorOrTuple, Any]:
+        """The attack itself: the perturbed inputs in the user's format and the result."""
         raise NotImplementedError
+
+    def _finish(
+        self, result_type: Callable[..., Any], x_adv: Tensors, x0: Tensors, is_tuple: bool, **fields: Any
+    ) -> Tuple[TensorOrTuple, Any]:
+        """The perturbed inputs ``x_adv`` in the user's format and the result of type
+        ``result_type`` built from ``fields`` and the size of ``x_adv - x0`` in the attack's ``norm``."""
+        result = result_type(norm=norm_of([a - c for a, c in zip(x_adv, x0)], self.norm), **fields)
+        return unformat(x_adv, is_tuple), result

@@ -12,40 +12,13 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from captum_robust._utils.geometry import (
-    BoundType,
-    Box,
-    Tensors,
-    check_norm,
-    detach_all,
-    norm_of,
-    per_example,
-    project,
-    random_in_ball,
-)
-from captum_robust._utils.validation import (
-    TargetType,
-    TensorOrTuple,
-    check_bool,
-    check_choice,
-    check_int,
-    check_nonnegative,
-    check_positive,
-    format_inputs,
-    resolve_target,
-)
+from captum_robust._utils.geometry import BoundType, Box, Tensors, check_norm, detach_all, per_example, project
+from captum_robust._utils.geometry import random_in_ball
+from captum_robust._utils.validation import TargetType, TensorOrTuple, check_bool, check_choice, check_int
+from captum_robust._utils.validation import check_nonnegative, check_positive, format_inputs
 from captum_robust.robust.attacks._adapter import AttributionAdapter, apply_preparation, make_measure, make_preparation
-from captum_robust.robust.attacks._base import (
-    Attack,
-    attack_mode,
-    clean_batch,
-    forward,
-    index_args,
-    input_gradients,
-    progress,
-    unformat,
-    warn_zero_gradient,
-)
+from captum_robust.robust.attacks._base import Attack, AttackCall, attack_mode, clean_batch, clean_predictions, filled
+from captum_robust.robust.attacks._base import forward, index_args, input_gradients, progress, warn_zero_gradient
 from captum_robust.robust.attacks._loop import BestIterateTracker, sign_step_loop
 from captum_robust.robust.attacks._results import AttributionAttackResult
 
@@ -145,16 +118,6 @@ class MapAttack(Attack):
 
     # ------------------------------------------------------------------ public helpers
 
-    def _clean_setup(
-        self, inputs: TensorOrTuple, target: TargetType, additional_forward_args: Any
-    ) -> Tuple[bool, Tensors, Tuple[Any, ...], Tensor, Tensor, Tensor]:
-        clean = clean_batch(inputs, additional_forward_args)
-        with torch.no_grad():
-            logits = forward(self.model, clean.xs, clean.args)
-        pred = logits.argmax(dim=1)
-        tgt = pred if target is None else resolve_target(target, clean.batch, logits.shape[1], clean.xs[0].device)
-        return clean.is_tuple, clean.xs, clean.args, logits, pred, tgt
-
     def attribution_maps(
         self, inputs: TensorOrTuple, target: TargetType = None, additional_forward_args: Any = None
     ) -> TensorOrTuple:
@@ -170,8 +133,9 @@ class MapAttack(Attack):
             Tensor or tuple[Tensor, ...]: the attribution's output.
         """
         with attack_mode(self.model, self.surrogate):
-            is_tuple, xs, args, _, _, tgt = self._clean_setup(inputs, target, additional_forward_args)
-            maps = self.adapter.maps(xs, is_tuple, tgt, args, create_graph=False)
+            clean = clean_batch(inputs, additional_forward_args)
+            _, _, tgt = clean_predictions(self.model, clean, target)
+            maps = self.adapter.maps(clean.xs, clean.is_tuple, tgt, clean.args, create_graph=False)
         return maps if isinstance(maps, tuple) and len(maps) > 1 else maps[0]
 
     def prepare_maps(self, maps: TensorOrTuple) -> Tensor:
@@ -187,11 +151,7 @@ class MapAttack(Attack):
             return apply_preparation(self._prepare, maps if isinstance(maps, tuple) else (maps,))
 
     def similarity(
-        self,
-        inputs: TensorOrTuple,
-        inputs_adv: TensorOrTuple,
-        target: TargetType = None,
-        additional_forward_args: Any = None,
+        self, inputs: TensorOrTuple, inputs_adv: TensorOrTuple, target: TargetType = None, additional_forward_args: Any = None
     ) -> Tensor:
         """The attack's ``measure`` between the prepared maps of ``inputs`` and ``inputs_adv``
         (both for ``target``; ``None``: the model's prediction at ``inputs``) -- what the
@@ -201,7 +161,9 @@ class MapAttack(Attack):
             Tensor: ``(B,)`` similarities.
         """
         with attack_mode(self.model, self.surrogate):
-            is_tuple, xs, args, _, _, tgt = self._clean_setup(inputs, target, additional_forward_args)
+            clean_inputs = clean_batch(inputs, additional_forward_args)
+            is_tuple, xs, args = clean_inputs.is_tuple, clean_inputs.xs, clean_inputs.args
+            _, _, tgt = clean_predictions(self.model, clean_inputs, target)
             adv_tuple, xs_adv = format_inputs(inputs_adv, "inputs_adv")
             if adv_tuple != is_tuple or len(xs_adv) != len(xs) or any(a.shape != b.shape for a, b in zip(xs, xs_adv)):
                 raise ValueError("inputs_adv must have the structure and shapes of inputs")
@@ -232,23 +194,16 @@ class MapAttack(Attack):
 
     # ------------------------------------------------------------------ shared passes
 
-    def _context(
-        self,
-        inputs: TensorOrTuple,
-        target: TargetType,
-        additional_forward_args: Any,
-        generator: Any,
-        **extra: Any,
-    ) -> _Context:
-        clean = clean_batch(inputs, additional_forward_args, self.box, generator)
+    def _context(self, call: AttackCall, target: TargetType) -> _Context:
+        """The checked clean batch of ``call``, its predictions, ``target`` resolved (``None``:
+        the predictions), the clean maps and the objective's state; ``call.options`` become
+        attributes too."""
+        clean = clean_batch(call.inputs, call.additional_forward_args, self.box, call.generator)
         xs, args = clean.xs, clean.args
-        with torch.no_grad():
-            logits = forward(self.model, xs, args)
-        pred = logits.argmax(dim=1)
-        tgt = pred if target is None else resolve_target(target, clean.batch, logits.shape[1], xs[0].device)
+        logits, pred, tgt = clean_predictions(self.model, clean, target)
         ctx = _Context(
             x0=xs, is_tuple=clean.is_tuple, args=args, pred0=pred, target=tgt, bounds=clean.bounds,
-            generator=clean.generator, batch=clean.batch, logits0=logits, **extra
+            generator=clean.generator, batch=clean.batch, logits0=logits, **call.options
         )
         with torch.no_grad():
             ctx.clean_maps = self.adapter.maps(xs, clean.is_tuple, tgt, args, create_graph=False)
@@ -332,21 +287,13 @@ class MapAttack(Attack):
         score = sim if select_by == "similarity" else objective
         tracker.update(xs, score, accept, step, {"similarity": sim, "objective": objective}, pred, idx)
 
-    def _result(
-        self, ctx: _Context, tracker: BestIterateTracker, steps: Tensor, norm: str
-    ) -> Tuple[TensorOrTuple, AttributionAttackResult]:
-        x_adv = tracker.best
-        result = AttributionAttackResult(
-            accepted=tracker.accepted,
-            norm=norm_of([a - c for a, c in zip(x_adv, ctx.x0)], norm),
-            steps=steps,
-            best_step=tracker.best_step,
-            predictions=tracker.predictions,
-            clean_predictions=ctx.pred0,
-            similarity=tracker.values["similarity"],
-            objective=tracker.values["objective"],
+    def _result(self, ctx: _Context, tracker: BestIterateTracker, steps: Tensor) -> Tuple[TensorOrTuple, AttributionAttackResult]:
+        """The tracker's best iterates and their :class:`AttributionAttackResult`."""
+        return self._finish(
+            AttributionAttackResult, tracker.best, ctx.x0, ctx.is_tuple, accepted=tracker.accepted, steps=steps,
+            best_step=tracker.best_step, predictions=tracker.predictions, clean_predictions=ctx.pred0,
+            similarity=tracker.values["similarity"], objective=tracker.values["objective"],
         )
-        return unformat(x_adv, ctx.is_tuple), result
 
 
 _SELECT = ("similarity", "objective")
@@ -405,20 +352,11 @@ class IterativeMapAttack(MapAttack):
         self.random_start = check_bool(random_start, "random_start")
         self.select_by = check_choice(select_by, "select_by", _SELECT)
 
-    def _attack(
-        self,
-        inputs: TensorOrTuple,
-        target: TargetType,
-        additional_forward_args: Any,
-        generator: Optional[torch.Generator],
-        show_progress: bool,
-        **extra: Any,
-    ) -> Tuple[TensorOrTuple, AttributionAttackResult]:
+    def _attack(self, call: AttackCall) -> Tuple[TensorOrTuple, AttributionAttackResult]:
         with attack_mode(self.model, self.surrogate):
-            ctx = self._context(inputs, target, additional_forward_args, generator, **extra)
-            b, x0 = ctx.batch, ctx.x0
-            eps = torch.full((b,), self.eps, dtype=x0[0].dtype, device=x0[0].device)
-            alpha = torch.full((b,), self.step_size, dtype=x0[0].dtype, device=x0[0].device)
+            ctx = self._context(call, call.target)
+            x0 = ctx.x0
+            eps, alpha = filled(self.eps, x0[0]), filled(self.step_size, x0[0])
             tracker = self._tracker(ctx, self.select_by)
             start = random_in_ball(x0, eps, self.norm, ctx.bounds, ctx.generator) if self.random_start else x0
 
@@ -437,8 +375,7 @@ class IterativeMapAttack(MapAttack):
             def warn(grads: Tensors) -> None:
                 warn_zero_gradient(grads, f"{type(self).__name__} objective", stacklevel=7)
 
-            with progress(self.n_iterations, show_progress, type(self).__name__) as bar:
+            with progress(self.n_iterations, call.show_progress, type(self).__name__) as bar:
                 sign_step_loop(start, self.n_iterations, gradient, step, observe,
                                observe_start=self.random_start, bar=bar, on_first_gradient=warn)
-            steps = torch.full((b,), self.n_iterations, dtype=torch.long, device=x0[0].device)
-            return self._result(ctx, tracker, steps, self.norm)
+            return self._result(ctx, tracker, filled(self.n_iterations, x0[0], torch.long))

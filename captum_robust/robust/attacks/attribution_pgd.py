@@ -7,37 +7,12 @@ from typing import Any, Callable, Optional, Tuple
 import torch
 from torch import Tensor
 
-from captum_robust._utils.geometry import (
-    BoundType,
-    Box,
-    Tensors,
-    check_norm,
-    detach_all,
-    norm_of,
-    project,
-    random_in_ball,
-    steepest_step,
-)
-from captum_robust._utils.validation import (
-    TargetType,
-    TensorOrTuple,
-    check_bool,
-    check_int,
-    check_nonnegative,
-    check_positive,
-    resolve_target,
-)
-from captum_robust.robust.attacks._base import (
-    Attack,
-    CleanBatch,
-    attack_mode,
-    clean_batch,
-    forward,
-    input_gradients,
-    progress,
-    unformat,
-    warn_zero_gradient,
-)
+from captum_robust._utils.geometry import BoundType, Box, Tensors, check_norm, detach_all, project, random_in_ball
+from captum_robust._utils.geometry import steepest_step
+from captum_robust._utils.validation import TensorOrTuple, check_bool, check_int, check_nonnegative, check_positive
+from captum_robust.robust.attacks._base import Attack, AttackCall, CleanBatch, attack_mode, clean_batch
+from captum_robust.robust.attacks._base import clean_predictions, filled, forward, input_gradients, progress, unformat
+from captum_robust.robust.attacks._base import warn_zero_gradient
 from captum_robust.robust.attacks._loop import BestIterateTracker, sign_step_loop
 from captum_robust.robust.attacks._results import ObjectiveResult
 
@@ -161,30 +136,19 @@ class AttributionPGD(Attack):
             )
         return value
 
-    def _attack(
-        self,
-        inputs: TensorOrTuple,
-        target: TargetType,
-        additional_forward_args: Any,
-        generator: Optional[torch.Generator],
-        show_progress: bool,
-    ) -> Tuple[TensorOrTuple, ObjectiveResult]:
-        clean = clean_batch(inputs, additional_forward_args, self.box, generator)
-        xs, args, b, is_tuple = clean.xs, clean.args, clean.batch, clean.is_tuple
+    def _attack(self, call: AttackCall) -> Tuple[TensorOrTuple, ObjectiveResult]:
+        clean = clean_batch(call.inputs, call.additional_forward_args, self.box, call.generator)
+        xs, args, is_tuple = clean.xs, clean.args, clean.is_tuple
         with attack_mode(self.forward_func, eval_mode=self.eval_mode, warn=False):
-            with torch.no_grad():
-                logits0 = forward(self.forward_func, xs, args)
-            pred0 = logits0.argmax(dim=1)
-            tgt = None if target is None else resolve_target(target, b, logits0.shape[1], xs[0].device)
-            eps = torch.full((b,), self.eps, dtype=xs[0].dtype, device=xs[0].device)
-            alpha = torch.full((b,), self.step_size, dtype=xs[0].dtype, device=xs[0].device)
+            _, pred0, tgt = clean_predictions(self.forward_func, clean, call.target, default_prediction=False)
+            eps, alpha = filled(self.eps, xs[0]), filled(self.step_size, xs[0])
             # the start of the search is the first candidate (accepted unless it changed the prediction)
             trackers = []
 
             def gradient(x: Tensors) -> Tuple[Tensors, Any]:
                 xg = tuple(v.detach().requires_grad_(True) for v in x)
                 with torch.enable_grad():
-                    value = self._value(xg, xs, is_tuple, tgt, additional_forward_args)
+                    value = self._value(xg, xs, is_tuple, tgt, call.additional_forward_args)
                     grads, _ = input_gradients(value, xg)
                 return grads, value.detach()
 
@@ -196,7 +160,7 @@ class AttributionPGD(Attack):
                     return
                 if value is None:
                     with torch.enable_grad():
-                        value = self._value(x, xs, is_tuple, tgt, additional_forward_args).detach()
+                        value = self._value(x, xs, is_tuple, tgt, call.additional_forward_args).detach()
                 if self.keep_prediction:
                     with torch.no_grad():
                         pred = forward(self.forward_func, x, args).argmax(dim=1)
@@ -218,16 +182,16 @@ class AttributionPGD(Attack):
                 warn_zero_gradient(grads, "AttributionPGD objective", stacklevel=7)
 
             start = random_in_ball(xs, eps, self.norm, clean.bounds, clean.generator) if self.random_start else xs
-            with progress(self.n_iterations, show_progress, "AttributionPGD") as bar:
+            with progress(self.n_iterations, call.show_progress, "AttributionPGD") as bar:
                 x = sign_step_loop(start, self.n_iterations, gradient, step, observe,
                                    observe_start=True, bar=bar, on_first_gradient=warn)
-            return self._finish(clean, x, trackers[0] if trackers else None, pred0)
+            return self._returned(clean, x, trackers[0] if trackers else None, pred0)
 
-    def _finish(
+    def _returned(
         self, clean: CleanBatch, x: Tensors, tracker: Optional[BestIterateTracker], pred0: Tensor
     ) -> Tuple[TensorOrTuple, ObjectiveResult]:
         """The returned points (the best or the last iterate) and the result."""
-        xs, args, b = clean.xs, clean.args, clean.batch
+        xs, args = clean.xs, clean.args
         if self.keep_best:
             assert tracker is not None
             x_adv, objective, best_step, predictions = tracker.best, tracker.score, tracker.best_step, tracker.predictions
@@ -246,16 +210,11 @@ class AttributionPGD(Attack):
             x_adv = x
             with torch.no_grad():
                 predictions = forward(self.forward_func, x, args).argmax(dim=1)
-            objective = torch.full((b,), float("nan"), dtype=xs[0].dtype, device=xs[0].device)
-            best_step = torch.full((b,), self.n_iterations, dtype=torch.long, device=xs[0].device)
+            objective = filled(float("nan"), xs[0])
+            best_step = filled(self.n_iterations, xs[0], torch.long)
             accepted = (predictions == pred0) if self.keep_prediction else torch.ones_like(pred0, dtype=torch.bool)
-        result = ObjectiveResult(
-            accepted=accepted,
-            norm=norm_of([a - c for a, c in zip(x_adv, xs)], self.norm),
-            steps=torch.full((b,), self.n_iterations, dtype=torch.long, device=xs[0].device),
-            best_step=best_step,
-            predictions=predictions,
-            clean_predictions=pred0,
-            objective=objective,
+        return self._finish(
+            ObjectiveResult, x_adv, xs, clean.is_tuple, accepted=accepted,
+            steps=filled(self.n_iterations, xs[0], torch.long), best_step=best_step, predictions=predictions,
+            clean_predictions=pred0, objective=objective,
         )
-        return unformat(x_adv, clean.is_tuple), result

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from captum_robust._utils.geometry import Tensors
 from captum_robust._utils.validation import TargetType, TensorOrTuple, check_bool, check_int
+from captum_robust.robust.attacks._base import AttackCall
 from captum_robust.robust.attacks._map_attack import IterativeMapAttack, _Context
 from captum_robust.robust.attacks._results import AttributionAttackResult
 from captum_robust.robust.discrepancy import center_of_mass, topk_mask
@@ -287,13 +288,8 @@ class TargetedAttributionAttack(IterativeMapAttack):
 
     @log_usage()
     def perturb(
-        self,
-        inputs: TensorOrTuple,
-        target: TargetType = None,
-        additional_forward_args: Any = None,
-        generator: Optional[torch.Generator] = None,
-        show_progress: bool = False,
-        region: Optional[Tensor] = None,
+        self, inputs: TensorOrTuple, target: TargetType = None, additional_forward_args: Any = None,
+        generator: Optional[torch.Generator] = None, show_progress: bool = False, region: Optional[Tensor] = None,
     ) -> Tuple[TensorOrTuple, AttributionAttackResult]:
         """Run the attack: :meth:`Attack.perturb <captum_robust.robust.attacks._base.Attack.perturb>`
         with one more argument.
@@ -304,4 +300,4 @@ class TargetedAttributionAttack(IterativeMapAttack):
         check_bool(show_progress, "show_progress")
         if region is not None:
             region = self._check_region(region)
-        return self._attack(inputs, target, additional_forward_args, generator, show_progress, region=region)
+        return self._attack(AttackCall(inputs, target, additional_forward_args, generator, show_progress, {"region": region}))

@@ -12,26 +12,12 @@ import torch
 from captum.log import log_usage
 from torch import Tensor
 
-from captum_robust._utils.geometry import (
-    BoundType,
-    Tensors,
-    check_norm,
-    detach_all,
-    norm_of,
-    project,
-    random_in_ball,
-    steepest_step,
-)
-from captum_robust._utils.validation import (
-    TargetType,
-    TensorOrTuple,
-    check_bool,
-    check_int,
-    check_positive,
-    resolve_target,
-)
+from captum_robust._utils.geometry import BoundType, Tensors, check_norm, detach_all, project, random_in_ball
+from captum_robust._utils.geometry import steepest_step
+from captum_robust._utils.validation import TargetType, TensorOrTuple, check_bool, check_int, check_positive
+from captum_robust._utils.validation import resolve_target
 from captum_robust.robust.attacks._adapter import apply_preparation
-from captum_robust.robust.attacks._base import attack_mode, forward, index_args, input_gradients, progress, unformat
+from captum_robust.robust.attacks._base import AttackCall, attack_mode, forward, index_args, input_gradients, progress
 from captum_robust.robust.attacks._loop import sign_step_loop
 from captum_robust.robust.attacks._map_attack import MapAttack, _Context
 from captum_robust.robust.attacks._results import ISAResult
@@ -315,13 +301,8 @@ class ISA(MapAttack):
 
     @log_usage()
     def perturb(
-        self,
-        inputs: TensorOrTuple,
-        target: TargetType,
-        additional_forward_args: Any = None,
-        label: TargetType = None,
-        generator: Optional[torch.Generator] = None,
-        show_progress: bool = False,
+        self, inputs: TensorOrTuple, target: TargetType, additional_forward_args: Any = None, label: TargetType = None,
+        generator: Optional[torch.Generator] = None, show_progress: bool = False,
     ) -> Tuple[TensorOrTuple, ISAResult]:
         r"""Run the two bisections (ISA's own signature: the target is required, and ``label``
         names the clean class).
@@ -347,22 +328,14 @@ class ISA(MapAttack):
         check_bool(show_progress, "show_progress")
         if target is None:
             raise ValueError("ISA is a targeted attack: pass target=, the class y' to reach")
-        return self._attack(inputs, target, additional_forward_args, generator, show_progress, label=label)
+        return self._attack(AttackCall(inputs, target, additional_forward_args, generator, show_progress, {"label": label}))
 
-    def _attack(
-        self,
-        inputs: TensorOrTuple,
-        target: TargetType,
-        additional_forward_args: Any,
-        generator: Optional[torch.Generator],
-        show_progress: bool,
-        label: TargetType = None,
-    ) -> Tuple[TensorOrTuple, ISAResult]:
+    def _attack(self, call: AttackCall) -> Tuple[TensorOrTuple, ISAResult]:
         with attack_mode(self.model, self.surrogate):
-            ctx = self._context(inputs, label, additional_forward_args, generator)
+            ctx = self._context(call, call.options.get("label"))
             b, device = ctx.batch, ctx.x0[0].device
-            ctx.label = ctx.target
-            ctx.adv = resolve_target(target, b, ctx.logits0.shape[1], device)
+            ctx.label = ctx.target  # the clean class y, resolved (default: the prediction)
+            ctx.adv = resolve_target(call.target, b, ctx.logits0.shape[1], device)
             same = ctx.adv == ctx.label
             if bool(same.any()):
                 raise ValueError(
@@ -373,7 +346,7 @@ class ISA(MapAttack):
             with torch.no_grad():
                 ctx.clean2 = self._two_class_maps(ctx, ctx.x0, all_idx, create_graph=False)
             steps = torch.zeros(b, dtype=torch.long, device=device)
-            with progress(1 + self.n_eps_rounds + self.n_weight_rounds, show_progress, "ISA") as bar:
+            with progress(1 + self.n_eps_rounds + self.n_weight_rounds, call.show_progress, "ISA") as bar:
                 ok, hi, x_best, best_step = self._eps_bisection(ctx, steps, bar)
                 eps_star = torch.where(ok, hi, torch.full_like(hi, float("inf")))
                 eps2 = torch.where(ok, self.eps_multiple * hi, torch.full_like(hi, float("nan")))
@@ -384,17 +357,8 @@ class ISA(MapAttack):
                 discrepancy = lp_discrepancy(ctx.clean2, final2, p=self.p)
                 nds = normalized_discrepancy_score(ctx.clean2, final2, p=self.p)
             nan = torch.full_like(discrepancy, float("nan"))
-            result = ISAResult(
-                accepted=ok,
-                norm=norm_of([a - c for a, c in zip(x_best, ctx.x0)], self.norm),
-                steps=steps,
-                best_step=best_step,
-                predictions=pred,
-                clean_predictions=ctx.pred0,
-                eps_star=eps_star,
-                eps=eps2,
-                weight=weight,
-                discrepancy=torch.where(ok, discrepancy, nan),
-                nds=torch.where(ok, nds, nan),
+            return self._finish(
+                ISAResult, x_best, ctx.x0, ctx.is_tuple, accepted=ok, steps=steps, best_step=best_step, predictions=pred,
+                clean_predictions=ctx.pred0, eps_star=eps_star, eps=eps2, weight=weight,
+                discrepancy=torch.where(ok, discrepancy, nan), nds=torch.where(ok, nds, nan),
             )
-        return unformat(x_best, ctx.is_tuple), result

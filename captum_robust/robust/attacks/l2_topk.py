@@ -12,8 +12,8 @@ import torch
 from torch import Tensor
 
 from captum_robust._utils.geometry import Tensors, norm_of, per_example, project, random_on_sphere
-from captum_robust._utils.validation import TargetType, TensorOrTuple, check_choice, check_int, check_positive
-from captum_robust.robust.attacks._base import attack_mode, index_args, predict, progress, warn_zero_gradient
+from captum_robust._utils.validation import TensorOrTuple, check_choice, check_int, check_positive
+from captum_robust.robust.attacks._base import AttackCall, attack_mode, filled, index_args, predict, progress, warn_zero_gradient
 from captum_robust.robust.attacks._loop import BestIterateTracker
 from captum_robust.robust.attacks._map_attack import _SELECT, MapAttack, _Context
 from captum_robust.robust.attacks._results import AttributionAttackResult
@@ -131,24 +131,17 @@ class L2TopKAttack(MapAttack):
     def _objective(self, prepared: Tensor, maps: Tensors, logits: Optional[Tensor], state: Dict[str, Tensor], ctx: _Context) -> Tensor:
         return (prepared * state["mask"]).reshape(prepared.shape[0], -1).sum(dim=1)
 
-    def _attack(
-        self,
-        inputs: TensorOrTuple,
-        target: TargetType,
-        additional_forward_args: Any,
-        generator: Optional[torch.Generator],
-        show_progress: bool,
-    ) -> Tuple[TensorOrTuple, AttributionAttackResult]:
+    def _attack(self, call: AttackCall) -> Tuple[TensorOrTuple, AttributionAttackResult]:
         with attack_mode(self.model, self.surrogate):
-            ctx = self._context(inputs, target, additional_forward_args, generator)
-            b, device, dtype = ctx.batch, ctx.x0[0].device, ctx.x0[0].dtype
-            ctx.rho = torch.full((b,), self.rho, dtype=dtype, device=device)
+            ctx = self._context(call, call.target)
+            b, device = ctx.batch, ctx.x0[0].device
+            ctx.rho = filled(self.rho, ctx.x0[0])
             tracker = self._tracker(ctx, self.select_by)
             used = torch.zeros(b, dtype=torch.long, device=device)
             exhausted = torch.zeros(b, dtype=torch.bool, device=device)
             steps = torch.zeros(b, dtype=torch.long, device=device)
             warned = False
-            with progress(self.n_restarts, show_progress, "L2TopKAttack") as bar:
+            with progress(self.n_restarts, call.show_progress, "L2TopKAttack") as bar:
                 for _ in range(self.n_restarts):
                     start, have = self._random_starts(ctx, used, exhausted)
                     run = torch.nonzero(have).squeeze(1)
@@ -159,7 +152,7 @@ class L2TopKAttack(MapAttack):
                         continue
                     self._descend(ctx, tracker, tuple(c[run] for c in start), run, steps, warn=not warned)
                     warned = True
-            return self._result(ctx, tracker, steps, "l2")
+            return self._result(ctx, tracker, steps)
 
     def _random_starts(self, ctx: _Context, used: Tensor, exhausted: Tensor) -> Tuple[Tensors, Tensor]:
         """Random points on the sphere that keep the class, drawn until one does, from the

@@ -3,33 +3,17 @@ r"""Projected gradient descent on a classifier (Madry et al. 2018), l-inf and l2
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Optional, Tuple, Union
+from typing import Any, Callable, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from captum_robust._utils.geometry import (
-    BoundType,
-    Box,
-    Tensors,
-    check_norm,
-    detach_all,
-    norm_of,
-    project,
-    random_in_ball,
-    steepest_step,
-)
-from captum_robust._utils.validation import (
-    TargetType,
-    TensorOrTuple,
-    check_bool,
-    check_int,
-    check_nonnegative,
-    check_positive,
-    resolve_target,
-)
-from captum_robust.robust.attacks._base import Attack, attack_mode, clean_batch, forward, input_gradients, progress, unformat
+from captum_robust._utils.geometry import BoundType, Box, Tensors, check_norm, detach_all, project, random_in_ball
+from captum_robust._utils.geometry import steepest_step
+from captum_robust._utils.validation import TensorOrTuple, check_bool, check_int, check_nonnegative, check_positive
+from captum_robust.robust.attacks._base import Attack, AttackCall, attack_mode, clean_batch, clean_predictions, filled
+from captum_robust.robust.attacks._base import forward, input_gradients, progress
 from captum_robust.robust.attacks._loop import BestIterateTracker, sign_step_loop
 from captum_robust.robust.attacks._results import PGDResult
 
@@ -159,23 +143,14 @@ class PGD(Attack):
     def _success(self, pred: Tensor, label: Tensor) -> Tensor:
         return pred == label if self.targeted else pred != label
 
-    def _attack(
-        self,
-        inputs: TensorOrTuple,
-        target: TargetType,
-        additional_forward_args: Any,
-        generator: Optional[torch.Generator],
-        show_progress: bool,
-    ) -> Tuple[TensorOrTuple, PGDResult]:
-        clean = clean_batch(inputs, additional_forward_args, self.box, generator)
-        if self.targeted and target is None:
+    def _attack(self, call: AttackCall) -> Tuple[TensorOrTuple, PGDResult]:
+        clean = clean_batch(call.inputs, call.additional_forward_args, self.box, call.generator)
+        if self.targeted and call.target is None:
             raise ValueError("a targeted PGD needs target=, the class to reach")
-        xs, args, b = clean.xs, clean.args, clean.batch
+        xs, args = clean.xs, clean.args
         with attack_mode(self.model):
+            logits0, pred0, label = clean_predictions(self.model, clean, call.target)
             with torch.no_grad():
-                logits0 = forward(self.model, xs, args)
-                pred0 = logits0.argmax(dim=1)
-                label = pred0 if target is None else resolve_target(target, b, logits0.shape[1], xs[0].device)
                 loss0 = self._loss(logits0, label)
             if self.keep_best:  # the start counts as an iterate: accepted where it already succeeds
                 success0 = self._success(pred0, label)
@@ -183,8 +158,7 @@ class PGD(Attack):
             else:  # only final iterates count: the first restart's replaces the start everywhere
                 no = torch.zeros_like(pred0, dtype=torch.bool)
                 tracker = BestIterateTracker(xs, torch.full_like(loss0, -math.inf), None, pred0, True, rank=no)
-            eps = torch.full((b,), self.eps, dtype=xs[0].dtype, device=xs[0].device)
-            alpha = torch.full((b,), self.step_size, dtype=xs[0].dtype, device=xs[0].device)
+            eps, alpha = filled(self.eps, xs[0]), filled(self.step_size, xs[0])
             everyone = torch.ones_like(pred0, dtype=torch.bool)
 
             def gradient(x: Tensors) -> Tuple[Tensors, Any]:
@@ -198,7 +172,7 @@ class PGD(Attack):
             def step(x: Tensors, grads: Tensors) -> Tensors:
                 return project(xs, steepest_step(detach_all(x), grads, alpha, self.norm), eps, self.norm, clean.bounds)
 
-            with progress(self.n_restarts * self.n_iterations, show_progress, "PGD") as bar:
+            with progress(self.n_restarts * self.n_iterations, call.show_progress, "PGD") as bar:
                 for restart in range(self.n_restarts):
 
                     def observe(x: Tensors, t: int, info: Any, offset: int = restart * self.n_iterations) -> None:
@@ -216,14 +190,8 @@ class PGD(Attack):
                     start = random_in_ball(xs, eps, self.norm, clean.bounds, clean.generator) if self.random_start else xs
                     sign_step_loop(start, self.n_iterations, gradient, step, observe,
                                    observe_start=self.random_start, bar=bar)
-            x_adv = tracker.best
-            result = PGDResult(
-                accepted=tracker.rank.clone(),
-                norm=norm_of([a - c for a, c in zip(x_adv, xs)], self.norm),
-                steps=torch.full((b,), self.n_restarts * self.n_iterations, dtype=torch.long, device=xs[0].device),
-                best_step=tracker.best_step,
-                predictions=tracker.predictions,
-                clean_predictions=pred0,
-                loss=tracker.score,
+            return self._finish(
+                PGDResult, tracker.best, xs, clean.is_tuple, accepted=tracker.rank.clone(),
+                steps=filled(self.n_restarts * self.n_iterations, xs[0], torch.long), best_step=tracker.best_step,
+                predictions=tracker.predictions, clean_predictions=pred0, loss=tracker.score,
             )
-        return unformat(x_adv, clean.is_tuple), result

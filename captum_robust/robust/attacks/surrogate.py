@@ -6,7 +6,6 @@ import copy
 import math
 import numbers
 import warnings
-from typing import Any
 
 from torch import nn
 

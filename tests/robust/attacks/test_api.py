@@ -21,6 +21,7 @@ from captum_robust.robust.attacks import (
     TopKAttack,
     softplus_surrogate,
 )
+from captum_robust.robust.attacks._base import AttackCall
 from tests.helpers.models import TinyGapNet, TwoInputNet
 from tests.robust.attacks._models import LinearNet, gradient_map, one_thread
 
@@ -324,7 +325,7 @@ def test_attack_objectives_are_differentiated_correctly(kind):
         "targeted": TargetedAttributionAttack(model, gradient_map, region, n_iterations=1),
         "aai-l1": AAI(model, cam, variant="l1", n_iterations=1, hinge_weight=2.0),
     }[kind]
-    ctx = attack._context(x, None, None, None, region=None)
+    ctx = attack._context(AttackCall(x, options={"region": None}), None)
     x_start = (x + 0.05 * torch.randn_like(x)).clamp(0, 1)
 
     def objective(inp):
