@@ -242,6 +242,16 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+def _real_in(value: Any, interval: Interval, wrong_type: str, out_of_range: str) -> float:
+    """``value`` as a float if it is a real number (not a bool) inside ``interval``; otherwise raise
+    ``InvalidParameterError(wrong_type + ", got <type> <value>")`` or ``ValueError(out_of_range)``."""
+    if not _is_real(value):
+        raise InvalidParameterError(f"{wrong_type}, got {type(value).__name__} {value!r}")
+    if value not in interval:
+        raise ValueError(out_of_range)
+    return float(value)
+
+
 def check_number(value: Any, name: str, interval: Interval = Interval(), *, allow_none: bool = False) -> Any:
     """Check a finite real number inside ``interval`` and return it as a float (None if allowed).
 
@@ -250,14 +260,8 @@ def check_number(value: Any, name: str, interval: Interval = Interval(), *, allo
     """
     if value is None and allow_none:
         return None
-    none = " or None" if allow_none else ""
-    if not _is_real(value):
-        raise InvalidParameterError(
-            f"{name} must be a finite number{_space(interval.describe())}{none}, got {type(value).__name__} {value!r}"
-        )
-    if value not in interval:
-        raise ValueError(f"{name} must be a finite number{_space(interval.describe())}{none}, got {name}={value!r}")
-    return float(value)
+    expected = f"{name} must be a finite number{_space(interval.describe())}{' or None' if allow_none else ''}"
+    return _real_in(value, interval, expected, f"{expected}, got {name}={value!r}")
 
 
 def check_positive(value: Any, name: str, *, allow_none: bool = False) -> Any:
@@ -272,13 +276,8 @@ def check_nonnegative(value: Any, name: str, *, allow_none: bool = False) -> Any
 
 def check_fraction(value: Any, name: str, interval: Interval = FRACTION) -> float:
     """A fraction in ``(0, 1]`` (or in another unit interval such as ``OPEN_UNIT``): ``"sparsity must be in (0, 1], got 0"``."""
-    if not _is_real(value):
-        raise InvalidParameterError(
-            f"{name} must be a float {interval.describe()}, got {type(value).__name__} {value!r}"
-        )
-    if value not in interval:
-        raise ValueError(f"{name} must be {interval.describe()}, got {value!r}")
-    return float(value)
+    allowed = interval.describe()
+    return _real_in(value, interval, f"{name} must be a float {allowed}", f"{name} must be {allowed}, got {value!r}")
 
 
 def check_int(value: Any, name: str, low: Optional[int] = None, high: Optional[int] = None,
