@@ -25,6 +25,7 @@ LAYERS = {
     "captum_robust.attr": 2,
     "captum_robust.robust.discrepancy": 3,
     "captum_robust.robust.attacks": 4,
+    "captum_robust.robust.stability": 4,
     "captum_robust.robust.regularizers": 5,
     "captum_robust.training": 5,
     "captum_robust.visualization": 5,
