@@ -44,21 +44,9 @@ from captum_robust.robust.discrepancy.topk import topk_intersection, topk_mask
 from captum_robust.robust.discrepancy.registry import MEASURES, measure_function
 
 __all__ = [
-    "kendall_tau",
-    "spearman",
-    "topk_intersection",
-    "topk_mask",
-    "center_of_mass",
-    "center_dislocation",
+    "kendall_tau", "spearman", "topk_intersection", "topk_mask", "center_of_mass", "center_dislocation",
     "prepare_maps",
-    "lp_discrepancy",
-    "two_class_discrepancy",
-    "target_free_discrepancy",
-    "normalized_discrepancy_score",
-    "normalized_slope",
-    "attribution_aware",
-    "alignment",
-    "binarized_alignment",
-    "MEASURES",
-    "measure_function",
+    "lp_discrepancy", "two_class_discrepancy", "target_free_discrepancy", "normalized_discrepancy_score",
+    "normalized_slope", "attribution_aware", "alignment", "binarized_alignment",
+    "MEASURES", "measure_function",
 ]

@@ -56,6 +56,15 @@ def check_pair(a: Any, b: Any, name_a: str, name_b: str, min_dim: int = 2, float
     check_same_shape(a, b, name_a, name_b)
 
 
+def rank_pair(maps_a: Any, maps_b: Any) -> Tuple[Tensor, Tensor, torch.dtype]:
+    """Check two batches of maps of any real dtype for a rank measure (``maps_a``, ``maps_b``);
+    return them detached and flattened to ``B x n`` (views when possible) and the result dtype
+    (the maps' floating dtype, else the default dtype)."""
+    check_pair(maps_a, maps_b, "maps_a", "maps_b", floating=False)
+    out_dtype = result_dtype(maps_a) if maps_a.is_floating_point() else result_dtype(maps_b)
+    return flatten_maps(maps_a.detach()), flatten_maps(maps_b.detach()), out_dtype
+
+
 def check_k(k: Any, n: int, name: str = "k") -> int:
     """``k`` must be an int in ``[1, n]`` (n = number of map elements)."""
     if isinstance(k, bool) or not isinstance(k, numbers.Integral):

@@ -42,7 +42,7 @@ import torch
 from torch import Tensor
 
 from captum_robust.robust.discrepancy._backend import CPU_CHUNK, DEVICE_CHUNK, numpy_backend
-from captum_robust.robust.discrepancy._checks import check_pair, flatten_maps, result_dtype, split_rows
+from captum_robust.robust.discrepancy._checks import rank_pair, split_rows
 
 # the top-k and center-of-mass measures live in their own modules; importable from here as before
 from captum_robust.robust.discrepancy.center import center_dislocation, center_of_mass  # noqa: F401
@@ -346,13 +346,10 @@ def kendall_tau(maps_a: Tensor, maps_b: Tensor, variant: str = "b") -> Tensor:
         >>> kendall_tau(a, b)
         tensor([ 0.6667, -0.8165])
     """
-    check_pair(maps_a, maps_b, "maps_a", "maps_b", floating=False)
+    a, b, out_dtype = rank_pair(maps_a, maps_b)
     if variant not in ("b", "c"):
         raise ValueError(f"variant must be 'b' or 'c' (as scipy.stats.kendalltau), got {variant!r}")
-    out_dtype = result_dtype(maps_a) if maps_a.is_floating_point() else result_dtype(maps_b)
     with torch.no_grad():
-        a = flatten_maps(maps_a.detach())
-        b = flatten_maps(maps_b.detach())
         if a.dtype != b.dtype:
             common = torch.promote_types(a.dtype, b.dtype)
             if not (a.is_floating_point() and b.is_floating_point()):
@@ -428,11 +425,9 @@ def spearman(maps_a: Tensor, maps_b: Tensor) -> Tensor:
         >>> spearman(a, torch.tensor([[1.0, 3.0, 2.0, 4.0]]))
         tensor([0.8000])
     """
-    check_pair(maps_a, maps_b, "maps_a", "maps_b", floating=False)
-    out_dtype = result_dtype(maps_a) if maps_a.is_floating_point() else result_dtype(maps_b)
+    a, b, out_dtype = rank_pair(maps_a, maps_b)
     with torch.no_grad():
-        a = flatten_maps(maps_a.detach()).contiguous()
-        b = flatten_maps(maps_b.detach()).contiguous()
+        a, b = a.contiguous(), b.contiguous()
         if a.shape[0] == 0:
             return torch.empty(0, dtype=out_dtype, device=maps_a.device)
         use_numpy = numpy_backend(a)

@@ -12,14 +12,7 @@ import torch
 from torch import Tensor
 
 from captum_robust.robust.discrepancy._backend import CPU_CHUNK, numpy_backend
-from captum_robust.robust.discrepancy._checks import (
-    check_k,
-    check_maps,
-    check_pair,
-    flatten_maps,
-    result_dtype,
-    split_rows,
-)
+from captum_robust.robust.discrepancy._checks import check_k, check_maps, flatten_maps, rank_pair, split_rows
 
 __all__ = ["topk_mask", "topk_intersection"]
 
@@ -154,11 +147,9 @@ def topk_intersection(maps_a: Tensor, maps_b: Tensor, k: int) -> Tensor:
         >>> topk_intersection(a, torch.tensor([[4.0, 1.0, 3.0, 2.0]]), k=2)
         tensor([0.5000])
     """
-    check_pair(maps_a, maps_b, "maps_a", "maps_b", floating=False)
-    out_dtype = result_dtype(maps_a) if maps_a.is_floating_point() else result_dtype(maps_b)
+    a, b, out_dtype = rank_pair(maps_a, maps_b)
     with torch.no_grad():
-        a = flatten_maps(maps_a.detach()).contiguous()
-        b = flatten_maps(maps_b.detach()).contiguous()
+        a, b = a.contiguous(), b.contiguous()
         k = check_k(k, a.shape[1])
         shared = _topk_shared(a, b, k)
     return shared.to(out_dtype) / k
