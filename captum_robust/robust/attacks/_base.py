@@ -21,7 +21,8 @@ from torch import Tensor, nn
 from captum_robust._utils.geometry import Box, Tensors, check_inside_box, detach_all, norm_of
 from captum_robust._utils.state import preserved_model_state
 from captum_robust._utils.validation import TargetType, TensorOrTuple, check_bool, check_float_inputs, check_generator
-from captum_robust._utils.validation import classification_outputs, format_additional_args, format_inputs, resolve_target
+from captum_robust._utils.validation import classification_outputs, format_additional_args, format_inputs
+from captum_robust._utils.validation import resolve_target
 
 __all__ = ["Attack", "AttackCall"]
 

@@ -151,7 +151,8 @@ class MapAttack(Attack):
             return apply_preparation(self._prepare, maps if isinstance(maps, tuple) else (maps,))
 
     def similarity(
-        self, inputs: TensorOrTuple, inputs_adv: TensorOrTuple, target: TargetType = None, additional_forward_args: Any = None
+        self, inputs: TensorOrTuple, inputs_adv: TensorOrTuple, target: TargetType = None,
+        additional_forward_args: Any = None,
     ) -> Tensor:
         """The attack's ``measure`` between the prepared maps of ``inputs`` and ``inputs_adv``
         (both for ``target``; ``None``: the model's prediction at ``inputs``) -- what the
@@ -287,7 +288,9 @@ class MapAttack(Attack):
         score = sim if select_by == "similarity" else objective
         tracker.update(xs, score, accept, step, {"similarity": sim, "objective": objective}, pred, idx)
 
-    def _result(self, ctx: _Context, tracker: BestIterateTracker, steps: Tensor) -> Tuple[TensorOrTuple, AttributionAttackResult]:
+    def _result(
+        self, ctx: _Context, tracker: BestIterateTracker, steps: Tensor
+    ) -> Tuple[TensorOrTuple, AttributionAttackResult]:
         """The tracker's best iterates and their :class:`AttributionAttackResult`."""
         return self._finish(
             AttributionAttackResult, tracker.best, ctx.x0, ctx.is_tuple, accepted=tracker.accepted, steps=steps,

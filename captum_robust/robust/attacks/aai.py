@@ -2,6 +2,21 @@ r"""Boopathy et al.'s attack against interpretability (AAI, App. C, eq. 15, and 
 
 Boopathy, Liu, Zhang, Liu, Chen, Chen, Daniel, "Proper Network Interpretability Helps
 Adversarial Robustness in Classification", ICML 2020.
+
+Both variants take sign steps from a random start (at :math:`\delta = 0` the :math:`\ell_1`
+term has a zero subgradient), reject iterates whose prediction changed, and return the accepted
+iterate with the lowest Kendall's :math:`\tau` between the clean and the adversarial map
+(``measure``), which is what Boopathy et al. report (Table 3: on raw CAM, over 200 test
+points, unchanged predictions only). Paper settings: CAM of the true class on the raw
+feature-resolution map (``map_preparation=None``, the default here), :math:`K = 8`, 200
+steps of 0.01, :math:`\epsilon` up to 0.3 on MNIST. The paper does not give :math:`\lambda`.
+
+*Deviation, on purpose:* the authors' top-k code has no hinge (``hinge_weight=0``
+reproduces it). Decreasing the top cells of the true-class CAM decreases the true logit
+(CAM sums to it), so without the hinge the prediction flips within a few steps and, with
+the rejection of such iterates, the attack stops improving (``benchmarks/README.md``
+compares the two). The default therefore keeps eq. 15's hinge, :math:`\lambda = 1`, in
+both variants.
 """
 
 from __future__ import annotations
@@ -32,60 +47,30 @@ class AAI(IterativeMapAttack):
     r"""Attack against interpretability (Boopathy et al. 2020, App. C, eq. 15): change the map
     of the true class while keeping the prediction.
 
-    ``variant="l1"`` solves eq. 15,
+    ``variant="l1"`` solves eq. 15 (left); ``variant="topk"`` (the default, the objective the
+    authors' code ships) replaces the discrepancy by the map's mass on the :math:`K` cells
+    where the clean map is largest (right):
 
     .. math::
 
-        \min_{\lVert\delta\rVert_\infty \le \epsilon}\;
-            \lambda \max\{\max_{j \ne y} f_j(x+\delta) - f_y(x+\delta),\, 0\}
-            - \lVert I(x, y) - I(x + \delta, y) \rVert_1 ,
+        \min_{\lVert\delta\rVert_\infty \le \epsilon} \lambda h(x+\delta) - \lVert I(x, y) - I(x+\delta, y) \rVert_1,
+        \qquad
+        \min_{\lVert\delta\rVert_\infty \le \epsilon} \lambda h(x+\delta) + \sum_{p \in T_K(I(x, y))} I(x+\delta, y)_p,
 
-    the hinge (weight :math:`\lambda`, ``hinge_weight``) pushing back towards the class
-    :math:`y` (``perturb``'s ``target``; default the prediction). ``variant="topk"`` (the
-    default, the objective the authors' code ships) replaces the discrepancy by the map's mass
-    on the :math:`K` cells where the clean map is largest:
-
-    .. math::
-
-        \min_{\lVert\delta\rVert_\infty \le \epsilon}\;
-            \lambda \max\{\max_{j \ne y} f_j(x+\delta) - f_y(x+\delta),\, 0\}
-            + \sum_{p \in T_K(I(x, y))} I(x + \delta, y)_p .
-
-    Both take sign steps from a random start (at :math:`\delta = 0` the :math:`\ell_1` term has a
-    zero subgradient), reject iterates whose prediction changed, and return the accepted
-    iterate with the lowest Kendall's :math:`\tau` between the clean and the adversarial map
-    (``measure``), which is what Boopathy et al. report (Table 3: on raw CAM, over 200 test
-    points, unchanged predictions only). Paper settings: CAM of the true class on the raw
-    feature-resolution map (``map_preparation=None``, the default here), :math:`K = 8`, 200
-    steps of 0.01, :math:`\epsilon` up to 0.3 on MNIST. The paper does not give :math:`\lambda`.
-
-    *Deviation, on purpose:* the authors' top-k code has no hinge (``hinge_weight=0``
-    reproduces it). Decreasing the top cells of the true-class CAM decreases the true logit
-    (CAM sums to it), so without the hinge the prediction flips within a few steps and, with
-    the rejection of such iterates, the attack stops improving (``benchmarks/README.md``
-    compares the two). The default therefore keeps eq. 15's hinge, :math:`\lambda = 1`, in
-    both variants.
+    the hinge :math:`h = \max\{\max_{j \ne y} f_j - f_y,\, 0\}` pushing back towards the class
+    :math:`y` (``perturb``'s ``target``; default the prediction). The module docstring gives the
+    paper's settings and why the top-k variant keeps the hinge (the authors' code has none).
 
     Args:
-        model (nn.Module or callable): the classifier.
-        attribution: an attribution of :mod:`captum_robust.attr` built on ``model`` (CAM in
-            the paper; CAM is a forward computation, so no surrogate is needed) or a callable
-            ``(model, inputs, target) -> maps``.
-        eps (float): :math:`\epsilon \ge 0`. Default 0.3.
-        step_size (float): > 0. Default 0.01.
-        n_iterations (int): >= 1. Default 200.
+        attribution: CAM in the paper (a forward computation: no surrogate needed).
         variant (str): ``"topk"`` (default) or ``"l1"``.
         k (int): :math:`K` of the top-k variant. Default 8.
         hinge_weight (float): :math:`\lambda \ge 0`. Default 1.
-        random_start (bool): Default True.
-        measure (str or callable): default ``"kendall"``.
-        select_by (str): ``"similarity"`` (default) or ``"objective"``.
-        map_preparation: default ``None`` (raw maps).
 
-    The other keyword arguments (``norm``, ``measure_k``, ``surrogate``, the data box ...)
-    are those of :class:`~captum_robust.robust.attacks._map_attack.MapAttack` and
-    :class:`~captum_robust.robust.attacks._map_attack.IterativeMapAttack`; :meth:`perturb` is
-    that of :class:`~captum_robust.robust.attacks._base.Attack`.
+    See :class:`~captum_robust.robust.attacks._map_attack.IterativeMapAttack` and
+    :class:`~captum_robust.robust.attacks._map_attack.MapAttack` for the common arguments
+    (here ``eps=0.3``, ``n_iterations=200``, ``random_start=True``, ``measure="kendall"``,
+    ``map_preparation=None``).
 
     Example::
 
@@ -94,10 +79,8 @@ class AAI(IterativeMapAttack):
         >>> from captum_robust.attr import CAM
         >>> from captum_robust.robust.attacks import AAI
         >>> model = Small().eval()
-        >>> cam = CAM(model, model.feature_layer, model.classifier)
-        >>> attack = AAI(model, cam, eps=0.3, n_iterations=20)
-        >>> x_adv, result = attack.perturb(torch.rand(4, 1, 28, 28),
-        ...                                generator=torch.Generator().manual_seed(0))
+        >>> attack = AAI(model, CAM(model, model.feature_layer, model.classifier), eps=0.3, n_iterations=20)
+        >>> x_adv, result = attack.perturb(torch.rand(4, 1, 28, 28), generator=torch.Generator().manual_seed(0))
         >>> kendall = result.similarity        # Kendall's tau of the raw CAM, per example
     """
 

@@ -1,4 +1,43 @@
-r"""Projected gradient ascent on any differentiable attribution objective."""
+r"""Projected gradient ascent on any differentiable attribution objective.
+
+The inner maximizer of the robust-attribution regularizers: Chen, Wu, Rastogi, Liang, Jha,
+"Robust Attribution Regularization", NeurIPS 2019 (IG-Norm, eq. 3); Boopathy et al.,
+"Proper Network Interpretability Helps Adversarial Robustness in Classification", ICML 2020
+(the discrepancy of eq. 9).
+
+Like any PGD it finds a local maximum: :math:`\lVert \mathrm{IG}^{\ell_y}(x, \tilde x) \rVert_1`
+alone, for instance, has one at nearly every corner of a small :math:`\ell_\infty` ball (each
+coordinate gains by moving away from :math:`x` in either direction), so where the random start
+lands matters; adding the loss itself (IG-Sum-Norm) makes the maximum unique on a linear model
+(see the tests). The random start is mandatory for objectives that vanish at
+:math:`\tilde x = x`, such as the IG of the loss from :math:`x` to :math:`\tilde x` (Chen et
+al. sec. 4).
+
+During the search the ``forward_func`` (if an ``nn.Module``) runs in eval mode with frozen
+parameters (``eval_mode=False`` keeps its mode; unlike the attacks on attributions, a model in
+training mode is expected here -- the search runs inside a training loop -- and gives no
+warning); nothing of the model's state, parameter gradients included, changes. The objective
+usually closes over a model of its own (the same one, or a smooth copy): put that one in the
+wanted mode yourself.
+
+Example: Chen et al.'s IG-Norm inner maximization::
+
+    >>> import torch, torch.nn.functional as F
+    >>> from captum_robust.models import Small
+    >>> from captum_robust.attr import BatchedIntegratedGradients
+    >>> from captum_robust.robust.attacks import AttributionPGD
+    >>> model = Small().eval()
+    >>> loss_ig = BatchedIntegratedGradients(lambda r, t: F.cross_entropy(model(r), t, reduction="none"))
+    >>> def ig_norm(x_adv, x, y, args):     # Chen's || IG^{l_y}(x, x') ||_1
+    ...     ig = loss_ig.attribute(x_adv, baselines=x, additional_forward_args=(y,),
+    ...                            n_steps=10, method="riemann_right", create_graph=True)
+    ...     return ig.abs().flatten(1).sum(dim=1)
+    >>> inner = AttributionPGD(model, ig_norm, eps=0.3, step_size=0.01, n_iterations=5)
+    >>> x, y = torch.rand(4, 1, 28, 28), torch.tensor([0, 1, 2, 3])
+    >>> x_adv, result = inner.perturb(x, target=y, generator=torch.Generator().manual_seed(0))
+    >>> bool((result.norm <= 0.3 + 1e-6).all())
+    True
+"""
 
 from __future__ import annotations
 
@@ -26,71 +65,42 @@ class AttributionPGD(Attack):
     For a per-example objective :math:`J(\tilde x; x, y)` (any differentiable function, e.g. the
     IG-Norm term :math:`\lVert \mathrm{IG}^{\ell_y}(x, \tilde x) \rVert_1` of Chen et al. eq. 3,
     or the discrepancy :math:`\tilde{\mathcal D}(x, \tilde x)` of Boopathy et al. eq. 9), it
-    approximates :math:`\max_{\lVert \tilde x - x \rVert \le \epsilon} J` by
+    approximates :math:`\max_{\lVert \tilde x - x \rVert \le \epsilon} J` from a random start by
 
     .. math::
 
         \tilde x \leftarrow \Pi_{\text{box}} \Pi_{B_\epsilon(x)} \big(\tilde x + \alpha\, s\big),
-        \qquad s = \mathrm{sign}(\nabla J) \ (\ell_\infty), \quad
-        s = \nabla J / \lVert \nabla J \rVert_2 \ (\ell_2),
+        \qquad s = \mathrm{sign}(\nabla J) \ (\ell_\infty), \quad s = \nabla J / \lVert \nabla J \rVert_2 \ (\ell_2)
 
-    from a random start (mandatory for objectives that vanish at :math:`\tilde x = x`, such as
-    the IG of the loss from :math:`x` to :math:`\tilde x`; Chen et al. sec. 4). Like any PGD it
-    finds a local maximum: :math:`\lVert \mathrm{IG}^{\ell_y}(x, \tilde x) \rVert_1` alone, for
-    instance, has one at nearly every corner of a small :math:`\ell_\infty` ball (each coordinate
-    gains by moving away from :math:`x` in either direction), so where the random start lands
-    matters; adding the loss itself (IG-Sum-Norm) makes the maximum unique on a linear model
-    (see the tests). Every example keeps
-    its best iterate (``keep_best=True``: the highest objective, at the cost of one more
-    objective evaluation at the last iterate) or returns the last one. The returned inputs
-    are detached: compute the training term on them with a fresh, differentiable pass.
-
-    The objective is called as ``objective(inputs_adv, inputs, target, additional_forward_args)``
-    with the inputs in the user's format (tensor or tuple), ``target`` the resolved ``(B,)``
-    class tensor (or ``None`` when ``perturb`` got none) and ``additional_forward_args`` as
-    given, and must return ``(B,)`` values. During the search the ``forward_func`` (if an
-    ``nn.Module``) runs in eval mode with frozen parameters (``eval_mode=False`` keeps its
-    mode; unlike the attacks on attributions, a model in training mode is expected here -- the
-    search runs inside a training loop -- and gives no warning); nothing of the model's state,
-    parameter gradients included, changes. The objective usually closes over a model of its
-    own (the same one, or a smooth copy): put that one in the wanted mode yourself.
+    (local maxima and the model's mode: see the module docstring). Each example keeps its best
+    iterate (``keep_best``) or returns the last one, detached: compute the training term on it
+    with a fresh, differentiable pass. The result's ``objective`` is NaN where not evaluated
+    (``keep_best=False``; no iterate kept the prediction under ``keep_prediction``).
 
     Args:
         forward_func (nn.Module or callable): the classifier, used for the predictions (and,
             with ``keep_prediction``, the acceptance of iterates).
-        objective (callable): ``(inputs_adv, inputs, target, additional_forward_args) -> (B,)``.
-        eps (float): radius :math:`\epsilon \ge 0`. Default 0.3.
-        step_size (float): :math:`\alpha > 0`. Default 0.01.
+        objective (callable): ``(inputs_adv, inputs, target, additional_forward_args) -> (B,)``:
+            inputs in the user's format, ``perturb``'s target as ``(B,)`` classes (or ``None``).
+        eps, step_size (float): :math:`\epsilon \ge 0` and :math:`\alpha > 0`. Default 0.3, 0.01.
         n_iterations (int): >= 1. Default 40 (Chen, Boopathy on MNIST).
         norm (str): ``"linf"`` (default) or ``"l2"``.
         random_start (bool): start at a uniform random point of the ball. Default True.
         keep_best (bool): return each example's best iterate (default) or the last one.
-        keep_prediction (bool): only iterates that keep the clean prediction count as best
-            (with ``keep_best``). Default False.
+        keep_prediction (bool): only iterates keeping the clean prediction count (with ``keep_best``).
         eval_mode (bool): run ``forward_func`` in eval mode during the search. Default True.
         clip_min, clip_max (float, Tensor, tuple or None): the data box. Default [0, 1].
 
-    :meth:`perturb` is that of :class:`~captum_robust.robust.attacks._base.Attack`; its
-    ``target`` and ``additional_forward_args`` are passed on to the objective. The result's
-    ``objective`` is the objective at the returned input (NaN with ``keep_best=False``, where it
-    is not evaluated, and where no iterate kept the prediction under ``keep_prediction``, the
-    clean input being returned).
-
-    Example::
+    Example (the module docstring has Chen's IG-Norm as the objective)::
 
         >>> import torch, torch.nn.functional as F
         >>> from captum_robust.models import Small
-        >>> from captum_robust.attr import BatchedIntegratedGradients
         >>> from captum_robust.robust.attacks import AttributionPGD
         >>> model = Small().eval()
-        >>> loss_ig = BatchedIntegratedGradients(lambda r, t: F.cross_entropy(model(r), t, reduction="none"))
-        >>> def ig_norm(x_adv, x, y, args):     # Chen's || IG^{l_y}(x, x') ||_1
-        ...     ig = loss_ig.attribute(x_adv, baselines=x, additional_forward_args=(y,),
-        ...                            n_steps=10, method="riemann_right", create_graph=True)
-        ...     return ig.abs().flatten(1).sum(dim=1)
-        >>> inner = AttributionPGD(model, ig_norm, eps=0.3, step_size=0.01, n_iterations=5)
-        >>> x, y = torch.rand(4, 1, 28, 28), torch.tensor([0, 1, 2, 3])
-        >>> x_adv, result = inner.perturb(x, target=y, generator=torch.Generator().manual_seed(0))
+        >>> def loss(x_adv, x, y, args):      # any (B,) objective: here the loss of the label
+        ...     return F.cross_entropy(model(x_adv), y, reduction="none")
+        >>> inner = AttributionPGD(model, loss, eps=0.3, step_size=0.01, n_iterations=5)
+        >>> x_adv, result = inner.perturb(torch.rand(4, 1, 28, 28), target=torch.tensor([0, 1, 2, 3]))
         >>> bool((result.norm <= 0.3 + 1e-6).all())
         True
     """

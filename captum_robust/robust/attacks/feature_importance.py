@@ -51,24 +51,11 @@ class TopKAttack(IterativeMapAttack):
     iterations, :math:`\epsilon = 0.3` (the defaults, with ``measure_k=100``).
 
     Args:
-        model (nn.Module or callable): the classifier (B x C logits).
-        attribution: an attribution of :mod:`captum_robust.attr` built on ``model`` whose
-            ``attribute`` takes ``create_graph``, or a callable ``(model, inputs, target) -> maps``.
         k (int): size of the attacked top set :math:`T_k`. Default 200.
-        eps (float): radius :math:`\epsilon \ge 0` of the ball. Default 0.3.
-        step_size (float): :math:`\alpha > 0`. Default 0.01.
-        n_iterations (int): number of steps, >= 1. Default 100.
-        measure (str or callable): the similarity reported (and minimized over the accepted
-            iterates). Default ``"topk"``, the top-``measure_k`` intersection.
-        measure_k (int, optional): ``k`` of the ``"topk"`` measure; default ``k``.
-        select_by (str): ``"similarity"`` (default) or ``"objective"``.
-        map_preparation: default ``"ghorbani"``.
+        measure_k (int, optional): ``k`` of the default ``"topk"`` measure; default ``k``.
 
-    The other keyword arguments (``norm``, ``random_start``, ``surrogate``, the data box,
-    ``attribution_kwargs`` ...) are those of
-    :class:`~captum_robust.robust.attacks._map_attack.MapAttack` and
-    :class:`~captum_robust.robust.attacks._map_attack.IterativeMapAttack`; :meth:`perturb` is
-    that of :class:`~captum_robust.robust.attacks._base.Attack`.
+    See :class:`~captum_robust.robust.attacks._map_attack.IterativeMapAttack` and
+    :class:`~captum_robust.robust.attacks._map_attack.MapAttack` for the common arguments.
 
     Example::
 
@@ -81,8 +68,7 @@ class TopKAttack(IterativeMapAttack):
         >>> attack = TopKAttack(model, ig, k=200, measure_k=100, eps=0.3, n_iterations=5,
         ...                     surrogate=softplus_surrogate(model),
         ...                     attribution_kwargs={"n_steps": 8, "method": "riemann_middle"})
-        >>> x = torch.rand(4, 1, 28, 28)
-        >>> x_adv, result = attack.perturb(x)
+        >>> x_adv, result = attack.perturb(torch.rand(4, 1, 28, 28))
         >>> result.similarity.shape            # top-100 intersection of each example
         torch.Size([4])
     """
@@ -139,17 +125,9 @@ class MassCenterAttack(IterativeMapAttack):
     squared dislocation). The prepared map must have the spatial dimensions only
     (``B x H x W`` after the default channel sum), so the attribution must return one map.
 
-    Args:
-        model (nn.Module or callable): the classifier.
-        attribution: as in :class:`TopKAttack`.
-        eps (float): radius of the ball, >= 0. Default 0.3.
-        step_size (float): > 0. Default 0.01.
-        n_iterations (int): >= 1. Default 100.
-        measure (str or callable): the similarity reported. Default ``"kendall"``.
-        select_by (str): ``"objective"`` (default) or ``"similarity"``.
-        map_preparation: default ``"ghorbani"``.
-
-    The other keyword arguments are those of :class:`TopKAttack`.
+    See :class:`~captum_robust.robust.attacks._map_attack.IterativeMapAttack` and
+    :class:`~captum_robust.robust.attacks._map_attack.MapAttack` for the common arguments
+    (here ``measure="kendall"``, ``select_by="objective"``).
 
     Example::
 
@@ -210,20 +188,14 @@ class TargetedAttributionAttack(IterativeMapAttack):
     iterate with the most mass in the region (``select_by="objective"``).
 
     Args:
-        model (nn.Module or callable): the classifier.
-        attribution: as in :class:`TopKAttack`.
         region (Tensor): a mask (bool or non-negative weights) with the shape of one prepared
             map (``H x W`` for the default preparation of ``B x C x H x W`` maps) or of the
             batch of prepared maps (``B x H x W``, one region per example). ``perturb`` takes
             ``region=`` to override it per call.
-        eps (float): radius of the ball, >= 0. Default 0.3.
-        step_size (float): > 0. Default 0.01.
-        n_iterations (int): >= 1. Default 100.
-        measure (str or callable): the similarity reported. Default ``"kendall"``.
-        select_by (str): ``"objective"`` (default) or ``"similarity"``.
-        map_preparation: default ``"ghorbani"``.
 
-    The other keyword arguments are those of :class:`TopKAttack`.
+    See :class:`~captum_robust.robust.attacks._map_attack.IterativeMapAttack` and
+    :class:`~captum_robust.robust.attacks._map_attack.MapAttack` for the common arguments
+    (here ``measure="kendall"``, ``select_by="objective"``).
 
     Example::
 
@@ -300,4 +272,5 @@ class TargetedAttributionAttack(IterativeMapAttack):
         check_bool(show_progress, "show_progress")
         if region is not None:
             region = self._check_region(region)
-        return self._attack(AttackCall(inputs, target, additional_forward_args, generator, show_progress, {"region": region}))
+        call = AttackCall(inputs, target, additional_forward_args, generator, show_progress, {"region": region})
+        return self._attack(call)

@@ -2,6 +2,23 @@ r"""Boopathy et al.'s interpretability sneaking attack (ISA, eq. 6 and App. B, w
 
 Boopathy, Liu, Zhang, Liu, Chen, Chen, Daniel, "Proper Network Interpretability Helps
 Adversarial Robustness in Classification", ICML 2020.
+
+The two bisections, per example and batched:
+
+1. the smallest successful perturbation size :math:`\epsilon^*`: the pure misclassification
+   attack (:math:`\gamma = 0`) is run at ``eps_max`` (examples failing there fail) and then
+   ``n_eps_rounds`` times at the midpoint of the bracket ``[lo, hi]``, success lowering
+   ``hi``; :math:`\epsilon^* = hi`, within ``eps_max / 2**n_eps_rounds`` of the smallest size
+   at which this attack succeeds (when success is monotone in :math:`\epsilon`);
+2. at :math:`\epsilon = ` ``eps_multiple`` :math:`\cdot\,\epsilon^*`, the discrepancy weight
+   :math:`\gamma`, as the authors' code: starting at ``initial_weight``, a success raises the
+   lower end (and multiplies :math:`\gamma` by 10 while no failure bounds it), a failure
+   lowers the upper end; ``n_weight_rounds`` rounds.
+
+Boopathy et al. ran 10 rounds of each bisection with 10 steps per inner run,
+:math:`\tau = 0.1`, and report NDS at :math:`\epsilon^*` and :math:`1.6\,\epsilon^*`
+(``eps_multiple``; their normalized slope is
+:func:`~captum_robust.robust.discrepancy.normalized_slope` of the two).
 """
 
 from __future__ import annotations
@@ -42,49 +59,27 @@ class ISA(MapAttack):
 
     (eq. 6 divided by :math:`\lambda`), solved with ``n_iterations`` sign steps of size
     ``step_fraction * eps`` (PGD). An iterate *succeeds* when the real model gives the target a
-    margin of at least :math:`\tau`: :math:`f_{y'} - \max_{j \ne y'} f_j \ge \tau`. Two
-    bisections, per example and batched:
-
-    1. the smallest successful perturbation size :math:`\epsilon^*`: the pure misclassification
-       attack (:math:`\gamma = 0`) is run at ``eps_max`` (examples failing there fail) and then
-       ``n_eps_rounds`` times at the midpoint of the bracket ``[lo, hi]``, success lowering
-       ``hi``; :math:`\epsilon^* = hi`, within ``eps_max / 2**n_eps_rounds`` of the smallest size
-       at which this attack succeeds (when success is monotone in :math:`\epsilon`);
-    2. at :math:`\epsilon = ` ``eps_multiple`` :math:`\cdot\,\epsilon^*`, the discrepancy weight
-       :math:`\gamma`, as the authors' code: starting at ``initial_weight``, a success raises the
-       lower end (and multiplies :math:`\gamma` by 10 while no failure bounds it), a failure
-       lowers the upper end; ``n_weight_rounds`` rounds.
-
-    The returned input is the successful iterate with the smallest :math:`\mathcal{D}_{2,\ell_1}`
-    (on the real model's maps) over both phases; the result also gives its normalized
-    discrepancy score (NDS, App. B). Boopathy et al. ran 10 rounds of each bisection with 10
-    steps per inner run, :math:`\tau = 0.1`, and report NDS at :math:`\epsilon^*` and
-    :math:`1.6\,\epsilon^*` (``eps_multiple``; their normalized slope is
-    :func:`~captum_robust.robust.discrepancy.normalized_slope` of the two).
+    margin :math:`f_{y'} - \max_{j \ne y'} f_j \ge \tau`. Two bisections (module docstring) find
+    the smallest successful :math:`\epsilon^*` and then the weight :math:`\gamma` at
+    ``eps_multiple`` :math:`\cdot\,\epsilon^*`; the returned input is the successful iterate with
+    the smallest :math:`\mathcal{D}_{2,\ell_1}` (real model's maps) over both, with its
+    normalized discrepancy score (NDS, App. B).
 
     Args:
-        model (nn.Module or callable): the classifier.
-        attribution: an attribution of :mod:`captum_robust.attr` (CAM in the paper) or a
-            callable ``(model, inputs, target) -> maps``; its maps of :math:`y` and
-            :math:`y'` are compared.
+        attribution: CAM in the paper; its maps of :math:`y` and :math:`y'` are compared.
         eps_max (float): upper end of the :math:`\epsilon` search, > 0. Default 0.3.
         eps_multiple (float): :math:`\epsilon / \epsilon^*` of the second phase, >= 1. Default 1.
         tau (float): the margin :math:`\tau > 0`. Default 0.1.
         n_iterations (int): steps per inner run, >= 1. Default 10.
-        step_fraction (float): step size as a fraction of each example's :math:`\epsilon`, > 0.
-            Default 0.25.
-        n_eps_rounds (int): rounds of the first bisection, >= 0. Default 10.
-        n_weight_rounds (int): rounds of the second bisection, >= 0. Default 10.
+        step_fraction (float): step size as a fraction of each example's :math:`\epsilon`, > 0. Default 0.25.
+        n_eps_rounds, n_weight_rounds (int): rounds of the first and second bisection, >= 0. Default 10.
         initial_weight (float): the first :math:`\gamma` tried, > 0. Default 1.
         p (int): the norm of the discrepancy, 1 (eq. 4, default) or 2.
         norm (str): ``"linf"`` (default) or ``"l2"`` (then the step is along the normalized gradient).
-        random_start (bool): start each inner run at a random point of the ball. Default False
-            (deterministic runs keep the bisection consistent).
-        map_preparation: default ``None`` (raw maps).
+        random_start (bool): random start of each inner run. Default False (keeps the bisection consistent).
 
-    ``surrogate``, ``clip_min``, ``clip_max``, ``attribution_kwargs``,
-    ``gradient_attribution_kwargs`` and ``noise_seed`` are those of
-    :class:`~captum_robust.robust.attacks._map_attack.MapAttack`.
+    See :class:`~captum_robust.robust.attacks._map_attack.MapAttack` for the other arguments
+    (``map_preparation`` defaults to ``None`` here; the measure is Kendall's tau).
 
     Example::
 
@@ -93,8 +88,7 @@ class ISA(MapAttack):
         >>> from captum_robust.attr import CAM
         >>> from captum_robust.robust.attacks import ISA
         >>> model = Small().eval()
-        >>> isa = ISA(model, CAM(model, model.feature_layer, model.classifier),
-        ...           eps_max=0.3, n_eps_rounds=4, n_weight_rounds=3)
+        >>> isa = ISA(model, CAM(model, model.feature_layer, model.classifier), n_eps_rounds=4, n_weight_rounds=3)
         >>> x = torch.rand(4, 1, 28, 28)
         >>> target = (model(x).argmax(1) + 1) % 10
         >>> x_adv, result = isa.perturb(x, target=target)
@@ -328,7 +322,8 @@ class ISA(MapAttack):
         check_bool(show_progress, "show_progress")
         if target is None:
             raise ValueError("ISA is a targeted attack: pass target=, the class y' to reach")
-        return self._attack(AttackCall(inputs, target, additional_forward_args, generator, show_progress, {"label": label}))
+        call = AttackCall(inputs, target, additional_forward_args, generator, show_progress, {"label": label})
+        return self._attack(call)
 
     def _attack(self, call: AttackCall) -> Tuple[TensorOrTuple, ISAResult]:
         with attack_mode(self.model, self.surrogate):
@@ -358,7 +353,7 @@ class ISA(MapAttack):
                 nds = normalized_discrepancy_score(ctx.clean2, final2, p=self.p)
             nan = torch.full_like(discrepancy, float("nan"))
             return self._finish(
-                ISAResult, x_best, ctx.x0, ctx.is_tuple, accepted=ok, steps=steps, best_step=best_step, predictions=pred,
-                clean_predictions=ctx.pred0, eps_star=eps_star, eps=eps2, weight=weight,
+                ISAResult, x_best, ctx.x0, ctx.is_tuple, accepted=ok, steps=steps, best_step=best_step,
+                predictions=pred, clean_predictions=ctx.pred0, eps_star=eps_star, eps=eps2, weight=weight,
                 discrepancy=torch.where(ok, discrepancy, nan), nds=torch.where(ok, nds, nan),
             )

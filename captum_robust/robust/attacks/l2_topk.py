@@ -2,6 +2,30 @@ r"""Levine et al.'s :math:`\ell_2` attack on the top-k overlap of saliency maps 
 
 Levine, Singla, Feizi, "Certifiably Robust Interpretation in Deep Learning" (arXiv 1905.12105),
 App. C.
+
+Algorithm 1, as implemented:
+
+* ``n_restarts`` (:math:`T`) restarts, each from a uniformly random point of the sphere
+  :math:`\lVert\delta\rVert_2 = \rho` (clipped to the box) that keeps the class; points
+  are drawn until one does, with a budget of ``random_budget`` (:math:`Q`) draws *shared by
+  all restarts* of an example; an example whose budget runs out stops restarting, and one
+  that never found a start fails (returns its clean input, ``accepted=False``);
+* ``n_iterations`` (:math:`P`) gradient steps :math:`x_p = x_{p-1} + \alpha \nabla D(x_{p-1})`,
+  projected onto the ball and the box, with first step length :math:`\rho`
+  (:math:`\alpha = \rho / \lVert \nabla D(x_0) \rVert_2`) and :math:`\alpha \leftarrow
+  p\alpha / (p + 1)` after step :math:`p`; a step that would change the class is halved
+  (backtracking line search) until it keeps it (after ``max_backtracks`` halvings the
+  example stays where it is for that step);
+* the result is the iterate :math:`x_1, \dots, x_P` of any restart with the largest
+  :math:`D` on the real model's maps (``select_by="objective"``).
+
+Every example keeps its own step size, backtracking count, restart and budget; examples
+in different phases are processed together by index. Levine et al. used
+:math:`Q = 100, P = 20, T = 5` on CIFAR-10 (:math:`P = 15, T = 3` in training), on
+softplus networks, attacking SmoothGrad-type maps (differentiable ones, e.g.
+:class:`~captum_robust.attr.RelaxedSparsifiedSmoothGrad`) and plain gradients. The
+:math:`\ell_2` sign-step baseline they compare with is
+:class:`~captum_robust.robust.attacks.TopKAttack` with ``norm="l2"``.
 """
 
 from __future__ import annotations
@@ -13,7 +37,8 @@ from torch import Tensor
 
 from captum_robust._utils.geometry import Tensors, norm_of, per_example, project, random_on_sphere
 from captum_robust._utils.validation import TensorOrTuple, check_choice, check_int, check_positive
-from captum_robust.robust.attacks._base import AttackCall, attack_mode, filled, index_args, predict, progress, warn_zero_gradient
+from captum_robust.robust.attacks._base import AttackCall, attack_mode, filled, index_args, predict, progress
+from captum_robust.robust.attacks._base import warn_zero_gradient
 from captum_robust.robust.attacks._loop import BestIterateTracker
 from captum_robust.robust.attacks._map_attack import _SELECT, MapAttack, _Context
 from captum_robust.robust.attacks._results import AttributionAttackResult
@@ -28,68 +53,39 @@ class L2TopKAttack(MapAttack):
     With :math:`h` the prepared saliency map and :math:`T_k` the top-k elements of
     :math:`h(x)`, the attack maximizes :math:`D(z) = -\sum_{i \in T_k} h_i(z)` over the
     :math:`\ell_2` ball of radius :math:`\rho` (and the data box) while keeping the predicted
-    class :math:`c(x)`:
-
-    * ``n_restarts`` (:math:`T`) restarts, each from a uniformly random point of the sphere
-      :math:`\lVert\delta\rVert_2 = \rho` (clipped to the box) that keeps the class; points
-      are drawn until one does, with a budget of ``random_budget`` (:math:`Q`) draws *shared by
-      all restarts* of an example; an example whose budget runs out stops restarting, and one
-      that never found a start fails (returns its clean input, ``accepted=False``);
-    * ``n_iterations`` (:math:`P`) gradient steps :math:`x_p = x_{p-1} + \alpha \nabla D(x_{p-1})`,
-      projected onto the ball and the box, with first step length :math:`\rho`
-      (:math:`\alpha = \rho / \lVert \nabla D(x_0) \rVert_2`) and :math:`\alpha \leftarrow
-      p\alpha / (p + 1)` after step :math:`p`; a step that would change the class is halved
-      (backtracking line search) until it keeps it (after ``max_backtracks`` halvings the
-      example stays where it is for that step);
-    * the result is the iterate :math:`x_1, \dots, x_P` of any restart with the largest
-      :math:`D` on the real model's maps (``select_by="objective"``).
-
-    Every example keeps its own step size, backtracking count, restart and budget; examples
-    in different phases are processed together by index. Levine et al. used
-    :math:`Q = 100, P = 20, T = 5` on CIFAR-10 (:math:`P = 15, T = 3` in training), on
-    softplus networks, attacking SmoothGrad-type maps (differentiable ones, e.g.
-    :class:`~captum_robust.attr.RelaxedSparsifiedSmoothGrad`) and plain gradients. The
-    :math:`\ell_2` sign-step baseline they compare with is :class:`TopKAttack` with
-    ``norm="l2"``.
+    class :math:`c(x)`: from ``n_restarts`` (:math:`T`) random starts on the sphere that keep
+    the class (``random_budget``, :math:`Q`, draws per example in all), ``n_iterations``
+    (:math:`P`) projected gradient steps of decreasing length, each halved while it would change
+    the class; the iterate of largest :math:`D` on the real model's maps is returned (details
+    and the paper's settings in the module docstring). In the result, ``accepted`` is False
+    where no random start kept the class or nothing improved on the clean map, and ``steps``
+    counts gradient passes.
 
     Args:
-        model (nn.Module or callable): the classifier.
-        attribution: as in :class:`TopKAttack`.
         k (int): size of the attacked top set.
         rho (float): :math:`\rho > 0`, the radius of the :math:`\ell_2` ball.
         n_iterations (int): :math:`P \ge 1`. Default 20.
         n_restarts (int): :math:`T \ge 1`. Default 5.
-        random_budget (int): :math:`Q \ge 1`, draws of random starts per example over all
-            restarts. Default 100.
+        random_budget (int): :math:`Q \ge 1`, random-start draws per example over all restarts. Default 100.
         max_backtracks (int): halvings of a step before giving it up, >= 0. Default 20.
-        map_preparation: how maps become :math:`h`; default ``"abs"`` (the absolute value,
-            element-wise over :math:`C \cdot H \cdot W` as Levine et al.); see ``MapAttack``.
-        measure (str or callable): default ``"topk"`` (top-``measure_k`` overlap, ``measure_k``
-            defaulting to ``k``).
-        measure_k (int, optional): ``k`` of the measure.
+        map_preparation: how maps become :math:`h`; default ``"abs"`` (element-wise over
+            :math:`C \cdot H \cdot W` as Levine et al.).
+        measure_k (int, optional): ``k`` of the default ``"topk"`` measure; default ``k``.
         select_by (str): ``"objective"`` (default, Algorithm 1) or ``"similarity"``.
 
-    ``surrogate``, ``clip_min``, ``clip_max``, ``attribution_kwargs``,
-    ``gradient_attribution_kwargs`` and ``noise_seed`` are those of
-    :class:`~captum_robust.robust.attacks._map_attack.MapAttack`; :meth:`perturb` is that of
-    :class:`~captum_robust.robust.attacks._base.Attack` (its progress bar counts restarts). In
-    the result, ``accepted`` is False where no random start kept the class or nothing improved
-    on the clean map, and ``steps`` counts gradient passes.
+    See :class:`~captum_robust.robust.attacks._map_attack.MapAttack` for the common arguments
+    (the progress bar of ``perturb`` counts restarts).
 
     Example::
 
         >>> import torch
+        >>> from captum_robust.attr import Saliency
         >>> from captum_robust.models import Small
         >>> from captum_robust.robust.attacks import L2TopKAttack, softplus_surrogate
         >>> model = Small().eval()
-        >>> def gradient_map(m, x, t):
-        ...     x = x if x.requires_grad else x.requires_grad_()
-        ...     out = m(x).gather(1, t[:, None]).sum()
-        ...     return torch.autograd.grad(out, x, create_graph=True)[0]
-        >>> attack = L2TopKAttack(model, gradient_map, k=78, rho=1.0, n_iterations=5, n_restarts=2,
+        >>> attack = L2TopKAttack(model, Saliency(model), k=78, rho=1.0, n_iterations=5, n_restarts=2,
         ...                       surrogate=softplus_surrogate(model, beta=10.0))
-        >>> x_adv, result = attack.perturb(torch.rand(4, 1, 28, 28),
-        ...                                generator=torch.Generator().manual_seed(0))
+        >>> x_adv, result = attack.perturb(torch.rand(4, 1, 28, 28), generator=torch.Generator().manual_seed(0))
         >>> bool((result.norm <= 1.0 + 1e-5).all())
         True
     """

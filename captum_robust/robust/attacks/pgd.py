@@ -1,4 +1,17 @@
-r"""Projected gradient descent on a classifier (Madry et al. 2018), l-inf and l2."""
+r"""Projected gradient descent on a classifier (Madry et al. 2018), l-inf and l2.
+
+Madry, Makelov, Schmidt, Tsipras, Vladu, "Towards Deep Learning Models Resistant to
+Adversarial Attacks", ICLR 2018.
+
+The :math:`\ell_2` step has length exactly :math:`\alpha` (no step where the gradient is
+zero) and is followed by the projection onto the ball (for :math:`\ell_2`: rescaling) and the
+data box. The random start is uniform in the ball (for :math:`\ell_2`: a uniform direction with
+radius :math:`\epsilon U^{1/d}`). With ``keep_best=False`` only each restart's *final* iterate
+competes: Madry's evaluation, and the papers' obfuscated-gradient check over the number of
+steps (with best-iterate keeping and a shared seed, accuracy cannot rise with the number of
+steps by construction). Captum's PGD mis-scales or crashes with ``norm="L2"`` and a random
+start on image batches; this one does not build on it.
+"""
 
 from __future__ import annotations
 
@@ -31,49 +44,36 @@ def _cw_margin(logits: Tensor, label: Tensor) -> Tensor:
 
 class PGD(Attack):
     r"""Projected gradient descent on a classifier's loss, :math:`\ell_\infty` or :math:`\ell_2`
-    (Madry et al. 2018), with random start, restarts and best-iterate keeping.
-
-    Untargeted, it ascends the loss :math:`\ell(f(\tilde x), y)` of the label :math:`y`;
-    targeted (``targeted=True``), it descends the loss of the target class:
+    (Madry et al. 2018), with random start, restarts and best-iterate keeping: it ascends the
+    loss :math:`\ell(f(\tilde x), y)` of the label :math:`y` (``targeted=True``: descends that
+    of the target class),
 
     .. math::
 
         \tilde x \leftarrow \Pi_{\text{box}} \Pi_{B_\epsilon(x)} \big(\tilde x \pm \alpha\, s\big),
         \qquad s = \mathrm{sign}(\nabla \ell) \ (\ell_\infty), \quad
-        s = \nabla \ell / \lVert \nabla \ell \rVert_2 \ (\ell_2),
+        s = \nabla \ell / \lVert \nabla \ell \rVert_2 \ (\ell_2)
 
-    the :math:`\ell_2` step having length exactly :math:`\alpha` (no step where the gradient
-    is zero), followed by the projection onto the ball (:math:`\ell_2`: rescaling) and the data
-    box. The random start is uniform in the ball (for :math:`\ell_2`: a uniform direction with
-    radius :math:`\epsilon U^{1/d}`). Of all iterates (and restarts) of each example the best
-    is returned: a successful one (misclassified, or classified as the target) before an
-    unsuccessful one, then the highest loss. With ``keep_best=False`` only each restart's
-    *final* iterate competes (Madry's evaluation, and the papers' obfuscated-gradient check
-    over the number of steps: with best-iterate keeping and a shared seed, accuracy cannot rise
-    with the number of steps by construction). (Captum's PGD mis-scales or crashes with
-    ``norm="L2"`` and a random start on image batches; this one does not build on it.)
+    (steps and random start: see the module docstring). Each example returns its best iterate
+    over all restarts: a successful one (misclassified, or classified as the target) first,
+    then the highest loss. ``perturb``'s ``target`` is the true label (``None``: the
+    prediction) or, targeted, the class to reach; the result's ``accepted`` (also ``success``)
+    says whether the attack succeeded, its ``loss`` is the loss ascended.
 
     Args:
         model (nn.Module or callable): the classifier (B x C logits).
-        eps (float): radius :math:`\epsilon \ge 0`. Default 0.3 (MNIST, Madry / Chen).
-        step_size (float): :math:`\alpha > 0`. Default 0.01.
+        eps, step_size (float): :math:`\epsilon \ge 0` and :math:`\alpha > 0`. Default 0.3
+            (MNIST, Madry / Chen) and 0.01.
         n_iterations (int): steps per restart, >= 1. Default 40.
         norm (str): ``"linf"`` (default) or ``"l2"``.
         loss (str or callable): ``"ce"`` (cross-entropy, default), ``"cw"`` (the margin
-            :math:`\max_{j \ne y} f_j - f_y`) or a callable ``(logits, labels) -> (B,)``
-            per-example losses.
+            :math:`\max_{j \ne y} f_j - f_y`) or a callable ``(logits, labels) -> (B,)``.
         targeted (bool): descend the loss of ``target`` instead of ascending that of the label.
         random_start (bool): start at a uniform random point of the ball. Default True.
-        n_restarts (int): number of runs, >= 1 (each from a fresh random start). Default 1.
+        n_restarts (int): number of runs, >= 1, each from a fresh random start. Default 1.
         clip_min, clip_max (float, Tensor, tuple or None): the data box. Default [0, 1].
-        keep_best (bool): return the best of all iterates (default True); False: the best of
-            the restarts' final iterates.
-
-    :meth:`perturb` is that of :class:`~captum_robust.robust.attacks._base.Attack`: its
-    ``target`` is the true label (``None``: the model's prediction) or, targeted, the class
-    to reach (required). The result's ``accepted`` (also ``success``) says whether the returned
-    input is misclassified (has the target class), and its ``loss`` is the loss the attack
-    ascends (minus the target's loss when targeted).
+        keep_best (bool): return the best of all iterates (default); False: the best of the
+            restarts' final iterates.
 
     Example::
 
@@ -82,12 +82,10 @@ class PGD(Attack):
         >>> from captum_robust.robust.attacks import PGD
         >>> model = Small().eval()
         >>> x, y = torch.rand(8, 1, 28, 28), torch.randint(0, 10, (8,))
-        >>> attack = PGD(model, eps=0.3, step_size=0.01, n_iterations=10)
+        >>> attack = PGD(model, eps=2.0, step_size=0.25, n_iterations=10, norm="l2")
         >>> x_adv, result = attack.perturb(x, target=y, generator=torch.Generator().manual_seed(0))
         >>> robust_accuracy = 1 - result.success.float().mean()
-        >>> l2 = PGD(model, eps=2.0, step_size=0.25, n_iterations=10, norm="l2")
-        >>> x_adv2, result2 = l2.perturb(x, target=y)
-        >>> bool((result2.norm <= 2.0 + 1e-5).all())
+        >>> bool((result.norm <= 2.0 + 1e-5).all())
         True
     """
 
