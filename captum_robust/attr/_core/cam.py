@@ -58,11 +58,7 @@ def _upsample(maps: Tensor, inputs: Tuple[Tensor, ...], mode: str) -> Tensor:
 
 
 def _class_gradients(
-    outputs: Tensor,
-    activation: Tensor,
-    target: Optional[Tensor],
-    create_graph: bool,
-    class_batch_size: Optional[int],
+    outputs: Tensor, activation: Tensor, target: Optional[Tensor], create_graph: bool, class_batch_size: Optional[int]
 ) -> Tensor:
     """Gradients of class scores with respect to ``activation``.
 
@@ -179,14 +175,8 @@ class CAM(_CAMBase):
 
     @log_usage()
     def attribute(
-        self,
-        inputs: TensorOrTuple,
-        target: TargetType = None,
-        additional_forward_args: Any = None,
-        raw: bool = False,
-        create_graph: bool = False,
-        upsample: bool = False,
-        interpolate_mode: str = "bilinear",
+        self, inputs: TensorOrTuple, target: TargetType = None, additional_forward_args: Any = None, raw: bool = False,
+        create_graph: bool = False, upsample: bool = False, interpolate_mode: str = "bilinear",
     ) -> Tensor:
         r"""Compute class activation maps.
 
@@ -314,22 +304,13 @@ class GradCAM(_CAMBase, GradientAttribution):
         super().__init__(forward_func, layer)
 
     def _gradients_and_activation(
-        self,
-        inputs: TensorOrTuple,
-        target: TargetType,
-        additional_forward_args: Any,
-        attribute_to_layer_input: bool,
-        create_graph: bool,
-        class_batch_size: Optional[int],
+        self, inputs: TensorOrTuple, target: TargetType, additional_forward_args: Any, attribute_to_layer_input: bool,
+        create_graph: bool, class_batch_size: Optional[int],
     ) -> Tuple[Tuple[Tensor, ...], Tensor, Tensor, bool]:
         _, inputs_t = format_inputs(inputs)
         args = format_additional_args(additional_forward_args)
         outputs, activation = forward_with_layer(
-            self.forward_func,
-            self.layer,
-            inputs_t,
-            args,
-            attribute_to_layer_input=attribute_to_layer_input,
+            self.forward_func, self.layer, inputs_t, args, attribute_to_layer_input=attribute_to_layer_input,
             require_grad=True,
         )
         outputs = classification_outputs(outputs)
@@ -341,16 +322,9 @@ class GradCAM(_CAMBase, GradientAttribution):
 
     @log_usage()
     def attribute(
-        self,
-        inputs: TensorOrTuple,
-        target: TargetType = None,
-        additional_forward_args: Any = None,
-        attribute_to_layer_input: bool = False,
-        relu_attributions: bool = False,
-        attr_dim_summation: bool = True,
-        create_graph: bool = False,
-        class_batch_size: Optional[int] = None,
-        upsample: bool = False,
+        self, inputs: TensorOrTuple, target: TargetType = None, additional_forward_args: Any = None,
+        attribute_to_layer_input: bool = False, relu_attributions: bool = False, attr_dim_summation: bool = True,
+        create_graph: bool = False, class_batch_size: Optional[int] = None, upsample: bool = False,
         interpolate_mode: str = "bilinear",
     ) -> Tensor:
         r"""Compute Grad-CAM maps.
@@ -386,17 +360,9 @@ class GradCAM(_CAMBase, GradientAttribution):
         return grads.mean(dim=_spatial_dims(activation, 1 if all_classes else 0))
 
     def _maps(
-        self,
-        inputs: TensorOrTuple,
-        target: TargetType,
-        additional_forward_args: Any,
-        attribute_to_layer_input: bool,
-        relu_attributions: bool,
-        attr_dim_summation: bool,
-        create_graph: bool,
-        class_batch_size: Optional[int],
-        upsample: bool,
-        interpolate_mode: str,
+        self, inputs: TensorOrTuple, target: TargetType, additional_forward_args: Any, attribute_to_layer_input: bool,
+        relu_attributions: bool, attr_dim_summation: bool, create_graph: bool, class_batch_size: Optional[int],
+        upsample: bool, interpolate_mode: str,
     ) -> Tensor:
         """The shared pipeline: gradients, channel weights (per subclass), channel sum, ReLU, upsampling."""
         self._check_common(class_batch_size, interpolate_mode)
@@ -446,16 +412,9 @@ class GradCAMPlusPlus(GradCAM):
 
     @log_usage()
     def attribute(  # type: ignore[override]
-        self,
-        inputs: TensorOrTuple,
-        target: TargetType = None,
-        additional_forward_args: Any = None,
-        attribute_to_layer_input: bool = False,
-        relu_attributions: bool = True,
-        attr_dim_summation: bool = True,
-        create_graph: bool = False,
-        class_batch_size: Optional[int] = None,
-        upsample: bool = False,
+        self, inputs: TensorOrTuple, target: TargetType = None, additional_forward_args: Any = None,
+        attribute_to_layer_input: bool = False, relu_attributions: bool = True, attr_dim_summation: bool = True,
+        create_graph: bool = False, class_batch_size: Optional[int] = None, upsample: bool = False,
         interpolate_mode: str = "bilinear",
     ) -> Tensor:
         r"""Compute Grad-CAM++ maps. Arguments and output as in :meth:`GradCAM.attribute`,

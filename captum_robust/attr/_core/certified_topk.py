@@ -153,11 +153,7 @@ class CertifiedTopK(Attribution):
     """
 
     def __init__(
-        self,
-        smoothed_attribution: SmoothGradBase,
-        k: Union[int, float],
-        rho: float,
-        confidence: float = 0.95,
+        self, smoothed_attribution: SmoothGradBase, k: Union[int, float], rho: float, confidence: float = 0.95
     ) -> None:
         if not isinstance(smoothed_attribution, SmoothGradBase):
             raise TypeError(
@@ -180,15 +176,8 @@ class CertifiedTopK(Attribution):
         return False
 
     def _maps(
-        self,
-        inputs: TensorOrTuple,
-        target: TargetType,
-        additional_forward_args: Any,
-        n_samples: Optional[int],
-        internal_batch_size: Optional[int],
-        generator: Optional[torch.Generator],
-        show_progress: bool,
-        stacklevel: int,
+        self, inputs: TensorOrTuple, target: TargetType, additional_forward_args: Any, n_samples: Optional[int],
+        internal_batch_size: Optional[int], generator: Optional[torch.Generator], show_progress: bool, stacklevel: int,
     ) -> Tuple[bool, Tuple[Tensor, ...], Tensor, Tensor, int, float, int]:
         is_tuple, inputs_t = format_inputs(inputs)
         smoothed = self.smoothed_attribution
@@ -216,14 +205,9 @@ class CertifiedTopK(Attribution):
 
     @log_usage()
     def attribute(
-        self,
-        inputs: TensorOrTuple,
-        target: TargetType = None,
-        additional_forward_args: Any = None,
-        n_samples: Optional[int] = None,
-        internal_batch_size: Optional[int] = None,
-        generator: Optional[torch.Generator] = None,
-        show_progress: bool = False,
+        self, inputs: TensorOrTuple, target: TargetType = None, additional_forward_args: Any = None,
+        n_samples: Optional[int] = None, internal_batch_size: Optional[int] = None,
+        generator: Optional[torch.Generator] = None, show_progress: bool = False,
     ) -> Tuple[TensorOrTuple, TopKCertificate]:
         r"""Compute the smoothed maps and their top-K certificates.
 
@@ -266,15 +250,9 @@ class CertifiedTopK(Attribution):
         return unflatten(mean, inputs_t, is_tuple), certificate
 
     def certified_rank(
-        self,
-        inputs: TensorOrTuple,
-        index: Union[None, int, Tensor] = None,
-        target: TargetType = None,
-        additional_forward_args: Any = None,
-        n_samples: Optional[int] = None,
-        internal_batch_size: Optional[int] = None,
-        generator: Optional[torch.Generator] = None,
-        show_progress: bool = False,
+        self, inputs: TensorOrTuple, index: Union[None, int, Tensor] = None, target: TargetType = None,
+        additional_forward_args: Any = None, n_samples: Optional[int] = None, internal_batch_size: Optional[int] = None,
+        generator: Optional[torch.Generator] = None, show_progress: bool = False,
     ) -> Tuple[TensorOrTuple, Tensor]:
         r"""Smoothed maps and the certified ranks (Levine Def. 3.1) of chosen elements.
 

@@ -172,19 +172,10 @@ class BatchedIntegratedGradients(GradientAttribution):
 
     @log_usage()
     def attribute(  # type: ignore[override]
-        self,
-        inputs: TensorOrTuple,
-        baselines: BaselineType = None,
-        target: Any = None,
-        additional_forward_args: Any = None,
-        n_steps: int = 50,
-        method: str = "gausslegendre",
-        internal_batch_size: Union[None, int, str] = None,
-        return_convergence_delta: bool = False,
-        *,
-        create_graph: bool = False,
-        layer: Optional[nn.Module] = None,
-        attribute_to_layer_input: bool = False,
+        self, inputs: TensorOrTuple, baselines: BaselineType = None, target: Any = None,
+        additional_forward_args: Any = None, n_steps: int = 50, method: str = "gausslegendre",
+        internal_batch_size: Union[None, int, str] = None, return_convergence_delta: bool = False, *,
+        create_graph: bool = False, layer: Optional[nn.Module] = None, attribute_to_layer_input: bool = False,
         show_progress: bool = False,
     ) -> Union[TensorOrTuple, Tuple[TensorOrTuple, Tensor]]:
         r"""Compute Integrated Gradients (of the inputs, or of ``layer``).

@@ -120,11 +120,7 @@ class Saliency(GradientAttribution):
 
     @log_usage()
     def attribute(
-        self,
-        inputs: TensorOrTuple,
-        target: TargetType = None,
-        abs: bool = True,
-        additional_forward_args: Any = None,
+        self, inputs: TensorOrTuple, target: TargetType = None, abs: bool = True, additional_forward_args: Any = None,
         create_graph: bool = False,
     ) -> TensorOrTuple:
         r"""The input gradient of every example.

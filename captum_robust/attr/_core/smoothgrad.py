@@ -117,11 +117,7 @@ class SmoothGradBase(GradientAttribution):
     _bounded_by_construction: bool = False
 
     def __init__(
-        self,
-        forward_func: Callable[..., Any],
-        sigma: SigmaType,
-        n_samples: int = 512,
-        relative_sigma: bool = False,
+        self, forward_func: Callable[..., Any], sigma: SigmaType, n_samples: int = 512, relative_sigma: bool = False
     ) -> None:
         GradientAttribution.__init__(self, forward_func)
         if isinstance(sigma, (tuple, list)):
@@ -175,16 +171,10 @@ class SmoothGradBase(GradientAttribution):
 
     @log_usage()
     def attribute(
-        self,
-        inputs: TensorOrTuple,
-        target: TargetType = None,
-        additional_forward_args: Any = None,
-        n_samples: Optional[int] = None,
-        internal_batch_size: Optional[int] = None,
-        generator: Optional[torch.Generator] = None,
-        create_graph: bool = False,
-        surrogate: Optional[Callable[..., Any]] = None,
-        show_progress: bool = False,
+        self, inputs: TensorOrTuple, target: TargetType = None, additional_forward_args: Any = None,
+        n_samples: Optional[int] = None, internal_batch_size: Optional[int] = None,
+        generator: Optional[torch.Generator] = None, create_graph: bool = False,
+        surrogate: Optional[Callable[..., Any]] = None, show_progress: bool = False,
     ) -> TensorOrTuple:
         r"""Compute the smoothed map :math:`\hat h(x) = \frac1q \sum_j h(x + \varepsilon_j)`.
 
@@ -227,12 +217,8 @@ class SmoothGradBase(GradientAttribution):
         return unflatten(mean, inputs_t, is_tuple)
 
     def base_map(
-        self,
-        inputs: TensorOrTuple,
-        target: TargetType = None,
-        additional_forward_args: Any = None,
-        create_graph: bool = False,
-        surrogate: Optional[Callable[..., Any]] = None,
+        self, inputs: TensorOrTuple, target: TargetType = None, additional_forward_args: Any = None,
+        create_graph: bool = False, surrogate: Optional[Callable[..., Any]] = None,
     ) -> TensorOrTuple:
         """The un-smoothed base map ``h(x)`` at the given inputs (no noise), shaped like them.
 
@@ -250,6 +236,12 @@ class SmoothGradBase(GradientAttribution):
             grads = gradient_rows(model, list(inputs_t), args, target_t, create_graph)
             maps = self.map_from_gradients(grads)
         return unflatten(maps, inputs_t, is_tuple)
+
+
+def _scaled_to_max(abs_gradients: Tensor) -> Tensor:
+    """Each row divided by its maximum (a row of zeros stays zero): Levine eq. 1.1's scaling."""
+    m = abs_gradients.amax(dim=1, keepdim=True)
+    return abs_gradients / torch.where(m > 0, m, torch.ones_like(m))
 
 
 class ScaledSmoothGrad(SmoothGradBase):
@@ -278,8 +270,7 @@ class ScaledSmoothGrad(SmoothGradBase):
     _bounded_by_construction = True
 
     def map_from_abs(self, abs_gradients: Tensor) -> Tensor:
-        m = abs_gradients.amax(dim=1, keepdim=True)
-        return abs_gradients / torch.where(m > 0, m, torch.ones_like(m))
+        return _scaled_to_max(abs_gradients)
 
 
 class QuadraticSmoothGrad(SmoothGradBase):
@@ -302,8 +293,7 @@ class QuadraticSmoothGrad(SmoothGradBase):
     _bounded_by_construction = True
 
     def map_from_abs(self, abs_gradients: Tensor) -> Tensor:
-        m = abs_gradients.amax(dim=1, keepdim=True)
-        r = abs_gradients / torch.where(m > 0, m, torch.ones_like(m))
+        r = _scaled_to_max(abs_gradients)
         return r * r
 
 
@@ -349,11 +339,7 @@ class SparsifiedSmoothGrad(SmoothGradBase):
     differentiable = False
 
     def __init__(
-        self,
-        forward_func: Callable[..., Any],
-        sparsity: float,
-        sigma: SigmaType,
-        n_samples: int = 512,
+        self, forward_func: Callable[..., Any], sparsity: float, sigma: SigmaType, n_samples: int = 512,
         relative_sigma: bool = False,
     ) -> None:
         super().__init__(forward_func, sigma, n_samples, relative_sigma)
@@ -403,12 +389,7 @@ class RelaxedSparsifiedSmoothGrad(SmoothGradBase):
     """
 
     def __init__(
-        self,
-        forward_func: Callable[..., Any],
-        sparsity: float,
-        clip: float,
-        sigma: SigmaType,
-        n_samples: int = 512,
+        self, forward_func: Callable[..., Any], sparsity: float, clip: float, sigma: SigmaType, n_samples: int = 512,
         relative_sigma: bool = False,
     ) -> None:
         super().__init__(forward_func, sigma, n_samples, relative_sigma)
@@ -432,14 +413,9 @@ class RelaxedSparsifiedSmoothGrad(SmoothGradBase):
 
 
 def attribute_with_shared_noise(
-    methods: Sequence[SmoothGradBase],
-    inputs: TensorOrTuple,
-    target: TargetType = None,
-    additional_forward_args: Any = None,
-    n_samples: Optional[int] = None,
-    internal_batch_size: Optional[int] = None,
-    generator: Optional[torch.Generator] = None,
-    show_progress: bool = False,
+    methods: Sequence[SmoothGradBase], inputs: TensorOrTuple, target: TargetType = None,
+    additional_forward_args: Any = None, n_samples: Optional[int] = None, internal_batch_size: Optional[int] = None,
+    generator: Optional[torch.Generator] = None, show_progress: bool = False,
 ) -> List[TensorOrTuple]:
     """Several smoothed maps from the *same* noisy samples, with one gradient pass per sample.
 
