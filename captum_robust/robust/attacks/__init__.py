@@ -25,10 +25,13 @@ Example::
     >>> import torch
     >>> from captum_robust.models import Small
     >>> from captum_robust.attr import CAM
-    >>> from captum_robust.robust.attacks import AAI
+    >>> from captum_robust.robust.attacks import AAI, PGD
     >>> model = Small().eval()
-    >>> attack = AAI(model, CAM(model, model.feature_layer, model.classifier), n_iterations=10)
-    >>> x_adv, result = attack.perturb(torch.rand(2, 1, 28, 28))
+    >>> x = torch.rand(2, 1, 28, 28)
+    >>> x_map, map_result = AAI(model, CAM(model, model.feature_layer, model.classifier), n_iterations=10).perturb(x)
+    >>> x_cls, cls_result = PGD(model, n_iterations=10).perturb(x)     # the classifier attack, for comparison
+    >>> map_result.similarity.shape, cls_result.success.shape
+    (torch.Size([2]), torch.Size([2]))
 """
 
 from captum_robust.robust.attacks._adapter import ghorbani_maps

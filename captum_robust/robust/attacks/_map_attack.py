@@ -89,19 +89,10 @@ class MapAttack(Attack):
     _needs_logits = False
 
     def __init__(
-        self,
-        model: Callable[..., Any],
-        attribution: Any,
-        *,
-        surrogate: Optional[Callable[..., Any]] = None,
-        measure: Any = "topk",
-        measure_k: Optional[int] = None,
-        map_preparation: Any = "ghorbani",
-        clip_min: BoundType = 0.0,
-        clip_max: BoundType = 1.0,
-        attribution_kwargs: Optional[Dict[str, Any]] = None,
-        gradient_attribution_kwargs: Optional[Dict[str, Any]] = None,
-        noise_seed: int = 0,
+        self, model: Callable[..., Any], attribution: Any, *, surrogate: Optional[Callable[..., Any]] = None,
+        measure: Any = "topk", measure_k: Optional[int] = None, map_preparation: Any = "ghorbani",
+        clip_min: BoundType = 0.0, clip_max: BoundType = 1.0, attribution_kwargs: Optional[Dict[str, Any]] = None,
+        gradient_attribution_kwargs: Optional[Dict[str, Any]] = None, noise_seed: int = 0,
     ) -> None:
         self.model = model
         self.surrogate = surrogate
@@ -335,17 +326,8 @@ class IterativeMapAttack(MapAttack):
     """
 
     def __init__(
-        self,
-        model: Callable[..., Any],
-        attribution: Any,
-        eps: float,
-        step_size: float,
-        n_iterations: int,
-        *,
-        norm: str = "linf",
-        random_start: bool = False,
-        select_by: str = "similarity",
-        **kwargs: Any,
+        self, model: Callable[..., Any], attribution: Any, eps: float, step_size: float, n_iterations: int, *,
+        norm: str = "linf", random_start: bool = False, select_by: str = "similarity", **kwargs: Any,
     ) -> None:
         super().__init__(model, attribution, **kwargs)
         self.eps = check_nonnegative(eps, "eps")

@@ -85,20 +85,9 @@ class AAI(IterativeMapAttack):
     """
 
     def __init__(
-        self,
-        model: Callable[..., Any],
-        attribution: Any,
-        eps: float = 0.3,
-        step_size: float = 0.01,
-        n_iterations: int = 200,
-        variant: str = "topk",
-        k: int = 8,
-        hinge_weight: float = 1.0,
-        *,
-        random_start: bool = True,
-        measure: Any = "kendall",
-        select_by: str = "similarity",
-        map_preparation: Any = None,
+        self, model: Callable[..., Any], attribution: Any, eps: float = 0.3, step_size: float = 0.01,
+        n_iterations: int = 200, variant: str = "topk", k: int = 8, hinge_weight: float = 1.0, *,
+        random_start: bool = True, measure: Any = "kendall", select_by: str = "similarity", map_preparation: Any = None,
         **kwargs: Any,
     ) -> None:
         self.variant = check_choice(variant, "variant", _VARIANTS)

@@ -106,19 +106,9 @@ class AttributionPGD(Attack):
     """
 
     def __init__(
-        self,
-        forward_func: Callable[..., Any],
-        objective: Callable[..., Tensor],
-        eps: float = 0.3,
-        step_size: float = 0.01,
-        n_iterations: int = 40,
-        *,
-        norm: str = "linf",
-        random_start: bool = True,
-        keep_best: bool = True,
-        keep_prediction: bool = False,
-        eval_mode: bool = True,
-        clip_min: BoundType = 0.0,
+        self, forward_func: Callable[..., Any], objective: Callable[..., Tensor], eps: float = 0.3,
+        step_size: float = 0.01, n_iterations: int = 40, *, norm: str = "linf", random_start: bool = True,
+        keep_best: bool = True, keep_prediction: bool = False, eval_mode: bool = True, clip_min: BoundType = 0.0,
         clip_max: BoundType = 1.0,
     ) -> None:
         if not callable(forward_func):

@@ -74,31 +74,14 @@ class TopKAttack(IterativeMapAttack):
     """
 
     def __init__(
-        self,
-        model: Callable[..., Any],
-        attribution: Any,
-        k: int = 200,
-        eps: float = 0.3,
-        step_size: float = 0.01,
-        n_iterations: int = 100,
-        *,
-        measure: Any = "topk",
-        measure_k: Optional[int] = None,
-        select_by: str = "similarity",
-        map_preparation: Any = "ghorbani",
-        **kwargs: Any,
+        self, model: Callable[..., Any], attribution: Any, k: int = 200, eps: float = 0.3, step_size: float = 0.01,
+        n_iterations: int = 100, *, measure: Any = "topk", measure_k: Optional[int] = None,
+        select_by: str = "similarity", map_preparation: Any = "ghorbani", **kwargs: Any,
     ) -> None:
         self.k = check_int(k, "k", 1)
         super().__init__(
-            model,
-            attribution,
-            eps,
-            step_size,
-            n_iterations,
-            measure=measure,
-            measure_k=self.k if measure_k is None else measure_k,
-            select_by=select_by,
-            map_preparation=map_preparation,
+            model, attribution, eps, step_size, n_iterations, measure=measure,
+            measure_k=self.k if measure_k is None else measure_k, select_by=select_by, map_preparation=map_preparation,
             **kwargs,
         )
 
@@ -143,17 +126,9 @@ class MassCenterAttack(IterativeMapAttack):
     """
 
     def __init__(
-        self,
-        model: Callable[..., Any],
-        attribution: Any,
-        eps: float = 0.3,
-        step_size: float = 0.01,
-        n_iterations: int = 100,
-        *,
-        measure: Any = "kendall",
-        select_by: str = "objective",
-        map_preparation: Any = "ghorbani",
-        **kwargs: Any,
+        self, model: Callable[..., Any], attribution: Any, eps: float = 0.3, step_size: float = 0.01,
+        n_iterations: int = 100, *, measure: Any = "kendall", select_by: str = "objective",
+        map_preparation: Any = "ghorbani", **kwargs: Any,
     ) -> None:
         super().__init__(
             model, attribution, eps, step_size, n_iterations,
@@ -193,9 +168,7 @@ class TargetedAttributionAttack(IterativeMapAttack):
             batch of prepared maps (``B x H x W``, one region per example). ``perturb`` takes
             ``region=`` to override it per call.
 
-    See :class:`~captum_robust.robust.attacks._map_attack.IterativeMapAttack` and
-    :class:`~captum_robust.robust.attacks._map_attack.MapAttack` for the common arguments
-    (here ``measure="kendall"``, ``select_by="objective"``).
+    The other arguments and their defaults are those of :class:`MassCenterAttack`.
 
     Example::
 
@@ -211,18 +184,9 @@ class TargetedAttributionAttack(IterativeMapAttack):
     """
 
     def __init__(
-        self,
-        model: Callable[..., Any],
-        attribution: Any,
-        region: Tensor,
-        eps: float = 0.3,
-        step_size: float = 0.01,
-        n_iterations: int = 100,
-        *,
-        measure: Any = "kendall",
-        select_by: str = "objective",
-        map_preparation: Any = "ghorbani",
-        **kwargs: Any,
+        self, model: Callable[..., Any], attribution: Any, region: Tensor, eps: float = 0.3, step_size: float = 0.01,
+        n_iterations: int = 100, *, measure: Any = "kendall", select_by: str = "objective",
+        map_preparation: Any = "ghorbani", **kwargs: Any,
     ) -> None:
         self.region = self._check_region(region)
         super().__init__(

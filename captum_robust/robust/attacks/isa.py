@@ -88,8 +88,8 @@ class ISA(MapAttack):
         >>> from captum_robust.attr import CAM
         >>> from captum_robust.robust.attacks import ISA
         >>> model = Small().eval()
-        >>> isa = ISA(model, CAM(model, model.feature_layer, model.classifier), n_eps_rounds=4, n_weight_rounds=3)
         >>> x = torch.rand(4, 1, 28, 28)
+        >>> isa = ISA(model, CAM(model, model.feature_layer, model.classifier), n_eps_rounds=4, n_weight_rounds=3)
         >>> target = (model(x).argmax(1) + 1) % 10
         >>> x_adv, result = isa.perturb(x, target=target)
         >>> result.eps_star.shape, result.discrepancy.shape
@@ -97,28 +97,12 @@ class ISA(MapAttack):
     """
 
     def __init__(
-        self,
-        model: Callable[..., Any],
-        attribution: Any,
-        eps_max: float = 0.3,
-        eps_multiple: float = 1.0,
-        tau: float = 0.1,
-        n_iterations: int = 10,
-        step_fraction: float = 0.25,
-        n_eps_rounds: int = 10,
-        n_weight_rounds: int = 10,
-        initial_weight: float = 1.0,
-        *,
-        p: int = 1,
-        norm: str = "linf",
-        random_start: bool = False,
-        map_preparation: Any = None,
-        surrogate: Optional[Callable[..., Any]] = None,
-        clip_min: BoundType = 0.0,
-        clip_max: BoundType = 1.0,
-        attribution_kwargs: Optional[Dict[str, Any]] = None,
-        gradient_attribution_kwargs: Optional[Dict[str, Any]] = None,
-        noise_seed: int = 0,
+        self, model: Callable[..., Any], attribution: Any, eps_max: float = 0.3, eps_multiple: float = 1.0,
+        tau: float = 0.1, n_iterations: int = 10, step_fraction: float = 0.25, n_eps_rounds: int = 10,
+        n_weight_rounds: int = 10, initial_weight: float = 1.0, *, p: int = 1, norm: str = "linf",
+        random_start: bool = False, map_preparation: Any = None, surrogate: Optional[Callable[..., Any]] = None,
+        clip_min: BoundType = 0.0, clip_max: BoundType = 1.0, attribution_kwargs: Optional[Dict[str, Any]] = None,
+        gradient_attribution_kwargs: Optional[Dict[str, Any]] = None, noise_seed: int = 0,
     ) -> None:
         super().__init__(
             model, attribution, surrogate=surrogate, measure="kendall", map_preparation=map_preparation,

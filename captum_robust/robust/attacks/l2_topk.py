@@ -83,29 +83,18 @@ class L2TopKAttack(MapAttack):
         >>> from captum_robust.models import Small
         >>> from captum_robust.robust.attacks import L2TopKAttack, softplus_surrogate
         >>> model = Small().eval()
+        >>> x = torch.rand(4, 1, 28, 28)
         >>> attack = L2TopKAttack(model, Saliency(model), k=78, rho=1.0, n_iterations=5, n_restarts=2,
         ...                       surrogate=softplus_surrogate(model, beta=10.0))
-        >>> x_adv, result = attack.perturb(torch.rand(4, 1, 28, 28), generator=torch.Generator().manual_seed(0))
+        >>> x_adv, result = attack.perturb(x, generator=torch.Generator().manual_seed(0))
         >>> bool((result.norm <= 1.0 + 1e-5).all())
         True
     """
 
     def __init__(
-        self,
-        model: Callable[..., Any],
-        attribution: Any,
-        k: int,
-        rho: float,
-        n_iterations: int = 20,
-        n_restarts: int = 5,
-        random_budget: int = 100,
-        max_backtracks: int = 20,
-        *,
-        map_preparation: Any = "abs",
-        measure: Any = "topk",
-        measure_k: Optional[int] = None,
-        select_by: str = "objective",
-        **kwargs: Any,
+        self, model: Callable[..., Any], attribution: Any, k: int, rho: float, n_iterations: int = 20,
+        n_restarts: int = 5, random_budget: int = 100, max_backtracks: int = 20, *, map_preparation: Any = "abs",
+        measure: Any = "topk", measure_k: Optional[int] = None, select_by: str = "objective", **kwargs: Any,
     ) -> None:
         self.k = check_int(k, "k", 1)
         super().__init__(

@@ -90,19 +90,9 @@ class PGD(Attack):
     """
 
     def __init__(
-        self,
-        model: Callable[..., Any],
-        eps: float = 0.3,
-        step_size: float = 0.01,
-        n_iterations: int = 40,
-        *,
-        norm: str = "linf",
-        loss: Union[str, Callable[[Tensor, Tensor], Tensor]] = "ce",
-        targeted: bool = False,
-        random_start: bool = True,
-        n_restarts: int = 1,
-        clip_min: BoundType = 0.0,
-        clip_max: BoundType = 1.0,
+        self, model: Callable[..., Any], eps: float = 0.3, step_size: float = 0.01, n_iterations: int = 40, *,
+        norm: str = "linf", loss: Union[str, Callable[[Tensor, Tensor], Tensor]] = "ce", targeted: bool = False,
+        random_start: bool = True, n_restarts: int = 1, clip_min: BoundType = 0.0, clip_max: BoundType = 1.0,
         keep_best: bool = True,
     ) -> None:
         if not callable(model):
