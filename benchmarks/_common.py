@@ -11,7 +11,9 @@ folder on ``sys.path`` first::
         sys.path.insert(0, _HERE)
     from _common import markdown_table  # noqa: E402
 
-Nothing here imports ``captum_robust``; only the standard library and torch.
+The markdown table and the JSON writers are the package's own
+(:mod:`captum_robust._utils.reporting`), re-exported here; :func:`fmt` keeps the benchmarks' cell
+format (three decimals, ``-`` for a missing value). Strict JSON: NaN and infinities are written ``null``.
 """
 
 from __future__ import annotations
@@ -19,8 +21,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
-import json
-import math
 import os
 import platform
 import random
@@ -31,6 +31,9 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
 import torch
+
+from captum_robust._utils.reporting import fmt as _fmt
+from captum_robust._utils.reporting import jsonable, markdown_table, write_json  # noqa: F401
 
 #: the folder every benchmark writes its JSON, markdown and PNG files into by default
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -103,39 +106,10 @@ def torch_threads(threads: Optional[int]) -> Iterator[None]:
 # --------------------------------------------------------------------------- markdown
 
 
-def markdown_table(header: Sequence[Any], rows: Sequence[Sequence[Any]], align: Optional[str] = None) -> str:
-    """A markdown table; every cell is written with ``str``.
-
-    Args:
-        header: the column titles.
-        rows: one sequence of cells per row, each as long as ``header``.
-        align (str, optional): one character per column, ``l`` (left) or ``r`` (right).
-            Default: left for the first column, right for the rest.
-
-    Returns:
-        str: the table, lines joined by ``\\n`` (no trailing newline).
-
-    Raises:
-        ValueError: ``align`` or a row does not have one entry per column.
-    """
-    if align is None:
-        align = "l" + "r" * (len(header) - 1)
-    if len(align) != len(header):
-        raise ValueError(f"align must have one character per column ({len(header)}), got {align!r}")
-    for row in rows:
-        if len(row) != len(header):
-            raise ValueError(f"every row must have {len(header)} cells, got {len(row)}: {row!r}")
-    sep = ["---:" if a == "r" else "---" for a in align]
-    lines = ["| " + " | ".join(str(h) for h in header) + " |", "|" + "|".join(sep) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def fmt(value: Optional[float], digits: int = 3) -> str:
-    """A number with ``digits`` decimals; ``-`` for None and NaN."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return f"{value:.{digits}f}"
+    """A number with ``digits`` decimals; ``-`` for None and NaN (:func:`captum_robust._utils.reporting.fmt`
+    with the benchmarks' defaults)."""
+    return _fmt(value, digits, missing="-")
 
 
 # --------------------------------------------------------------------------- timing
@@ -223,33 +197,6 @@ def round_robin(
 def medians(times: Mapping[str, Sequence[float]]) -> Dict[str, float]:
     """The median of each list of times (``statistics.median``)."""
     return {name: statistics.median(ts) for name, ts in times.items()}
-
-
-# --------------------------------------------------------------------------- JSON
-
-
-def jsonable(obj: Any) -> Any:
-    """``obj`` made writable by :func:`json.dumps`: keys become strings, tuples lists, NaN None,
-    tensors and numpy arrays / scalars lists or numbers (``tolist``), anything else (paths) ``str``."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, float) and math.isnan(obj):
-        return None
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
-        return obj
-    if hasattr(obj, "tolist"):  # numpy arrays and scalars, tensors
-        return jsonable(obj.tolist())
-    return str(obj)
-
-
-def write_json(path: Path, obj: Any, indent: int = 2) -> Path:
-    """Write ``jsonable(obj)`` to ``path`` (parent folders created), with a final newline; returns ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(jsonable(obj), indent=indent) + "\n", encoding="utf-8")
-    return path
 
 
 # --------------------------------------------------------------------------- command line

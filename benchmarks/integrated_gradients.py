@@ -43,7 +43,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -69,13 +69,6 @@ from _common import (  # noqa: E402
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def round_robin(configs: Dict[str, Callable[[], Any]], repeats: int) -> Tuple[Dict[str, List[float]], ...]:
-    """Wall-clock and process CPU times of every config, alternating them inside each round
-    (on a shared machine the CPU time of a one-thread run is the steadier of the two)."""
-    times = round_robin_clocks(configs, repeats, ("wall", "cpu"))
-    return times["wall"], times["cpu"]
 
 
 def auto_pick(fn: Callable[[], Any]) -> Optional[int]:
@@ -124,7 +117,10 @@ def speed_plain(repeats: int) -> Dict[str, Any]:
         x, target=target, n_steps=n_steps, method=method, internal_batch_size="auto"
     )
     picked = auto_pick(configs["ours:auto"])
-    wall, cpu = round_robin(configs, repeats)
+    # wall-clock and process CPU times, the configs alternating inside each round (on a shared
+    # machine the CPU time of a one-thread run is the steadier of the two)
+    times = round_robin_clocks(configs, repeats, ("wall", "cpu"))
+    wall, cpu = times["wall"], times["cpu"]
     result: Dict[str, Any] = {
         "batch": batch, "n_steps": n_steps, "method": method, "repeats": repeats, "auto_chunk_rows": picked,
     }
@@ -251,7 +247,8 @@ def create_graph_study(repeats: int, threads: int, skip_memory: bool) -> Dict[st
             memory[config] = json.loads(out.stdout.strip().splitlines()[-1])
     setup = cg_setup()
     picked = auto_pick(lambda: cg_step("ours:auto", *setup))
-    wall, cpu = round_robin({c: (lambda c=c: cg_step(c, *setup)) for c in CG_CONFIGS}, repeats)
+    times = round_robin_clocks({c: (lambda c=c: cg_step(c, *setup)) for c in CG_CONFIGS}, repeats, ("wall", "cpu"))
+    wall, cpu = times["wall"], times["cpu"]
     med, med_cpu = medians(wall), medians(cpu)
     result: Dict[str, Any] = {
         "batch": CG_BATCH, "n_steps": CG_STEPS, "method": CG_METHOD, "repeats": repeats, "auto_chunk_rows": picked,
@@ -410,14 +407,14 @@ def chunk_rule_sweep(repeats: int) -> Dict[str, Any]:
         }
         configs["auto"] = lambda: ig.attribute(x, target=target, n_steps=50, internal_batch_size="auto")
         picked = auto_pick(configs["auto"])
-        wall, cpu = round_robin(configs, repeats)
-        med = medians(cpu)
+        times = round_robin_clocks(configs, repeats, ("wall", "cpu"))
+        med = medians(times["cpu"])
         best = min(med[str(c)] for c in sizes)
         out["models"][name] = {
             "saved_bytes_per_row": meter.per_row,
             "auto_chunk_rows": picked,
             "median_cpu_seconds": med,
-            "median_wall_seconds": medians(wall),
+            "median_wall_seconds": medians(times["wall"]),
             "relative_to_best": {k: v / best for k, v in med.items()},
             "chunk_mib": {str(c): c * meter.per_row / 2**20 for c in sizes},
         }

@@ -37,7 +37,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Tuple
+from typing import Dict
 
 import torch
 from captum.attr import NoiseTunnel, Saliency
@@ -59,7 +59,6 @@ from _common import (  # noqa: E402
     markdown_table,
     medians,
     round_robin_clocks,
-    sync,
     write_json,
 )
 
@@ -93,29 +92,6 @@ def bare_chunked_gradients(model, x, y, sigma, n_samples, internal_batch_size, g
         acc += g.reshape(s, batch, -1).sum(0)
         done += s
     return acc / n_samples
-
-
-def interleaved(
-    fns: Dict[str, Callable[[], object]], repeats: int, device: torch.device
-) -> Tuple[Dict[str, List[float]], Dict[str, List[float]]]:
-    """``(cpu_seconds, wall_seconds)`` of each function, called in turn ``repeats`` times after a warm-up.
-
-    On the CPU the process's CPU time (user + system, ``time.process_time``) is the primary
-    measure: with one thread it counts the work done and is much less disturbed than wall
-    time by other processes on a shared machine. On CUDA only wall time (with synchronisation)
-    is meaningful, and it is returned for both.
-    """
-    primary = time.process_time if device.type == "cpu" else time.perf_counter
-    times = round_robin_clocks(fns, repeats, {"primary": primary, "wall": time.perf_counter}, device=device)
-    return times["primary"], times["wall"]
-
-
-def time_once(fn: Callable[[], object], device: torch.device) -> float:
-    sync(device)
-    c0, w0 = time.process_time(), time.perf_counter()
-    fn()
-    sync(device)
-    return time.process_time() - c0 if device.type == "cpu" else time.perf_counter() - w0
 
 
 # ---------------------------------------------------------------------------- memory children
@@ -243,21 +219,26 @@ def main() -> None:
     print(f"# SmoothGrad benchmark: {args.model} {args.channels}x{args.image_size}x{args.image_size}, batch "
           f"{args.batch}, n_samples {q}, internal_batch_size {ibs} rows, device {device}, threads {args.threads}\n")
 
-    # 1. Captum's best nt_samples_batch_size (one call each)
+    # On the CPU the process's CPU time (user + system, time.process_time) is the primary measure:
+    # with one thread it counts the work done and is much less disturbed than wall time by other
+    # processes on a shared machine. On CUDA only wall time (with synchronisation) is meaningful.
     clock = "CPU" if device.type == "cpu" else "wall"
+    clocks = {"primary": time.process_time if device.type == "cpu" else time.perf_counter, "wall": time.perf_counter}
+
+    # 1. Captum's best nt_samples_batch_size (one call each)
     sweep = {}
     captum(int(args.nt_batches.split(",")[0]))()  # warm-up
     for b in [int(v) for v in args.nt_batches.split(",")]:
-        sweep[b] = min(time_once(captum(b), device) for _ in range(2))
+        sweep[b] = min(round_robin_clocks({b: captum(b)}, 2, clocks, warmup=0, device=device)["primary"][b])
         print(f"captum NoiseTunnel(Saliency) nt_samples_batch_size={b}: {sweep[b]:.2f} s ({clock}, best of 2)")
     best_nt = min(sweep, key=sweep.get)
 
     # 2. interleaved repeats: bare gradients, sparsified, certified, Captum at its best
-    times, wall = interleaved(
+    timed = round_robin_clocks(
         {"bare": bare, "sparsified": sparsified, "certified": certified, "captum_best": captum(best_nt)},
-        args.repeats,
-        device,
+        args.repeats, clocks, device=device,
     )
+    times, wall = timed["primary"], timed["wall"]
     med = medians(times)
     ratio_bare = statistics.median([s / b for s, b in zip(times["sparsified"], times["bare"])])
     ratio_captum = statistics.median([s / c for s, c in zip(times["sparsified"], times["captum_best"])])
@@ -267,7 +248,7 @@ def main() -> None:
     maps = sparsified()
     margin = certify.hoeffding_margin(n, q, 0.95)
     cert_fn = lambda: certify.topk_certificate(maps, k, 0.03, sigma, margin)  # noqa: E731
-    cert_times = interleaved({"cert": cert_fn}, 50, device)[0]["cert"]
+    cert_times = round_robin_clocks({"cert": cert_fn}, 50, clocks, device=device)["primary"]["cert"]
     cert_time = statistics.median(cert_times)
     cert_share = cert_time / med["sparsified"]
 
