@@ -17,8 +17,9 @@ it does not, and compares it with the certificate of
 # --------------
 #
 # The same data, model and training as in the first tutorial
-# (:func:`~captum_robust.training.trained_digits_model`: about ten seconds on one CPU core,
-# cached, so the gallery trains it once for all tutorials).
+# (:func:`~captum_robust.training.trained_digits_model`: about half a minute of one free CPU
+# core, several times longer on a busy machine; cached, so the gallery trains it once for all
+# tutorials).
 
 import time
 
