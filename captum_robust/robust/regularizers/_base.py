@@ -4,14 +4,13 @@ r"""What every regularizer shares: the epsilon schedule, the base class :class:`
 from __future__ import annotations
 
 import contextlib
-import math
-from typing import Any, Dict, Iterator, Mapping, Optional, Union
+from typing import Any, Dict, Iterator, Optional, Union
 
 import torch
 from torch import Tensor, nn
 
 from captum_robust._utils.state import preserved_model_state
-from captum_robust._utils.validation import check_bool, check_finite, check_int
+from captum_robust._utils.validation import check_bool, check_finite, check_int, check_nonnegative
 
 __all__ = [
     "EpsilonSchedule",
@@ -25,19 +24,14 @@ __all__ = [
     "check_surrogate",
     "check_teacher",
     "teacher_logits",
-    "forwarded",
     "EpsType",
 ]
 
 
 def check_weight(value: Any, name: str) -> float:
-    """A finite, non-negative float (a regularization strength such as lambda, gamma, beta)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a non-negative number, got {type(value).__name__} {value!r}")
-    value = float(value)
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
-    return value
+    """A finite, non-negative float (a regularization strength such as lambda, gamma, beta):
+    :func:`~captum_robust._utils.validation.check_nonnegative`."""
+    return check_nonnegative(value, name)
 
 
 class EpsilonSchedule:
@@ -238,18 +232,6 @@ def teacher_logits(teacher: nn.Module, inputs: Tensor) -> Tensor:
     return class_scores(out, "the teacher").detach()
 
 
-def forwarded(arguments: Mapping[str, Any], *exclude: str) -> Dict[str, Any]:
-    """The arguments a subclass's ``__init__`` passes on unchanged to its base class.
-
-    ``arguments`` is the subclass's ``locals()`` taken first thing in ``__init__`` (its
-    parameters); ``self``, ``__class__`` and the names in ``exclude`` (the subclass's own
-    parameters) are left out. The subclass keeps its full, literal signature for the reader
-    and for ``inspect``; only the list of names is not written out twice.
-    """
-    skip = {"self", "__class__", *exclude}
-    return {k: v for k, v in arguments.items() if k not in skip}
-
-
 class RobustTerm(nn.Module):
     r"""Base class of the regularizers: an ``nn.Module`` whose ``forward(inputs, target)``
     returns a scalar (the batch mean) to add to the user's loss, or to use as the loss.
@@ -260,21 +242,32 @@ class RobustTerm(nn.Module):
     ``_forward(inputs, target, eps) -> scalar`` and record ``last_adversarial`` and
     ``last_stats``.
 
+    The arguments the regularizers share, documented here once (each class lists its own):
+
+    Args:
+        model (nn.Module): the classifier being trained (``B x C`` logits), possibly wrapped in
+            ``DistributedDataParallel`` (attack and attribution passes use the inner module).
+        eps (float or EpsilonSchedule): radius of the perturbation ball, >= 0. ``eps == 0``
+            gives ``x' = x`` without an attack.
+        auto_step (bool): step an :class:`EpsilonSchedule` after each call in training mode.
+        eval_mode (bool): run the attack and attribution passes with BatchNorm/Dropout in eval
+            mode, the model's mode restored afterwards (default); False keeps the user's mode.
+        generator (torch.Generator, optional): randomness of the attacks' random starts.
+        step_size (float): the inner attack's step, > 0 (regularizers that run an attack).
+        n_iterations (int): the inner attack's steps, >= 1.
+        norm (str): the ball, ``"linf"`` or ``"l2"`` (also ``"Linf"``, ``"L2"``, ``"inf"``, ``2``).
+        random_start (bool): start the attack at a uniform random point of the ball.
+        clip_min, clip_max (float, Tensor or None): the data box, checked at construction.
+            Default [0, 1].
+
     Attributes:
         last_adversarial (Tensor or None): the perturbed inputs of the last call (detached).
         last_stats (dict): floats of the last call, at least ``"value"`` (the returned scalar)
             and ``"eps"``; attack-based terms add ``"attack_success"`` and term parts.
     """
 
-    def __init__(
-        self,
-        model: nn.Module,
-        eps: EpsType = 0.3,
-        *,
-        auto_step: bool = True,
-        eval_mode: bool = True,
-        generator: Optional[torch.Generator] = None,
-    ) -> None:
+    def __init__(self, model: nn.Module, eps: EpsType = 0.3, *, auto_step: bool = True, eval_mode: bool = True,
+                 generator: Optional[torch.Generator] = None) -> None:
         super().__init__()
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")

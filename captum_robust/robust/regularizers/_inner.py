@@ -6,7 +6,7 @@ r"""The inner maximization of the attack-based regularizers: one place holds its
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Dict, Iterator, Optional
 
 import torch
 from torch import Tensor, nn
@@ -41,33 +41,15 @@ def attack_state(module: nn.Module, eval_mode: bool) -> Iterator[None]:
 class AttackTerm(RobustTerm):
     r"""A :class:`~captum_robust.robust.regularizers.RobustTerm` whose value needs a worst-case
     point :math:`x'` of the :math:`\epsilon`-ball: it checks and holds the inner attack's
-    settings (plain attributes, read at every call) and builds the attack from them.
-
-    Args:
-        model, eps, auto_step, eval_mode, generator: as in
-            :class:`~captum_robust.robust.regularizers.RobustTerm`.
-        step_size (float): attack step, > 0.
-        n_iterations (int): attack steps, >= 1.
-        norm (str): ``"linf"`` or ``"l2"`` (also ``"Linf"``, ``"L2"``, ``"inf"``, ``2``).
-        random_start (bool): start at a uniform random point of the ball.
-        clip_min, clip_max (float, Tensor or None): the data box, checked now.
+    settings (plain attributes, read at every call) and builds the attack from them. The
+    arguments (``step_size``, ``n_iterations``, ``norm``, ``random_start``, ``clip_min``,
+    ``clip_max`` and the common ones) are documented on
+    :class:`~captum_robust.robust.regularizers.RobustTerm`.
     """
 
-    def __init__(
-        self,
-        model: nn.Module,
-        eps: EpsType,
-        *,
-        step_size: float,
-        n_iterations: int,
-        norm: str,
-        clip_min: BoundType,
-        clip_max: BoundType,
-        random_start: bool = True,
-        auto_step: bool = True,
-        eval_mode: bool = True,
-        generator: Optional[torch.Generator] = None,
-    ) -> None:
+    def __init__(self, model: nn.Module, eps: EpsType, *, step_size: float, n_iterations: int, norm: str,
+                 clip_min: BoundType, clip_max: BoundType, random_start: bool = True, auto_step: bool = True,
+                 eval_mode: bool = True, generator: Optional[torch.Generator] = None) -> None:
         super().__init__(model, eps, auto_step=auto_step, eval_mode=eval_mode, generator=generator)
         self.step_size = check_positive(step_size, "step_size")
         self.n_iterations = check_int(n_iterations, "n_iterations", 1)
@@ -77,35 +59,19 @@ class AttackTerm(RobustTerm):
         self.clip_min = clip_min
         self.clip_max = clip_max
 
+    def _attack_settings(self) -> Dict[str, Any]:
+        """The keyword arguments every inner attack takes from these settings."""
+        return dict(norm=self.norm, random_start=self.random_start, clip_min=self.clip_min, clip_max=self.clip_max)
+
     def pgd(self, eps: float, model: Any = None, **kwargs: Any) -> PGD:
         """:class:`~captum_robust.robust.attacks.PGD` with these settings on ``model`` (default:
         the unwrapped module); ``kwargs`` add PGD's other arguments (``loss``, ``n_restarts``...)."""
-        return PGD(
-            self.module if model is None else model,
-            eps,
-            self.step_size,
-            self.n_iterations,
-            norm=self.norm,
-            random_start=self.random_start,
-            clip_min=self.clip_min,
-            clip_max=self.clip_max,
-            **kwargs,
-        )
+        model = self.module if model is None else model
+        return PGD(model, eps, self.step_size, self.n_iterations, **self._attack_settings(), **kwargs)
 
     def attribution_pgd(self, objective: Callable[..., Tensor], eps: float, **kwargs: Any) -> AttributionPGD:
         """:class:`~captum_robust.robust.attacks.AttributionPGD` with these settings on the
         unwrapped module, ascending ``objective(x_adv, x, target, args) -> (B,)``, in the
         regularizer's ``eval_mode``; ``kwargs`` add its other arguments (``keep_best``...)."""
-        return AttributionPGD(
-            self.module,
-            objective,
-            eps,
-            self.step_size,
-            self.n_iterations,
-            norm=self.norm,
-            random_start=self.random_start,
-            eval_mode=self.eval_mode,
-            clip_min=self.clip_min,
-            clip_max=self.clip_max,
-            **kwargs,
-        )
+        return AttributionPGD(self.module, objective, eps, self.step_size, self.n_iterations, eval_mode=self.eval_mode,
+                              **self._attack_settings(), **kwargs)

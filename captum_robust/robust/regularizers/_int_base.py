@@ -25,8 +25,8 @@ worst-case :math:`x'` in the :math:`\epsilon`-ball (eq. 8):
 The first three are *terms* to add to the user's own loss; the last two *replace* it.
 
 The two conventions (``convention=``: the paper's eq. 1 and eq. 7, or the authors' code) and
-the paper's tuned strength :math:`\gamma` (:data:`TUNED_GAMMA`) are documented on
-:class:`~captum_robust.robust.regularizers.Int`. Every term is the mean over the batch, as in the
+the paper's tuned strength :math:`\gamma` (:data:`TUNED_GAMMA`) are documented in
+:mod:`~captum_robust.robust.regularizers.int_family`. Every term is the mean over the batch, as in the
 authors' code.
 """
 
@@ -43,13 +43,8 @@ from torch import Tensor, nn
 from captum_robust._utils.geometry import BoundType
 from captum_robust.attr import CAM, BatchedIntegratedGradients
 from captum_robust.robust.discrepancy import lp_discrepancy, target_free_discrepancy
-from captum_robust.robust.regularizers._base import (
-    EpsType,
-    check_adversarial,
-    check_num_classes,
-    check_weight,
-    class_scores,
-)
+from captum_robust.robust.regularizers._base import (EpsType, check_adversarial, check_num_classes, check_weight,
+                                                    class_scores)
 from captum_robust.robust.regularizers._inner import AttackTerm
 
 __all__ = ["TUNED_GAMMA"]
@@ -81,32 +76,15 @@ class _IntTerm(AttackTerm):
     _adversarial_loss = False  # whole objective CE(x', y) + term (the -Adv variants)
     _inner = "discrepancy"  # "discrepancy" (eq. 9), "pgd" (eq. 10) or "joint" (CE(x') + gamma * D)
 
-    def __init__(
-        self,
-        model: nn.Module,
-        layer: Optional[nn.Module] = None,
-        classifier: Optional[nn.Linear] = None,
-        *,
-        interpreter: Any = None,
-        interpreter_kwargs: Optional[Mapping[str, Any]] = None,
-        eps: EpsType = 0.3,
-        gamma: Optional[float] = None,
-        convention: str = "paper",
-        step_size: float = 0.01,
-        n_iterations: int = 40,
-        norm: str = "linf",
-        random_start: bool = True,
-        auto_step: bool = True,
-        eval_mode: bool = True,
-        generator: Optional[torch.Generator] = None,
-        clip_min: BoundType = 0.0,
-        clip_max: BoundType = 1.0,
-    ) -> None:
-        super().__init__(
-            model, eps, step_size=step_size, n_iterations=n_iterations, norm=norm, clip_min=clip_min,
-            clip_max=clip_max, random_start=random_start, auto_step=auto_step, eval_mode=eval_mode,
-            generator=generator,
-        )
+    def __init__(self, model: nn.Module, layer: Optional[nn.Module] = None, classifier: Optional[nn.Linear] = None, *,
+                 interpreter: Any = None, interpreter_kwargs: Optional[Mapping[str, Any]] = None, eps: EpsType = 0.3,
+                 gamma: Optional[float] = None, convention: str = "paper", step_size: float = 0.01,
+                 n_iterations: int = 40, norm: str = "linf", random_start: bool = True, auto_step: bool = True,
+                 eval_mode: bool = True, generator: Optional[torch.Generator] = None, clip_min: BoundType = 0.0,
+                 clip_max: BoundType = 1.0) -> None:
+        super().__init__(model, eps, step_size=step_size, n_iterations=n_iterations, norm=norm, clip_min=clip_min,
+                         clip_max=clip_max, random_start=random_start, auto_step=auto_step, eval_mode=eval_mode,
+                         generator=generator)
         self.convention = _check_convention(convention)
         self._gamma = None if gamma is None else check_weight(gamma, "gamma")
         if interpreter_kwargs is None:

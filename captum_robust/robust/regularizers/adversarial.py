@@ -9,6 +9,40 @@ parameters, everything restored), the final forward passes go through the model 
 ``DistributedDataParallel`` wrapper included, so that the backward pass synchronises the
 gradients) in the user's train/eval mode. Defensive distillation moved to
 :mod:`captum_robust.robust.regularizers.distillation` (still importable from here).
+
+**PGD adversarial training.** By Danskin's theorem the gradient of Madry et al.'s objective with
+respect to :math:`\theta` is the gradient of the loss at the fixed maximizer: no gradient flows
+through the attack (``x'`` is detached). The attack runs on the unwrapped model (:attr:`module`)
+with frozen parameters, in eval mode (``eval_mode=True``, the default; ``eval_mode=False`` runs it
+in the model's own mode -- BatchNorm batch statistics, as Madry et al.'s TensorFlow code did --
+and restores the running statistics afterwards; Dropout then draws from the global RNG, not from
+``generator``); nothing of the model's state changes. The final forward :math:`f_\theta(x')` goes
+through :attr:`model` as given (with ``DistributedDataParallel`` that is the pass that synchronises
+the gradients) in the user's current train/eval mode: Madry et al. train with the model in
+training mode. ``eps == 0`` is the clean cross-entropy (no attack). The defaults are the MNIST
+recipe of Madry et al. / Chen et al. / Boopathy et al.: :math:`\ell_\infty`, :math:`\epsilon = 0.3`,
+40 steps of 0.01 with random start (CIFAR-10: ``eps=8/255, step_size=2/255, n_iterations=10``;
+Boopathy et al. warm :math:`\epsilon` up with ``EpsilonSchedule(0.3, 2000, 8000)``).
+
+**TRADES.** The value is the *batch mean* (the authors' code: ``KLDivLoss(sum) / B``, the same).
+The gradient flows through both :math:`f_\theta(x)` and :math:`f_\theta(x')` (as in the authors'
+code), not through the attack (:math:`x'` is detached). The inner maximum is found by
+:class:`~captum_robust.robust.attacks.AttributionPGD` on the per-example KL (the clean distribution
+held fixed during the search), on the unwrapped model with frozen parameters in eval mode
+(``eval_mode=False``: the model's own mode, BatchNorm running statistics restored afterwards;
+Zhang et al.'s code switches to eval mode for the attack). *Start:* Zhang et al. start at
+:math:`x + 0.001\,\mathcal N(0, I)`; :class:`TRADESLoss` starts at a *uniform random point of the
+ball* (AttributionPGD's random start) and keeps each example's best iterate (the highest KL; the
+authors return the last one). The KL and its gradient vanish at :math:`x' = x`, so some random
+start is needed; a uniform one of the whole ball explores more and, with best-iterate keeping,
+never gives a smaller KL than the start. The two final forward passes, :math:`f_\theta(x)` and
+:math:`f_\theta(x')`, go through :attr:`model` as given (``DistributedDataParallel`` included) in
+the user's current mode, one batch each as in the authors' code (BatchNorm sees the clean and the
+adversarial batch separately). ``eps == 0`` or ``beta == 0`` give the clean cross-entropy without
+an attack (exact: the KL term and its gradient are zero at :math:`x' = x`). Defaults:
+:math:`\epsilon = 0.3`, 40 steps of 0.01 (Zhang et al.'s MNIST attack); :math:`\beta = 6` is their
+CIFAR-10 setting (1/λ = 6; their MNIST script uses :math:`\beta = 1`); CIFAR-10 used
+``eps=0.031, step_size=0.007, n_iterations=10``.
 """
 
 from __future__ import annotations
@@ -21,16 +55,9 @@ from torch import Tensor, nn
 
 from captum_robust._utils.geometry import BoundType
 from captum_robust._utils.validation import check_int
-from captum_robust.robust.regularizers._base import (  # noqa: F401  (check_teacher, teacher_logits: re-exported)
-    EpsType,
-    check_adversarial,
-    check_num_classes,
-    check_teacher,
-    check_weight,
-    class_scores,
-    forwarded,
-    teacher_logits,
-)
+from captum_robust.robust.regularizers._base import (EpsType, check_adversarial, check_num_classes, check_weight,
+                                                    class_scores)
+from captum_robust.robust.regularizers._base import check_teacher, teacher_logits  # noqa: F401  (re-exported)
 from captum_robust.robust.regularizers._inner import AttackTerm, attack_state
 from captum_robust.robust.regularizers.distillation import DistillationLoss  # noqa: F401  (its old home)
 
@@ -63,44 +90,15 @@ class PGDAdversarialLoss(AttackTerm):
     :math:`\ell` the cross-entropy, the inner maximum found by
     :class:`~captum_robust.robust.attacks.PGD` (:math:`\ell_\infty` sign steps or :math:`\ell_2`
     normalised steps, uniform random start, ``n_restarts`` runs, best iterate kept). The value
-    is the *batch mean*. By Danskin's theorem the gradient with respect to :math:`\theta` is the
-    gradient of the loss at the fixed maximizer: no gradient flows through the attack
-    (``x'`` is detached).
-
-    The attack runs on the unwrapped model (:attr:`module`) with frozen parameters, in eval mode
-    (``eval_mode=True``, the default; ``eval_mode=False`` runs it in the model's own mode --
-    BatchNorm batch statistics, as Madry et al.'s TensorFlow code did -- and restores the running
-    statistics afterwards; Dropout then draws from the global RNG, not from ``generator``);
-    nothing of the model's state changes. The final forward
-    :math:`f_\theta(x')` goes through :attr:`model` as given (with ``DistributedDataParallel``
-    that is the pass that synchronises the gradients) in the user's current train/eval mode:
-    Madry et al. train with the model in training mode. ``eps == 0`` is the clean cross-entropy
-    (no attack).
-
-    Defaults are the MNIST recipe of Madry et al. / Chen et al. / Boopathy et al.: :math:`\ell_\infty`,
-    :math:`\epsilon = 0.3`, 40 steps of 0.01 with random start (CIFAR-10: ``eps=8/255,
-    step_size=2/255, n_iterations=10``; Boopathy et al. warm :math:`\epsilon` up with
-    ``EpsilonSchedule(0.3, 2000, 8000)``).
+    is the *batch mean*; no gradient flows through the attack. Where the attack and the final
+    forward run, and the MNIST/CIFAR-10 recipes: :mod:`~captum_robust.robust.regularizers.adversarial`.
+    Common arguments (defaults: ``eps=0.3``, 40 steps of 0.01, ``"linf"``): :class:`RobustTerm`.
 
     Args:
-        model (nn.Module): the classifier being trained (``B x C`` logits), possibly wrapped in
-            ``DistributedDataParallel``.
-        eps (float or EpsilonSchedule): the radius :math:`\epsilon \ge 0`. Default 0.3.
-        step_size (float): PGD step :math:`\alpha > 0`. Default 0.01.
-        n_iterations (int): PGD steps per restart, >= 1. Default 40.
-        norm (str): ``"linf"`` (default) or ``"l2"``.
         n_restarts (int): PGD runs from fresh random starts, >= 1 (the best is kept). Default 1.
-        random_start (bool): start at a uniform random point of the ball. Default True.
-        auto_step (bool): step an :class:`EpsilonSchedule` after each call in training mode.
-        eval_mode (bool): run the attack with the model in eval mode. Default True.
-        generator (torch.Generator, optional): randomness of the random starts.
-        clip_min, clip_max (float, Tensor or None): the data box. Default [0, 1].
 
-    Attributes:
-        last_adversarial (Tensor): :math:`x'` of the last call (detached).
-        last_stats (dict): ``"value"``, ``"eps"``, ``"loss_adv"`` (the returned mean) and
-            ``"attack_success"`` (the fraction of the batch misclassified at :math:`x'` by the
-            final, training forward pass).
+    ``last_stats`` holds ``"loss_adv"`` (the returned mean) and ``"attack_success"`` (the fraction
+    of the batch misclassified at :math:`x'` by the final, training forward pass).
 
     Example::
 
@@ -119,23 +117,13 @@ class PGDAdversarialLoss(AttackTerm):
         True
     """
 
-    def __init__(
-        self,
-        model: nn.Module,
-        eps: EpsType = 0.3,
-        step_size: float = 0.01,
-        n_iterations: int = 40,
-        *,
-        norm: str = "linf",
-        n_restarts: int = 1,
-        random_start: bool = True,
-        auto_step: bool = True,
-        eval_mode: bool = True,
-        generator: Optional[torch.Generator] = None,
-        clip_min: BoundType = 0.0,
-        clip_max: BoundType = 1.0,
-    ) -> None:
-        super().__init__(**forwarded(locals(), "n_restarts"))  # the rest: AttackTerm's arguments
+    def __init__(self, model: nn.Module, eps: EpsType = 0.3, step_size: float = 0.01, n_iterations: int = 40, *,
+                 norm: str = "linf", n_restarts: int = 1, random_start: bool = True, auto_step: bool = True,
+                 eval_mode: bool = True, generator: Optional[torch.Generator] = None, clip_min: BoundType = 0.0,
+                 clip_max: BoundType = 1.0) -> None:
+        super().__init__(model, eps, step_size=step_size, n_iterations=n_iterations, norm=norm, clip_min=clip_min,
+                         clip_max=clip_max, random_start=random_start, auto_step=auto_step, eval_mode=eval_mode,
+                         generator=generator)
         self.n_restarts = check_int(n_restarts, "n_restarts", 1)
 
     def _attack(self, inputs: Tensor, target: Tensor, eps: float) -> Tensor:
@@ -188,8 +176,8 @@ class PGDAdversarialLoss(AttackTerm):
 
 
 class TRADESLoss(AttackTerm):
-    r"""TRADES (Zhang et al., ICML 2019, sec. 4 and Algorithm 1), a
-    *whole* objective that replaces the loss:
+    r"""TRADES (Zhang et al., ICML 2019, sec. 4 and Algorithm 1), a *whole* objective that
+    replaces the loss:
 
     .. math::
 
@@ -199,46 +187,17 @@ class TRADESLoss(AttackTerm):
         \mathrm{KL}\big(\sigma(f_\theta(x_b)) \,\|\, \sigma(f_\theta(x'))\big),
 
     :math:`\ell` the cross-entropy, :math:`\sigma` the softmax,
-    :math:`\mathrm{KL}(p \| q) = \sum_c p_c \log(p_c / q_c)`. The value is the *batch mean* (the
-    authors' code: ``KLDivLoss(sum) / B``, the same). The gradient flows through both
-    :math:`f_\theta(x)` and :math:`f_\theta(x')` (as in the authors' code), not through the
-    attack (:math:`x'` is detached).
-
-    The inner maximum is found by :class:`~captum_robust.robust.attacks.AttributionPGD` on the
-    per-example KL (the clean distribution held fixed during the search), on the unwrapped model
-    with frozen parameters in eval mode (``eval_mode=False``: the model's own mode, BatchNorm
-    running statistics restored afterwards; Zhang et al.'s code switches to eval mode for the
-    attack). **Start:** Zhang et al. start at :math:`x + 0.001\,\mathcal N(0, I)`; this class
-    starts at a *uniform random point of the ball* (AttributionPGD's random start) and keeps each
-    example's best iterate (the highest KL; the authors return the last one). The KL and its
-    gradient vanish at :math:`x' = x`, so some random start is needed; a uniform one of the
-    whole ball explores more and, with best-iterate keeping, never gives a smaller KL than the
-    start.
-
-    The two final forward passes, :math:`f_\theta(x)` and :math:`f_\theta(x')`, go through
-    :attr:`model` as given (``DistributedDataParallel`` included) in the user's current mode,
-    one batch each as in the authors' code (BatchNorm sees the clean and the adversarial
-    batch separately). ``eps == 0`` or ``beta == 0`` give the clean cross-entropy without an
-    attack (exact: the KL term and its gradient are zero at :math:`x' = x`).
-
-    Defaults: :math:`\epsilon = 0.3`, 40 steps of 0.01 (Zhang et al.'s MNIST attack);
-    :math:`\beta = 6` is their CIFAR-10 setting (1/λ = 6; their MNIST script uses
-    :math:`\beta = 1`); CIFAR-10 used ``eps=0.031, step_size=0.007, n_iterations=10``.
+    :math:`\mathrm{KL}(p \| q) = \sum_c p_c \log(p_c / q_c)`; the value is the *batch mean*. The
+    attack starts at a uniform random point of the ball and keeps each example's best iterate
+    (Zhang et al.: :math:`x + 0.001\,\mathcal N(0, I)`, last iterate); why, where each pass runs,
+    and the recipes: :mod:`~captum_robust.robust.regularizers.adversarial`. Common arguments
+    (defaults: ``eps=0.3``, 40 steps of 0.01, ``"linf"``): :class:`RobustTerm`.
 
     Args:
-        model (nn.Module): the classifier being trained, possibly wrapped in DDP.
-        eps (float or EpsilonSchedule): radius :math:`\epsilon \ge 0`. Default 0.3.
-        beta (float): :math:`\beta \ge 0`. Default 6.0.
-        step_size (float): :math:`\alpha > 0`. Default 0.01.
-        n_iterations (int): >= 1. Default 40.
-        norm (str): ``"linf"`` (default) or ``"l2"``.
-        auto_step, eval_mode, generator, clip_min, clip_max: as in :class:`PGDAdversarialLoss`.
+        beta (float): :math:`\beta \ge 0`. Default 6.0 (Zhang et al., CIFAR-10).
 
-    Attributes:
-        last_adversarial (Tensor): :math:`x'` of the last call (detached).
-        last_stats (dict): ``"value"``, ``"eps"``, ``"loss_natural"`` (mean cross-entropy at
-            :math:`x`), ``"kl"`` (mean KL, unweighted) and ``"attack_success"`` (fraction
-            misclassified at :math:`x'` by the final forward pass).
+    ``last_stats`` holds ``"loss_natural"`` (mean cross-entropy at :math:`x`), ``"kl"`` (mean KL,
+    unweighted) and ``"attack_success"`` (fraction misclassified at :math:`x'` by the final forward pass).
 
     Example::
 
@@ -255,22 +214,12 @@ class TRADESLoss(AttackTerm):
         True
     """
 
-    def __init__(
-        self,
-        model: nn.Module,
-        eps: EpsType = 0.3,
-        beta: float = 6.0,
-        step_size: float = 0.01,
-        n_iterations: int = 40,
-        *,
-        norm: str = "linf",
-        auto_step: bool = True,
-        eval_mode: bool = True,
-        generator: Optional[torch.Generator] = None,
-        clip_min: BoundType = 0.0,
-        clip_max: BoundType = 1.0,
-    ) -> None:
-        super().__init__(**forwarded(locals(), "beta"))  # the rest: AttackTerm's arguments
+    def __init__(self, model: nn.Module, eps: EpsType = 0.3, beta: float = 6.0, step_size: float = 0.01,
+                 n_iterations: int = 40, *, norm: str = "linf", auto_step: bool = True, eval_mode: bool = True,
+                 generator: Optional[torch.Generator] = None, clip_min: BoundType = 0.0,
+                 clip_max: BoundType = 1.0) -> None:
+        super().__init__(model, eps, step_size=step_size, n_iterations=n_iterations, norm=norm, clip_min=clip_min,
+                         clip_max=clip_max, auto_step=auto_step, eval_mode=eval_mode, generator=generator)
         self.beta = check_weight(beta, "beta")
 
     def _attack(self, inputs: Tensor, target: Tensor, eps: float) -> Tensor:

@@ -1,5 +1,21 @@
 r"""Defensive distillation (Papernot et al. 2016; Zeng et al., supplementary App. A1): a whole
-objective that trains a student on a frozen teacher's soft labels at a temperature."""
+objective that trains a student on a frozen teacher's soft labels at a temperature.
+
+**No** :math:`T^2` **factor.** Hinton et al. multiply the soft-label loss by :math:`T^2` so
+that its gradients keep their size when it is *mixed* with a hard-label loss at
+:math:`T = 1`; defensive distillation trains on the soft labels alone, and Papernot et al.
+(and Zeng et al., who used :math:`T = 100`) do not scale. Multiply the value by ``T ** 2``
+yourself to get Hinton's scaling. As in Papernot et al., the student is trained at
+temperature :math:`T` and *deployed at* :math:`T = 1` (use its raw logits).
+
+**The teacher** (typically the same architecture trained normally at temperature :math:`T`)
+is frozen: its logits are computed without a graph, with the teacher in eval mode, its mode,
+``.grad`` and ``requires_grad`` left as found. It is held as a plain attribute (not a
+registered submodule: the regularizer's ``parameters()``, ``state_dict()`` and
+``train()``/``eval()`` never touch it) and must be a separate network. The student's
+forward pass goes through :attr:`model` as given, in its current mode. ``target`` is only
+checked and used for ``last_stats["accuracy"]``; there is no perturbation (epsilon is 0).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from captum_robust._utils.validation import check_positive
-from captum_robust.robust.regularizers._base import RobustTerm, check_num_classes, check_teacher, class_scores, teacher_logits
+from captum_robust.robust.regularizers._base import (RobustTerm, check_num_classes, check_teacher, class_scores,
+                                                    teacher_logits)
 
 __all__ = ["DistillationLoss"]
 
@@ -28,31 +45,14 @@ class DistillationLoss(RobustTerm):
     *batch mean*. Its gradient with respect to the student's logits is
     :math:`\big(\mathrm{softmax}(z^S/T) - \mathrm{softmax}(z^T/T)\big) / (T B)`.
 
-    **No** :math:`T^2` **factor.** Hinton et al. multiply the soft-label loss by :math:`T^2` so
-    that its gradients keep their size when it is *mixed* with a hard-label loss at
-    :math:`T = 1`; defensive distillation trains on the soft labels alone, and Papernot et al.
-    (and Zeng et al., who used :math:`T = 100`) do not scale. Multiply the value by ``T ** 2``
-    yourself to get Hinton's scaling. As in Papernot et al., the student is trained at
-    temperature :math:`T` and *deployed at* :math:`T = 1` (use its raw logits).
-
-    The teacher (typically the same architecture trained normally at temperature :math:`T`)
-    is frozen: its logits are computed without a graph, with the teacher in eval mode, its mode,
-    ``.grad`` and ``requires_grad`` left as found. It is held as a plain attribute (not a
-    registered submodule: the regularizer's ``parameters()``, ``state_dict()`` and
-    ``train()``/``eval()`` never touch it) and must be a separate network. The student's
-    forward pass goes through :attr:`model` as given, in its current mode. ``target`` is only
-    checked and used for ``last_stats["accuracy"]``; there is no perturbation (epsilon is 0).
+    Hinton's :math:`T^2` factor is not applied, the student is deployed at :math:`T = 1`, and the
+    teacher is frozen and held apart: :mod:`~captum_robust.robust.regularizers.distillation`.
 
     Args:
         model (nn.Module): the student being trained, possibly wrapped in DDP.
-        teacher (nn.Module): the frozen teacher (``B x C`` logits, the student's ``C``).
-        temperature (float): :math:`T > 0`. Default 100 (Zeng et al.; Papernot et al. used
-            values up to 100).
-
-    Raises:
-        TypeError: the teacher is not an ``nn.Module``, the temperature not a number.
-        ValueError: the teacher is the student or shares a parameter with it; the temperature
-            is not finite and positive.
+        teacher (nn.Module): the frozen teacher (``B x C`` logits, the student's ``C``); a ``TypeError``
+            if not an ``nn.Module``, a ``ValueError`` if it is the student or shares a parameter with it.
+        temperature (float): :math:`T > 0`. Default 100 (Zeng et al.; Papernot et al. used values up to 100).
 
     Example::
 

@@ -48,6 +48,15 @@ network, which vanish almost everywhere through ReLU: the attack gradient keeps 
 first-order terms (the Jacobian, plus the curvature of the softmax cross-entropy) and does not
 see how the activation pattern would move. ``surrogate=`` (e.g. ``softplus_surrogate(model)``,
 sharing the weights) gives the attack a smooth copy; the outer term always uses the real model.
+
+**IG-Sum-Norm.** Chen's size function for IG-Sum-Norm is :math:`\mathrm{sum} + \beta\lVert\cdot\rVert_1`
+with :math:`\lambda = 1`; by completeness, :math:`\ell(x) + \mathrm{sum}\,\mathrm{IG} = \ell(x')`, so the
+objective is :math:`\ell(x') + \beta\, s(\mathrm{IG})`, which :class:`IGSumNorm` computes. Its inner
+maximization ascends that bracket as :class:`IGNorm`'s attack does (attack quadrature, surrogate if
+given, eval mode, best of ``n_restarts`` runs). The loss part :math:`\ell(x', y)` of the returned value
+goes through ``model`` as passed (possibly ``DistributedDataParallel``-wrapped, in the user's train/eval
+mode: that forward is what makes DDP synchronise the gradients); the IG part goes through the inner
+module in the attribution mode (eval mode unless ``eval_mode=False``).
 """
 
 from __future__ import annotations
@@ -69,7 +78,6 @@ from captum_robust.robust.regularizers._base import (
     check_num_classes,
     check_surrogate,
     check_weight,
-    forwarded,
 )
 from captum_robust.robust.regularizers._inner import AttackTerm
 
@@ -91,32 +99,12 @@ def _check_quadrature(method: Any, n_steps: Any, method_name: str, steps_name: s
 class _LossIGTerm(AttackTerm):
     """What IG-Norm and IG-Sum-Norm share: the IG of the loss, its size, the inner attack."""
 
-    def __init__(
-        self,
-        model: nn.Module,
-        eps: EpsType,
-        *,
-        n_steps: int,
-        method: str,
-        attack_n_steps: int,
-        attack_method: str,
-        n_iterations: int,
-        step_size: float,
-        norm: str,
-        n_restarts: int,
-        size: str,
-        internal_batch_size: Union[None, int, str],
-        surrogate: Optional[nn.Module],
-        auto_step: bool,
-        eval_mode: bool,
-        generator: Optional[torch.Generator],
-        clip_min: Any,
-        clip_max: Any,
-    ) -> None:
-        super().__init__(
-            model, eps, step_size=step_size, n_iterations=n_iterations, norm=norm, clip_min=clip_min,
-            clip_max=clip_max, auto_step=auto_step, eval_mode=eval_mode, generator=generator,
-        )
+    def __init__(self, model: nn.Module, eps: EpsType, *, n_steps: int, method: str, attack_n_steps: int,
+                 attack_method: str, n_iterations: int, step_size: float, norm: str, n_restarts: int, size: str,
+                 internal_batch_size: Union[None, int, str], surrogate: Optional[nn.Module], auto_step: bool,
+                 eval_mode: bool, generator: Optional[torch.Generator], clip_min: Any, clip_max: Any) -> None:
+        super().__init__(model, eps, step_size=step_size, n_iterations=n_iterations, norm=norm, clip_min=clip_min,
+                         clip_max=clip_max, auto_step=auto_step, eval_mode=eval_mode, generator=generator)
         self.method, self.n_steps = _check_quadrature(method, n_steps, "method", "n_steps")
         self.attack_method, self.attack_n_steps = _check_quadrature(
             attack_method, attack_n_steps, "attack_method", "attack_n_steps"
@@ -224,55 +212,34 @@ class _LossIGTerm(AttackTerm):
 
 
 class IGNorm(_LossIGTerm):
-    r"""Chen et al.'s IG-Norm regularization term: the size of the Integrated Gradients of the
-    loss from :math:`x` to the worst point of the :math:`\epsilon`-ball (Chen eq. 4, sec. 4),
+    r"""Chen et al.'s IG-Norm regularization term (Chen eq. 4, sec. 4): the size of the Integrated
+    Gradients of the loss from :math:`x` to the worst point of the :math:`\epsilon`-ball,
 
     .. math::
 
-        R(x, y) = \lambda \cdot \frac1B \sum_{b=1}^B
-            s\big(\mathrm{IG}^{\ell_y}(x_b, x'_b)\big), \qquad
+        R(x, y) = \lambda \cdot \frac1B \sum_{b=1}^B s\big(\mathrm{IG}^{\ell_y}(x_b, x'_b)\big), \qquad
         x'_b \approx \operatorname*{arg\,max}_{\lVert x' - x_b \rVert \le \epsilon}
             s\big(\mathrm{IG}^{\ell_y}(x_b, x')\big),
 
-    with :math:`s = \lVert\cdot\rVert_1` (``size="l1"``, IG-Norm) or :math:`s = \mathrm{sum}`
-    (``size="sum"``). Add it to your loss: Chen's IG-Norm objective is :math:`\ell(x, y) + R(x, y)`
-    (MNIST: :math:`\epsilon = 0.3`, :math:`\lambda = 1`). The attack, the quadratures, the batch
-    mean, ReLU networks and the special cases (Prop. 1, Prop. 2, Theorem 3) are described in
-    :mod:`captum_robust.robust.regularizers.ig_norm`. At :math:`\epsilon = 0` the term is an
-    exact zero, a constant without a graph (no attack is run).
+    :math:`s = \lVert\cdot\rVert_1` (``size="l1"``) or :math:`\mathrm{sum}` (``size="sum"``). Add it to your
+    loss: Chen's objective is :math:`\ell(x, y) + R(x, y)` (MNIST: :math:`\epsilon = 0.3`, :math:`\lambda = 1`).
+    At :math:`\epsilon = 0` the term is an exact zero without a graph (no attack). The attack, the
+    quadratures, the batch mean, ReLU networks and the special cases (Prop. 1, Prop. 2, Theorem 3):
+    :mod:`captum_robust.robust.regularizers.ig_norm`. Common arguments: see :class:`RobustTerm`.
 
     Args:
-        model (nn.Module): the classifier being trained (logits ``B x C``); may be wrapped in
-            ``DistributedDataParallel`` (the attack and IG passes use the inner module).
-        eps (float or EpsilonSchedule): ball radius :math:`\epsilon \ge 0`. Default 0.3.
         lam (float): :math:`\lambda \ge 0`. Default 1.
-        n_steps (int): path points of the outer term. Default 50 (Chen).
-        method (str): quadrature of the outer term, one of ``riemann_left``,
-            ``riemann_right`` (default, Chen's code), ``riemann_middle``,
-            ``riemann_trapezoid``, ``gausslegendre``.
-        attack_n_steps (int): path points in the attack. Default 10 (Chen).
-        attack_method (str): quadrature in the attack. Default ``riemann_right``.
-        n_iterations (int): attack steps, >= 1. Default 40 (Chen, MNIST).
-        step_size (float): attack step, > 0. Default 0.01.
-        norm (str): ``"linf"`` (default, Chen) or ``"l2"``.
-        n_restarts (int): attack runs per call, >= 1. Default 1.
+        n_steps, method: the outer term's path points (default 50, Chen) and quadrature, one of
+            :class:`~captum_robust.attr.BatchedIntegratedGradients`' methods (``"riemann_right"``, Chen's code).
+        attack_n_steps, attack_method: the attack's quadrature. Default 10, ``"riemann_right"`` (Chen).
+        n_iterations, step_size, norm: the attack: 40 steps of 0.01 (Chen, MNIST), ``"linf"``.
+        n_restarts (int): attack runs per call (the best point kept per example), >= 1. Default 1.
         size (str): ``"l1"`` (default) or ``"sum"``.
-        internal_batch_size (int, "auto" or None): rows (path points x examples) per IG chunk,
-            for both IG passes (see :class:`~captum_robust.attr.BatchedIntegratedGradients`).
-            Default None.
+        internal_batch_size (int, "auto" or None): rows (path points x examples) per IG chunk, both IG passes.
         surrogate (nn.Module, optional): smooth copy used for the attack gradients.
-        auto_step (bool): step an :class:`EpsilonSchedule` after each call in training mode.
-        eval_mode (bool): run the attack and IG passes with BatchNorm/Dropout in eval mode.
-            Default True.
-        generator (torch.Generator, optional): randomness of the random starts.
-        clip_min, clip_max (float, Tensor or None): the data box. Default [0, 1].
 
-    Attributes:
-        last_adversarial (Tensor): :math:`x'` of the last call (detached).
-        last_stats (dict): ``"value"``, ``"eps"``, ``"ig_norm"`` (mean :math:`s(\mathrm{IG})`
-            at :math:`x'` with the outer quadrature, without :math:`\lambda`) and
-            ``"attack_objective"`` (the mean attack objective at :math:`x'`, attack quadrature,
-            surrogate if given).
+    ``last_stats`` holds ``"ig_norm"`` (mean :math:`s(\mathrm{IG})` at :math:`x'`, outer quadrature, without
+    :math:`\lambda`) and ``"attack_objective"`` (mean attack objective at :math:`x'`, attack quadrature).
 
     Example::
 
@@ -289,30 +256,17 @@ class IGNorm(_LossIGTerm):
         (True, True)
     """
 
-    def __init__(
-        self,
-        model: nn.Module,
-        eps: EpsType = 0.3,
-        lam: float = 1.0,
-        *,
-        n_steps: int = 50,
-        method: str = "riemann_right",
-        attack_n_steps: int = 10,
-        attack_method: str = "riemann_right",
-        n_iterations: int = 40,
-        step_size: float = 0.01,
-        norm: str = "linf",
-        n_restarts: int = 1,
-        size: str = "l1",
-        internal_batch_size: Union[None, int, str] = None,
-        surrogate: Optional[nn.Module] = None,
-        auto_step: bool = True,
-        eval_mode: bool = True,
-        generator: Optional[torch.Generator] = None,
-        clip_min: Any = 0.0,
-        clip_max: Any = 1.0,
-    ) -> None:
-        super().__init__(**forwarded(locals(), "lam"))  # every other argument, as _LossIGTerm takes it
+    def __init__(self, model: nn.Module, eps: EpsType = 0.3, lam: float = 1.0, *, n_steps: int = 50,
+                 method: str = "riemann_right", attack_n_steps: int = 10, attack_method: str = "riemann_right",
+                 n_iterations: int = 40, step_size: float = 0.01, norm: str = "linf", n_restarts: int = 1,
+                 size: str = "l1", internal_batch_size: Union[None, int, str] = None,
+                 surrogate: Optional[nn.Module] = None, auto_step: bool = True, eval_mode: bool = True,
+                 generator: Optional[torch.Generator] = None, clip_min: Any = 0.0, clip_max: Any = 1.0) -> None:
+        super().__init__(model, eps, n_steps=n_steps, method=method, attack_n_steps=attack_n_steps,
+                         attack_method=attack_method, n_iterations=n_iterations, step_size=step_size, norm=norm,
+                         n_restarts=n_restarts, size=size, internal_batch_size=internal_batch_size,
+                         surrogate=surrogate, auto_step=auto_step, eval_mode=eval_mode, generator=generator,
+                         clip_min=clip_min, clip_max=clip_max)
         self.lam = check_weight(lam, "lam")
 
     def _attack_objective(self, model: nn.Module) -> Callable[..., Tensor]:
@@ -356,8 +310,8 @@ class IGNorm(_LossIGTerm):
 
 
 class IGSumNorm(_LossIGTerm):
-    r"""Chen et al.'s IG-Sum-Norm objective (sec. 4): the adversarial loss plus the size of
-    the Integrated Gradients of the loss, maximized together,
+    r"""Chen et al.'s IG-Sum-Norm objective (sec. 4): the adversarial loss plus the size of the
+    Integrated Gradients of the loss, maximized together,
 
     .. math::
 
@@ -366,37 +320,18 @@ class IGSumNorm(_LossIGTerm):
         x'_b \approx \operatorname*{arg\,max}_{\lVert x' - x_b \rVert \le \epsilon}
             \Big[\ell(x', y_b) + \beta\, s\big(\mathrm{IG}^{\ell_y}(x_b, x')\big)\Big],
 
-    :math:`s = \lVert\cdot\rVert_1` by default (Chen's size function
-    :math:`\mathrm{sum} + \beta\lVert\cdot\rVert_1` with :math:`\lambda = 1`, using
-    completeness: :math:`\ell(x) + \mathrm{sum}\,\mathrm{IG} = \ell(x')`). This is a *whole
-    objective*: use it instead of your loss (MNIST: :math:`\epsilon = 0.3`,
-    :math:`\beta = 0.1`). With :math:`\beta = 0` it is Madry et al.'s PGD adversarial loss.
-
-    The inner maximization ascends the bracket as :class:`IGNorm`'s attack does (attack
-    quadrature, surrogate if given, eval mode, best of ``n_restarts`` runs). The loss part
-    :math:`\ell(x', y)` of the returned value goes through ``model`` as passed (possibly
-    ``DistributedDataParallel``-wrapped, in the user's train/eval mode: that forward is what
-    makes DDP synchronise the gradients); the IG part goes through the inner module in the
-    attribution mode (eval mode unless ``eval_mode=False``). At :math:`\epsilon = 0` the value
-    is :math:`\ell(x, y)` (no attack; :math:`\mathrm{IG}(x, x) = 0`). Batch mean and ReLU
-    networks: see :mod:`captum_robust.robust.regularizers.ig_norm`.
+    :math:`s = \lVert\cdot\rVert_1` by default. A *whole objective*: use it instead of your loss
+    (MNIST: :math:`\epsilon = 0.3`, :math:`\beta = 0.1`). With :math:`\beta = 0` it is Madry et al.'s PGD
+    adversarial loss; at :math:`\epsilon = 0` it is :math:`\ell(x, y)` (no attack). Which pass runs where
+    (the loss through ``model`` as passed, the IG through the inner module), the batch mean and ReLU
+    networks: :mod:`captum_robust.robust.regularizers.ig_norm`.
 
     Args:
-        model (nn.Module): the classifier being trained.
-        eps (float or EpsilonSchedule): ball radius. Default 0.3.
         beta (float): :math:`\beta \ge 0`. Default 0.1 (Chen, MNIST).
-        n_steps, method (int, str): the outer quadrature, as in :class:`IGNorm` (50, right Riemann).
-        attack_n_steps, attack_method (int, str): the attack's quadrature (10, right Riemann).
-        n_iterations, step_size, norm, n_restarts: the attack, as in :class:`IGNorm`.
-        size (str): ``"l1"`` (default) or ``"sum"``.
-        internal_batch_size, surrogate, auto_step, eval_mode, generator: as in :class:`IGNorm`.
-        clip_min, clip_max (float, Tensor or None): the data box. Default [0, 1].
 
-    Attributes:
-        last_adversarial (Tensor): :math:`x'` of the last call (detached).
-        last_stats (dict): ``"value"``, ``"eps"``, ``"loss_adv"`` (mean :math:`\ell(x', y)`),
-            ``"ig_norm"`` (mean :math:`s(\mathrm{IG})` at :math:`x'`, outer quadrature) and
-            ``"attack_objective"``.
+    The other arguments (names and defaults) are :class:`IGNorm`'s; the common ones are documented on
+    :class:`RobustTerm`. ``last_stats`` holds ``"loss_adv"`` (mean :math:`\ell(x', y)`), ``"ig_norm"``
+    (mean :math:`s(\mathrm{IG})` at :math:`x'`, outer quadrature) and ``"attack_objective"``.
 
     Example::
 
@@ -414,30 +349,17 @@ class IGSumNorm(_LossIGTerm):
         True
     """
 
-    def __init__(
-        self,
-        model: nn.Module,
-        eps: EpsType = 0.3,
-        beta: float = 0.1,
-        *,
-        n_steps: int = 50,
-        method: str = "riemann_right",
-        attack_n_steps: int = 10,
-        attack_method: str = "riemann_right",
-        n_iterations: int = 40,
-        step_size: float = 0.01,
-        norm: str = "linf",
-        n_restarts: int = 1,
-        size: str = "l1",
-        internal_batch_size: Union[None, int, str] = None,
-        surrogate: Optional[nn.Module] = None,
-        auto_step: bool = True,
-        eval_mode: bool = True,
-        generator: Optional[torch.Generator] = None,
-        clip_min: Any = 0.0,
-        clip_max: Any = 1.0,
-    ) -> None:
-        super().__init__(**forwarded(locals(), "beta"))  # every other argument, as _LossIGTerm takes it
+    def __init__(self, model: nn.Module, eps: EpsType = 0.3, beta: float = 0.1, *, n_steps: int = 50,
+                 method: str = "riemann_right", attack_n_steps: int = 10, attack_method: str = "riemann_right",
+                 n_iterations: int = 40, step_size: float = 0.01, norm: str = "linf", n_restarts: int = 1,
+                 size: str = "l1", internal_batch_size: Union[None, int, str] = None,
+                 surrogate: Optional[nn.Module] = None, auto_step: bool = True, eval_mode: bool = True,
+                 generator: Optional[torch.Generator] = None, clip_min: Any = 0.0, clip_max: Any = 1.0) -> None:
+        super().__init__(model, eps, n_steps=n_steps, method=method, attack_n_steps=attack_n_steps,
+                         attack_method=attack_method, n_iterations=n_iterations, step_size=step_size, norm=norm,
+                         n_restarts=n_restarts, size=size, internal_batch_size=internal_batch_size,
+                         surrogate=surrogate, auto_step=auto_step, eval_mode=eval_mode, generator=generator,
+                         clip_min=clip_min, clip_max=clip_max)
         self.beta = check_weight(beta, "beta")
 
     def _attack_objective(self, model: nn.Module) -> Callable[..., Tensor]:

@@ -1,4 +1,31 @@
-r"""Input-gradient regularization (double backpropagation): :class:`InputGradientRegularizer`."""
+r"""Input-gradient regularization (double backpropagation): :class:`InputGradientRegularizer`.
+
+**Chen's Proposition 2**: IG-Norm with one path point at :math:`x` (``riemann_left``,
+``n_steps=1``: :math:`\mathrm{IG}^{\ell_y}(x, x') = (x' - x) \odot \nabla_x \ell(x)`),
+size :math:`\lVert\cdot\rVert_1^q`, an :math:`\ell_p` ball with :math:`1/p + 1/q = 1` and
+:math:`\lambda = \lambda'/\epsilon^q` equals this term with ``lam`` = :math:`\lambda'`, by
+Hölder's inequality: :math:`\max_{\lVert\delta\rVert_p \le \epsilon}
+\lVert \delta \odot g \rVert_1^q = \epsilon^q \lVert g \rVert_q^q`. For :math:`q = 1`
+(:math:`\ell_\infty` ball): ``IGNorm(model, eps, lam=lam / eps, n_steps=1,
+method="riemann_left", ...)`` equals ``InputGradientRegularizer(model, lam, q=1)`` whenever
+the ball lies inside the data box (tested).
+
+**Batch mean**: the value is the mean over the batch (Chen's code sums its terms over the
+batch, cross-entropy included, so the balance ``lam`` is the same; with a summed loss use
+``lam`` times the batch size).
+
+**ReLU networks**: the parameter gradient of :math:`R` goes through
+:math:`\nabla_x \ell`; second derivatives through ReLU vanish almost everywhere, so it
+keeps only the first-order terms of the network (the mixed derivatives in the weights and
+the softmax curvature), not how the activation pattern would move. A softplus network
+(``softplus=`` in :mod:`captum_robust.models`) gives a smooth penalty.
+
+**Modes**: the model runs in eval mode for BatchNorm/Dropout during the pass (``eval_mode=False``
+keeps its mode; BatchNorm in training mode then couples the examples, and the gradient is
+that of the summed loss); its mode, parameters' ``.grad`` and ``requires_grad`` and the inputs are
+left as found. If ``inputs`` require grad, the value is also differentiable with respect
+to them.
+"""
 
 from __future__ import annotations
 
@@ -31,42 +58,15 @@ class InputGradientRegularizer(RobustTerm):
     supplementary A2). The value is differentiable with respect to the parameters (the
     gradient is taken with ``create_graph=True``); no attack is run (its epsilon is fixed to 0).
 
-    **Chen's Proposition 2**: IG-Norm with one path point at :math:`x` (``riemann_left``,
-    ``n_steps=1``: :math:`\mathrm{IG}^{\ell_y}(x, x') = (x' - x) \odot \nabla_x \ell(x)`),
-    size :math:`\lVert\cdot\rVert_1^q`, an :math:`\ell_p` ball with :math:`1/p + 1/q = 1` and
-    :math:`\lambda = \lambda'/\epsilon^q` equals this term with ``lam`` = :math:`\lambda'`, by
-    Hölder's inequality: :math:`\max_{\lVert\delta\rVert_p \le \epsilon}
-    \lVert \delta \odot g \rVert_1^q = \epsilon^q \lVert g \rVert_q^q`. For :math:`q = 1`
-    (:math:`\ell_\infty` ball): ``IGNorm(model, eps, lam=lam / eps, n_steps=1,
-    method="riemann_left", ...)`` equals ``InputGradientRegularizer(model, lam, q=1)`` whenever
-    the ball lies inside the data box (tested).
-
-    **Batch mean**: the value is the mean over the batch (Chen's code sums its terms over the
-    batch, cross-entropy included, so the balance ``lam`` is the same; with a summed loss use
-    ``lam`` times the batch size).
-
-    **ReLU networks**: the parameter gradient of :math:`R` goes through
-    :math:`\nabla_x \ell`; second derivatives through ReLU vanish almost everywhere, so it
-    keeps only the first-order terms of the network (the mixed derivatives in the weights and
-    the softmax curvature), not how the activation pattern would move. A softplus network
-    (``softplus=`` in :mod:`captum_robust.models`) gives a smooth penalty.
-
-    The model runs in eval mode for BatchNorm/Dropout during the pass (``eval_mode=False``
-    keeps its mode; BatchNorm in training mode then couples the examples, and the gradient is
-    that of the summed loss); its mode, parameters' ``.grad`` and ``requires_grad`` and the inputs are
-    left as found. If ``inputs`` require grad, the value is also differentiable with respect
-    to them.
+    Chen's Proposition 2 (IG-Norm with one path point equals this term), the batch mean, ReLU
+    networks and the model's mode: :mod:`~captum_robust.robust.regularizers.input_gradient`.
 
     Args:
-        model (nn.Module): the classifier (logits ``B x C``); may be DDP-wrapped.
         lam (float): :math:`\lambda \ge 0`. Default 1.
         q (int or float): the exponent :math:`q \ge 1`. Default 2.
-        eval_mode (bool): BatchNorm/Dropout in eval mode during the pass. Default True.
 
-    Attributes:
-        last_stats (dict): ``"value"``, ``"eps"`` (0), ``"grad_norm"`` (mean
-            :math:`\lVert \nabla_x \ell \rVert_q^q`, without :math:`\lambda`) and ``"loss"``
-            (mean :math:`\ell(x, y)`).
+    ``model`` and ``eval_mode``: as in :class:`RobustTerm`. ``last_stats`` holds ``"grad_norm"`` (mean
+    :math:`\lVert \nabla_x \ell \rVert_q^q`, without :math:`\lambda`) and ``"loss"`` (mean :math:`\ell(x, y)`).
 
     Example::
 

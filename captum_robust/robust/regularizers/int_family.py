@@ -2,9 +2,68 @@ r"""The Int family of Boopathy et al. (2020, sec. 4-5), terms to add to the user
 :class:`Int` (eq. 8 with eq. 9), :class:`Int2` (eq. 8 with eq. 10) and :class:`IntOneClass`
 (the Int-one-class ablation). Each penalizes the target-label-free interpretation discrepancy
 of eq. 7 between the class activation maps of :math:`x` and of a worst-case :math:`x'` in the
-:math:`\epsilon`-ball; :class:`Int` documents the arguments and the two conventions they share.
-The whole objectives Int-Adv and Int2-Adv are in
-:mod:`~captum_robust.robust.regularizers.int_adversarial`.
+:math:`\epsilon`-ball,
+:math:`\tilde{\mathcal D}(x, x') = \tfrac12 \lVert I(x, y) - I(x', y) \rVert_1 + \tfrac12
+\sum_{i \ne y} s_i(x') \lVert I(x, i) - I(x', i) \rVert_1`, :math:`s = \mathrm{softmax}(f(x'))`.
+:class:`Int` documents the arguments the five classes share. The whole objectives Int-Adv and
+Int2-Adv are in :mod:`~captum_robust.robust.regularizers.int_adversarial`.
+
+**The inner maximization** of :class:`Int` is :class:`~captum_robust.robust.attacks.AttributionPGD`
+(sign steps from a random start, each example keeping its best iterate), with the clean maps as
+constants and the model in eval mode with frozen parameters. The returned term is then computed
+on the detached :math:`x'` with a fresh pass in which the clean maps, the perturbed maps and the
+softmax weights (through the logits at :math:`x'`) are all differentiable with respect to the
+parameters, as in the authors' code; the dependence of :math:`x'` on the parameters is ignored
+(sec. 4). CAM maps are linear in the feature map, so no second derivatives through ReLUs are
+involved. The random start is the default because the discrepancy and its gradient vanish at
+:math:`x' = x`; ``eps == 0`` gives :math:`x' = x` without an attack.
+
+**Proposition 1** carries over to the term: for a complete interpreter and an :math:`x'`
+classified :math:`y' \ne y`, :math:`\tilde{\mathcal D}(x, x') \ge \tfrac12 s_{y'}(x')
+\big(f_y(x) - f_{y'}(x)\big)` with :math:`s_{y'}(x') \ge 1/C` (paper form; in the code form
+with raw CAM, :math:`\ge u\, \tilde s_{y'}(x') (f_y(x) - f_{y'}(x))`; for two classes the
+code form is exactly :math:`2u\, \mathcal D_{2,\ell_1}` of eq. 4).
+
+**Conventions and** :math:`\gamma`. ``convention="paper"`` uses the CAM of eq. 1 and eq. 7
+as printed; ``"code"`` the raw CAM (``u = H' W'`` times eq. 1) with the authors' code form
+:math:`\lVert \Delta_y \rVert_1 + \sum_{i \ne y} \tilde s_i \lVert \Delta_i \rVert_1`,
+:math:`\tilde s_i = s_i / (1 - s_y)`. For IG and callable interpreters the convention only
+switches the form of eq. 7 (their maps have no raw variant). The paper's :math:`\gamma = 0.01`
+(:data:`TUNED_GAMMA`) was tuned in the code convention; ``gamma=None`` uses 0.01 there and
+:math:`2u \cdot 0.01` in the paper convention (``u = 1`` for interpreters other than CAM),
+which gives exactly the code's true-class penalty
+(:math:`2u \cdot 0.01 \cdot \tfrac12 \lVert \Delta_y^{\text{eq.1}} \rVert_1 = 0.01
+\lVert \Delta_y^{\text{raw}} \rVert_1`); the other-class weights then differ by the
+renormalisation (:math:`s_i` instead of :math:`\tilde s_i`), so the paper form penalizes
+the other classes by the factor :math:`1 - s_y(x')` less. An explicit ``gamma`` is used as given.
+
+**Batch mean.** The value is the mean over the batch; the authors' code also averaged
+(``tf.reduce_mean``), so :math:`\gamma` carries over unchanged.
+
+**Interpreters.** ``interpreter=`` takes, instead of ``layer``/``classifier``, any complete
+interpreter giving the maps of every class: a :class:`~captum_robust.attr.CAM` (built on the
+unwrapped model), a :class:`~captum_robust.attr.BatchedIntegratedGradients` (the maps are the IG
+of every class, computed in one batched call over ``B * C`` rows, differentiable with
+``create_graph``; ReLU networks have zero second derivatives almost everywhere, so the parameter
+gradient of an IG term ignores how the ReLU pattern moves -- use a softplus model), or a
+callable ``inputs -> B x C x ...`` all-class maps, differentiable with respect to the inputs and
+the parameters. ``interpreter_kwargs`` are extra arguments of its ``attribute`` (e.g.
+``n_steps``, ``method``, ``baselines`` for IG).
+
+**Recipes.** MNIST: ``eps=0.3`` warmed up with ``EpsilonSchedule(0.3, 2000, 8000)``, 40 steps of
+0.01; CIFAR-10: ``EpsilonSchedule(8/255, 5000, ...)``, 10 steps of 2/255. ``eval_mode`` applies to
+the map passes and the attack; the classifier PGD of Int2 always runs in eval mode.
+
+**Statistics.** ``last_stats`` holds ``"value"``, ``"eps"``, ``"discrepancy"`` (mean
+:math:`\tilde{\mathcal D}` at :math:`x'`, without :math:`\gamma`), ``"gamma"`` (the strength used;
+NaN for ``gamma=None`` in the paper convention on an ``eps == 0`` call before any map was
+computed, ``u`` being unknown), ``"attack_changed_prediction"`` (fraction of :math:`x'` classified
+differently from :math:`x`) and ``"attack_success"`` (fraction of :math:`x'` not classified as the
+label; absent when ``eps == 0``); the -Adv objectives add ``"ce_adv"``.
+
+**Errors.** ``ValueError`` for ``eps``/``gamma`` < 0, an unknown ``convention``, a model without a
+CAM-able layer and no ``interpreter=``, labels of the wrong length or out of range; ``TypeError``
+for a ``classifier`` that is not an ``nn.Linear`` or labels that are not integers.
 """
 
 from __future__ import annotations
@@ -24,94 +83,23 @@ class Int(_IntTerm):
         x'_b \approx \operatorname*{arg\,max}_{\lVert \delta \rVert_\infty \le \epsilon,\
             x_b + \delta \in \text{box}} \tilde{\mathcal D}(x_b, x_b + \delta),
 
-    with :math:`\tilde{\mathcal D}` of eq. 7 computed on the all-class CAM maps
-    (:func:`~captum_robust.robust.discrepancy.target_free_discrepancy`):
-    :math:`\tilde{\mathcal D}(x, x') = \tfrac12 \lVert I(x, y) - I(x', y) \rVert_1 + \tfrac12
-    \sum_{i \ne y} s_i(x') \lVert I(x, i) - I(x', i) \rVert_1`, :math:`s = \mathrm{softmax}(f(x'))`.
-    ``CE(f(x), y) + Int(x, y)`` is the paper's objective (8) with (9).
-
-    The inner maximization is :class:`~captum_robust.robust.attacks.AttributionPGD` (sign
-    steps from a random start, each example keeping its best iterate), with the clean maps as
-    constants and the model in eval mode with frozen parameters. The returned term is then
-    computed on the detached :math:`x'` with a fresh pass in which the clean maps, the
-    perturbed maps and the softmax weights (through the logits at :math:`x'`) are all
-    differentiable with respect to the parameters, as in the authors' code; the dependence of
-    :math:`x'` on the parameters is ignored (sec. 4). CAM maps are linear in the feature map,
-    so no second derivatives through ReLUs are involved.
-
-    Proposition 1 carries over to the term: for a complete interpreter and an :math:`x'`
-    classified :math:`y' \ne y`, :math:`\tilde{\mathcal D}(x, x') \ge \tfrac12 s_{y'}(x')
-    \big(f_y(x) - f_{y'}(x)\big)` with :math:`s_{y'}(x') \ge 1/C` (paper form; in the code form
-    with raw CAM, :math:`\ge u\, \tilde s_{y'}(x') (f_y(x) - f_{y'}(x))`; for two classes the
-    code form is exactly :math:`2u\, \mathcal D_{2,\ell_1}` of eq. 4).
-
-    **Conventions and** :math:`\gamma`. ``convention="paper"`` uses the CAM of eq. 1 and eq. 7
-    as printed; ``"code"`` the raw CAM (``u = H' W'`` times eq. 1) with the authors' code form
-    :math:`\lVert \Delta_y \rVert_1 + \sum_{i \ne y} \tilde s_i \lVert \Delta_i \rVert_1`,
-    :math:`\tilde s_i = s_i / (1 - s_y)`. The paper's :math:`\gamma = 0.01` was tuned in the code
-    convention; ``gamma=None`` uses 0.01 there and :math:`2u \cdot 0.01` in the paper
-    convention, which gives exactly the code's true-class penalty
-    (:math:`2u \cdot 0.01 \cdot \tfrac12 \lVert \Delta_y^{\text{eq.1}} \rVert_1 = 0.01
-    \lVert \Delta_y^{\text{raw}} \rVert_1`); the other-class weights then differ by the
-    renormalisation (:math:`s_i` instead of :math:`\tilde s_i`), so the paper form penalizes
-    the other classes by the factor :math:`1 - s_y(x')` less.
-
-    **Batch mean.** The value is the mean over the batch; the authors' code also averaged
-    (``tf.reduce_mean``), so :math:`\gamma` carries over unchanged.
+    :math:`\tilde{\mathcal D}` of eq. 7 on the all-class CAM maps
+    (:func:`~captum_robust.robust.discrepancy.target_free_discrepancy`). ``CE(f(x), y) + Int(x, y)``
+    is the paper's objective (8) with (9). The attack, Proposition 1, the conventions, :math:`\gamma`,
+    the batch mean and ``last_stats``: :mod:`~captum_robust.robust.regularizers.int_family`. Common
+    arguments: :class:`RobustTerm` (defaults: MNIST, ``eps=0.3``, 40 steps of 0.01, ``"linf"``).
 
     Args:
-        model (nn.Module): the model being trained (possibly wrapped in DistributedDataParallel;
-            the map and attack passes use the module inside).
-        layer (nn.Module, optional): the layer whose output is the last feature map ``A``.
-            Default ``model.feature_layer`` (the models of :mod:`captum_robust.models`).
-        classifier (nn.Linear, optional): the linear layer fed by the global average pool of
-            ``A``. Default ``model.classifier``.
-        interpreter (optional): instead of ``layer``/``classifier``, any complete interpreter
-            giving the maps of every class: a :class:`~captum_robust.attr.CAM` (built on the
-            unwrapped model), a :class:`~captum_robust.attr.BatchedIntegratedGradients` (the
-            maps are the IG of every class, computed in one batched call over ``B * C`` rows,
-            differentiable with ``create_graph``; note that ReLU networks have zero second
-            derivatives almost everywhere, so the parameter gradient of an IG term ignores how
-            the ReLU pattern moves -- use a softplus model), or a callable ``inputs -> B x C x
-            ...`` all-class maps, differentiable with respect to the inputs and the parameters.
-        interpreter_kwargs (dict, optional): extra arguments of the interpreter's
-            ``attribute`` (e.g. ``n_steps``, ``method``, ``baselines`` for IG).
-        eps (float or EpsilonSchedule): radius of the perturbation ball, >= 0. Default 0.3
-            (MNIST; the paper warms it up: ``EpsilonSchedule(0.3, 2000, 8000)``, on CIFAR-10
-            ``EpsilonSchedule(8/255, 5000, ...)``). ``eps == 0`` gives ``x' = x`` without an attack.
-        gamma (float, optional): the strength :math:`\gamma \ge 0`. Default None: the paper's
-            tuned strength, 0.01 in the code convention and :math:`2u \cdot 0.01` in the paper
-            convention (``u`` = number of CAM cells; ``u = 1`` for other interpreters). An explicit
-            value is used as given.
-        convention (str): ``"paper"`` (eq. 1 CAM maps, eq. 7 as printed; default) or ``"code"``
-            (raw CAM maps, ``u`` times larger, and the authors' code form of eq. 7). For IG and
-            callable interpreters it only switches the form of eq. 7 (their maps have no raw variant).
-        step_size (float): attack step, > 0. Default 0.01 (MNIST; CIFAR-10: 2/255).
-        n_iterations (int): attack steps, >= 1. Default 40 (MNIST; CIFAR-10: 10).
-        norm (str): ``"linf"`` (default, the paper's) or ``"l2"``.
-        random_start (bool): start the attack at a uniform random point of the ball (default;
-            the discrepancy and its gradient vanish at ``x' = x``).
-        auto_step (bool): step an :class:`EpsilonSchedule` after every call in training mode.
-        eval_mode (bool): run the map passes and the attack with BatchNorm/Dropout in eval mode
-            (default), restoring the mode afterwards. (The classifier PGD of Int2 always runs
-            in eval mode.)
-        generator (torch.Generator, optional): randomness of the random starts.
-        clip_min, clip_max (float, Tensor or None): the data box. Default [0, 1].
-
-    Attributes:
-        last_adversarial (Tensor): :math:`x'` of the last call (detached).
-        last_stats (dict): ``"value"``, ``"eps"``, ``"discrepancy"`` (mean
-            :math:`\tilde{\mathcal D}` at :math:`x'`, without :math:`\gamma`), ``"gamma"`` (the
-            strength used; NaN for ``gamma=None`` in the paper convention on an ``eps == 0`` call
-            before any map was computed, ``u`` being unknown), ``"attack_changed_prediction"``
-            (fraction of :math:`x'` classified differently from :math:`x`), ``"attack_success"``
-            (fraction of :math:`x'` not classified as the label; absent when ``eps == 0``);
-            the -Adv objectives add ``"ce_adv"``.
-
-    Raises:
-        ValueError: ``eps``/``gamma`` < 0, an unknown ``convention``, a model without a CAM-able
-            layer and no ``interpreter=``, labels of the wrong length or out of range.
-        TypeError: a ``classifier`` that is not an ``nn.Linear``, labels that are not integers.
+        layer (nn.Module, optional): the layer giving the last feature map. Default ``model.feature_layer``.
+        classifier (nn.Linear, optional): the linear layer after global average pooling of that map.
+            Default ``model.classifier``.
+        interpreter (optional): instead of ``layer``/``classifier``, a :class:`~captum_robust.attr.CAM`, a
+            :class:`~captum_robust.attr.BatchedIntegratedGradients` or a callable giving all-class maps.
+        interpreter_kwargs (dict, optional): extra arguments of the interpreter's ``attribute``.
+        gamma (float, optional): :math:`\gamma \ge 0`. Default None: the paper's tuned strength, 0.01
+            in the code convention and :math:`2u \cdot 0.01` in the paper convention (``u`` CAM cells).
+        convention (str): ``"paper"`` (eq. 1 CAM, eq. 7 as printed; default) or ``"code"`` (raw CAM, the
+            authors' code form of eq. 7).
 
     Example::
 
@@ -123,11 +111,9 @@ class Int(_IntTerm):
         >>> x, y = torch.rand(8, 1, 28, 28), torch.randint(0, 10, (8,))
         >>> loss = F.cross_entropy(model(x), y) + reg(x, y)
         >>> loss.backward()
-        >>> reg.last_stats["gamma"]            # 2 * u * 0.01, u = 7 * 7 CAM cells
-        0.98
-        >>> bool((reg.last_adversarial - x).abs().max() <= 0.3 + 1e-6)
-        True
-        >>> reg.objective_at(x, y, x).item()   # x' = x: no discrepancy
+        >>> reg.last_stats["gamma"], bool((reg.last_adversarial - x).abs().max() <= 0.3 + 1e-6)
+        (0.98, True)
+        >>> reg.objective_at(x, y, x).item()   # x' = x: no discrepancy; gamma = 2 * u * 0.01, u = 7 * 7
         0.0
     """
 
@@ -154,14 +140,11 @@ class Int2(_IntTerm):
 
     Example::
 
-        >>> import torch, torch.nn.functional as F
+        >>> import torch
         >>> from captum_robust.models import Small
         >>> from captum_robust.robust.regularizers import Int2
-        >>> model = Small()
-        >>> reg = Int2(model, eps=0.3, n_iterations=5, generator=torch.Generator().manual_seed(0))
-        >>> x, y = torch.rand(8, 1, 28, 28), torch.randint(0, 10, (8,))
-        >>> loss = F.cross_entropy(model(x), y) + reg(x, y)
-        >>> loss.backward()
+        >>> reg = Int2(Small(), eps=0.3, n_iterations=5, generator=torch.Generator().manual_seed(0))
+        >>> term = reg(torch.rand(8, 1, 28, 28), torch.randint(0, 10, (8,)))   # add it to the cross-entropy
         >>> sorted(k for k in reg.last_stats)
         ['attack_changed_prediction', 'attack_success', 'discrepancy', 'eps', 'gamma', 'value']
     """

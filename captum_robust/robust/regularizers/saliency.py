@@ -1,7 +1,59 @@
 r"""Saliency terms to add to the loss: teacher saliency alignment (Gali et al. eq. 7) and
 saliency stability training (Levine et al. App. D, eq. D.1). Both compare input gradients of a
 class logit (:func:`captum_robust.attr._core.saliency.input_gradient`, taken with
-``create_graph=True`` where the term must be differentiable)."""
+``create_graph=True`` where the term must be differentiable).
+
+**Saliency alignment: the passes.** :math:`J_S` is taken with ``create_graph=True`` on the
+unwrapped student in eval mode (BatchNorm/Dropout; restored afterwards; ``eval_mode=False`` keeps
+your mode); :math:`J_T` is computed without a graph, the teacher in eval mode (its mode, ``.grad``
+and ``requires_grad`` left as found). The teacher is not registered as a submodule and must be a
+separate network (not the student, no shared parameter: ``TypeError`` for a teacher that is not an
+``nn.Module``, ``ValueError`` for the student itself or a shared parameter). For a ReLU student the
+parameter gradient of :math:`J_S` keeps only the terms that do not differentiate the activation
+pattern (second derivatives through ReLU vanish); a softplus network makes it exact.
+
+**Gali's full objective** (eq. 8-9) is :math:`\mathcal L_{CE}(x', y) + \lVert \mathrm{IG}^{\ell_y}(x, x')
+\rVert_1 + \lambda \mathcal L_\text{diff}` with :math:`x'` maximizing the first two terms over an
+:math:`\ell_\infty` ball from a random start, :math:`\lambda \approx 0.001`. The first two terms,
+maximized together, are Chen et al.'s IG-Sum-Norm objective with :math:`\beta = 1`, so compose::
+
+    objective = IGSumNorm(model, eps=0.3, beta=1.0)         # CE(x') + ||IG(x, x')||_1
+    alignment = SaliencyAlignment(model, teacher, lam=1e-3)  # lam * ||J_S(x) - J_T(x)||^2
+    loss = objective(x, y) + alignment(x, y)
+
+**Saliency stability: the attack.** :math:`\tilde x` is Levine et al.'s :math:`\ell_2` top-k attack
+(Alg. 1, :class:`~captum_robust.robust.attacks.L2TopKAttack`) on the map :math:`|\nabla_x f_y|` in the
+ball :math:`\lVert \tilde x - x \rVert_2 \le \rho` (and the data box), keeping the prediction. Both
+maps of the term are taken with ``create_graph=True`` in one pass, as in the authors' code;
+:math:`\tilde x` is detached. Since both maps are non-negative unit vectors, each example's distance
+lies in :math:`[0, 2]`. The attack always runs in eval mode; ``eval_mode`` applies to the
+differentiable pass.
+
+**Strength.** ``reduction="sum"`` (default) is eq. D.1 as written. The authors' code uses
+``MSELoss``, the mean over the :math:`n` map elements *and* the batch: ``reduction="mean"`` (the
+per-example sum divided by :math:`n`) reproduces it, so their :math:`\lambda \in [0, 1000]`
+(:math:`\lambda = 200` in Fig. 7) on MNIST (:math:`n = 784`) is ``lam=200, reduction="mean"`` or
+``lam=200/784, reduction="sum"``. The authors average only over the examples where the attack found
+a start that keeps the class; here such examples keep :math:`\tilde x = x`, contribute 0 and count in
+the batch mean.
+
+**Softplus networks.** The attack ascends a function of the input gradient, i.e. uses second
+derivatives in the input, which vanish almost everywhere through ReLU: Levine et al. train
+softplus networks (:class:`~captum_robust.models.Small` ``(softplus=...)`` etc.). For a ReLU model
+pass ``surrogate=softplus_surrogate(model)`` (it shares the weights, so it follows training): the
+attack gradients then come from the smooth copy while predictions, acceptance and the reported
+maps use the model. Without one, a model with ``nn.ReLU`` modules gets a warning at construction
+(the attack would only try its random starts); functional ``relu`` calls cannot be seen. The
+trained term itself is computed on the model (its parameter gradient does not vanish for ReLU,
+but it ignores the activation pattern).
+
+**Defaults** follow the MNIST experiment (App. E and the code): :math:`P = 15` steps, :math:`T = 3`
+restarts, :math:`Q = 100` random draws, :math:`k = n/4` (``sparsity=0.25``; the code's ``7*28`` of
+784), :math:`\rho = 3.08`: the paper's 10 standard deviations of the normalised MNIST pixels,
+:math:`10 \times 0.3081` in :math:`[0, 1]` units. The radius is the base's epsilon (:attr:`eps`, also
+:attr:`rho`) and may be an :class:`~captum_robust.robust.regularizers.EpsilonSchedule`; at
+:math:`\rho = 0` (or :math:`\lambda = 0`) no attack runs and the term is a constant 0.
+"""
 
 from __future__ import annotations
 
@@ -59,41 +111,15 @@ class SaliencyAlignment(RobustTerm):
     saliency, eq. 5-6) of the student being trained and of a frozen teacher -- in the paper an
     adversarially trained model of the same architecture (e.g. one trained with
     :class:`~captum_robust.robust.regularizers.PGDAdversarialLoss`). The value is the *batch
-    mean*, differentiable with respect to the student's parameters (:math:`J_S` is taken with
-    ``create_graph=True``); :math:`J_T` is computed without a graph, the teacher in eval mode
-    (its mode, ``.grad`` and ``requires_grad`` left as found). The teacher is not registered as
-    a submodule and must be a separate network (not the student, no shared parameter).
-
-    The student's pass runs on the unwrapped model in eval mode (BatchNorm/Dropout; restored
-    afterwards; ``eval_mode=False`` keeps your mode). For a ReLU student the parameter gradient
-    of :math:`J_S` keeps only the terms that do not differentiate the activation pattern
-    (second derivatives through ReLU vanish); a softplus network makes it exact.
-
-    **Gali's full objective** (eq. 8-9) is
-    :math:`\mathcal L_{CE}(x', y) + \lVert \mathrm{IG}^{\ell_y}(x, x') \rVert_1 + \lambda
-    \mathcal L_\text{diff}` with :math:`x'` maximizing the first two terms over an
-    :math:`\ell_\infty` ball from a random start, :math:`\lambda \approx 0.001`. The first two
-    terms, maximized together, are Chen et al.'s IG-Sum-Norm objective with :math:`\beta = 1`,
-    so compose::
-
-        objective = IGSumNorm(model, eps=0.3, beta=1.0)         # CE(x') + ||IG(x, x')||_1
-        alignment = SaliencyAlignment(model, teacher, lam=1e-3)  # lam * ||J_S(x) - J_T(x)||^2
-        loss = objective(x, y) + alignment(x, y)
+    mean*, differentiable with respect to the student's parameters. The passes, the teacher's
+    checks and Gali's full objective (eq. 8-9, composed with :class:`IGSumNorm`):
+    :mod:`~captum_robust.robust.regularizers.saliency`. Common arguments: :class:`RobustTerm`.
 
     Args:
-        model (nn.Module): the student being trained (``B x C`` logits), possibly wrapped in
-            ``DistributedDataParallel``.
         teacher (nn.Module): the frozen teacher, taking the same inputs, with the same classes.
         lam (float): :math:`\lambda \ge 0`. Default 0.001 (Gali et al.).
-        eval_mode (bool): run the student's pass in eval mode. Default True.
 
-    Attributes:
-        last_stats (dict): ``"value"``, ``"eps"`` (0), ``"distance"`` (the mean squared
-            distance, without :math:`\lambda`).
-
-    Raises:
-        TypeError: the teacher is not an ``nn.Module``.
-        ValueError: the teacher is the student or shares a parameter with it; ``lam < 0``.
+    ``last_stats`` holds ``"distance"`` (the mean squared distance, without :math:`\lambda`).
 
     Example::
 
@@ -172,7 +198,7 @@ def _has_relu(module: nn.Module) -> bool:
 
 class SaliencyStability(RobustTerm):
     r"""Saliency stability training (Levine, Singla, Feizi, App. D, eq. D.1), a term to add to
-    the cross-entropy:
+    the cross-entropy (eq. D.1 is :math:`\mathrm{CE}(x, y) + R`):
 
     .. math::
 
@@ -180,69 +206,26 @@ class SaliencyStability(RobustTerm):
             \big\lVert g(\tilde x_b) - g(x_b) \big\rVert_2^2,
         \qquad g(x) = \frac{|\nabla_x f_y(x)|}{\lVert \nabla_x f_y(x) \rVert_2},
 
-    (eq. D.1 is :math:`\mathrm{CE}(x, y) + R`), :math:`g` the :math:`\ell_2`-normalised absolute
-    gradient of the class logit (the authors' code: ``normalize_each(abs(grad))``), and
-    :math:`\tilde x` Levine et al.'s :math:`\ell_2` top-k attack (Alg. 1,
-    :class:`~captum_robust.robust.attacks.L2TopKAttack`) on the map :math:`|\nabla_x f_y|` in
-    the ball :math:`\lVert \tilde x - x \rVert_2 \le \rho` (and the data box), keeping the
-    prediction. The value is the *batch mean*, differentiable with respect to the parameters
-    through both maps (both are taken with ``create_graph=True`` in one pass, as in the
-    authors' code); :math:`\tilde x` is detached. Since both maps are non-negative unit
-    vectors, each example's distance lies in :math:`[0, 2]`.
-
-    **Strength.** ``reduction="sum"`` (default) is eq. D.1 as written. The authors' code uses
-    ``MSELoss``, the mean over the :math:`n` map elements *and* the batch: ``reduction="mean"``
-    (the per-example sum divided by :math:`n`) reproduces it, so their :math:`\lambda \in [0,
-    1000]` (:math:`\lambda = 200` in Fig. 7) on MNIST (:math:`n = 784`) is ``lam=200,
-    reduction="mean"`` or ``lam=200/784, reduction="sum"``. The authors average only over the
-    examples where the attack found a start that keeps the class; here such examples keep
-    :math:`\tilde x = x`, contribute 0 and count in the batch mean.
-
-    **Softplus networks.** The attack ascends a function of the input gradient, i.e. uses
-    second derivatives in the input, which vanish almost everywhere through ReLU: Levine et al.
-    train softplus networks (:class:`~captum_robust.models.Small` ``(softplus=...)`` etc.).
-    For a ReLU model pass ``surrogate=softplus_surrogate(model)`` (it shares the weights, so it
-    follows training): the attack gradients then come from the smooth copy while predictions,
-    acceptance and the reported maps use the model. Without one, a model with ``nn.ReLU``
-    modules gets a warning at construction (the attack would only try its random starts);
-    functional ``relu`` calls cannot be seen. The trained term itself is computed on the model
-    (its parameter gradient does not vanish for ReLU, but it ignores the activation pattern).
-
-    **Defaults** follow the MNIST experiment (App. E and the code): :math:`P = 15` steps,
-    :math:`T = 3` restarts, :math:`Q = 100` random draws, :math:`k = n/4` (``sparsity=0.25``;
-    the code's ``7*28`` of 784), :math:`\rho = 3.08`: the paper's 10 standard deviations of
-    the normalised MNIST pixels, :math:`10 \times 0.3081` in :math:`[0, 1]` units. The radius
-    is the base's epsilon (:attr:`eps`, also :attr:`rho`) and may be an
-    :class:`EpsilonSchedule`; at :math:`\rho = 0` (or :math:`\lambda = 0`) no attack runs and
-    the term is a constant 0. The attack always runs in eval mode; ``eval_mode`` applies to the
-    differentiable pass.
+    :math:`g` the :math:`\ell_2`-normalised absolute gradient of the class logit, :math:`\tilde x`
+    Levine et al.'s :math:`\ell_2` top-k attack (:class:`~captum_robust.robust.attacks.L2TopKAttack`)
+    in the ball of radius :math:`\rho` (``rho``, the base's ``eps``). The value is the *batch mean*,
+    differentiable with respect to the parameters through both maps. The attack, the strength of
+    the authors' code, ReLU networks (pass ``surrogate=``) and the MNIST defaults:
+    :mod:`~captum_robust.robust.regularizers.saliency`. Common arguments: :class:`RobustTerm`.
 
     Args:
-        model (nn.Module): the classifier being trained, possibly wrapped in DDP.
         lam (float): :math:`\lambda \ge 0`. Default 1.0.
         rho (float or EpsilonSchedule): the :math:`\ell_2` radius :math:`\rho \ge 0`. Default 3.08.
         sparsity (float): :math:`k = \lceil \text{sparsity} \cdot n \rceil`, in (0, 1]. Default 0.25.
         k (int, optional): the attacked top-k size directly (overrides ``sparsity``).
-        n_iterations (int): :math:`P \ge 1`. Default 15.
-        n_restarts (int): :math:`T \ge 1`. Default 3.
-        random_budget (int): :math:`Q \ge 1`. Default 100.
+        n_iterations, n_restarts, random_budget (int): :math:`P`, :math:`T`, :math:`Q \ge 1`. Default 15, 3, 100.
         max_backtracks (int): step halvings before a step is given up, >= 0. Default 20.
         surrogate (nn.Module, optional): a smooth copy for the attack gradients.
         reduction (str): ``"sum"`` (eq. D.1, default) or ``"mean"`` (the authors' ``MSELoss``).
-        target_class (str): whose logit's gradient is the map: ``"label"`` (default, :math:`y`)
-            or ``"prediction"`` (the argmax, as in the authors' code).
-        auto_step (bool): step an :class:`EpsilonSchedule` after each call in training mode.
-        eval_mode (bool): run the differentiable pass in eval mode. Default True.
-        generator (torch.Generator, optional): randomness of the attack's random starts.
-        clip_min, clip_max (float, Tensor or None): the data box. Default [0, 1].
+        target_class (str): whose logit's gradient is the map: ``"label"`` (default) or ``"prediction"``.
 
-    Attributes:
-        last_adversarial (Tensor): :math:`\tilde x` of the last call (detached).
-        last_stats (dict): ``"value"``, ``"eps"`` (:math:`\rho`), ``"distance"`` (mean
-            :math:`\lVert g(\tilde x) - g(x) \rVert^2` with the reduction, without
-            :math:`\lambda`), ``"attack_success"`` (fraction of the batch where the attack
-            returned a perturbed point) and ``"topk_overlap"`` (mean top-k overlap of
-            :math:`|\nabla f|` between :math:`x` and :math:`\tilde x`, as the attack reports).
+    ``last_stats`` holds ``"distance"`` (mean :math:`\lVert g(\tilde x) - g(x) \rVert^2`, without :math:`\lambda`),
+    ``"attack_success"`` (fraction perturbed) and ``"topk_overlap"`` (mean top-k overlap, as the attack reports).
 
     Example::
 
@@ -256,31 +239,14 @@ class SaliencyStability(RobustTerm):
         >>> loss.backward()
         >>> bool(((reg.last_adversarial - x).flatten(1).norm(dim=1) <= 1.0 + 1e-5).all())
         True
-        >>> reg.objective_at(x, y, x).item()    # no perturbation, no change of the map
-        0.0
     """
 
-    def __init__(
-        self,
-        model: nn.Module,
-        lam: float = 1.0,
-        rho: EpsType = 3.08,
-        *,
-        sparsity: float = 0.25,
-        k: Optional[int] = None,
-        n_iterations: int = 15,
-        n_restarts: int = 3,
-        random_budget: int = 100,
-        max_backtracks: int = 20,
-        surrogate: Optional[nn.Module] = None,
-        reduction: str = "sum",
-        target_class: str = "label",
-        auto_step: bool = True,
-        eval_mode: bool = True,
-        generator: Optional[torch.Generator] = None,
-        clip_min: BoundType = 0.0,
-        clip_max: BoundType = 1.0,
-    ) -> None:
+    def __init__(self, model: nn.Module, lam: float = 1.0, rho: EpsType = 3.08, *, sparsity: float = 0.25,
+                 k: Optional[int] = None, n_iterations: int = 15, n_restarts: int = 3, random_budget: int = 100,
+                 max_backtracks: int = 20, surrogate: Optional[nn.Module] = None, reduction: str = "sum",
+                 target_class: str = "label", auto_step: bool = True, eval_mode: bool = True,
+                 generator: Optional[torch.Generator] = None, clip_min: BoundType = 0.0,
+                 clip_max: BoundType = 1.0) -> None:
         if not isinstance(rho, EpsilonSchedule):
             rho = check_weight(rho, "rho")
         super().__init__(model, rho, auto_step=auto_step, eval_mode=eval_mode, generator=generator)
