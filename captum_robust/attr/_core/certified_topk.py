@@ -4,6 +4,12 @@ r"""Certified top-K robustness of a smoothed attribution (Levine, Singla & Feizi
 returns the smoothed maps with a :class:`TopKCertificate`; the certificate functions it
 applies are in :mod:`captum_robust.attr._core.certificates` (public in
 :mod:`captum_robust.attr.certify`).
+
+**Which sigma.** When the noise level differs between input tensors, the smallest sigma of
+each example enters the certificate (sound: the whitened perturbation has norm at most
+``rho / sigma_min``). The certificate compares with the population map smoothed with the
+*same* absolute sigma (``certificate.sigma``): with ``relative_sigma=True``, recompute maps at
+perturbed inputs with a method built with ``sigma=certificate.sigma``, not with their own range.
 """
 
 from __future__ import annotations
@@ -124,12 +130,8 @@ class CertifiedTopK(Attribution):
     With probability at least ``confidence``, every :math:`\tilde x` within :math:`\ell_2`
     distance ``rho`` of ``x`` has a population smoothed map whose top-K shares at least
     :math:`R_\text{cert}` elements with the observed top-K. Levine found the scaled and
-    quadratic maps' certificates vacuous and the sparsified ones not. When the noise level
-    differs between input tensors, the smallest sigma of each example is used (sound).
-
-    The certificate compares with the population map smoothed with the *same* absolute
-    sigma (``certificate.sigma``): with ``relative_sigma=True``, recompute maps at perturbed
-    inputs with a method built with ``sigma=certificate.sigma``, not with their own range.
+    quadratic maps' certificates vacuous and the sparsified ones not. Which sigma enters the
+    certificate (several input tensors, ``relative_sigma``): see the module documentation.
 
     Args:
         smoothed_attribution (SmoothGradBase): the smoothed method (its ``sigma`` and

@@ -28,6 +28,11 @@ every activation change, every rule converges only like :math:`1/m`. Captum's
 :math:`k/(m-1)`, whose sum is :math:`1 - 1/m`, so its error is at least about :math:`1/m`; it
 is kept for equality with Captum. The measured errors are in ``benchmarks/README.md``.
 
+**IG of a loss** (Chen et al. 2019): :math:`\mathrm{IG}^{\ell_y}(x, x')`, from :math:`x` to
+:math:`x'`, is this class with ``baselines=x``, ``inputs=x'`` and the per-example loss
+:math:`\ell_y` as ``forward_func`` (returning shape ``(B,)``); its :math:`\ell_1` norm is the
+IG-Norm regularizer (Chen eq. 4).
+
 **Layer attributions along the input path** (``layer=``; Chen et al. 2019, Lemma 1, eq. 2,
 summed as in eq. 3): for a hidden layer :math:`h`, the input path :math:`r(t)` induces
 
@@ -119,21 +124,16 @@ class BatchedIntegratedGradients(GradientAttribution):
 
     .. math::
 
-        \mathrm{IG}_i(x, a) = (x_i - a_i) \int_0^1
-            \frac{\partial F(a + t (x - a))}{\partial x_i}\, dt
-        \;\approx\; (x_i - a_i) \sum_{k=1}^{m} w_k\,
-            \frac{\partial F(a + t_k (x - a))}{\partial x_i},
+        \mathrm{IG}_i(x, a) = (x_i - a_i) \int_0^1 \frac{\partial F(a + t (x - a))}{\partial x_i}\, dt
+        \;\approx\; (x_i - a_i) \sum_{k=1}^{m} w_k\, \frac{\partial F(a + t_k (x - a))}{\partial x_i},
 
-    with completeness :math:`\sum_i \mathrm{IG}_i(x, a) = F(x) - F(a)` up to the quadrature
-    error. Chen's :math:`\mathrm{IG}^{\ell_y}(x, x')` (from :math:`x` to :math:`x'`): pass
-    ``baselines=x``, ``inputs=x'`` and the per-example loss as ``forward_func``; its
-    :math:`\ell_1` norm is the IG-Norm regularizer (Chen eq. 4). Quadrature rules, ``layer=``
-    (Chen Lemma 1), ``create_graph`` and model state: see the module documentation.
+    with completeness :math:`\sum_i \mathrm{IG}_i(x, a) = F(x) - F(a)` up to the quadrature error.
+    Quadrature rules, the IG of a loss (Chen's :math:`\mathrm{IG}^{\ell_y}`, second example),
+    ``layer=`` (Chen Lemma 1), ``create_graph`` and model state: see the module documentation.
 
     Args:
         forward_func (nn.Module or callable): the model or any function of the inputs (and
-            ``additional_forward_args``) returning ``(N, ...)`` outputs, or ``(N,)`` per-example
-            scalars.
+            ``additional_forward_args``) returning ``(N, ...)`` outputs or ``(N,)`` scalars.
         multiply_by_inputs (bool): multiply the integrated gradients by ``x - a`` (global
             attribution, default) or not (local attribution), as in Captum.
 
@@ -145,8 +145,7 @@ class BatchedIntegratedGradients(GradientAttribution):
         >>> model = Small().eval()
         >>> x, y = torch.rand(4, 1, 28, 28), torch.tensor([3, 1, 4, 1])
         >>> ig = BatchedIntegratedGradients(model)
-        >>> attr, delta = ig.attribute(x, target=y, n_steps=20, method="riemann_middle",
-        ...                            return_convergence_delta=True)
+        >>> attr, delta = ig.attribute(x, target=y, n_steps=20, method="riemann_middle", return_convergence_delta=True)
         >>> # Chen's IG of the loss from x to x', differentiable for a regularizer:
         >>> loss_ig = BatchedIntegratedGradients(lambda r, t: F.cross_entropy(model(r), t, reduction="none"))
         >>> x_adv = (x + 0.1 * torch.randn_like(x)).clamp(0, 1)
