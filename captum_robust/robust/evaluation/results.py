@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
@@ -47,8 +47,7 @@ class AttackedExamples:
     @classmethod
     def concatenate(cls, parts: Sequence["AttackedExamples"]) -> "AttackedExamples":
         """The parts one after the other."""
-        names = ("index", "inputs", "inputs_adv", "target", "maps", "maps_adv")
-        return cls(*(torch.cat([getattr(p, name) for p in parts]) for name in names))
+        return cls(*(torch.cat([getattr(p, f.name) for p in parts]) for f in fields(cls)))
 
 
 @dataclass
