@@ -48,21 +48,20 @@ noise, one value per example (the average or typical case; the attacks of
 ``metric``. Computed on the inputs' device and in their dtype; model mode, parameters' ``.grad`` and
 ``requires_grad`` and the inputs are left as found.
 
-**Defaults: Quantus 0.6 / Captum 0.9 / the papers.**
+**Defaults: this library (= Quantus 0.6) / Captum 0.9 / the papers.**
 
-========================== ===================================== ======================= ===========================
-metric                     this library (= Quantus 0.6)          Captum ``sensitivity_max``  paper
-========================== ===================================== ======================= ===========================
-max/avg sensitivity        200 samples, U[-0.2, 0.2], L2,        10 samples, U[-0.02,     max/mean over the ball
-                           divided by ``||e(x)||``, no           0.02], ``fro``, divided  ``||x'-x|| <= r``, not
-                           normalisation, no exclusion           by ``||e(x)||`` (or 1)   divided (``relative=False``)
-local Lipschitz estimate   200 samples, N(0, 0.1^2), L2,         --                       max over the ball
-                           normalise by max (True)                                        ``B_eps(x)``, no normalising
-RIS / ROS / RRS            200 samples, U[0.02, 0.2] (a          --                       ``max(d, eps_min)``;
-                           positive shift), L2, eps_min 1e-6,                             excludes changed
-                           exclusion on (Quantus: NaN if any                              predictions
-                           perturbation changes the class)
-========================== ===================================== ======================= ===========================
+* Max/Avg-Sensitivity: 200 samples of U[-0.2, 0.2] noise per element, L2 norms, divided by
+  ``||e(x)||``, no normalisation, no exclusion (Quantus). Captum's ``sensitivity_max``: 10 samples
+  of U[-0.02, 0.02], ``"fro"``, divided by ``||e(x)||`` (by 1 where it is 0). Yeh et al.: the
+  max / mean over the ball ``||x' - x|| <= r``, not divided (``relative=False``).
+* Local Lipschitz Estimate: 200 samples of N(0, 0.1^2) noise, L2 norms, maps normalised by their
+  maximum (``normalise=True``, Quantus). Alvarez-Melis & Jaakkola: the maximum over the ball
+  ``B_eps(x)``, found by optimisation or sampling, maps not normalised.
+* RIS/ROS/RRS: 200 samples of U[0.02, 0.2] noise (a positive shift of every element, Quantus'
+  ``upper_bound=0.2`` with its ``lower_bound`` default 0.02), L2 norms, ``eps_min=1e-6``, changed
+  predictions excluded. Agarwal et al.: ``max(d, eps_min)`` in the denominator (Quantus and this
+  library: ``d + eps_min`` where ``d == 0``); the maximum over the perturbations that keep the
+  class (Quantus 0.6: NaN for the example as soon as one perturbation changes it).
 """
 
 from captum_robust.robust.stability._core import StabilityResult

@@ -83,6 +83,9 @@ def relative_input_stability(
         \mathrm{RIS}(x) = \max_{x'_s:\ \hat y(x'_s) = \hat y(x)}
         \frac{\lVert (e_x - e_{x'_s}) / e_x \rVert_p}{\max(\lVert (x - x'_s) / x \rVert_p, \epsilon_{\min})}.
 
+    See :func:`~captum_robust.robust.stability.max_sensitivity` and the package page for the
+    other arguments.
+
     Args:
         radius (float or (float, float)): uniform noise: U[-r, r] per element for a number,
             U[low, high] for a pair. Default (0.02, 0.2), Quantus 0.6's ``batch_uniform_noise``
@@ -94,8 +97,6 @@ def relative_input_stability(
             (the paper's constraint); needs the model (``forward_func``, or the explainer's).
             Default True. Quantus 0.6 returns NaN for the whole example when any perturbation
             changes the class; here the maximum runs over the others and NaN only when none is left.
-        See :func:`~captum_robust.robust.stability.max_sensitivity` and the package page for the
-        other arguments.
 
     Returns:
         StabilityResult: ``values`` and ``n_prediction_changed`` (when checked) of shape ``(B,)``.
@@ -191,7 +192,8 @@ def relative_representation_stability(
     Args:
         layer (nn.Module): a submodule of the model, called once per forward pass, whose output
             is the representation (Quantus: ``layer_names=[name]``). Required.
-        See :func:`relative_input_stability` for the other arguments and defaults.
+
+    See :func:`relative_input_stability` for the other arguments and defaults.
 
     Returns:
         StabilityResult: ``values`` and ``n_prediction_changed`` of shape ``(B,)``.

@@ -69,17 +69,19 @@ def max_sensitivity(
     :math:`\lVert e(x)\rVert` (``relative=True``, the default). NaN where :math:`e(x) = 0` with
     ``relative=True`` (Quantus returns NaN or inf, Captum divides by 1 instead).
 
+    The arguments every metric shares (``explainer``, ``inputs``, ``target``,
+    ``additional_forward_args``, ``attribute_kwargs``, ``norm``, ``perturb_func``, ``abs``,
+    ``forward_func``, ``exclude_changed`` (default False, as Quantus'
+    ``return_nan_when_prediction_changes``), ``internal_batch_size``, ``generator``,
+    ``show_progress``) are described on the package page, :mod:`captum_robust.robust.stability`.
+
     Args:
-        explainer, inputs, target: the attribution and what it explains (see the package page).
         n_samples (int): perturbations per example. Default 200 (Quantus; Captum: 10).
         radius (float or (float, float)): uniform noise U[-r, r] per element, or U[low, high]
             for a pair. Default 0.2 (Quantus' ``lower_bound``; Captum: 0.02).
         relative (bool): divide by :math:`\lVert e(x) \rVert`. Default True.
         normalise (bool): divide every map by its largest absolute value first (Quantus'
             ``normalise_by_max``, per example). Default False.
-        See the package page for ``additional_forward_args``, ``attribute_kwargs``, ``norm``,
-        ``perturb_func``, ``abs``, ``forward_func``, ``exclude_changed`` (default False, as Quantus'
-        ``return_nan_when_prediction_changes``), ``internal_batch_size``, ``generator``, ``show_progress``.
 
     Returns:
         StabilityResult: ``values`` of shape ``(B,)``.
@@ -189,11 +191,12 @@ def local_lipschitz_estimate(
     or samples); a finite sample gives a lower bound of that maximum. NaN where
     :math:`x'_s = x` (Quantus adds :math:`10^{-10}` to the denominator instead).
 
+    See :func:`max_sensitivity` and the package page for the other arguments.
+
     Args:
         radius (float): standard deviation of the Gaussian noise. Default 0.1 (Quantus' ``perturb_std``).
         normalise (bool): divide every map by its largest absolute value first, per example.
             Default True, as in Quantus (the paper does not normalise).
-        See :func:`max_sensitivity` and the package page for the other arguments.
 
     Returns:
         StabilityResult: ``values`` of shape ``(B,)``.
