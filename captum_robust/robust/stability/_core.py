@@ -384,3 +384,11 @@ def floor_zero(d: Tensor, eps: float) -> Tensor:
 
 def check_eps(eps_min: Any) -> float:
     return float(check_positive(eps_min, "eps_min"))
+
+
+def call_kwargs(local: Dict[str, Any]) -> Dict[str, Any]:
+    """A metric's ``locals()`` as keyword arguments of :func:`prepare`: without the positional
+    arguments and ``relative``, ``exclude_changed`` renamed ``exclude``."""
+    kw = {k: v for k, v in local.items() if k not in ("explainer", "inputs", "target", "relative")}
+    kw["exclude"] = kw.pop("exclude_changed")
+    return kw

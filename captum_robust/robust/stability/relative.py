@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from captum_robust.robust.stability._core import (
     StabilityResult,
+    call_kwargs,
     check_eps,
     floor_zero,
     pnorm,
@@ -49,7 +50,6 @@ def _relative(kind: str, norm: str, eps: float) -> _Score:
 
 def _run(kind: str, name: str, explainer: Any, inputs: Any, target: Any, kw: Dict[str, Any]) -> StabilityResult:
     eps = check_eps(kw.pop("eps_min"))
-    kw["exclude"] = kw.pop("exclude_changed")
     s = prepare(explainer, inputs, target, noise="uniform", normalise_how="second_moment",
                 needs_model=kind != "x", **kw)
     if kind == "L" and s.layer is None:
@@ -112,7 +112,7 @@ def relative_input_stability(
         >>> result.values.shape, result.n_prediction_changed.shape
         (torch.Size([2]), torch.Size([2]))
     """
-    return _run("x", "relative_input_stability", explainer, inputs, target, _kw(locals()))
+    return _run("x", "relative_input_stability", explainer, inputs, target, call_kwargs(locals()))
 
 
 def relative_output_stability(
@@ -158,7 +158,7 @@ def relative_output_stability(
         >>> relative_output_stability(Saliency(model), x, target=0, n_samples=5).values  # constant map
         tensor([0., 0.])
     """
-    return _run("h", "relative_output_stability", explainer, inputs, target, _kw(locals()))
+    return _run("h", "relative_output_stability", explainer, inputs, target, call_kwargs(locals()))
 
 
 def relative_representation_stability(
@@ -207,8 +207,4 @@ def relative_representation_stability(
         >>> relative_representation_stability(Saliency(model), x, 0, layer=model[0], n_samples=5).values
         tensor([0., 0.])
     """
-    return _run("L", "relative_representation_stability", explainer, inputs, target, _kw(locals()))
-
-
-def _kw(local: Dict[str, Any]) -> Dict[str, Any]:
-    return {k: v for k, v in local.items() if k not in ("explainer", "inputs", "target")}
+    return _run("L", "relative_representation_stability", explainer, inputs, target, call_kwargs(locals()))

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from captum_robust._utils.validation import check_bool
-from captum_robust.robust.stability._core import StabilityResult, pnorm, prepare, run_metric
+from captum_robust.robust.stability._core import StabilityResult, call_kwargs, pnorm, prepare, run_metric
 
 __all__ = ["max_sensitivity", "avg_sensitivity", "local_lipschitz_estimate"]
 
@@ -95,11 +95,7 @@ def max_sensitivity(
         >>> max_sensitivity(Saliency(model), x, target=0, n_samples=5).values  # a linear model's gradient is constant
         tensor([0., 0.])
     """
-    kwargs = dict(locals())
-    for k in ("explainer", "inputs", "target", "relative"):
-        del kwargs[k]
-    kwargs["exclude"] = kwargs.pop("exclude_changed")
-    return _sensitivity_metric("max", "max_sensitivity", explainer, inputs, target, relative, kwargs)
+    return _sensitivity_metric("max", "max_sensitivity", explainer, inputs, target, relative, call_kwargs(locals()))
 
 
 def avg_sensitivity(
@@ -145,11 +141,7 @@ def avg_sensitivity(
         >>> avg_sensitivity(Saliency(model), x, target=1, n_samples=5).values
         tensor([0., 0.])
     """
-    kwargs = dict(locals())
-    for k in ("explainer", "inputs", "target", "relative"):
-        del kwargs[k]
-    kwargs["exclude"] = kwargs.pop("exclude_changed")
-    return _sensitivity_metric("mean", "avg_sensitivity", explainer, inputs, target, relative, kwargs)
+    return _sensitivity_metric("mean", "avg_sensitivity", explainer, inputs, target, relative, call_kwargs(locals()))
 
 
 def _lipschitz(norm: str) -> Callable[[Tensor, Dict[str, Tensor], Dict[str, Tensor]], Tensor]:
@@ -210,9 +202,5 @@ def local_lipschitz_estimate(
         >>> local_lipschitz_estimate(Saliency(model), x, target=2, n_samples=5).values
         tensor([0., 0.])
     """
-    kwargs = dict(locals())
-    for k in ("explainer", "inputs", "target"):
-        del kwargs[k]
-    kwargs["exclude"] = kwargs.pop("exclude_changed")
-    s = prepare(explainer, inputs, target, noise="gaussian", normalise_how="max", **kwargs)
+    s = prepare(explainer, inputs, target, noise="gaussian", normalise_how="max", **call_kwargs(locals()))
     return run_metric(s, _lipschitz(s.norm), "max", "local_lipschitz_estimate")
