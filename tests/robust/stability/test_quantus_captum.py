@@ -59,8 +59,8 @@ def _quantus(metric, model, x, y, P, normalise, **kw):
         warnings.simplefilter("ignore")
         m = getattr(quantus, name)(nr_samples=P.shape[0], perturb_func=_quantus_perturb(P, batch),
                                    normalise=normalise, disable_warnings=True, **options, **kw)
-        out = m(model=Float64(model).eval(), x_batch=x.numpy(), y_batch=y.numpy(), explain_func=_explain, channel_first=True,
-                batch_size=batch)
+        out = m(model=Float64(model).eval(), x_batch=x.numpy(), y_batch=y.numpy(), explain_func=_explain,
+                channel_first=True, batch_size=batch)
     return np.asarray(out, dtype=np.float64)
 
 
