@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -299,6 +299,20 @@ def check_bool(value: Any, name: str) -> bool:
     if not isinstance(value, bool):
         raise InvalidParameterError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
     return value
+
+
+def check_kwargs(value: Any, name: str, reserved: Sequence[str], why: str) -> Dict[str, Any]:
+    """Check extra keyword arguments: None or a mapping that sets none of ``reserved``; returns a
+    new dict. ``why`` ends the message, e.g. ``"interpreter_kwargs must not set ['target']: the
+    regularizer passes inputs, target and create_graph itself"``."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidParameterError(f"{name} must be a dict of keyword arguments or None, got {type(value).__name__}")
+    bad = [k for k in value if k in reserved]
+    if bad:
+        raise ValueError(f"{name} must not set {bad}: {why}")
+    return dict(value)
 
 
 def check_choice(value: Any, name: str, choices: Sequence[Any]) -> Any:

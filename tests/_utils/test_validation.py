@@ -236,3 +236,17 @@ def test_check_float_inputs():
 def test_checks_return_normalised_values():
     assert math.isclose(V.check_positive(3, "x"), 3.0)
     assert type(V.check_fraction(1, "x")) is float and type(V.check_nonnegative(0, "x")) is float
+
+
+def test_check_kwargs_copies_a_mapping_and_refuses_reserved_names():
+    from types import MappingProxyType
+
+    given = {"n_steps": 8}
+    out = V.check_kwargs(given, "attribution_kwargs", ("target",), "the attack passes target itself")
+    assert out == given and out is not given
+    assert V.check_kwargs(None, "attribution_kwargs", ("target",), "") == {}
+    assert V.check_kwargs(MappingProxyType({"a": 1}), "kw", (), "") == {"a": 1}
+    with pytest.raises(ValueError, match=r"kw must not set \['target'\]: the caller passes it"):
+        V.check_kwargs({"target": 1, "n_steps": 2}, "kw", ("target", "inputs"), "the caller passes it")
+    with pytest.raises(TypeError, match="kw must be a dict of keyword arguments or None, got list"):
+        V.check_kwargs([("a", 1)], "kw", (), "")

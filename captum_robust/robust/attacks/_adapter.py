@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from captum_robust._utils.geometry import Tensors
-from captum_robust._utils.validation import check_int
+from captum_robust._utils.validation import check_int, check_kwargs
 from captum_robust.robust.attacks._base import unformat
 from captum_robust.robust.discrepancy import measure_function, prepare_maps
 
@@ -83,6 +83,7 @@ def make_measure(measure: Any, k: Optional[int]) -> Tuple[str, Callable[[Tensor,
 
 
 _RESERVED = ("inputs", "target", "additional_forward_args", "create_graph", "return_convergence_delta", "generator")
+_WHY = "the attack passes inputs, target, additional_forward_args, create_graph and the noise generator itself"
 
 
 def _rebind(obj: Any, model: nn.Module, surrogate: Any) -> Any:
@@ -144,8 +145,8 @@ class AttributionAdapter:
             )
         self.model = model
         self.surrogate = surrogate
-        self.kwargs = self._check_kwargs(attribution_kwargs, "attribution_kwargs")
-        self.gradient_kwargs = self._check_kwargs(gradient_kwargs, "gradient_attribution_kwargs")
+        self.kwargs = check_kwargs(attribution_kwargs, "attribution_kwargs", _RESERVED, _WHY)
+        self.gradient_kwargs = check_kwargs(gradient_kwargs, "gradient_attribution_kwargs", _RESERVED, _WHY)
         self.noise_seed = check_int(noise_seed, "noise_seed", 0)
         method = getattr(attribution, "attribute", None)
         if method is not None and callable(method):
@@ -187,20 +188,6 @@ class AttributionAdapter:
                 f"(model, inputs, target) -> maps, got {type(attribution).__name__}"
             )
         self.attribution = attribution
-
-    @staticmethod
-    def _check_kwargs(kwargs: Optional[Dict[str, Any]], name: str) -> Dict[str, Any]:
-        if kwargs is None:
-            return {}
-        if not isinstance(kwargs, dict):
-            raise TypeError(f"{name} must be a dict of keyword arguments for attribute(), got {type(kwargs).__name__}")
-        bad = [k for k in kwargs if k in _RESERVED]
-        if bad:
-            raise ValueError(
-                f"{name} must not set {bad}: the attack passes inputs, target, additional_forward_args, "
-                "create_graph and the noise generator itself"
-            )
-        return dict(kwargs)
 
     @property
     def reusable(self) -> bool:

@@ -41,6 +41,7 @@ from captum.attr import Attribution
 from torch import Tensor, nn
 
 from captum_robust._utils.geometry import BoundType
+from captum_robust._utils.validation import check_kwargs
 from captum_robust.attr import CAM, BatchedIntegratedGradients
 from captum_robust.robust.discrepancy import lp_discrepancy, target_free_discrepancy
 from captum_robust.robust.regularizers._base import (EpsType, check_adversarial, check_num_classes, check_weight,
@@ -87,17 +88,9 @@ class _IntTerm(AttackTerm):
                          generator=generator)
         self.convention = _check_convention(convention)
         self._gamma = None if gamma is None else check_weight(gamma, "gamma")
-        if interpreter_kwargs is None:
-            interpreter_kwargs = {}
-        if not isinstance(interpreter_kwargs, Mapping):
-            raise TypeError(f"interpreter_kwargs must be a dict or None, got {type(interpreter_kwargs).__name__}")
-        bad = [k for k in interpreter_kwargs if k in _RESERVED_KWARGS]
-        if bad:
-            raise ValueError(
-                f"interpreter_kwargs must not set {bad}: the regularizer passes inputs, target, create_graph "
-                "(and raw, from convention=) itself"
-            )
-        self.interpreter_kwargs: Dict[str, Any] = dict(interpreter_kwargs)
+        self.interpreter_kwargs: Dict[str, Any] = check_kwargs(
+            interpreter_kwargs, "interpreter_kwargs", _RESERVED_KWARGS,
+            "the regularizer passes inputs, target, create_graph (and raw, from convention=) itself")
         kind, interp = self._resolve_interpreter(layer, classifier, interpreter)
         self._kind = kind
         # never registered as a submodule (a callable interpreter may be an nn.Module)
