@@ -9,15 +9,15 @@ import contextlib
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
 from captum_robust.cli import _types
 
 __all__ = [
-    "UsageError", "prepare_out", "run_settings", "resolve_device", "distributed_run", "progress", "my_batches", "batch_generator", "print_outputs",
-    "add_run_options",
+    "UsageError", "prepare_out", "run_settings", "resolve_device", "distributed_run", "progress", "my_batches",
+    "batch_generator", "print_outputs", "write_results", "write_report", "run_line", "report_tail", "add_run_options",
 ]
 
 
@@ -121,6 +121,33 @@ def print_outputs(table: str, paths: Sequence[Path]) -> None:
         print(f"wrote {path}")
 
 
+def write_results(out: Path, results: Dict[str, Any]) -> Path:
+    """Write ``results.json`` into ``out`` (NaN and infinities kept as ``NaN`` / ``Infinity``); returns its path."""
+    from captum_robust._utils.reporting import write_json
+
+    return write_json(out / "results.json", results, nan="keep")
+
+
+def write_report(out: Path, text: str) -> Path:
+    """Write ``report.md`` into ``out``; returns its path."""
+    path = out / "report.md"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def run_line(args: argparse.Namespace, settings: Dict[str, Any]) -> str:
+    """The report's line on the ``run`` options: seed, batches, processes, device."""
+    return (f"- seed {args.seed}, batches of {args.batch_size}, {settings['world_size']} process(es), "
+            f"device {settings['device']}")
+
+
+def report_tail(results: str, figures: Sequence[str], wall: float) -> List[str]:
+    """The last lines of a report: the files written (``results.json``, described by ``results``,
+    the report, then one line per figure) and the wall time."""
+    return ["## Files", "", f"- `results.json`: {results}", "- `report.md`: this report", *figures, "",
+            f"Wall time: {wall:.1f} s.", ""]
+
+
 def add_run_options(p: argparse.ArgumentParser, out: str, batch: int) -> None:
     """The ``run`` options of ``evaluate`` and ``certify``: batches, seed, output, device, threads."""
     r = p.add_argument_group("run")
@@ -131,17 +158,12 @@ def add_run_options(p: argparse.ArgumentParser, out: str, batch: int) -> None:
             "of processes, so a torchrun run gives the single-process results"
         ),
     )
-    r.add_argument(
-        "--seed", type=_types.seed, default=0,
-        help="seed of every random choice; batch b draws from a generator seeded with (seed, b) (default: 0)",
-    )
+    r.add_argument("--seed", type=_types.seed, default=0,
+                   help="seed of every random choice; batch b draws from a generator seeded with (seed, b) "
+                        "(default: 0)")
     r.add_argument("--out", default=out, metavar="DIR", help=f"output folder, created if missing (default: {out})")
-    r.add_argument(
-        "--device", choices=("cpu", "cuda"), default="cpu",
-        help="where the model runs (default: cpu); under torchrun, cuda means cuda:LOCAL_RANK",
-    )
-    r.add_argument(
-        "--threads", type=_types.positive_int, default=None, metavar="T",
-        help="torch intra-op threads during the run, restored afterwards (default: leave as is)",
-    )
+    r.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="where the model runs (default: cpu); under torchrun, cuda means cuda:LOCAL_RANK")
+    r.add_argument("--threads", type=_types.positive_int, default=None, metavar="T",
+                   help="torch intra-op threads during the run, restored afterwards (default: leave as is)")
     r.add_argument("--no-progress", action="store_true", help="do not show progress bars")

@@ -14,27 +14,15 @@ from typing import Any, Dict, List, Tuple
 
 import torch
 
-from captum_robust import __version__
-from captum_robust._utils.reporting import fmt, markdown_table, write_json
+from captum_robust._utils.reporting import fmt, markdown_table
 from captum_robust.cli import _types
 from captum_robust.cli._defaults import (
-    CERT_CONFIDENCE,
-    CERT_K_FRACTION,
-    CERT_RHO,
-    SMOOTHGRAD_SAMPLES,
-    SMOOTHGRAD_SIGMA,
-    SMOOTHGRAD_SPARSITY,
+    CERT_CONFIDENCE, CERT_K_FRACTION, CERT_RHO, SMOOTHGRAD_SAMPLES, SMOOTHGRAD_SIGMA, SMOOTHGRAD_SPARSITY,
 )
 from captum_robust.cli._inputs import UserRun, add_model_options, prepare_run
 from captum_robust.cli._runtime import (
-    UsageError,
-    add_run_options,
-    batch_generator,
-    distributed_run,
-    my_batches,
-    prepare_out,
-    print_outputs,
-    progress,
+    UsageError, add_run_options, batch_generator, distributed_run, my_batches, prepare_out, print_outputs, progress,
+    report_tail, run_line, write_report, write_results,
 )
 
 CERTIFY_OUT = "./captum_robust_certify/"
@@ -48,58 +36,40 @@ CERT_QUANTILES = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
 def add_parser(sub: Any) -> None:
     """Add the ``certify`` subcommand to the subparsers ``sub``."""
     p = sub.add_parser(
-        "certify",
-        help="certified top-K robustness of Sparsified SmoothGrad maps of your own model",
-        description=(
-            "Load your model (a factory and a state_dict), compute Sparsified SmoothGrad maps (Levine et al., eq. "
-            "2.4) of its prediction on the test images and their top-K certificates (CertifiedTopK, Levine Thm. 2): "
-            "per example the certified overlap R of the top-K at l2 radius --rho, and the certified radius, the "
-            "largest l2 radius at which at least --min-overlap of the top-K stays certified. Writes results.json, "
-            "report.md (quantiles, fraction certified at several radii) and figure_radius_cdf.png (CDF of the "
-            "certified radius) into --out. Start it with torchrun --nproc_per_node=P -m captum_robust.cli certify "
-            "... to split the examples over P processes."
-        ),
+        "certify", help="certified top-K robustness of Sparsified SmoothGrad maps of your own model",
+        description="""
+        Load your model (a factory and a state_dict), compute Sparsified SmoothGrad maps (Levine et al., eq. 2.4) of its
+        prediction on the test images and their top-K certificates (CertifiedTopK, Levine Thm. 2): per example
+        the certified overlap R of the top-K at l2 radius --rho, and the certified radius, the largest l2 radius
+        at which at least --min-overlap of the top-K stays certified. Writes results.json, report.md (quantiles,
+        fraction certified at several radii) and figure_radius_cdf.png (CDF of the certified radius) into --out.
+        Start it with torchrun --nproc_per_node=P -m captum_robust.cli certify ... to split the examples over P
+        processes.
+        """,
     )
     add_model_options(p, CERTIFY_EXAMPLES)
     add_run_options(p, CERTIFY_OUT, CERTIFY_BATCH)
     c = p.add_argument_group("certificate")
-    c.add_argument(
-        "--k", type=_types.count_or_fraction, default=CERT_K_FRACTION, metavar="K",
-        help=f"K of the top-K: a count, or a fraction of the pixels (default: {CERT_K_FRACTION})",
-    )
-    c.add_argument(
-        "--sparsity", type=_types.fraction, default=SMOOTHGRAD_SPARSITY, metavar="S",
-        help=f"fraction of pixels set to 1 in each noisy sample (default: {SMOOTHGRAD_SPARSITY})",
-    )
-    c.add_argument(
-        "--sigma", type=_types.positive_number, default=SMOOTHGRAD_SIGMA, metavar="SIGMA",
-        help=f"smoothing noise standard deviation, pixels in [0, 1] (default: {SMOOTHGRAD_SIGMA})",
-    )
-    c.add_argument(
-        "--n-samples", type=_types.positive_int, default=SMOOTHGRAD_SAMPLES, metavar="N",
-        help=f"noisy samples per image (default: {SMOOTHGRAD_SAMPLES}; Levine used 8192)",
-    )
-    c.add_argument(
-        "--confidence", type=_types.probability, default=CERT_CONFIDENCE, metavar="P",
-        help=f"probability that all certificates hold (Hoeffding + union bound) (default: {CERT_CONFIDENCE})",
-    )
-    c.add_argument(
-        "--rho", type=_types.nonneg_number, default=CERT_RHO, metavar="RHO",
-        help=f"l2 radius of the per-example certified overlap (default: {CERT_RHO})",
-    )
-    c.add_argument(
-        "--min-overlap", type=_types.fraction, default=0.5, metavar="F",
-        help="the certified radius is the largest radius at which at least ceil(F * K) of the top-K are certified "
-             "(default: 0.5)",
-    )
-    c.add_argument(
-        "--target", choices=("prediction", "label"), default="prediction",
-        help="explain the model's prediction or the true label (default: prediction)",
-    )
-    c.add_argument(
-        "--internal-batch-size", type=_types.positive_int, default=None, metavar="ROWS",
-        help="noisy samples per forward/backward pass (default: chosen automatically)",
-    )
+    c.add_argument("--k", type=_types.count_or_fraction, default=CERT_K_FRACTION, metavar="K",
+                   help=f"K of the top-K: a count, or a fraction of the pixels (default: {CERT_K_FRACTION})")
+    c.add_argument("--sparsity", type=_types.fraction, default=SMOOTHGRAD_SPARSITY, metavar="S",
+                   help=f"fraction of pixels set to 1 in each noisy sample (default: {SMOOTHGRAD_SPARSITY})")
+    c.add_argument("--sigma", type=_types.positive_number, default=SMOOTHGRAD_SIGMA, metavar="SIGMA",
+                   help=f"smoothing noise standard deviation, pixels in [0, 1] (default: {SMOOTHGRAD_SIGMA})")
+    c.add_argument("--n-samples", type=_types.positive_int, default=SMOOTHGRAD_SAMPLES, metavar="N",
+                   help=f"noisy samples per image (default: {SMOOTHGRAD_SAMPLES}; Levine used 8192)")
+    c.add_argument("--confidence", type=_types.probability, default=CERT_CONFIDENCE, metavar="P",
+                   help="probability that all certificates hold (Hoeffding + union bound) "
+                        f"(default: {CERT_CONFIDENCE})")
+    c.add_argument("--rho", type=_types.nonneg_number, default=CERT_RHO, metavar="RHO",
+                   help=f"l2 radius of the per-example certified overlap (default: {CERT_RHO})")
+    c.add_argument("--min-overlap", type=_types.fraction, default=0.5, metavar="F",
+                   help="the certified radius is the largest radius at which at least ceil(F * K) of the top-K are "
+                        "certified (default: 0.5)")
+    c.add_argument("--target", choices=("prediction", "label"), default="prediction",
+                   help="explain the model's prediction or the true label (default: prediction)")
+    c.add_argument("--internal-batch-size", type=_types.positive_int, default=None, metavar="ROWS",
+                   help="noisy samples per forward/backward pass (default: chosen automatically)")
     p.set_defaults(handler=run)
 
 
@@ -184,12 +154,10 @@ def _certify(args: argparse.Namespace, ctx: Any, device: torch.device) -> int:
     )
     results = {"command": "certify", "settings": settings, "summary": summary, "per_example": cols,
                "notes": all_notes, "wall_seconds": wall}
-    json_path = out / "results.json"
-    write_json(json_path, results, nan="keep")
+    json_path = write_results(out, results)
     figure = _certify_figure(out, cols["radius"], args.rho, k, m)
     table = _certify_table(summary, settings)
-    report_path = out / "report.md"
-    report_path.write_text(_certify_report(args, run, settings, summary, table, figure, all_notes, wall), encoding="utf-8")
+    report_path = write_report(out, _certify_report(args, run, settings, summary, table, figure, all_notes, wall))
     for note in all_notes:
         print(f"warning: {note}", file=sys.stderr)
     print_outputs(table, (json_path, report_path, figure))
@@ -269,18 +237,11 @@ def _certify_report(args: argparse.Namespace, run: UserRun, settings: Dict[str, 
                     table: str, figure: Path, notes: List[str], wall: float) -> str:
     k, m = settings["k"], settings["min_overlap_count"]
     lines = [
-        "# captum-robust certify report",
-        "",
-        f"Generated by `captum-robust certify` (captum_robust {__version__}).",
-        "",
-        f"- model: `{args.model}`" + (f" with `{args.model_kwargs}`" if args.model_kwargs else "")
-        + f", weights `{args.weights}` ({run.n_params:,} parameters); accuracy on these images "
-        f"{summary['accuracy']:.3f}",
-        f"- data: {run.data}; the first {settings['examples']} images",
+        *run.report_head("certify", args, settings, after=f"; accuracy on these images {summary['accuracy']:.3f}"),
         f"- Sparsified SmoothGrad (Levine et al., eq. 2.4) of the {args.target}: sparsity {args.sparsity:g}, "
         f"sigma {args.sigma:g}, {args.n_samples} noisy samples; top-K with K = {k} of {settings['n_features']} pixels",
         f"- confidence {args.confidence:g}: Hoeffding margin {settings['margin']:.4f} on every pixel (union bound)",
-        f"- seed {args.seed}, batches of {args.batch_size}, {settings['world_size']} process(es), device {settings['device']}",
+        run_line(args, settings),
         "",
         "## Certificates",
         "",
@@ -296,14 +257,7 @@ def _certify_report(args: argparse.Namespace, run: UserRun, settings: Dict[str, 
         f"![CDF of the certified radius]({figure.name})",
         "",
         *[f"Warning: {note}" for note in notes],
-        "## Files",
-        "",
-        "- `results.json`: settings, summary and per-example values (`overlap`, `fraction`, `radius`, "
-        "`overlap_at_radii` at the radii of the second table)",
-        "- `report.md`: this report",
-        f"- `{figure.name}`: the CDF above",
-        "",
-        f"Wall time: {wall:.1f} s.",
-        "",
+        *report_tail("settings, summary and per-example values (`overlap`, `fraction`, `radius`, `overlap_at_radii` "
+                     "at the radii of the second table)", [f"- `{figure.name}`: the CDF above"], wall),
     ]
     return "\n".join(lines)

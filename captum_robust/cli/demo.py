@@ -17,13 +17,7 @@ import torch
 from captum_robust.cli import _demo_report as report
 from captum_robust.cli import _types
 from captum_robust.cli._defaults import (
-    CERT_CONFIDENCE,
-    CERT_K_FRACTION,
-    CERT_RHO,
-    IMAGE_SIZE,
-    SMOOTHGRAD_SAMPLES,
-    SMOOTHGRAD_SIGMA,
-    SMOOTHGRAD_SPARSITY,
+    CERT_CONFIDENCE, CERT_K_FRACTION, CERT_RHO, IMAGE_SIZE, SMOOTHGRAD_SAMPLES, SMOOTHGRAD_SIGMA, SMOOTHGRAD_SPARSITY,
     TEST_FRACTION,
 )
 from captum_robust.cli._runtime import UsageError, prepare_out, run_settings
@@ -78,55 +72,37 @@ PGD_EVAL_ITERATIONS = 40
 def add_parser(sub: Any) -> None:
     """Add the ``demo`` subcommand to the subparsers ``sub``."""
     demo = sub.add_parser(
-        "demo",
-        help="train a small CNN on the embedded digits and explain it with CAM, Grad-CAM, Grad-CAM++",
-        description=(
-            "Train the Small CNN (Boopathy et al. 2020) on scikit-learn's digits upsampled to 28x28 "
-            "(offline), report its test accuracy, explain test images with CAM, Grad-CAM and "
-            "Grad-CAM++ for the true and the predicted class, check CAM completeness, compute a certified "
-            "Sparsified SmoothGrad map of the prediction with its top-K certificate, attack the Integrated "
-            "Gradients and CAM maps while keeping the predictions, train a second model with the Int regularizer "
-            "(Boopathy et al. 2020) and compare how both resist PGD and AAI, and write report.md, "
-            "figure_attributions.png, figure_attacks.png, attacked_inputs.pt, model.pt and model_int.pt into --out. "
-            "Training stops after "
-            "--epochs epochs or --seconds seconds, whichever comes first; for a reproducible model "
-            "give --epochs and a large --seconds."
-        ),
+        "demo", help="train a small CNN on the embedded digits and explain it with CAM, Grad-CAM, Grad-CAM++",
+        description="""
+        Train the Small CNN (Boopathy et al. 2020) on scikit-learn's digits upsampled to 28x28 (offline), report its
+        test accuracy, explain test images with CAM, Grad-CAM and Grad-CAM++ for the true and the predicted
+        class, check CAM completeness, compute a certified Sparsified SmoothGrad map of the prediction with its
+        top-K certificate, attack the Integrated Gradients and CAM maps while keeping the predictions, train a
+        second model with the Int regularizer (Boopathy et al. 2020) and compare how both resist PGD and AAI,
+        and write report.md, figure_attributions.png, figure_attacks.png, attacked_inputs.pt, model.pt and
+        model_int.pt into --out. Training stops after --epochs epochs or --seconds seconds, whichever comes
+        first; for a reproducible model give --epochs and a large --seconds.
+        """,
     )
-    demo.add_argument(
-        "--out", default=DEFAULT_OUT, metavar="DIR",
-        help=f"output folder, created if missing (default: {DEFAULT_OUT})",
-    )
-    demo.add_argument(
-        "--epochs", type=_types.positive_int, default=None, metavar="N",
-        help=f"maximum number of training epochs (default: {DEFAULT_EPOCHS}, or {QUICK_EPOCHS} with --quick)",
-    )
-    demo.add_argument(
-        "--seconds", type=_types.seconds, default=None, metavar="S",
-        help=(
-            f"training time budget in seconds (default: {DEFAULT_SECONDS:g}, about one minute of "
-            "training; no budget with --quick)"
-        ),
-    )
-    demo.add_argument(
-        "--seed", type=_types.seed, default=0, help="seed of the split, the model and the shuffling (default: 0)"
-    )
-    demo.add_argument(
-        "--examples", type=_types.positive_int, default=8, metavar="K",
-        help="number of test images to explain (default: 8)",
-    )
-    demo.add_argument(
-        "--threads", type=_types.positive_int, default=DEFAULT_THREADS, metavar="T",
-        help=(
-            f"torch intra-op threads during the run, restored afterwards (default: {DEFAULT_THREADS}; "
-            "the small model gains nothing from more)"
-        ),
-    )
+    demo.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
+                      help=f"output folder, created if missing (default: {DEFAULT_OUT})")
+    demo.add_argument("--epochs", type=_types.positive_int, default=None, metavar="N",
+                      help=f"maximum number of training epochs (default: {DEFAULT_EPOCHS}, or {QUICK_EPOCHS} with "
+                           "--quick)")
+    demo.add_argument("--seconds", type=_types.seconds, default=None, metavar="S",
+                      help=f"training time budget in seconds (default: {DEFAULT_SECONDS:g}, about one minute of "
+                           "training; no budget with --quick)")
+    demo.add_argument("--seed", type=_types.seed, default=0,
+                      help="seed of the split, the model and the shuffling (default: 0)")
+    demo.add_argument("--examples", type=_types.positive_int, default=8, metavar="K",
+                      help="number of test images to explain (default: 8)")
+    demo.add_argument("--threads", type=_types.positive_int, default=DEFAULT_THREADS, metavar="T",
+                      help=f"torch intra-op threads during the run, restored afterwards (default: {DEFAULT_THREADS}; "
+                           "the small model gains nothing from more)")
     demo.add_argument("--no-progress", action="store_true", help="do not show progress bars")
-    demo.add_argument(
-        "--quick", action="store_true",
-        help=f"a run of a few seconds ({QUICK_EPOCHS} epochs, smaller figure), for tests and smoke checks",
-    )
+    demo.add_argument("--quick", action="store_true",
+                      help=f"a run of a few seconds ({QUICK_EPOCHS} epochs, smaller figure), for tests and smoke "
+                           "checks")
     demo.set_defaults(handler=run)
 
 

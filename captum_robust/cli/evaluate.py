@@ -13,20 +13,13 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
-from captum_robust import __version__
-from captum_robust._utils.reporting import fmt, markdown_table, write_json
+from captum_robust._utils.reporting import fmt, markdown_table
 from captum_robust.cli import _types
 from captum_robust.cli._defaults import SMOOTHGRAD_SIGMA, SMOOTHGRAD_SPARSITY
 from captum_robust.cli._inputs import UserRun, add_model_options, prepare_run
 from captum_robust.cli._runtime import (
-    UsageError,
-    add_run_options,
-    batch_generator,
-    distributed_run,
-    my_batches,
-    prepare_out,
-    print_outputs,
-    progress,
+    UsageError, add_run_options, batch_generator, distributed_run, my_batches, prepare_out, print_outputs, progress,
+    report_tail, run_line, write_report, write_results,
 )
 from captum_robust.robust.discrepancy import MEASURES
 
@@ -53,16 +46,16 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "evaluate",
         help="attack the explanations of your own model and report how much they change (with PGD accuracy)",
-        description=(
-            "Load your model (a factory and a state_dict), explain the correctly classified test images with an "
-            "attribution method, attack the explanations while keeping the predictions, and report how much the "
-            "maps changed (top-k intersection, Kendall's tau, ...: mean, median, 95% intervals over the examples "
-            "whose prediction the attack kept) together with the model's accuracy under PGD with the same budget. "
-            "Runs captum_robust.robust.evaluation.attribution_robustness and writes results.json, report.md, "
-            "figure_maps.png (maps before/after the attack) and figure_measures.png (histograms) into --out. "
-            "Start it with torchrun --nproc_per_node=P -m captum_robust.cli evaluate ... to split the examples "
-            "over P processes; rank 0 gathers the per-example results and writes the files."
-        ),
+        description="""
+        Load your model (a factory and a state_dict), explain the correctly classified test images with an attribution
+        method, attack the explanations while keeping the predictions, and report how much the maps changed
+        (top-k intersection, Kendall's tau, ...: mean, median, 95% intervals over the examples whose prediction
+        the attack kept) together with the model's accuracy under PGD with the same budget. Runs
+        captum_robust.robust.evaluation.attribution_robustness and writes results.json, report.md,
+        figure_maps.png (maps before/after the attack) and figure_measures.png (histograms) into --out. Start it
+        with torchrun --nproc_per_node=P -m captum_robust.cli evaluate ... to split the examples over P
+        processes; rank 0 gathers the per-example results and writes the files.
+        """,
     )
     add_model_options(p, EVALUATE_EXAMPLES)
     add_run_options(p, EVALUATE_OUT, EVALUATE_BATCH)
@@ -90,55 +83,38 @@ def _add_attack_options(a: Any) -> None:
             "(default: topk)"
         ),
     )
-    a.add_argument(
-        "--eps", type=_types.positive_number, nargs="+", default=None, metavar="EPS",
-        help=f"attack radius, one or more values (each gives a row group) (default: {LINF_EPS} for the l-inf "
-             f"attacks, {L2_EPS} for l2-topk); PGD uses the same radius and norm",
-    )
-    a.add_argument(
-        "--k", type=_types.positive_int, default=None, metavar="K",
-        help="size of the attacked top set and of the top-k intersection (default: 8 for cam, else one eighth of the "
-             "attacked map's elements, e.g. 98 of 784 pixels)",
-    )
-    a.add_argument(
-        "--iterations", type=_types.positive_int, default=ATTACK_ITERATIONS, metavar="N",
-        help=f"attack iterations (default: {ATTACK_ITERATIONS})",
-    )
-    a.add_argument(
-        "--step-size", type=_types.positive_number, default=None, metavar="S",
-        help="l-inf attacks' step (default: 2.5 * eps / iterations)",
-    )
-    a.add_argument(
-        "--restarts", type=_types.positive_int, default=1, metavar="R", help="restarts of l2-topk (default: 1)",
-    )
-    a.add_argument(
-        "--measures", nargs="+", choices=MEASURES, default=["topk", "kendall"], metavar="M",
-        help=f"measures between the clean and attacked maps, among {', '.join(MEASURES)} (default: topk kendall)",
-    )
-    a.add_argument(
-        "--pgd-iterations", type=_types.nonneg_int, default=40, metavar="N",
-        help="PGD iterations for the adversarial accuracy (step 2.5 * eps / N, random start); 0 skips PGD (default: 40)",
-    )
+    a.add_argument("--eps", type=_types.positive_number, nargs="+", default=None, metavar="EPS",
+                   help=f"attack radius, one or more values (each gives a row group) (default: {LINF_EPS} for the "
+                        f"l-inf attacks, {L2_EPS} for l2-topk); PGD uses the same radius and norm")
+    a.add_argument("--k", type=_types.positive_int, default=None, metavar="K",
+                   help="size of the attacked top set and of the top-k intersection (default: 8 for cam, else one "
+                        "eighth of the attacked map's elements, e.g. 98 of 784 pixels)")
+    a.add_argument("--iterations", type=_types.positive_int, default=ATTACK_ITERATIONS, metavar="N",
+                   help=f"attack iterations (default: {ATTACK_ITERATIONS})")
+    a.add_argument("--step-size", type=_types.positive_number, default=None, metavar="S",
+                   help="l-inf attacks' step (default: 2.5 * eps / iterations)")
+    a.add_argument("--restarts", type=_types.positive_int, default=1, metavar="R",
+                   help="restarts of l2-topk (default: 1)")
+    a.add_argument("--measures", nargs="+", choices=MEASURES, default=["topk", "kendall"], metavar="M",
+                   help=f"measures between the clean and attacked maps, among {', '.join(MEASURES)} "
+                        "(default: topk kendall)")
+    a.add_argument("--pgd-iterations", type=_types.nonneg_int, default=40, metavar="N",
+                   help="PGD iterations for the adversarial accuracy (step 2.5 * eps / N, random start); 0 skips "
+                        "PGD (default: 40)")
 
 
 def _add_method_options(a: Any) -> None:
     """Settings of the individual attribution methods (in the ``attribution and attack`` group)."""
-    a.add_argument(
-        "--ig-steps", type=_types.positive_int, default=16, metavar="N",
-        help="Integrated Gradients steps (midpoint rule) (default: 16)",
-    )
-    a.add_argument(
-        "--sparsity", type=_types.fraction, default=SMOOTHGRAD_SPARSITY, metavar="S",
-        help=f"sparsified-smoothgrad: fraction of pixels set to 1 per sample (default: {SMOOTHGRAD_SPARSITY})",
-    )
-    a.add_argument(
-        "--sigma", type=_types.positive_number, default=SMOOTHGRAD_SIGMA, metavar="SIGMA",
-        help=f"sparsified-smoothgrad: noise standard deviation, pixels in [0, 1] (default: {SMOOTHGRAD_SIGMA})",
-    )
-    a.add_argument(
-        "--n-samples", type=_types.positive_int, default=64, metavar="N",
-        help="sparsified-smoothgrad: noisy samples of the measured maps (default: 64)",
-    )
+    a.add_argument("--ig-steps", type=_types.positive_int, default=16, metavar="N",
+                   help="Integrated Gradients steps (midpoint rule) (default: 16)")
+    a.add_argument("--sparsity", type=_types.fraction, default=SMOOTHGRAD_SPARSITY, metavar="S",
+                   help="sparsified-smoothgrad: fraction of pixels set to 1 per sample "
+                        f"(default: {SMOOTHGRAD_SPARSITY})")
+    a.add_argument("--sigma", type=_types.positive_number, default=SMOOTHGRAD_SIGMA, metavar="SIGMA",
+                   help="sparsified-smoothgrad: noise standard deviation, pixels in [0, 1] "
+                        f"(default: {SMOOTHGRAD_SIGMA})")
+    a.add_argument("--n-samples", type=_types.positive_int, default=64, metavar="N",
+                   help="sparsified-smoothgrad: noisy samples of the measured maps (default: 64)")
     a.add_argument(
         "--surrogate-beta", type=_types.nonneg_number, default=SURROGATE_BETA, metavar="BETA",
         help=(
@@ -147,17 +123,12 @@ def _add_method_options(a: Any) -> None:
             f"(default: {SURROGATE_BETA:g})"
         ),
     )
-    a.add_argument(
-        "--layer", default=None, metavar="NAME",
-        help="cam: the submodule whose output is the last feature map (a name from model.named_modules()); "
-             "default: model.feature_layer if defined, else found automatically",
-    )
-    a.add_argument(
-        "--classifier", default=None, metavar="NAME",
-        help="cam: the final nn.Linear fed by global average pooling; default: model.classifier if defined, else "
-             "the last nn.Linear",
-    )
-
+    a.add_argument("--layer", default=None, metavar="NAME",
+                   help="cam: the submodule whose output is the last feature map (a name from "
+                        "model.named_modules()); default: model.feature_layer if defined, else found automatically")
+    a.add_argument("--classifier", default=None, metavar="NAME",
+                   help="cam: the final nn.Linear fed by global average pooling; default: model.classifier if "
+                        "defined, else the last nn.Linear")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -428,13 +399,11 @@ def _evaluate(args: argparse.Namespace, ctx: Any, device: torch.device) -> int:
         attack=args.attack, norm=norm, eps=eps_list, k=k, iterations=args.iterations, step_size=args.step_size,
         pgd_iterations=args.pgd_iterations, measures=measure_names,
     )
-    json_path = out / "results.json"
     results = {"command": "evaluate", "settings": settings, "runs": runs, "wall_seconds": wall}
-    write_json(json_path, results, nan="keep")
+    json_path = write_results(out, results)
     figures = _evaluate_figures(args, out, runs, examples, run.model, device)
     table = _evaluate_table(runs, norm)
-    report_path = out / "report.md"
-    report_path.write_text(_evaluate_report(args, run, parts, settings, table, figures, wall), encoding="utf-8")
+    report_path = write_report(out, _evaluate_report(args, run, parts, settings, table, figures, wall))
     print_outputs(table, [json_path, report_path, *figures.values()])
     return 0
 
@@ -521,20 +490,14 @@ def _evaluate_figures(args: argparse.Namespace, out: Path, runs: List[Dict[str, 
 def _evaluate_report(args: argparse.Namespace, run: UserRun, parts: Parts, settings: Dict[str, Any], table: str,
                      figures: Dict[str, Path], wall: float) -> str:
     lines = [
-        "# captum-robust evaluate report",
-        "",
-        f"Generated by `captum-robust evaluate` (captum_robust {__version__}).",
-        "",
-        f"- model: `{args.model}`" + (f" with `{args.model_kwargs}`" if args.model_kwargs else "")
-        + f", weights `{args.weights}` ({run.n_params:,} parameters, {run.n_classes} classes)",
-        f"- data: {run.data}; the first {settings['examples']} images",
+        *run.report_head("evaluate", args, settings, in_brackets=f", {run.n_classes} classes"),
         f"- attribution: {parts.description}",
         f"- attack: `{args.attack}` ({settings['norm']}, eps {', '.join(f'{e:g}' for e in settings['eps'])}, "
         f"{args.iterations} iterations, k = {settings['k']}); maps of the true label, compared after the attack's "
         "map preparation",
         f"- PGD: {args.pgd_iterations} iterations of 2.5 eps / {args.pgd_iterations}, random start"
         if args.pgd_iterations else "- PGD: skipped",
-        f"- seed {args.seed}, batches of {args.batch_size}, {settings['world_size']} process(es), device {settings['device']}",
+        run_line(args, settings),
         *[f"- note: {note}" for note in parts.notes],
         "",
         "## Results",
@@ -551,9 +514,7 @@ def _evaluate_report(args: argparse.Namespace, run: UserRun, parts: Parts, setti
         lines += [f"![maps before and after the attack]({figures['maps'].name})", "",
                   "The first attacked images of the first batch (the attacked input is shown), their maps before "
                   "and after the attack (each on its own colour scale).", ""]
-    lines += [f"![distribution of the measures]({figures['measures'].name})", "",
-              "## Files", "", "- `results.json`: settings, summaries and per-example values (one entry per eps)",
-              "- `report.md`: this report"]
-    lines += [f"- `{p.name}`" for p in figures.values()]
-    lines += ["", f"Wall time: {wall:.1f} s.", ""]
+    lines += [f"![distribution of the measures]({figures['measures'].name})", ""]
+    lines += report_tail("settings, summaries and per-example values (one entry per eps)",
+                         [f"- `{p.name}`" for p in figures.values()], wall)
     return "\n".join(lines)
