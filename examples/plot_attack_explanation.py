@@ -26,8 +26,8 @@ to the *attack* can be told apart from the damage that any noise of that size do
 #
 # The same data, model and training as in the first tutorial:
 # :func:`~captum_robust.training.trained_digits_model` trains ``Small`` with Adam and a
-# one-cycle learning-rate schedule, 60 passes over the training images (about half a minute
-# of one free CPU core, several times longer on a busy machine; the result is cached, so the
+# one-cycle learning-rate schedule, 60 passes over the training images (under half a minute
+# on one free CPU core, several times longer on a busy machine; the result is cached, so the
 # gallery trains it once for all tutorials).
 
 import time

@@ -17,7 +17,7 @@ it does not, and compares it with the certificate of
 # --------------
 #
 # The same data, model and training as in the first tutorial
-# (:func:`~captum_robust.training.trained_digits_model`: about half a minute of one free CPU
+# (:func:`~captum_robust.training.trained_digits_model`: under half a minute on one free CPU
 # core, several times longer on a busy machine; cached, so the gallery trains it once for all
 # tutorials).
 

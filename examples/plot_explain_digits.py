@@ -29,10 +29,11 @@ The whole script runs in well under a minute on two CPU cores.
 # stratified training and test set with a fixed seed.
 # :func:`captum_robust.training.trained_digits_model` loads them and trains the network
 # on them: a plain cross-entropy loop, Adam with a one-cycle learning-rate schedule, 60
-# passes over the 1,437 training images in batches of 32 (about half a minute of one free
-# CPU core, several times longer on a busy machine). Its seed fixes the split, the initial weights and the batch order, so every run
-# gives the same model; the result is cached per process, so the later tutorials reuse
-# it. For your own models and loops, see :func:`captum_robust.training.train_classifier`.
+# passes over the 1,437 training images in batches of 32 (under half a minute on one free
+# CPU core, several times longer on a busy machine). Its seed fixes the split, the initial
+# weights and the batch order, so every run gives the same model; the result is cached per
+# process, so the later tutorials reuse it. For your own models and loops, see
+# :func:`captum_robust.training.train_classifier`.
 
 import time
 
