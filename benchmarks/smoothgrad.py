@@ -37,7 +37,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict
+from typing import Any, Dict
 
 import torch
 from captum.attr import NoiseTunnel, Saliency
@@ -160,7 +160,8 @@ def peak_memory(args: argparse.Namespace, which: str, n_samples: int, nt_batch: 
 # ---------------------------------------------------------------------------- main
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
+    """The options (``--quick`` shrinks the sizes); threads checked >= 1."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_args(parser, quick="n_samples 1024 and fewer repeats", out=None, seed=None)
     parser.add_argument("--device", default="cpu")
@@ -182,16 +183,50 @@ def main() -> None:
     parser.add_argument("--child-n-samples", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--nt-batch", type=int, default=64, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.child:
-        child(args)
-        return
-    if args.quick:
+    check_threads(parser, args)
+    if args.quick and not args.child:
         args.n_samples, args.repeats = 1024, 3
         args.memory_n_samples = "256,1024,4096"
         args.unchunked_n_samples = "256,1024"
         args.nt_batches = "64,512"
-    torch.set_num_threads(check_threads(parser, args))
-    device = torch.device(args.device)
+    return args
+
+
+def memory_study(args: argparse.Namespace, device: torch.device, best_nt: int) -> Dict[str, Any]:
+    """Peak memory against n_samples, a fresh process per configuration; prints the table."""
+    ibs = args.internal_batch_size
+    memory = []
+    for m in [int(v) for v in args.memory_n_samples.split(",")]:
+        for which in ("sparsified", "captum"):
+            peak = peak_memory(args, which, m, best_nt)
+            memory.append({"method": which, "n_samples": m, **peak})
+    for m in [int(v) for v in args.unchunked_n_samples.split(",") if v]:
+        peak = peak_memory(args, "unchunked", m, best_nt)
+        memory.append({"method": "unchunked", "n_samples": m, **peak})
+    idle = peak_memory(args, "idle", 1, best_nt)
+    key = "cuda_added_mb" if device.type == "cuda" else ("added_mb" if "added_mb" in idle else "maxrss_mb")
+    print(f"\nPeak memory added by one call ({key}, fresh process per row; one plain forward pass of the "
+          f"batch adds {idle[key]:.1f} MB)\n")
+    labels = {"sparsified": f"SparsifiedSmoothGrad, internal_batch_size={ibs}",
+              "captum": f"Captum NoiseTunnel(Saliency), nt_samples_batch_size={best_nt}",
+              "unchunked": "SparsifiedSmoothGrad, every sample in one pass (for contrast)"}
+    print(markdown_table(
+        ["method", "n_samples", "peak MB added by the call", "process max RSS MB"],
+        [(labels[r["method"]], r["n_samples"], f"{r[key]:.1f}", f"{r['maxrss_mb']:.0f}") for r in memory],
+        align="llll",
+    ))
+    spars = [r for r in memory if r["method"] == "sparsified"]
+    growth = max(r[key] for r in spars) - min(r[key] for r in spars)
+    flat = growth < 0.1 * max(r[key] for r in spars) + 5
+    print(f"\nsparsified: peak memory grows by {growth:.1f} MB from n_samples {spars[0]['n_samples']} to "
+          f"{spars[-1]['n_samples']} ({'flat' if flat else 'NOT flat'})")
+    return {"memory": memory, "memory_idle": idle, "memory_key": key, "memory_growth_sparsified_mb": growth,
+            "memory_flat": flat}
+
+
+def speed_study(args: argparse.Namespace, device: torch.device) -> Dict[str, Any]:
+    """Captum's best nt_samples_batch_size, then the interleaved timings of the bare gradients,
+    Sparsified SmoothGrad, CertifiedTopK and Captum at its best, and the certificate alone."""
     model, x, y = build(args)
     n = x[0].numel()
     q, ibs, sigma = args.n_samples, args.internal_batch_size, args.sigma
@@ -252,61 +287,10 @@ def main() -> None:
     cert_time = statistics.median(cert_times)
     cert_share = cert_time / med["sparsified"]
 
-    rows = [
-        ("sparsified / bare chunked gradients", ratio_bare, "<= 1.15"),
-        (f"sparsified / Captum NoiseTunnel(Saliency), nt_samples_batch_size={best_nt}", ratio_captum, "<= 1.00"),
-        ("certificate (topk_certificate) / sparsified smoothing", cert_share, "<= 0.05"),
-        ("CertifiedTopK.attribute / sparsified smoothing", ratio_wrapper, "<= 1.05"),
-    ]
     wall_med = medians(wall)
     wall_bare = statistics.median([s_ / b_ for s_, b_ in zip(wall["sparsified"], wall["bare"])])
     wall_captum = statistics.median([s_ / c_ for s_, c_ in zip(wall["sparsified"], wall["captum_best"])])
-    print()
-    print(markdown_table(
-        ["quantity", f"ratio ({clock} time, median of {args.repeats} interleaved repeats)", "target", "met"],
-        [(name, f"{value:.3f}", target, "yes" if value <= float(target.split()[-1]) else "NO")
-         for name, value, target in rows],
-        align="llll",
-    ))
-    print(f"\nwall-clock ratios for reference: sparsified / bare {wall_bare:.3f}, sparsified / Captum {wall_captum:.3f}")
-    print()
-    print(markdown_table(
-        ["call", f"median {clock} seconds", "median wall seconds"],
-        [(name, f"{value:.3f}", f"{wall_med[name]:.3f}") for name, value in med.items()]
-        + [("certificate only", f"{cert_time * 1e3:.3f} ms", "")],
-        align="lll",
-    ))
-
-    # 4. peak memory against n_samples, a fresh process per configuration
-    memory = []
-    for m in [int(v) for v in args.memory_n_samples.split(",")]:
-        for which in ("sparsified", "captum"):
-            peak = peak_memory(args, which, m, best_nt)
-            memory.append({"method": which, "n_samples": m, **peak})
-    for m in [int(v) for v in args.unchunked_n_samples.split(",") if v]:
-        peak = peak_memory(args, "unchunked", m, best_nt)
-        memory.append({"method": "unchunked", "n_samples": m, **peak})
-    idle = peak_memory(args, "idle", 1, best_nt)
-    key = "cuda_added_mb" if device.type == "cuda" else ("added_mb" if "added_mb" in idle else "maxrss_mb")
-    print(f"\nPeak memory added by one call ({key}, fresh process per row; one plain forward pass of the "
-          f"batch adds {idle[key]:.1f} MB)\n")
-    labels = {"sparsified": f"SparsifiedSmoothGrad, internal_batch_size={ibs}",
-              "captum": f"Captum NoiseTunnel(Saliency), nt_samples_batch_size={best_nt}",
-              "unchunked": "SparsifiedSmoothGrad, every sample in one pass (for contrast)"}
-    print(markdown_table(
-        ["method", "n_samples", "peak MB added by the call", "process max RSS MB"],
-        [(labels[r["method"]], r["n_samples"], f"{r[key]:.1f}", f"{r['maxrss_mb']:.0f}") for r in memory],
-        align="llll",
-    ))
-    spars = [r for r in memory if r["method"] == "sparsified"]
-    growth = max(r[key] for r in spars) - min(r[key] for r in spars)
-    flat = growth < 0.1 * max(r[key] for r in spars) + 5
-    print(f"\nsparsified: peak memory grows by {growth:.1f} MB from n_samples {spars[0]['n_samples']} to "
-          f"{spars[-1]['n_samples']} ({'flat' if flat else 'NOT flat'})")
-
-    result = {
-        "config": {k_: (str(v) if isinstance(v, Path) else v) for k_, v in vars(args).items()},
-        "machine": machine_info(cuda_device=torch.cuda.get_device_name() if device.type == "cuda" else None),
+    return {
         "captum_sweep_seconds": sweep,
         "captum_best_nt_samples_batch_size": best_nt,
         "clock": clock,
@@ -321,11 +305,54 @@ def main() -> None:
         "certificate_seconds": cert_time,
         "certificate_share_of_smoothing": cert_share,
         "ratio_certified_over_sparsified": ratio_wrapper,
-        "memory": memory,
-        "memory_idle": idle,
-        "memory_key": key,
-        "memory_growth_sparsified_mb": growth,
-        "memory_flat": flat,
+    }
+
+
+def print_speed(args: argparse.Namespace, r: Dict[str, Any]) -> None:
+    """The ratios against their targets and the median times."""
+    clock, med, wall_med = r["clock"], r["medians_seconds"], r["wall_medians_seconds"]
+    best_nt = r["captum_best_nt_samples_batch_size"]
+    rows = [
+        ("sparsified / bare chunked gradients", r["ratio_sparsified_over_bare"], "<= 1.15"),
+        (f"sparsified / Captum NoiseTunnel(Saliency), nt_samples_batch_size={best_nt}",
+         r["ratio_sparsified_over_captum_best"], "<= 1.00"),
+        ("certificate (topk_certificate) / sparsified smoothing", r["certificate_share_of_smoothing"], "<= 0.05"),
+        ("CertifiedTopK.attribute / sparsified smoothing", r["ratio_certified_over_sparsified"], "<= 1.05"),
+    ]
+    print()
+    print(markdown_table(
+        ["quantity", f"ratio ({clock} time, median of {args.repeats} interleaved repeats)", "target", "met"],
+        [(name, f"{value:.3f}", target, "yes" if value <= float(target.split()[-1]) else "NO")
+         for name, value, target in rows],
+        align="llll",
+    ))
+    print(f"\nwall-clock ratios for reference: sparsified / bare {r['wall_ratio_sparsified_over_bare']:.3f}, "
+          f"sparsified / Captum {r['wall_ratio_sparsified_over_captum_best']:.3f}")
+    print()
+    print(markdown_table(
+        ["call", f"median {clock} seconds", "median wall seconds"],
+        [(name, f"{value:.3f}", f"{wall_med[name]:.3f}") for name, value in med.items()]
+        + [("certificate only", f"{r['certificate_seconds'] * 1e3:.3f} ms", "")],
+        align="lll",
+    ))
+
+
+def main() -> None:
+    args = parse_args()
+    if args.child:
+        child(args)
+        return
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    speed = speed_study(args, device)
+    print_speed(args, speed)
+    memory = memory_study(args, device, speed["captum_best_nt_samples_batch_size"])
+
+    result = {
+        "config": {k_: (str(v) if isinstance(v, Path) else v) for k_, v in vars(args).items()},
+        "machine": machine_info(cuda_device=torch.cuda.get_device_name() if device.type == "cuda" else None),
+        **speed,
+        **memory,
     }
     out = args.out or RESULTS / ("smoothgrad.json" if device.type == "cpu" else f"smoothgrad_{device.type}.json")
     if args.quick and args.out is None:
