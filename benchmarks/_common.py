@@ -80,6 +80,18 @@ def machine_info(**extra: Any) -> Dict[str, Any]:
     return info
 
 
+def proc_status_mb(field: str) -> float:
+    """A ``VmRSS`` / ``VmHWM``-style field of ``/proc/self/status``, in MiB (Linux).
+
+    Raises:
+        KeyError: the field is not there.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise KeyError(field)
+
+
 @contextlib.contextmanager
 def torch_threads(threads: Optional[int]) -> Iterator[None]:
     """Run the block with ``torch.set_num_threads(threads)`` and restore the previous count after.

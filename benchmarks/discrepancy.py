@@ -30,6 +30,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import Any, Callable, Dict, List
 
 import numpy as np
 import torch
@@ -81,6 +82,77 @@ def make_maps(batch: int, n: int, tied: bool, seed: int) -> tuple:
     return a, b
 
 
+def measure_case(batch: int, n: int, k: int, tied: bool, repeats: int, clock: Callable[[], float],
+                 device: torch.device) -> List[Dict[str, Any]]:
+    """Time ours against the references on one map size, continuous or tied; one row per measure."""
+    rows = []
+    a, b = make_maps(batch, n, tied, seed=n + tied)
+    an, bn = a.double().numpy(), b.double().numpy()
+    da, db = a.to(device), b.to(device)
+    ref_tau = scipy_loop(stats.kendalltau, an, bn)
+    ref_rho = scipy_loop(stats.spearmanr, an, bn)
+    ours_tau = kendall_tau(da, db).cpu().double().numpy()
+    ours_rho = spearman(da, db).cpu().double().numpy()
+    candidates = {
+        "scipy kendalltau loop": lambda: scipy_loop(stats.kendalltau, an, bn),
+        "kendall_tau": lambda: kendall_tau(da, db),
+        "scipy spearmanr loop": lambda: scipy_loop(stats.spearmanr, an, bn),
+        "spearman": lambda: spearman(da, db),
+        "numpy top-k loop": lambda: numpy_topk_loop(an, bn, k),
+        "topk_intersection": lambda: topk_intersection(da, db, k),
+    }
+    # top-k is usually taken on prepared, non-negative maps (|attribution|)
+    pa, pb = da.abs(), db.abs()
+    pan, pbn = an.__abs__(), bn.__abs__()
+    candidates["numpy top-k loop, abs maps"] = lambda: numpy_topk_loop(pan, pbn, k)
+    candidates["topk_intersection, abs maps"] = lambda: topk_intersection(pa, pb, k)
+    if n <= 1024:
+        candidates["pairwise O(n^2) kendall (torch)"] = lambda: pairwise_kendall(da, db)
+        naive = pairwise_kendall(da, db).cpu().double().numpy()
+    # every round in a fresh random order
+    times = round_robin(candidates, repeats, clock, shuffle_seed=n, device=device)
+    med = medians(times)
+    checks = {
+        "kendall_tau": float(np.nanmax(np.abs(ours_tau - ref_tau))),
+        "spearman": float(np.nanmax(np.abs(ours_rho - ref_rho))),
+    }
+    if n <= 1024:
+        checks["pairwise O(n^2) kendall (torch)"] = float(np.nanmax(np.abs(naive - ref_tau)))
+    top_ours = topk_intersection(da, db, k).cpu().double().numpy()
+    top_ref = numpy_topk_loop(an, bn, k)
+    checks["topk_intersection"] = float(np.max(np.abs(top_ours - top_ref))) if not tied else None
+    top_ours = topk_intersection(pa, pb, k).cpu().double().numpy()
+    top_ref = numpy_topk_loop(pan, pbn, k)
+    checks["topk_intersection, abs maps"] = float(np.max(np.abs(top_ours - top_ref))) if not tied else None
+    pairs = [
+        ("kendall_tau", "scipy kendalltau loop", "kendall_tau"),
+        ("spearman", "scipy spearmanr loop", "spearman"),
+        ("topk_intersection", "numpy top-k loop", "topk_intersection"),
+        ("topk_intersection, abs maps", "numpy top-k loop, abs maps", "topk_intersection, abs maps"),
+    ]
+    if n <= 1024:
+        pairs.append(("pairwise kendall (context)", "scipy kendalltau loop", "pairwise O(n^2) kendall (torch)"))
+    for label, ref, cand in pairs:
+        per_round = [r / c for r, c in zip(times[ref], times[cand])]
+        rows.append(
+            {
+                "measure": label,
+                "maps": f"{batch} x {n}",
+                "data": "tied" if tied else "continuous",
+                "k": k if "topk" in label else None,
+                "reference": ref,
+                "reference_s": med[ref],
+                "candidate": cand,
+                "candidate_s": med[cand],
+                "speedup": med[ref] / med[cand],
+                "speedup_round_min": min(per_round),
+                "speedup_round_max": max(per_round),
+                "max_abs_diff_vs_reference": checks.get(cand),
+            }
+        )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=9)
@@ -100,70 +172,7 @@ def main() -> None:
     rows = []
     for batch, n, k in [(64, 50176, 1000), (256, 784, 100)]:
         for tied in (False, True):
-            a, b = make_maps(batch, n, tied, seed=n + tied)
-            an, bn = a.double().numpy(), b.double().numpy()
-            da, db = a.to(device), b.to(device)
-            ref_tau = scipy_loop(stats.kendalltau, an, bn)
-            ref_rho = scipy_loop(stats.spearmanr, an, bn)
-            ours_tau = kendall_tau(da, db).cpu().double().numpy()
-            ours_rho = spearman(da, db).cpu().double().numpy()
-            candidates = {
-                "scipy kendalltau loop": lambda: scipy_loop(stats.kendalltau, an, bn),
-                "kendall_tau": lambda: kendall_tau(da, db),
-                "scipy spearmanr loop": lambda: scipy_loop(stats.spearmanr, an, bn),
-                "spearman": lambda: spearman(da, db),
-                "numpy top-k loop": lambda: numpy_topk_loop(an, bn, k),
-                "topk_intersection": lambda: topk_intersection(da, db, k),
-            }
-            # top-k is usually taken on prepared, non-negative maps (|attribution|)
-            pa, pb = da.abs(), db.abs()
-            pan, pbn = an.__abs__(), bn.__abs__()
-            candidates["numpy top-k loop, abs maps"] = lambda: numpy_topk_loop(pan, pbn, k)
-            candidates["topk_intersection, abs maps"] = lambda: topk_intersection(pa, pb, k)
-            if n <= 1024:
-                candidates["pairwise O(n^2) kendall (torch)"] = lambda: pairwise_kendall(da, db)
-                naive = pairwise_kendall(da, db).cpu().double().numpy()
-            # every round in a fresh random order
-            times = round_robin(candidates, args.repeats, clock, shuffle_seed=n, device=device)
-            med = medians(times)
-            checks = {
-                "kendall_tau": float(np.nanmax(np.abs(ours_tau - ref_tau))),
-                "spearman": float(np.nanmax(np.abs(ours_rho - ref_rho))),
-            }
-            if n <= 1024:
-                checks["pairwise O(n^2) kendall (torch)"] = float(np.nanmax(np.abs(naive - ref_tau)))
-            top_ours = topk_intersection(da, db, k).cpu().double().numpy()
-            top_ref = numpy_topk_loop(an, bn, k)
-            checks["topk_intersection"] = float(np.max(np.abs(top_ours - top_ref))) if not tied else None
-            top_ours = topk_intersection(pa, pb, k).cpu().double().numpy()
-            top_ref = numpy_topk_loop(pan, pbn, k)
-            checks["topk_intersection, abs maps"] = float(np.max(np.abs(top_ours - top_ref))) if not tied else None
-            pairs = [
-                ("kendall_tau", "scipy kendalltau loop", "kendall_tau"),
-                ("spearman", "scipy spearmanr loop", "spearman"),
-                ("topk_intersection", "numpy top-k loop", "topk_intersection"),
-                ("topk_intersection, abs maps", "numpy top-k loop, abs maps", "topk_intersection, abs maps"),
-            ]
-            if n <= 1024:
-                pairs.append(("pairwise kendall (context)", "scipy kendalltau loop", "pairwise O(n^2) kendall (torch)"))
-            for label, ref, cand in pairs:
-                per_round = [r / c for r, c in zip(times[ref], times[cand])]
-                rows.append(
-                    {
-                        "measure": label,
-                        "maps": f"{batch} x {n}",
-                        "data": "tied" if tied else "continuous",
-                        "k": k if "topk" in label else None,
-                        "reference": ref,
-                        "reference_s": med[ref],
-                        "candidate": cand,
-                        "candidate_s": med[cand],
-                        "speedup": med[ref] / med[cand],
-                        "speedup_round_min": min(per_round),
-                        "speedup_round_max": max(per_round),
-                        "max_abs_diff_vs_reference": checks.get(cand),
-                    }
-                )
+            rows += measure_case(batch, n, k, tied, args.repeats, clock, device)
             print(f"done {batch} x {n} {'tied' if tied else 'continuous'}", flush=True)
 
     machine = machine_info(

@@ -63,6 +63,7 @@ from _common import (  # noqa: E402
     machine_info,
     markdown_table,
     medians,
+    proc_status_mb,
     round_robin_clocks,
     write_json,
 )
@@ -202,14 +203,6 @@ def cg_step(config: str, model, x, y, x_adv) -> None:
     attr.abs().sum().backward()
 
 
-def _proc_status(field: str) -> float:
-    """A ``VmRSS``/``VmHWM``-style field of /proc/self/status, in MiB (Linux)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    raise KeyError(field)
-
-
 def cg_child(config: str) -> None:
     """Run in a fresh process: peak RSS of one regularizer step.
 
@@ -225,11 +218,11 @@ def cg_child(config: str) -> None:
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
         reset = False
-    before = _proc_status("VmRSS")
+    before = proc_status_mb("VmRSS")
     start = time.perf_counter()
     cg_step(config, *setup)
     seconds = time.perf_counter() - start
-    peak = _proc_status("VmHWM")
+    peak = proc_status_mb("VmHWM")
     print(json.dumps({
         "config": config, "rss_after_setup_mib": before, "peak_rss_mib": peak, "seconds": seconds,
         "hwm_reset_after_setup": reset, "ru_maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

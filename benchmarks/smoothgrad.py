@@ -58,6 +58,7 @@ from _common import (  # noqa: E402
     machine_info,
     markdown_table,
     medians,
+    proc_status_mb,
     round_robin_clocks,
     write_json,
 )
@@ -97,14 +98,6 @@ def bare_chunked_gradients(model, x, y, sigma, n_samples, internal_batch_size, g
 # ---------------------------------------------------------------------------- memory children
 
 
-def _proc_status_mb(key: str) -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024.0
-    raise KeyError(key)
-
-
 def child(args: argparse.Namespace) -> None:
     """Run one configuration once and print its memory as JSON (called in a fresh process).
 
@@ -122,7 +115,7 @@ def child(args: argparse.Namespace) -> None:
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
-        base = _proc_status_mb("VmRSS")
+        base = proc_status_mb("VmRSS")
     except OSError:
         base = None
     if args.child in ("sparsified", "unchunked"):
@@ -139,7 +132,7 @@ def child(args: argparse.Namespace) -> None:
         model(x)
     peak = {"maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
     if base is not None:
-        peak["added_mb"] = _proc_status_mb("VmHWM") - base
+        peak["added_mb"] = proc_status_mb("VmHWM") - base
     if device.type == "cuda":
         torch.cuda.synchronize()
         peak["cuda_added_mb"] = (torch.cuda.max_memory_allocated() - cuda_base) / 2**20
