@@ -1,9 +1,13 @@
-"""A context manager that leaves a model exactly as it found it: train/eval flags, ``.grad`` and ``requires_grad``."""
+"""Context managers that leave a model exactly as they found it: train/eval flags, ``.grad`` and
+``requires_grad`` (:func:`preserved_model_state`), and the one train-mode policy of every public
+attribution, attack, certificate and stability call (:func:`evaluation_mode`): the model runs in
+eval mode for the call, with a warning when that changes BatchNorm or Dropout layers."""
 
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator, Optional
+import warnings
+from typing import Any, Iterator, List, Optional
 
 from torch import nn
 
@@ -34,3 +38,37 @@ def preserved_model_state(model: Any, train: Optional[bool] = None) -> Iterator[
             p.grad = grad
             if p.requires_grad != req:
                 p.requires_grad_(req)
+
+
+def bn_or_dropout_training(model: Any) -> List[str]:
+    """Names of the BatchNorm and Dropout layers of ``model`` that are in training mode."""
+    if not isinstance(model, nn.Module):
+        return []
+    kinds = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd, nn.AlphaDropout)
+    return [name or type(m).__name__ for name, m in model.named_modules() if m.training and isinstance(m, kinds)]
+
+
+def warn_train_mode(model: Any, who: str, stacklevel: int = 4) -> None:
+    """Warn when ``model`` is in training mode with BatchNorm/Dropout layers that ``who`` runs in
+    eval mode (their output would otherwise depend on the batch or on chance, and BatchNorm would
+    update its running statistics)."""
+    found = bn_or_dropout_training(model)
+    if found:
+        warnings.warn(
+            f"{type(model).__name__} is in training mode with BatchNorm/Dropout layers "
+            f"({', '.join(found[:3])}{', ...' if len(found) > 3 else ''}); {who} runs it in eval mode "
+            "(call model.eval() to silence this warning)",
+            UserWarning,
+            stacklevel=stacklevel,
+        )
+
+
+@contextlib.contextmanager
+def evaluation_mode(model: Any, who: str = "the call", warn: bool = True) -> Iterator[None]:
+    """Run ``model`` in eval mode for the block and restore every module's mode, ``.grad`` and
+    ``requires_grad`` after it (also on exceptions); warn first if that changes BatchNorm/Dropout
+    layers (see :func:`warn_train_mode`). Parameters keep their ``requires_grad``."""
+    if warn:
+        warn_train_mode(model, who, stacklevel=4)
+    with preserved_model_state(model, train=False):
+        yield

@@ -43,7 +43,9 @@ def format_inputs(inputs: TensorOrTuple, name: str = "inputs") -> Tuple[bool, Tu
 
 
 def check_finite(tensor: Tensor, name: str) -> None:
-    """Raise ``ValueError`` if ``tensor`` holds NaN or +-inf."""
+    """Raise ``ValueError`` if ``tensor`` holds NaN or +-inf, or is on the ``meta`` device (no values to check)."""
+    if tensor.device.type == "meta":
+        raise ValueError(f"{name} are on the meta device (shapes without data): move them to a real device first")
     with torch.no_grad():
         if bool(torch.isfinite(tensor.sum())):  # one pass; a NaN or inf anywhere makes the sum non-finite
             return
@@ -55,6 +57,62 @@ def check_finite(tensor: Tensor, name: str) -> None:
         f"{name} contains {n_bad} NaN or infinite value(s) (of {tensor.numel()}); "
         "attributions of non-finite inputs are meaningless"
     )
+
+
+def check_nonempty_batch(inputs: Sequence[Tensor], name: str = "inputs") -> int:
+    """The batch size of ``inputs`` (a tuple of tensors), which must be at least 1 and the same for every tensor."""
+    for i, x in enumerate(inputs):
+        if x.dim() == 0:
+            raise ValueError(f"{name} must have a batch dimension (B x ...), got a 0-dimensional tensor")
+        if x.shape[0] == 0:
+            where = name if len(inputs) == 1 else f"{name}[{i}]"
+            raise ValueError(f"{where} must hold at least one example, got a batch of 0")
+    return int(inputs[0].shape[0])
+
+
+def check_model_dtype(model: Any, inputs: Sequence[Tensor], name: str = "inputs") -> None:
+    """``TypeError`` when floating-point ``inputs`` and the floating-point parameters of ``model``
+    (an ``nn.Module``; anything else is not checked) have different dtypes."""
+    if not isinstance(model, nn.Module):
+        return
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+    if dtype is None:
+        return
+    for i, x in enumerate(inputs):
+        if x.is_floating_point() and x.dtype != dtype:
+            where = name if len(inputs) == 1 else f"{name}[{i}]"
+            cast = {torch.float32: "float()", torch.float64: "double()", torch.float16: "half()",
+                    torch.bfloat16: "bfloat16()"}.get(dtype, f"to({dtype})")
+            raise TypeError(
+                f"{where} are {x.dtype} but the model's parameters are {dtype}: convert one of them "
+                f"(e.g. {where}.{cast} or model.to({x.dtype}))"
+            )
+
+
+def check_finite_outputs(outputs: Tensor, what: str = "the model's outputs") -> None:
+    """``ValueError`` when ``outputs`` (B x ...) hold NaN or inf: a prediction, a kept label or a
+    target's map computed from them would be meaningless (argmax of NaN is 0)."""
+    with torch.no_grad():
+        bad = ~torch.isfinite(outputs.reshape(outputs.shape[0], -1)).all(dim=1) if outputs.dim() else None
+    if bad is None or not bool(bad.any()):
+        return
+    first = int(torch.nonzero(bad)[0, 0])
+    raise ValueError(
+        f"{what} contain NaN or inf for {int(bad.sum())} of {outputs.shape[0]} examples (first: example {first}): "
+        "check the model's weights and the scale of the inputs"
+    )
+
+
+def check_forward_args_batch(args: Sequence[Any], batch_size: int, name: str = "additional_forward_args") -> None:
+    """``ValueError`` when a tensor in ``args`` (the formatted ``additional_forward_args``) has a
+    first dimension other than 1 or ``batch_size``: it would be paired with the wrong examples.
+    Tensors without dimensions, and other objects, are passed through as they are."""
+    for i, a in enumerate(args):
+        if isinstance(a, Tensor) and a.dim() > 0 and a.shape[0] not in (1, batch_size):
+            raise ValueError(
+                f"{name}[{i}] has {a.shape[0]} rows but inputs have {batch_size} examples: give one row per "
+                "example (or a single row to share)"
+            )
 
 
 def format_additional_args(additional_forward_args: Any) -> Tuple[Any, ...]:

@@ -250,3 +250,44 @@ def test_check_kwargs_copies_a_mapping_and_refuses_reserved_names():
         V.check_kwargs({"target": 1, "n_steps": 2}, "kw", ("target", "inputs"), "the caller passes it")
     with pytest.raises(TypeError, match="kw must be a dict of keyword arguments or None, got list"):
         V.check_kwargs([("a", 1)], "kw", (), "")
+
+
+def test_check_nonempty_batch_names_the_empty_part():
+    assert V.check_nonempty_batch((torch.zeros(3, 2),)) == 3
+    with pytest.raises(ValueError, match="inputs must hold at least one example, got a batch of 0"):
+        V.check_nonempty_batch((torch.zeros(0, 2),))
+    with pytest.raises(ValueError, match=r"inputs\[1\] must hold at least one example"):
+        V.check_nonempty_batch((torch.zeros(2, 2), torch.zeros(0, 2)))
+    with pytest.raises(ValueError, match="must have a batch dimension"):
+        V.check_nonempty_batch((torch.tensor(1.0),))
+
+
+def test_check_finite_refuses_meta_tensors():
+    with pytest.raises(ValueError, match="inputs are on the meta device"):
+        V.check_finite(torch.zeros(2, 3, device="meta"), "inputs")
+
+
+def test_check_model_dtype_names_both_dtypes_and_the_fix():
+    model = nn.Linear(3, 2)
+    V.check_model_dtype(model, (torch.zeros(1, 3),))
+    V.check_model_dtype(model, (torch.zeros(1, 3, dtype=torch.long),))  # integer inputs: another check's job
+    V.check_model_dtype(lambda x: x, (torch.zeros(1, 3, dtype=torch.float64),))  # not a module: not checked
+    with pytest.raises(TypeError, match=r"inputs are torch.float64 but the model's parameters are torch.float32.*inputs.float\(\)"):
+        V.check_model_dtype(model, (torch.zeros(1, 3, dtype=torch.float64),))
+    with pytest.raises(TypeError, match=r"inputs\[1\] are torch.bfloat16"):
+        V.check_model_dtype(model, (torch.zeros(1, 3), torch.zeros(1, 3, dtype=torch.bfloat16)))
+
+
+def test_check_finite_outputs_counts_the_bad_examples():
+    out = torch.zeros(4, 3)
+    V.check_finite_outputs(out)
+    out[2, 1] = float("nan")
+    out[3, 0] = float("inf")
+    with pytest.raises(ValueError, match=r"NaN or inf for 2 of 4 examples \(first: example 2\)"):
+        V.check_finite_outputs(out)
+
+
+def test_check_forward_args_batch():
+    V.check_forward_args_batch((torch.zeros(4, 2), torch.zeros(1, 2), torch.tensor(3.0), "x"), 4)
+    with pytest.raises(ValueError, match=r"additional_forward_args\[1\] has 3 rows but inputs have 4 examples"):
+        V.check_forward_args_batch((torch.zeros(4), torch.zeros(3, 2)), 4)

@@ -19,7 +19,7 @@ from captum.log import log_usage
 from torch import Tensor, nn
 
 from captum_robust._utils.geometry import Box, Tensors, check_inside_box, detach_all, norm_of
-from captum_robust._utils.state import preserved_model_state
+from captum_robust._utils.state import preserved_model_state, warn_train_mode
 from captum_robust._utils.validation import TargetType, TensorOrTuple, check_bool, check_float_inputs, check_generator
 from captum_robust._utils.validation import classification_outputs, format_additional_args, format_inputs
 from captum_robust._utils.validation import resolve_target
@@ -105,13 +105,6 @@ def clean_predictions(
 # --------------------------------------------------------------------------- the model
 
 
-def _bn_or_dropout_training(model: Any) -> List[str]:
-    if not isinstance(model, nn.Module):
-        return []
-    kinds = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd, nn.AlphaDropout)
-    return [name or type(m).__name__ for name, m in model.named_modules() if m.training and isinstance(m, kinds)]
-
-
 @contextlib.contextmanager
 def attack_mode(*models: Any, eval_mode: bool = True, warn: bool = True) -> Iterator[None]:
     """Run the models in eval mode with frozen parameters (``requires_grad=False``); restore
@@ -122,15 +115,7 @@ def attack_mode(*models: Any, eval_mode: bool = True, warn: bool = True) -> Iter
     """
     if eval_mode and warn:
         for model in models:
-            found = _bn_or_dropout_training(model)
-            if found:
-                warnings.warn(
-                    f"{type(model).__name__} is in training mode with BatchNorm/Dropout layers "
-                    f"({', '.join(found[:3])}{', ...' if len(found) > 3 else ''}); the attack runs it in eval mode "
-                    "(call model.eval() to silence this warning)",
-                    UserWarning,
-                    stacklevel=4,
-                )
+            warn_train_mode(model, "the attack", stacklevel=5)
     with contextlib.ExitStack() as stack:
         seen = set()
         for model in models:
