@@ -304,6 +304,9 @@ def _parse_idx(path: Path, magic: int, ndim: int) -> np.ndarray:
     return np.frombuffer(buf, dtype=np.uint8, offset=header_len).reshape(dims)
 
 
+_INT64_MAX = 2**63 - 1
+
+
 def _check_labels(labels: np.ndarray, path: PathLike) -> None:
     bad = np.flatnonzero(labels >= _NUM_CLASSES)
     if bad.size:
@@ -495,8 +498,9 @@ def load_npz(path: PathLike, dtype: torch.dtype = torch.float32) -> TensorDatase
         DataFormatError: not an ``.npz`` archive (e.g. a single ``.npy`` array or another
             file), a missing ``x`` or ``y``, an object (pickled) array, ``x`` not 3-D or 4-D
             or empty, ``x`` of another dtype than float / uint8, float values outside
-            ``[0, 1]`` or not finite, ``y`` not a 1-D integer array of ``N`` labels, or a
-            negative label. The message names the file.
+            ``[0, 1]`` or not finite, ``y`` not a 1-D integer array of ``N`` labels, a
+            negative label, or a ``uint64`` label above the int64 range (which would wrap to a
+            negative label). The message names the file.
 
     Example:
         >>> import numpy as np, tempfile, os
@@ -561,6 +565,12 @@ def load_npz(path: PathLike, dtype: torch.dtype = torch.float32) -> TensorDatase
     if y.size and int(y.min()) < 0:
         bad = int(np.flatnonzero(y < 0)[0])
         raise DataFormatError(f"'{file}': labels must be >= 0, found {int(y[bad])} at index {bad}")
+    if y.size and int(y.max()) > _INT64_MAX:  # uint64 labels that int64 would wrap to negative values
+        huge = np.flatnonzero(y > np.uint64(_INT64_MAX))
+        raise DataFormatError(
+            f"'{file}': labels must be class indices that fit int64, found {int(y[huge[0]])} at index "
+            f"{int(huge[0])} ({huge.size} such label(s) in 'y', dtype {y.dtype}); store class indices 0..C-1"
+        )
     if x.dtype == np.uint8:
         images = torch.tensor(x, dtype=dtype).div_(255)
     elif x.dtype.kind == "f":

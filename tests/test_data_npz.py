@@ -80,3 +80,17 @@ def test_missing_file_and_bad_arguments(tmp_path):
         load_npz(tmp_path / "nope.npz", dtype=torch.int64)
     with pytest.raises(TypeError, match="path"):
         load_npz(3)
+
+
+def test_uint64_labels_above_int64_are_refused_not_wrapped(tmp_path):
+    # issue 18: torch.tensor(uint64, dtype=int64) wraps 2**64 - 1 to -1, a label the loader refuses
+    x = np.zeros((3, 4, 4), np.uint8)
+    path = _save(tmp_path / "u64.npz", x=x, y=np.array([1, 2**64 - 1, 2**63], dtype=np.uint64))
+    with pytest.raises(DataFormatError) as info:
+        load_npz(path)
+    text = str(info.value)
+    assert "fit int64" in text and "18446744073709551615 at index 1" in text and "2 such label(s)" in text
+    assert str(path) in text
+    # the largest int64 value still fits and is kept exactly (the model check rejects it later)
+    path = _save(tmp_path / "ok.npz", x=x, y=np.array([1, 2, 2**63 - 1], dtype=np.uint64))
+    assert load_npz(path).tensors[1].tolist() == [1, 2, 2**63 - 1]
