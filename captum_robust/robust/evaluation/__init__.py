@@ -7,7 +7,8 @@ and remove-and-retrain (ROAR).
   protocol of Chen et al. (2019, Table 2) and Boopathy et al. (2020, Tables 1 and 3). It returns
   a :class:`RobustnessReport` (per-example records, an aggregate markdown table, JSON), with the
   first attacked examples in :class:`AttackedExamples` on request; :func:`summarize` gives its
-  statistics.
+  statistics. The stability metrics of :mod:`captum_robust.robust.stability` (names in
+  :data:`STABILITY_MEASURES`) can be reported next to the attack measures.
 * :func:`roar` (in :mod:`~captum_robust.robust.evaluation.roar`) measures faithfulness instead:
   RemOve And Retrain (Hooker et al., 2019; the evaluation of Zeng et al.) replaces the features an
   attribution ranks highest and reports the test accuracy of freshly retrained models
@@ -27,10 +28,11 @@ from captum_robust.robust.evaluation._stats import summarize
 from captum_robust.robust.evaluation.removal import remove_features, replacement_values, top_fraction_mask
 from captum_robust.robust.evaluation.results import AttackedExamples, RobustnessReport
 from captum_robust.robust.evaluation.roar import ROAR_FRACTIONS, ROARResult, roar
-from captum_robust.robust.evaluation.robustness import attribution_robustness
+from captum_robust.robust.evaluation.robustness import STABILITY_MEASURES, attribution_robustness
 
 __all__ = [
     "attribution_robustness",
+    "STABILITY_MEASURES",
     "RobustnessReport",
     "AttackedExamples",
     "summarize",

@@ -58,11 +58,12 @@ def summarize(values: Sequence[float], confidence: float = 0.95) -> Dict[str, fl
 
 
 def column_summary(cols: Dict[str, List[Any]], measure_names: Sequence[str], confidence: float,
-                   with_pgd: bool) -> Dict[str, Any]:
+                   with_pgd: bool, stability_names: Sequence[str] = ()) -> Dict[str, Any]:
     """The counts, fractions, accuracies and per-measure statistics of a robustness report's columns.
 
-    The measures are summarized over the attacked examples whose prediction the attack kept;
-    the adversarial accuracy (None without PGD) over all examples.
+    The measures are summarized over the attacked examples whose prediction the attack kept, the
+    stability metrics (a property of the clean maps) over all attacked examples; the adversarial
+    accuracy (None without PGD) over all examples.
     """
     n = len(cols["index"])
     attacked = [i for i in range(n) if cols["attacked"][i]]
@@ -79,5 +80,17 @@ def column_summary(cols: Dict[str, List[Any]], measure_names: Sequence[str], con
         "kept_fraction": (len(kept_rows) / n_att) if n_att else float("nan"),
         "accepted_fraction": (sum(int(cols["accepted"][i]) for i in attacked) / n_att) if n_att else float("nan"),
         "adversarial_accuracy": adv_acc,
-        "measures": {name: summarize([cols[name][i] for i in kept_rows], confidence) for name in measure_names},
+        "measures": {
+            **{name: summarize([cols[name][i] for i in kept_rows], confidence) for name in measure_names},
+            **{name: summarize([cols[name][i] for i in attacked], confidence) for name in stability_names},
+        },
+        **({"stability": {name: _changed_count(cols, name, attacked) for name in stability_names}}
+           if stability_names else {}),
     }
+
+
+def _changed_count(cols: Dict[str, List[Any]], name: str, rows: Sequence[int]) -> Dict[str, Any]:
+    """How many perturbations of a stability metric changed the prediction, over ``rows`` (None
+    when the metric did not check predictions)."""
+    counts = [c for i in rows if (c := cols[f"{name}_n_prediction_changed"][i]) >= 0]
+    return {"summarized_over": "attacked examples", "n_prediction_changed": sum(counts) if counts else None}

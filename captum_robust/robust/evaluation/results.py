@@ -60,12 +60,15 @@ class RobustnessReport:
             not change), ``accepted_fraction`` (those where the attack found an accepted
             perturbation), ``adversarial_accuracy`` (under PGD, over all examples; None when
             skipped), ``measures`` (per measure, the :func:`summarize` statistics over the kept
-            examples, for the clean maps against the attacked ones), ``seconds`` (attack, PGD,
-            total) and ``settings``.
+            examples, for the clean maps against the attacked ones; stability metrics over all
+            attacked examples), ``stability`` (only with stability metrics: per metric, the
+            number of perturbations that changed the prediction, None when not checked),
+            ``seconds`` (attack, PGD, stability when measured, total) and ``settings``.
         per_example (dict): column name -> list, one entry per evaluated example (also the
             misclassified ones, with NaN measures): ``index``, ``label``, ``clean_prediction``,
             ``attacked``, ``prediction``, ``kept``, ``accepted``, ``norm``, ``steps``, one column
-            per measure and ``pgd_prediction``.
+            per measure (and ``<metric>_n_prediction_changed`` per stability metric, -1 where not
+            attacked or not checked) and ``pgd_prediction``.
         examples (AttackedExamples or None): the first attacked examples' inputs and maps
             (``keep_examples`` of :func:`attribution_robustness`); None when none were kept.
             Not part of :meth:`as_dict` / :meth:`to_json`.
@@ -74,6 +77,18 @@ class RobustnessReport:
     summary: Dict[str, Any]
     per_example: Dict[str, List[Any]] = field(repr=False)
     examples: Optional[AttackedExamples] = field(default=None, repr=False, compare=False)
+
+    def measure(self, name: str) -> Dict[str, float]:
+        """The statistics of one measure, by the name given to :func:`attribution_robustness`:
+        ``"topk"`` finds the ``"top{k}"`` entry (the table names the ``k``)."""
+        table = self.summary["measures"]
+        if name in table:
+            return table[name]
+        if name == "topk":
+            k = self.summary["settings"].get("k")
+            if f"top{k}" in table:
+                return table[f"top{k}"]
+        raise KeyError(f"no measure {name!r} in this report; it has {list(table)}")
 
     def as_dict(self) -> Dict[str, Any]:
         """``{"summary": ..., "per_example": ...}`` (JSON-serializable)."""
@@ -102,8 +117,11 @@ class RobustnessReport:
             f"(clean accuracy {fmt(s['clean_accuracy'])}); prediction kept by the attack: "
             f"{fmt(s['kept_fraction'])}; attack accepted: {fmt(s['accepted_fraction'])}; "
             f"adversarial accuracy (PGD): {'not measured' if adv is None else fmt(adv)}.",
-            f"Time: attack {sec['attack']:.1f} s, PGD {sec['pgd']:.1f} s, total {sec['total']:.1f} s "
+            f"Time: attack {sec['attack']:.1f} s, PGD {sec['pgd']:.1f} s, "
+            + (f"stability metrics {sec['stability']:.1f} s, " if "stability" in sec else "")
+            + f"total {sec['total']:.1f} s "
             f"({s['settings']['attack']}, {s['settings']['attribution']}).",
+            *_stability_lines(s.get("stability")),
         ])
 
     def __str__(self) -> str:
@@ -141,9 +159,24 @@ class RobustnessReport:
                 cols.setdefault(name, []).extend(values)
         cols["index"] = list(range(len(cols["index"])))
         settings = reports[0].summary["settings"]
+        stability = list(reports[0].summary.get("stability", {}))
         summary = {
-            **column_summary(cols, names, settings.get("confidence", 0.95), with_pgd),
-            "seconds": {key: sum(r.summary["seconds"][key] for r in reports) for key in ("attack", "pgd", "total")},
+            **column_summary(cols, [n for n in names if n not in stability], settings.get("confidence", 0.95),
+                             with_pgd, stability_names=stability),
+            "seconds": {key: sum(r.summary["seconds"][key] for r in reports) for key in reports[0].summary["seconds"]},
             "settings": settings,
         }
         return cls(summary=summary, per_example=cols, examples=reports[0].examples)
+
+
+def _stability_lines(stability: Optional[Dict[str, Any]]) -> List[str]:
+    """The report's note on its stability metrics (none without them)."""
+    if not stability:
+        return []
+    changed = [f"{name} {st['n_prediction_changed']}" for name, st in stability.items()
+               if st["n_prediction_changed"] is not None]
+    return [
+        f"Stability metrics ({', '.join(stability)}): the clean maps under random noise, summarized over all "
+        "attacked examples (an average-case property of the attribution, not of the attack)"
+        + (f"; perturbations left out because they changed the prediction: {', '.join(changed)}." if changed else ".")
+    ]

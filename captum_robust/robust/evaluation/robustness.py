@@ -11,24 +11,32 @@ from __future__ import annotations
 import functools
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
 
-from captum_robust._utils.validation import check_bool, check_int
+from captum_robust._utils.validation import check_bool, check_int, check_kwargs
 from captum_robust.robust.attacks import PGD
 from captum_robust.robust.attacks._adapter import AttributionAdapter, apply_preparation, make_preparation
 from captum_robust.robust.attacks._base import attack_mode
 from captum_robust.robust.attacks._map_attack import MapAttack
+from captum_robust.robust import stability as _stability
 from captum_robust.robust.discrepancy import MEASURES, measure_function
 from captum_robust.robust.evaluation._data import batches, model_device
 from captum_robust.robust.evaluation._stats import column_summary
 from captum_robust.robust.evaluation.results import AttackedExamples, RobustnessReport
 
-__all__ = ["attribution_robustness"]
+__all__ = ["attribution_robustness", "STABILITY_MEASURES"]
+
+#: The stability metrics of :mod:`captum_robust.robust.stability` that :func:`attribution_robustness`
+#: reports next to the attack measures (by name in ``measures``).
+STABILITY_MEASURES = (
+    "max_sensitivity", "avg_sensitivity", "local_lipschitz_estimate",
+    "relative_input_stability", "relative_output_stability", "relative_representation_stability",
+)
 
 PathLike = Union[str, Path]
 MeasureFn = Callable[[Tensor, Tensor], Tensor]
@@ -45,6 +53,7 @@ def attribution_robustness(
     map_preparation: Any = "attack",
     pgd: Any = "auto",
     attribution_kwargs: Optional[Dict[str, Any]] = None,
+    stability_kwargs: Optional[Dict[str, Any]] = None,
     max_examples: Optional[int] = None,
     keep_examples: int = 0,
     confidence: float = 0.95,
@@ -80,7 +89,12 @@ def attribution_robustness(
             the top-``k`` intersection; ``"kendall"``, ``"spearman"``, ``"center_dislocation"``,
             ``"l1"``, ``"l2"``: norms of the map difference), callables
             ``(clean_maps, adversarial_maps) -> (B,)``, or a dict ``{name: name-or-callable}``.
-            Default ``("topk", "kendall")``.
+            Default ``("topk", "kendall")``. Also the names of :data:`STABILITY_MEASURES`
+            (``"max_sensitivity"``, ``"relative_input_stability"``, ...): the metric of
+            :mod:`captum_robust.robust.stability` on the measured attribution's raw maps at the
+            clean input (target the label), one value per attacked example, summarized over all
+            attacked examples (it does not depend on the attack).
+            ``report.measure("topk")`` finds the ``"top{k}"`` entry.
         k (int, optional): ``k`` of ``"topk"``: default the attack's ``measure_k`` (or ``k``),
             else 100.
         map_preparation: how maps are prepared before measuring: ``"attack"`` (default, the
@@ -94,6 +108,11 @@ def attribution_robustness(
             for the measured maps (e.g. ``{"n_steps": 16, "method": "riemann_middle"}`` for
             Integrated Gradients, to measure with the settings the attack used). Only with an
             explicit ``attribution``; with ``attribution=None`` the attack's own settings apply.
+        stability_kwargs (dict, optional): keyword arguments of every stability metric asked
+            for (``n_samples``, ``radius``, ``internal_batch_size``, ...; the generator is
+            ``generator``); ``layer`` goes to ``relative_representation_stability`` only (required
+            by it). The counts of perturbations that changed the prediction are the per-example
+            columns ``"<metric>_n_prediction_changed"`` and ``summary["stability"]``.
         max_examples (int, optional): stop after this many examples.
         keep_examples (int): keep the clean and attacked inputs, the labels and the prepared
             maps (exactly those the measures compared) of the first ``keep_examples`` attacked
@@ -138,12 +157,13 @@ def attribution_robustness(
         model=model,
         attack=attack,
         measure_fns=_resolve_measures(measures, k),
+        stability=_stability_metrics(measures, stability_kwargs),
         adapter=_measured_adapter(model, attribution, attack, attribution_kwargs),
         prepare=_preparation(attack, map_preparation),
         pgd=_resolve_pgd(model, attack, pgd),
         generator=generator,
     )
-    records = _Records(list(run.measure_fns), keep_examples)
+    records = _Records(list(run.measure_fns), list(run.stability), keep_examples)
     from tqdm.auto import tqdm
 
     device = model_device(model)
@@ -157,7 +177,8 @@ def attribution_robustness(
     if records.seen == 0:
         raise ValueError("data yielded no examples")
     summary: Dict[str, Any] = {
-        **column_summary(records.cols, list(run.measure_fns), confidence, with_pgd=run.pgd is not None),
+        **column_summary(records.cols, list(run.measure_fns), confidence, with_pgd=run.pgd is not None,
+                         stability_names=list(run.stability)),
         "seconds": {**run.seconds, "total": time.perf_counter() - t_start},
         "settings": _settings(run, _preparation_name(attack, map_preparation), k, confidence),
     }
@@ -187,7 +208,10 @@ def _resolve_measures(measures: Any, k: int) -> Dict[str, MeasureFn]:
 
     def builtin(name: str) -> MeasureFn:
         if name not in MEASURES:
-            raise ValueError(f"unknown measure {name!r}; built-in measures are {MEASURES}, or pass {{name: callable}}")
+            raise ValueError(
+                f"unknown measure {name!r}; built-in measures are {MEASURES}, the stability metrics "
+                f"{STABILITY_MEASURES}, or pass {{name: callable}}"
+            )
         return measure_function(name, k)
 
     if isinstance(measures, str):
@@ -195,6 +219,8 @@ def _resolve_measures(measures: Any, k: int) -> Dict[str, MeasureFn]:
     if isinstance(measures, Mapping):
         out = {}
         for name, fn in measures.items():
+            if isinstance(fn, str) and fn in STABILITY_MEASURES:
+                continue
             if not isinstance(name, str):
                 raise TypeError(f"measure names must be strings, got {name!r}")
             out[name] = builtin(fn) if isinstance(fn, str) else fn
@@ -206,6 +232,8 @@ def _resolve_measures(measures: Any, k: int) -> Dict[str, MeasureFn]:
             raise ValueError("measures must name at least one measure")
         out = {}
         for m in measures:
+            if isinstance(m, str) and m in STABILITY_MEASURES:
+                continue
             if isinstance(m, str):
                 out[m if m != "topk" else f"top{k}"] = builtin(m)
             elif callable(m):
@@ -214,6 +242,42 @@ def _resolve_measures(measures: Any, k: int) -> Dict[str, MeasureFn]:
                 raise TypeError(f"measures must hold names or callables, got {type(m).__name__}")
         return out
     raise TypeError(f"measures must be a name, a sequence of names/callables or a dict, got {type(measures).__name__}")
+
+
+def _stability_metrics(measures: Any, stability_kwargs: Optional[Dict[str, Any]]) -> Dict[str, Callable[..., Any]]:
+    """The stability metrics asked for in ``measures`` -> ``{report name: fn(explainer, x, y, model, generator)}``."""
+    if isinstance(measures, str):
+        measures = (measures,)
+    if isinstance(measures, Mapping):
+        wanted = [(name, fn) for name, fn in measures.items() if isinstance(fn, str) and fn in STABILITY_MEASURES]
+    elif isinstance(measures, (list, tuple)):
+        wanted = [(m, m) for m in measures if isinstance(m, str) and m in STABILITY_MEASURES]
+    else:
+        wanted = []
+    kwargs = check_kwargs(stability_kwargs, "stability_kwargs", _STABILITY_RESERVED,
+                          "the runner passes the maps, the clean inputs, the labels, the model and the generator itself")
+    if "layer" in kwargs and "relative_representation_stability" not in [m for _, m in wanted]:
+        raise ValueError("stability_kwargs sets layer, which only relative_representation_stability takes; ask for it "
+                         "in measures or drop layer")
+    out = {}
+    for name, metric in wanted:
+        fn = getattr(_stability, metric)
+        kw = dict(kwargs)
+        if metric != "relative_representation_stability":
+            kw.pop("layer", None)
+        elif kw.get("layer") is None:
+            raise ValueError("relative_representation_stability needs the representation's layer: pass "
+                             "stability_kwargs={'layer': model.some_submodule}")
+        out[name] = functools.partial(_run_stability, fn, kw)
+    return out
+
+
+_STABILITY_RESERVED = ("explainer", "inputs", "target", "forward_func", "generator", "show_progress")
+
+
+def _run_stability(fn: Callable[..., Any], kwargs: Dict[str, Any], explainer: Callable[..., Any], x: Tensor,
+                   y: Tensor, model: Any, generator: Optional[torch.Generator]) -> Any:
+    return fn(explainer, x, y, forward_func=model, generator=generator, **kwargs)
 
 
 def _measured_adapter(model: Any, attribution: Any, attack: Any,
@@ -339,6 +403,7 @@ class _BatchResult:
     steps: Tensor
     values: Dict[str, Tensor]
     pgd_prediction: Tensor
+    n_changed: Dict[str, Tensor] = field(default_factory=dict)
     examples: Optional[AttackedExamples] = None
 
     @classmethod
@@ -359,12 +424,15 @@ class _Records:
 
     _COLUMNS = ("label", "clean_prediction", "attacked", "prediction", "kept", "accepted", "norm", "steps")
 
-    def __init__(self, measure_names: List[str], keep_examples: int) -> None:
-        self.measure_names = measure_names
+    def __init__(self, measure_names: List[str], stability_names: List[str], keep_examples: int) -> None:
+        self.measure_names = measure_names + stability_names
+        self.stability_names = stability_names
         self.keep_examples = keep_examples
         self.cols: Dict[str, List[Any]] = {"index": [], **{name: [] for name in self._COLUMNS}}
-        for name in measure_names:
-            self.cols[name] = []  # NaN where not attacked; summarized over the kept examples
+        for name in self.measure_names:
+            self.cols[name] = []  # NaN where not attacked; summarized over the kept (stability: attacked) examples
+        for name in stability_names:
+            self.cols[f"{name}_n_prediction_changed"] = []  # -1 where not attacked or not checked
         self.cols["pgd_prediction"] = []
         self.seen = 0
         self._kept: List[AttackedExamples] = []
@@ -380,6 +448,9 @@ class _Records:
             self.cols[name] += getattr(batch, name).cpu().tolist()
         for name in self.measure_names:
             self.cols[name] += batch.values[name].tolist()
+        for name in self.stability_names:
+            changed = batch.n_changed.get(name, torch.full((b,), -1, dtype=torch.long))
+            self.cols[f"{name}_n_prediction_changed"] += changed.tolist()
         self.cols["pgd_prediction"] += batch.pgd_prediction.tolist()
         if batch.examples is not None:
             self._kept.append(batch.examples)
@@ -396,6 +467,7 @@ class _Run:
     model: Any
     attack: Any
     measure_fns: Dict[str, MeasureFn]
+    stability: Dict[str, Callable[..., Any]]
     adapter: AttributionAdapter
     prepare: Callable[[Tuple[Tensor, ...]], Tensor]
     pgd: Any
@@ -403,6 +475,25 @@ class _Run:
 
     def __post_init__(self) -> None:
         self.seconds = {"attack": 0.0, "pgd": 0.0}
+        if self.stability:
+            self.seconds["stability"] = 0.0
+
+    def _stability(self, xc: Tensor, yc: Tensor, idx_cpu: Tensor, out: "_BatchResult") -> None:
+        """The stability metrics of the measured attribution's raw maps at the clean inputs."""
+
+        def explainer(inputs: Tensor, target: Tensor) -> Tensor:
+            return self.adapter.maps((inputs,), False, target, (), create_graph=False)[0]
+
+        t0 = time.perf_counter()
+        b = idx_cpu.numel()
+        for name, fn in self.stability.items():
+            with attack_mode(self.model, warn=False):
+                res = fn(explainer, xc, yc, self.model, self.generator)
+            out.values[name][idx_cpu] = res.values.detach().to(torch.float64).cpu()
+            if res.n_prediction_changed is not None:
+                changed = out.n_changed.setdefault(name, torch.full((out.label.shape[0],), -1, dtype=torch.long))
+                changed[idx_cpu] = res.n_prediction_changed.detach().cpu()[:b]
+        self.seconds["stability"] += time.perf_counter() - t0
 
     def _predict(self, x: Tensor) -> Tensor:
         with attack_mode(self.model):
@@ -411,7 +502,7 @@ class _Run:
 
     def evaluate_batch(self, x: Tensor, y: Tensor, records: _Records) -> _BatchResult:
         """Attack the correctly classified examples of ``(x, y)``, measure their maps, run PGD."""
-        out = _BatchResult.unattacked(y, self._predict(x), list(self.measure_fns))
+        out = _BatchResult.unattacked(y, self._predict(x), list(self.measure_fns) + list(self.stability))
         idx = torch.nonzero(out.attacked).squeeze(1)
         if idx.numel():
             self._attack(x[idx], y[idx], idx, out, records)
@@ -436,6 +527,8 @@ class _Run:
             pc, pv = self.prepare(clean_maps), self.prepare(adv_maps)
             for name, fn in self.measure_fns.items():
                 out.values[name][idx_cpu] = fn(pc, pv).detach().to(torch.float64).cpu()
+        if self.stability:
+            self._stability(xc, yc, idx_cpu, out)
         out.prediction[idx] = pa
         out.kept[idx] = pa == out.clean_prediction[idx]
         out.accepted[idx] = result.accepted

@@ -274,3 +274,61 @@ def test_docstring_examples(name):
         result = doctest.testmod(module, extraglobs={"torch": torch}, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0
     assert result.failed == 0
+
+
+def test_stability_metrics_next_to_the_attack_measures(setup):
+    """The runner's stability columns equal the metric called directly on the attacked (correctly
+    classified) examples with the same perturbations; they are summarized over all attacked examples."""
+    from captum_robust.attr import Saliency
+    from captum_robust.robust.stability import max_sensitivity, relative_representation_stability
+
+    model, cam, x, y, correct = setup
+    n = 5
+    noise = torch.rand((n,) + tuple(x.shape), generator=torch.Generator().manual_seed(3)) * 0.1 - 0.05
+    calls = []
+
+    def perturb(inputs, n_samples, generator):  # the noise of the examples handed over, by their identity
+        rows = torch.tensor([int(torch.nonzero((x == r).flatten(1).all(1))[0]) for r in inputs])
+        calls.append(rows)
+        return inputs.unsqueeze(0) + noise[:, rows]
+
+    sal = Saliency(model)
+    attack = TopKAttack(model, sal, eps=0.03, n_iterations=2, k=20)
+    report = attribution_robustness(
+        model, sal, attack, (x, y), measures=("topk", "max_sensitivity", "relative_representation_stability"),
+        pgd=None, stability_kwargs={"n_samples": n, "perturb_func": perturb, "layer": model.feature_layer},
+    )
+    xc, yc = x[correct], y[correct]
+    direct = max_sensitivity(sal, xc, yc, n_samples=n, perturb_func=perturb)
+    rrs = relative_representation_stability(sal, xc, yc, layer=model.feature_layer, n_samples=n,
+                                            perturb_func=perturb, forward_func=model)
+    got = torch.tensor(report.per_example["max_sensitivity"], dtype=torch.float64)
+    got_rrs = torch.tensor(report.per_example["relative_representation_stability"], dtype=torch.float64)
+    assert torch.isnan(got[~correct]).all()
+    torch.testing.assert_close(got[correct], direct.values.double(), rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(got_rrs[correct], rrs.values.double(), rtol=1e-5, atol=1e-7)
+    assert report.summary["measures"]["max_sensitivity"]["n"] == int(correct.sum())  # all attacked, not only kept
+    changed = report.per_example["relative_representation_stability_n_prediction_changed"]
+    assert [c for c, ok in zip(changed, correct.tolist()) if ok] == rrs.n_prediction_changed.tolist()
+    assert report.summary["stability"]["relative_representation_stability"]["n_prediction_changed"] == int(
+        rrs.n_prediction_changed.sum())
+    assert report.summary["stability"]["max_sensitivity"]["n_prediction_changed"] is None
+    assert "Stability metrics (max_sensitivity, relative_representation_stability)" in report.to_markdown()
+    assert report.measure("topk") is report.summary["measures"]["top20"]
+    merged = RobustnessReport.merge([report, report])
+    assert merged.summary["measures"]["max_sensitivity"]["n"] == 2 * int(correct.sum())
+
+
+def test_stability_kwargs_are_checked(setup):
+    model, cam, x, y, _ = setup
+    attack = AAI(model, cam, n_iterations=1)
+    with pytest.raises(ValueError, match="relative_representation_stability needs the representation's layer"):
+        attribution_robustness(model, cam, attack, (x, y), measures=("relative_representation_stability",), pgd=None)
+    with pytest.raises(ValueError, match="stability_kwargs sets layer"):
+        attribution_robustness(model, cam, attack, (x, y), measures=("max_sensitivity",), pgd=None,
+                               stability_kwargs={"layer": model.feature_layer})
+    with pytest.raises(ValueError, match=r"stability_kwargs must not set \['generator'\]"):
+        attribution_robustness(model, cam, attack, (x, y), measures=("max_sensitivity",), pgd=None,
+                               stability_kwargs={"generator": None})
+    with pytest.raises(KeyError, match="no measure 'spearman'"):
+        attribution_robustness(model, cam, attack, (x[:4], y[:4]), measures=("kendall",), pgd=None).measure("spearman")
