@@ -22,6 +22,7 @@ from captum_robust.cli._runtime import (
     report_tail, run_line, write_report, write_results,
 )
 from captum_robust.robust.discrepancy import MEASURES
+from captum_robust.robust.evaluation.robustness import STABILITY_MEASURES
 
 #: Attribution methods and attacks by name.
 ATTRIBUTIONS = ("ig", "saliency", "cam", "sparsified-smoothgrad")
@@ -32,6 +33,7 @@ EVALUATE_BATCH = 32
 LINF_EPS = 0.1
 L2_EPS = 1.0
 ATTACK_ITERATIONS = 20
+STABILITY_SAMPLES = 20  # perturbations per example of the stability metrics (Quantus: 200; kept small for a CPU run)
 SURROGATE_BETA = 10.0
 #: sparsified-smoothgrad is attacked through Relaxed Sparsified SmoothGrad with this clip (at most
 #: half the sparsity) and this many noisy samples per gradient
@@ -95,9 +97,22 @@ def _add_attack_options(a: Any) -> None:
                    help="l-inf attacks' step (default: 2.5 * eps / iterations)")
     a.add_argument("--restarts", type=_types.positive_int, default=1, metavar="R",
                    help="restarts of l2-topk (default: 1)")
-    a.add_argument("--measures", nargs="+", choices=MEASURES, default=["topk", "kendall"], metavar="M",
-                   help=f"measures between the clean and attacked maps, among {', '.join(MEASURES)} "
-                        "(default: topk kendall)")
+    a.add_argument("--measures", nargs="+", choices=MEASURES + STABILITY_MEASURES, default=["topk", "kendall"],
+                   metavar="M",
+                   help=f"measures between the clean and attacked maps, among {', '.join(MEASURES)}; and stability "
+                        f"metrics of the clean maps under random noise (average case, independent of the attack), "
+                        f"among {', '.join(STABILITY_MEASURES)} (default: topk kendall)")
+    a.add_argument("--stability-samples", type=_types.positive_int, default=STABILITY_SAMPLES, metavar="N",
+                   help=f"stability metrics: random perturbations per example (default: {STABILITY_SAMPLES}; "
+                        "Quantus uses 200)")
+    a.add_argument("--stability-radius", type=_types.positive_number, default=None, metavar="R",
+                   help="stability metrics: the noise radius, pixels in [0, 1] (default: each metric's, as in "
+                        "Quantus 0.6: 0.2 for the sensitivities, std 0.1 for the Lipschitz estimate, U[0.02, 0.2] "
+                        "shifts for the relative stabilities; a value R gives U[0.1 R, R] for those)")
+    a.add_argument("--representation-layer", default=None, metavar="NAME",
+                   help="relative_representation_stability: the submodule whose output is the representation (a "
+                        "name from model.named_modules()); default: model.feature_layer if defined, else the last "
+                        "convolution")
     a.add_argument("--pgd-iterations", type=_types.nonneg_int, default=40, metavar="N",
                    help="PGD iterations for the adversarial accuracy (step 2.5 * eps / N, random start); 0 skips "
                         "PGD (default: 40)")
@@ -144,6 +159,28 @@ def _saliency(model: Any, inputs: torch.Tensor, target: torch.Tensor) -> torch.T
     from captum_robust.attr import Saliency
 
     return Saliency(model).attribute(inputs, target=target, abs=False, create_graph=inputs.requires_grad)
+
+
+def _stability_kwargs(args: argparse.Namespace, model: torch.nn.Module) -> Optional[Dict[str, Any]]:
+    """The stability metrics' settings from --stability-samples/--stability-radius/--representation-layer."""
+    asked = [m for m in args.measures if m in STABILITY_MEASURES]
+    if not asked:
+        return None
+    kwargs: Dict[str, Any] = {"n_samples": args.stability_samples}
+    if args.stability_radius is not None:
+        r = args.stability_radius
+        relative = ("relative_input_stability", "relative_output_stability", "relative_representation_stability")
+        if any(m in relative for m in asked) and any(m not in relative for m in asked):
+            raise UsageError("--stability-radius applies to one family of stability metrics at a time (the "
+                             "sensitivities/Lipschitz estimate take one radius, the relative stabilities a range); "
+                             "run them separately or keep the defaults")
+        kwargs["radius"] = (0.1 * r, r) if asked[0] in relative else r
+    if "relative_representation_stability" in asked:
+        if args.representation_layer is not None:
+            kwargs["layer"] = _named_submodule(model, args.representation_layer, "--representation-layer")
+        else:
+            kwargs["layer"] = _cam_layer(model, argparse.Namespace(layer=None))
+    return kwargs
 
 
 def _named_submodule(model: torch.nn.Module, name: str, option: str) -> torch.nn.Module:
@@ -357,7 +394,7 @@ def _attack_batches(args: argparse.Namespace, ctx: Any, device: torch.device, ru
                     report = attribution_robustness(
                         run.model, measured, attack, (x[idx.start: idx.stop], y[idx.start: idx.stop]),
                         measures=tuple(args.measures), k=k, pgd=pgd, generator=batch_generator(args, b, device),
-                        keep_examples=keep,
+                        keep_examples=keep, stability_kwargs=_stability_kwargs(args, run.model),
                     )
                     if keep:
                         examples, report.examples = report.examples, None  # not gathered from the other ranks
@@ -421,7 +458,7 @@ def _evaluate_table(runs: List[Dict[str, Any]], norm: str) -> str:
                 f"[{fmt(st['ci_low'], 3)}, {fmt(st['ci_high'], 3)}]",
                 f"[{fmt(st['q_low'], 3)}, {fmt(st['q_high'], 3)}]", fmt(s["kept_fraction"], 3),
                 fmt(s["clean_accuracy"], 3), fmt(s["adversarial_accuracy"], 3),
-                f"{s['seconds']['attack'] + s['seconds']['pgd']:.1f}",
+                f"{s['seconds']['attack'] + s['seconds']['pgd'] + s['seconds'].get('stability', 0.0):.1f}",
             ))
     return markdown_table(
         (f"eps ({norm})", "measure", "n", "mean", "median", "95% CI of the mean", "95% of examples within",
@@ -462,16 +499,18 @@ def _measures_figure(out: Path, runs: List[Dict[str, Any]]) -> Path:
     from captum_robust.visualization import save_figure
 
     names = list(runs[0]["summary"]["measures"])
+    stability = runs[0]["summary"].get("stability", {})
     fig = Figure(figsize=(3.2 * len(names), 2.6), layout="constrained")
     axes = fig.subplots(1, len(names), squeeze=False)[0]
     for ax, name in zip(axes, names):
+        rows = "attacked" if name in stability else "kept"  # stability: every attacked example
         for r in runs:
             cols = r["per_example"]
-            values = [v for v, kept in zip(cols[name], cols["kept"]) if kept and not math.isnan(v)]
+            values = [v for v, use in zip(cols[name], cols[rows]) if use and not math.isnan(v)]
             if values:
                 ax.hist(values, bins=20, alpha=0.6, label=f"eps {r['eps']:g}")
         ax.set_title(name, fontsize=9)
-        ax.set_xlabel("clean vs attacked map", fontsize=8)
+        ax.set_xlabel("clean map under noise" if name in stability else "clean vs attacked map", fontsize=8)
         ax.set_ylabel("examples", fontsize=8)
         if len(runs) > 1:
             ax.legend(fontsize=7)
@@ -485,6 +524,21 @@ def _evaluate_figures(args: argparse.Namespace, out: Path, runs: List[Dict[str, 
         figures["maps"] = _maps_figure(args, out, examples, model, device)
     figures["measures"] = _measures_figure(out, runs)
     return figures
+
+
+def _stability_note(args: argparse.Namespace) -> List[str]:
+    """What the stability rows of the table are (nothing when none was asked for)."""
+    asked = [m for m in args.measures if m in STABILITY_MEASURES]
+    if not asked:
+        return []
+    return [
+        "",
+        f"The stability metrics ({', '.join(asked)}) are not about the attack: they measure how much the clean "
+        f"map moves under {args.stability_samples} random perturbations per example (average case; the attack "
+        "measures give the worst case found, `captum-robust certify` a guarantee), over every correctly "
+        "classified example. The relative stabilities leave out the perturbations that changed the prediction "
+        "(their counts are in results.json, `summary.stability`).",
+    ]
 
 
 def _evaluate_report(args: argparse.Namespace, run: UserRun, parts: Parts, settings: Dict[str, Any], table: str,
@@ -505,7 +559,8 @@ def _evaluate_report(args: argparse.Namespace, run: UserRun, parts: Parts, setti
         "Statistics over the correctly classified examples whose prediction the attack kept "
         "(Boopathy et al.); the CI is Student's t interval of the mean, the other interval holds the "
         "central 95% of the examples. PGD accuracy is over all examples (misclassified ones count as "
-        "errors). Time: attack + PGD, summed over batches and processes.",
+        "errors). Time: attack + PGD (+ stability metrics), summed over batches and processes.",
+        *_stability_note(args),
         "",
         table,
         "",

@@ -362,3 +362,33 @@ def test_missing_required_options_and_help():
                    "--eps", "--examples", "--out", "--seed", "--no-progress", "--device", "--layer", "--classifier",
                    "--k", "--batch-size", "npz:FILE", "torchrun"):
         assert option in stdout, option
+
+
+def test_evaluate_reports_stability_metrics(in_user_dir):
+    """--measures with stability metrics: rows next to the attack measures, one value per correctly
+    classified example, counts in results.json and a note in the report (the values' equality with the
+    library's metric is checked in tests/robust/evaluation/test_robustness.py)."""
+    argv = ["evaluate", *BASE, "--examples", "8", "--batch-size", "8", "--iterations", "2", "--pgd-iterations", "0",
+            "--attribution", "saliency", "--measures", "topk", "relative_representation_stability",
+            "--stability-samples", "6", "--representation-layer", "conv2", "--out", "out_stab"]
+    code, stdout, stderr = _run(argv)
+    assert code == 0, stderr
+    assert "| 0.1 | relative_representation_stability |" in stdout
+    results = json.loads((in_user_dir["dir"] / "out_stab" / "results.json").read_text())
+    summary = results["runs"][0]["summary"]
+    assert summary["stability"]["relative_representation_stability"]["n_prediction_changed"] >= 0
+    report = (in_user_dir["dir"] / "out_stab" / "report.md").read_text()
+    assert "how much the clean map moves under 6 random perturbations" in report
+    col = results["runs"][0]["per_example"]["relative_representation_stability"]
+    attacked = results["runs"][0]["per_example"]["attacked"]
+    assert any(attacked) and all((not math.isnan(v)) == a for v, a in zip(col, attacked))
+    assert summary["measures"]["relative_representation_stability"]["n"] == sum(attacked)
+
+
+def test_evaluate_stability_options_are_checked(in_user_dir):
+    code, _, stderr = _run(["evaluate", *BASE, "--examples", "4", "--measures", "relative_representation_stability",
+                            "--representation-layer", "nope", "--out", "out_bad"])
+    assert code == 2 and "--representation-layer 'nope' is not a submodule" in stderr
+    code, _, stderr = _run(["evaluate", *BASE, "--examples", "4", "--measures", "max_sensitivity",
+                            "relative_input_stability", "--stability-radius", "0.1", "--out", "out_bad2"])
+    assert code == 2 and "--stability-radius applies to one family" in stderr
