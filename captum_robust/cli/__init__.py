@@ -43,45 +43,66 @@ success, 2 for bad arguments or an unusable output folder) instead of exiting::
 
 from __future__ import annotations
 
-import argparse
 import sys
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
-from captum_robust import __version__
-from captum_robust.cli import certify, demo, evaluate
-from captum_robust.cli._runtime import UsageError
+if TYPE_CHECKING:  # pragma: no cover
+    import argparse
 
+# Importing this package is cheap (no torch): the subcommands and torch are imported inside
+# main(), where Ctrl-C during start-up is one line and exit status 130 instead of a traceback.
 # The constants and helpers below lived in the single module ``captum_robust/cli.py``; they are
-# importable from here as before. Each is defined in the subcommand module that uses it, or in
-# _defaults.py when several subcommands share it.
-from captum_robust.cli._defaults import (  # noqa: F401
-    CERT_CONFIDENCE, CERT_K_FRACTION, CERT_RHO, IMAGE_SIZE, SMOOTHGRAD_SAMPLES, SMOOTHGRAD_SIGMA, SMOOTHGRAD_SPARSITY,
-    TEST_FRACTION,
-)
-from captum_robust.cli._inputs import DATA_KINDS  # noqa: F401
-from captum_robust.cli.certify import (  # noqa: F401
-    CERT_QUANTILES, CERT_RADIUS_MULTIPLES, CERTIFY_BATCH, CERTIFY_EXAMPLES, CERTIFY_OUT,
-)
-from captum_robust.cli.demo import (  # noqa: F401
-    ATTACK_CAM_EPS, ATTACK_CAM_ITERATIONS, ATTACK_CAM_K, ATTACK_CAM_QUICK_ITERATIONS, ATTACK_IG_EPS,
-    ATTACK_IG_ITERATIONS, ATTACK_IG_K, ATTACK_IG_QUICK_ITERATIONS, ATTACK_IG_STEPS, ATTACK_STEP, BATCH_SIZE,
-    DEFAULT_EPOCHS, DEFAULT_OUT, DEFAULT_SECONDS, DEFAULT_THREADS, INT_EPS, INT_ITERATIONS, INT_QUICK_EPOCHS,
-    INT_QUICK_ITERATIONS, INT_QUICK_RAMP_EPOCHS, INT_QUICK_WARMUP_EPOCHS, INT_RAMP_EPOCHS, INT_SECONDS, INT_STEP,
-    INT_WARMUP_EPOCHS, LEARNING_RATE, MAX_FIGURE_ROWS, PGD_EVAL_ITERATIONS, QUICK_EPOCHS, ROBUST_EVAL_IMAGES,
-    SMOOTHGRAD_QUICK_SAMPLES,
-)
-from captum_robust.cli.evaluate import (  # noqa: F401
-    ATTACK_ITERATIONS, ATTACKS, ATTRIBUTIONS, EVALUATE_BATCH, EVALUATE_EXAMPLES, EVALUATE_OUT, FIGURE_EXAMPLES, L2_EPS,
-    LINF_EPS, MEASURES, SMOOTHGRAD_ATTACK_SAMPLES, SMOOTHGRAD_CLIP, SURROGATE_BETA, _merge_robustness,
-)
+# importable from here as before, resolved on first access from the subcommand module that
+# defines them (or _defaults.py when several subcommands share them).
+_LAZY = {
+    "captum_robust.cli._defaults": (
+        "CERT_CONFIDENCE", "CERT_K_FRACTION", "CERT_RHO", "IMAGE_SIZE", "SMOOTHGRAD_SAMPLES", "SMOOTHGRAD_SIGMA",
+        "SMOOTHGRAD_SPARSITY", "TEST_FRACTION",
+    ),
+    "captum_robust.cli._inputs": ("DATA_KINDS",),
+    "captum_robust.cli.certify": (
+        "CERT_QUANTILES", "CERT_RADIUS_MULTIPLES", "CERTIFY_BATCH", "CERTIFY_EXAMPLES", "CERTIFY_OUT", "CERTIFY_FILES",
+    ),
+    "captum_robust.cli.demo": (
+        "ATTACK_CAM_EPS", "ATTACK_CAM_ITERATIONS", "ATTACK_CAM_K", "ATTACK_CAM_QUICK_ITERATIONS", "ATTACK_IG_EPS",
+        "ATTACK_IG_ITERATIONS", "ATTACK_IG_K", "ATTACK_IG_QUICK_ITERATIONS", "ATTACK_IG_STEPS", "ATTACK_STEP",
+        "BATCH_SIZE", "DEFAULT_EPOCHS", "DEFAULT_OUT", "DEFAULT_SECONDS", "DEFAULT_THREADS", "INT_EPS",
+        "INT_ITERATIONS", "INT_QUICK_EPOCHS", "INT_QUICK_ITERATIONS", "INT_QUICK_RAMP_EPOCHS",
+        "INT_QUICK_WARMUP_EPOCHS", "INT_RAMP_EPOCHS", "INT_SECONDS", "INT_STEP", "INT_WARMUP_EPOCHS", "LEARNING_RATE",
+        "MAX_FIGURE_ROWS", "PGD_EVAL_ITERATIONS", "QUICK_EPOCHS", "ROBUST_EVAL_IMAGES", "SMOOTHGRAD_QUICK_SAMPLES",
+        "DEMO_FILES",
+    ),
+    "captum_robust.cli.evaluate": (
+        "ATTACK_ITERATIONS", "ATTACKS", "ATTRIBUTIONS", "EVALUATE_BATCH", "EVALUATE_EXAMPLES", "EVALUATE_OUT",
+        "FIGURE_EXAMPLES", "L2_EPS", "LINF_EPS", "MEASURES", "SMOOTHGRAD_ATTACK_SAMPLES", "SMOOTHGRAD_CLIP",
+        "SURROGATE_BETA", "_merge_robustness",
+    ),
+}
+_HOME = {name: module for module, names in _LAZY.items() for name in names}
+_SUBCOMMANDS = ("demo", "evaluate", "certify")
 
 __all__ = ["main", "build_parser"]
 
 PROG = "captum-robust"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def __getattr__(name: str) -> Any:
+    import importlib
+
+    if name in _SUBCOMMANDS:
+        return importlib.import_module(f"captum_robust.cli.{name}")
+    if name in _HOME:
+        return getattr(importlib.import_module(_HOME[name]), name)
+    raise AttributeError(f"module 'captum_robust.cli' has no attribute {name!r}")
+
+
+def build_parser() -> "argparse.ArgumentParser":
     """Return the ``captum-robust`` argument parser (one subparser per subcommand)."""
+    import argparse
+
+    from captum_robust import __version__
+    from captum_robust.cli import certify, demo, evaluate
+
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Robustness of model explanations: attributions, attacks on them, certified maps.",
@@ -111,6 +132,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         >>> main(["demo", "--quick", "--no-progress", "--out", "demo_out"])  # doctest: +SKIP
         0
     """
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # anywhere: start-up (imports), the run, or the clean-up
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: Optional[Sequence[str]]) -> int:
+    from captum_robust.cli._runtime import UsageError
+
     parser = build_parser()
     try:
         args = parser.parse_args(None if argv is None else list(argv))
@@ -124,6 +155,3 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except UsageError as exc:
         print(f"{PROG} {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130

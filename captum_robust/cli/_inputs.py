@@ -20,7 +20,10 @@ from captum_robust.cli import _types
 from captum_robust.cli._defaults import IMAGE_SIZE, TEST_FRACTION
 from captum_robust.cli._runtime import UsageError
 
-__all__ = ["DATA_KINDS", "UserRun", "add_model_options", "build_model", "load_weights", "load_test_data", "prepare_run"]
+__all__ = [
+    "DATA_KINDS", "UserRun", "add_model_options", "build_model", "load_weights", "check_logits", "load_test_data",
+    "prepare_run",
+]
 
 DATA_KINDS = ("digits", "mnist", "fashion-mnist", "cifar10", "npz")
 
@@ -152,10 +155,30 @@ def load_weights(model: torch.nn.Module, path_text: str) -> None:
         problems.append(f"wrong shapes (file vs model): {short(shapes)}")
     if problems:
         raise UsageError(f"--weights '{path_text}' does not fit the model: {'; '.join(problems)}")
+    params = {name for name, _ in model.named_parameters()}
+    broken = [k for k, v in state.items() if v.is_floating_point()
+              and bool(torch.isnan(v).any() or (k in params and torch.isinf(v).any()))]
+    if broken:  # argmax of NaN logits is class 0: every result would be silently wrong
+        raise UsageError(
+            f"--weights '{path_text}' holds NaN or infinite values in {len(broken)} tensor(s) ({short(broken)}): the "
+            "weights were probably saved after training diverged; use an earlier checkpoint or retrain"
+        )
     try:
         model.load_state_dict(state, strict=True)
     except Exception as exc:  # pragma: no cover - caught above in practice
         raise UsageError(f"--weights '{path_text}' does not load into the model: {str(exc).splitlines()[0]}") from None
+
+
+def check_logits(logits: torch.Tensor, args: argparse.Namespace, first: int = 0) -> None:
+    """UsageError naming ``--weights`` when the model's outputs on the examples ``first ..`` hold
+    NaN or inf: a prediction (argmax of NaN is 0), an accuracy or a map would be meaningless."""
+    from captum_robust._utils.validation import check_finite_outputs
+
+    what = f"the model's outputs on examples {first}..{first + len(logits) - 1}"
+    try:
+        check_finite_outputs(logits, what=what)
+    except ValueError as exc:
+        raise UsageError(f"--weights '{args.weights}': {exc}") from None
 
 
 def load_test_data(spec: str, image_size: Optional[int]) -> Tuple[Any, str]:
@@ -245,20 +268,24 @@ def prepare_run(args: argparse.Namespace, device: torch.device) -> UserRun:
     if args.examples > len(y_all):
         raise UsageError(f"--examples {args.examples} is larger than the test set ({len(y_all)} images)")
     x, y = x_all[: args.examples], y_all[: args.examples]
+    first = x[: min(len(x), getattr(args, "batch_size", 1))]  # the first batch
     try:
         with torch.no_grad():
-            logits = model(x[:1].to(device))
+            logits = model(first.to(device))
     except Exception as exc:
         hint = " (for a model of 8x8 digits pass --image-size 8)" if args.data.strip().lower() == "digits" else ""
         raise UsageError(
             f"the model fails on an input of shape {tuple(x[:1].shape)} from --data {args.data!r}: "
             f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}{hint}"
         ) from None
-    if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != 1:
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != len(first):
         shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-        raise UsageError(f"the model must return class logits of shape N x classes, got {shape} for one image")
+        raise UsageError(f"the model must return class logits of shape N x classes, got {shape} for "
+                         f"{len(first)} image(s)")
+    check_logits(logits, args)
     n_classes = logits.shape[1]
-    if int(y.max()) >= n_classes:
-        raise UsageError(f"the data has label {int(y.max())} but the model returns only {n_classes} class scores")
+    if int(y.max()) >= n_classes or int(y.min()) < 0:
+        bad = int(y.max()) if int(y.max()) >= n_classes else int(y.min())
+        raise UsageError(f"the data has label {bad} but the model returns class scores for 0..{n_classes - 1}")
     n_params = sum(p.numel() for p in model.parameters())
     return UserRun(model=model, x=x, y=y, data=data_desc, n_classes=n_classes, n_params=n_params)

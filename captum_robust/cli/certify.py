@@ -19,9 +19,9 @@ from captum_robust.cli import _types
 from captum_robust.cli._defaults import (
     CERT_CONFIDENCE, CERT_K_FRACTION, CERT_RHO, SMOOTHGRAD_SAMPLES, SMOOTHGRAD_SIGMA, SMOOTHGRAD_SPARSITY,
 )
-from captum_robust.cli._inputs import UserRun, add_model_options, prepare_run
+from captum_robust.cli._inputs import UserRun, add_model_options, check_logits, prepare_run
 from captum_robust.cli._runtime import (
-    UsageError, add_run_options, batch_generator, distributed_run, my_batches, prepare_out, print_outputs, progress,
+    OutputFolder, UsageError, add_run_options, batch_generator, distributed_run, my_batches, print_outputs, progress,
     report_tail, run_line, write_report, write_results,
 )
 
@@ -31,6 +31,8 @@ CERTIFY_BATCH = 8
 #: certificates are reported at rho and at these multiples of it
 CERT_RADIUS_MULTIPLES = (0.0, 0.5, 1.0, 2.0, 4.0)
 CERT_QUANTILES = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
+#: the files ``certify`` writes into --out
+CERTIFY_FILES = ("results.json", "report.md", "figure_radius_cdf.png")
 
 
 def add_parser(sub: Any) -> None:
@@ -75,7 +77,7 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """The ``certify`` handler (joins the torchrun process group when there is one)."""
-    return distributed_run(args, lambda ctx, device: _certify(args, ctx, device))
+    return distributed_run(args, lambda ctx, device, out: _certify(args, ctx, device, out), CERTIFY_FILES)
 
 
 def _certify_batches(args: argparse.Namespace, ctx: Any, device: torch.device, run: UserRun, certifier: Any,
@@ -93,7 +95,9 @@ def _certify_batches(args: argparse.Namespace, ctx: Any, device: torch.device, r
             xb, yb = x[idx.start: idx.stop].to(device), y[idx.start: idx.stop].to(device)
             generator = batch_generator(args, b, device)
             with torch.no_grad():
-                pred = model(xb).argmax(dim=1)
+                logits = model(xb)
+            check_logits(logits, args, idx.start)  # argmax of NaN is class 0
+            pred = logits.argmax(dim=1)
             target = pred if args.target == "prediction" else yb
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
@@ -112,7 +116,7 @@ def _certify_batches(args: argparse.Namespace, ctx: Any, device: torch.device, r
     return local, notes
 
 
-def _certify(args: argparse.Namespace, ctx: Any, device: torch.device) -> int:
+def _certify(args: argparse.Namespace, ctx: Any, device: torch.device, folder: OutputFolder) -> int:
     from captum_robust._utils.distributed import gather_to_main
     from captum_robust.attr import CertifiedTopK, SparsifiedSmoothGrad
     from captum_robust.attr.certify import hoeffding_margin, resolve_k
@@ -125,7 +129,6 @@ def _certify(args: argparse.Namespace, ctx: Any, device: torch.device) -> int:
     except ValueError as exc:
         raise UsageError(f"--k {args.k}: {exc}") from None
     m = max(1, math.ceil(args.min_overlap * k - 1e-9))
-    out = prepare_out(args.out)  # on every rank, so that an unusable folder stops all of them
     radii = sorted({args.rho * f for f in CERT_RADIUS_MULTIPLES})
     ssg = SparsifiedSmoothGrad(run.model, sparsity=args.sparsity, sigma=args.sigma, n_samples=args.n_samples)
     certifier = CertifiedTopK(ssg, k=k, rho=args.rho, confidence=args.confidence)
@@ -154,13 +157,15 @@ def _certify(args: argparse.Namespace, ctx: Any, device: torch.device) -> int:
     )
     results = {"command": "certify", "settings": settings, "summary": summary, "per_example": cols,
                "notes": all_notes, "wall_seconds": wall}
-    json_path = write_results(out, results)
-    figure = _certify_figure(out, cols["radius"], args.rho, k, m)
+    stage = folder.stage  # the staging folder: the files appear in --out at commit()
+    write_results(stage, results)
+    figure = _certify_figure(stage, cols["radius"], args.rho, k, m)
     table = _certify_table(summary, settings)
-    report_path = write_report(out, _certify_report(args, run, settings, summary, table, figure, all_notes, wall))
+    write_report(stage, _certify_report(args, run, settings, summary, table, figure, all_notes, wall))
+    folder.commit()
     for note in all_notes:
         print(f"warning: {note}", file=sys.stderr)
-    print_outputs(table, (json_path, report_path, figure))
+    print_outputs(table, [folder.path(name) for name in CERTIFY_FILES])
     return 0
 
 def _certify_summary(cols: Dict[str, List[Any]], k: int, m: int, radii: List[float]) -> Dict[str, Any]:

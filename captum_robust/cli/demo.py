@@ -20,7 +20,7 @@ from captum_robust.cli._defaults import (
     CERT_CONFIDENCE, CERT_K_FRACTION, CERT_RHO, IMAGE_SIZE, SMOOTHGRAD_SAMPLES, SMOOTHGRAD_SIGMA, SMOOTHGRAD_SPARSITY,
     TEST_FRACTION,
 )
-from captum_robust.cli._runtime import UsageError, prepare_out, run_settings
+from captum_robust.cli._runtime import UsageError, add_out_options, run_settings, staged_output
 
 #: Defaults of ``demo``. ``DEFAULT_SECONDS`` makes training take about one minute; one epoch
 #: (1,437 images, batch 32) takes about 0.1-0.15 s on one CPU thread, so the budget, not the
@@ -36,6 +36,9 @@ QUICK_EPOCHS = 8
 BATCH_SIZE = 32
 LEARNING_RATE = 3e-3
 MAX_FIGURE_ROWS = 32
+#: the files ``demo`` writes into --out
+DEMO_FILES = ("report.md", "figure_attributions.png", "figure_attacks.png", "attacked_inputs.pt", "model.pt",
+              "model_int.pt")
 #: The certified Sparsified SmoothGrad takes SMOOTHGRAD_SAMPLES noisy samples (fewer with --quick).
 SMOOTHGRAD_QUICK_SAMPLES = 512
 #: Attacks on the maps of the demo, keeping every prediction: Ghorbani's top-k attack on Integrated
@@ -84,8 +87,7 @@ def add_parser(sub: Any) -> None:
         first; for a reproducible model give --epochs and a large --seconds.
         """,
     )
-    demo.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
-                      help=f"output folder, created if missing (default: {DEFAULT_OUT})")
+    add_out_options(demo, DEFAULT_OUT)
     demo.add_argument("--epochs", type=_types.positive_int, default=None, metavar="N",
                       help=f"maximum number of training epochs (default: {DEFAULT_EPOCHS}, or {QUICK_EPOCHS} with "
                            "--quick)")
@@ -132,15 +134,21 @@ class DemoSettings:
 
 
 def run(args: argparse.Namespace) -> int:
-    """The ``demo`` handler: resolve the defaults and run the demo under ``--threads`` and ``--seed``."""
-    settings = DemoSettings(
-        out=prepare_out(args.out),
-        epochs=args.epochs if args.epochs is not None else (QUICK_EPOCHS if args.quick else DEFAULT_EPOCHS),
-        seconds=args.seconds if args.seconds is not None else (None if args.quick else DEFAULT_SECONDS),
-        seed=args.seed, examples=args.examples, show_progress=not args.no_progress, quick=args.quick,
-    )
-    with run_settings(args.threads, args.seed):
-        return _demo(settings)
+    """The ``demo`` handler: resolve the defaults and run the demo under ``--threads`` and ``--seed``;
+    the files are written to a staging folder and appear in ``--out`` when the demo has finished."""
+    with staged_output(args, DEMO_FILES) as folder:
+        settings = DemoSettings(
+            out=folder.stage,
+            epochs=args.epochs if args.epochs is not None else (QUICK_EPOCHS if args.quick else DEFAULT_EPOCHS),
+            seconds=args.seconds if args.seconds is not None else (None if args.quick else DEFAULT_SECONDS),
+            seed=args.seed, examples=args.examples, show_progress=not args.no_progress, quick=args.quick,
+        )
+        with run_settings(args.threads, args.seed):
+            _demo(settings)
+        folder.commit()
+    for name in DEMO_FILES:
+        print(f"wrote {folder.path(name)}")
+    return 0
 
 
 def _budget(seconds: Optional[float]) -> str:
@@ -503,7 +511,8 @@ def _report(s: DemoSettings, digits: DigitsData, trained: Training, ex: Explaine
     return "\n".join(sections)
 
 
-def _demo(s: DemoSettings) -> int:
+def _demo(s: DemoSettings) -> None:
+    """Every step, then the files into ``s.out`` (the staging folder)."""
     t_start = time.perf_counter()
     digits = _load_data(s)
     trained = _train(s, digits)
@@ -512,9 +521,5 @@ def _demo(s: DemoSettings) -> int:
     attacked = _attack(s, trained.model, ex)
     robust = _robust_training(s, digits, trained)
     files = _write_files(s, trained, ex, attacked, robust)
-    report_path = s.out / "report.md"
     text = _report(s, digits, trained, ex, cert, sg_seconds, attacked, robust, files, t_start)
-    report_path.write_text(text, encoding="utf-8")
-    for path in (report_path, files.figure, files.attack_figure, files.attacked, files.model, files.int_model):
-        print(f"wrote {path}")
-    return 0
+    (s.out / "report.md").write_text(text, encoding="utf-8")
