@@ -195,6 +195,7 @@ class Recipe:
     n_aai: int
     n_topk: int
     cost_repeats: int
+    stability_samples: int = 50
 
     @property
     def eps_scale(self) -> float:
@@ -276,6 +277,7 @@ def make_recipe(dataset: str = "digits", quick: bool = False, eps: Optional[floa
             train_iterations=5, train_step_size=r.train_step_size * r.train_iterations / 5,
             ig_ramp_steps=2, ig_hold_steps=2, eval_iterations=20, steps_grid=(1, 5, 10, 20),
             aai_iterations=20, topk_iterations=5, topk_runs=3, n_pgd=40, n_aai=16, n_topk=8, cost_repeats=1,
+            stability_samples=10,
         )
     return r
 
@@ -782,6 +784,18 @@ def evaluate(model: torch.nn.Module, r: Recipe, test: Tuple[torch.Tensor, torch.
     out["topk"] = {"topk": nanmean(best_t), "kendall": nanmean(best_k),
                    "n": sum(not math.isnan(v) for v in best_k), "runs": runs}
     out["seconds"]["topk"] = time.perf_counter() - t0
+
+    # average-case stability of the same IG maps (Quantus 0.6 defaults, stability_samples perturbations)
+    from captum_robust.robust.stability import local_lipschitz_estimate, max_sensitivity
+
+    t0 = time.perf_counter()
+    ig_kwargs = {"n_steps": r.topk_ig_steps, "method": "riemann_middle"}
+    out["stability"] = {
+        name: float(torch.nanmean(fn(ig, xk, yk, attribute_kwargs=ig_kwargs, n_samples=r.stability_samples,
+                                     generator=torch.Generator().manual_seed(seed)).values))
+        for name, fn in (("max_sensitivity", max_sensitivity), ("local_lipschitz", local_lipschitz_estimate))
+    }
+    out["seconds"]["stability"] = time.perf_counter() - t0
     return out
 
 
@@ -815,9 +829,12 @@ def tables(results: Dict[str, Any], r: Recipe, paper_cols: bool) -> Dict[str, st
         rows.append([m, with_paper(ev[m]["clean"], p[0] if p else None, 4),
                      with_paper(ev[m]["pgd_steps"][adv_steps], p[1] if p else None, 4),
                      with_paper(ev[m]["topk"]["topk"], p[2] if p else None, 4),
-                     with_paper(ev[m]["topk"]["kendall"], p[3] if p else None, 4), str(ev[m]["topk"]["n"])])
+                     with_paper(ev[m]["topk"]["kendall"], p[3] if p else None, 4), str(ev[m]["topk"]["n"]),
+                     fmt(ev[m].get("stability", {}).get("max_sensitivity")),
+                     fmt(ev[m].get("stability", {}).get("local_lipschitz"))])
     t2 = markdown_table(["method", "clean acc", f"adv acc (PGD {adv_steps} steps, eps {r.fmt_eps(r.eps)})",
-                         f"top-{r.topk_measure_k} intersection", "Kendall", "n (kept)"], rows)
+                         f"top-{r.topk_measure_k} intersection", "Kendall", "n (kept)",
+                         f"IG max-sensitivity ({r.stability_samples} samples)", "IG local Lipschitz"], rows)
     pc = results.get("paper_cost", {})
     int_cost = tr["Int"]["seconds_per_step"] if "Int" in tr else None
     crow = []
@@ -927,7 +944,11 @@ def report(r: Recipe, args: argparse.Namespace, dataset: str, spe: int, n_test: 
           tabs["tableA3"], "", f"## AAI: Kendall's tau of the raw CAM per epsilon (Boopathy Table 3 shape){pq}", "",
           f"{r.n_aai} fixed test images, those classified correctly and whose prediction the attack kept.", "",
           tabs["table3"], "", f"## Chen Table 2 shape{' (paper value in parentheses; Natural = Normal, Madry = PGD-AT)' if paper_cols else ''}", "",
-          f"Top-k attack on IG over {r.n_topk} fixed test images, best of {r.topk_runs} runs per image.", "",
+          f"Top-k attack on IG over {r.n_topk} fixed test images, best of {r.topk_runs} runs per image. The last two "
+          f"columns are average-case stability of the same IG maps on the same images (not in the papers; "
+          f"captum_robust.robust.stability with Quantus 0.6's defaults, {r.stability_samples} perturbations: "
+          "max-sensitivity under U[-0.2, 0.2] noise relative to the map's norm, the local Lipschitz estimate of the "
+          "max-normalised maps under N(0, 0.1^2) noise; lower is more stable; mean over the images).", "",
           tabs["chen2"], "", "## Cost per method", "",
           f"Thread CPU seconds, 1 thread; an epoch is {spe} steps of batch {r.batch}. \"As trained\": the median step at the "
           f"final eps with this run's settings; \"papers' settings\": {r.paper_iterations} PGD steps of "
