@@ -10,7 +10,9 @@ usable on any batch of smoothed maps with values in [0, 1]:
 * :func:`topk_certificate` -- Thm. 2 with the tight index of its proof;
 * :func:`certified_radius` -- the largest radius at which Thm. 2 certifies ``m`` of the top K;
 * :func:`certified_rank` -- Def. 3.1;
-* :func:`sparsified_rank_bound` and :func:`rank_bound` -- Thm. 3 and its general form (eq. A.21).
+* :func:`sparsified_rank_bound` and :func:`rank_bound` -- Thm. 3 and its general form (eq. A.21);
+* :func:`diagnose_certificate` (:class:`CertificateDiagnosis`) -- why a certificate is small and which
+  ``n_samples``, ``sigma`` or ``rho`` would certify the median example (also ``TopKCertificate.diagnose``).
 
 Example::
 
@@ -34,9 +36,11 @@ from captum_robust.attr._core.certificates import (
     sparsified_rank_bound,
     topk_certificate,
 )
+from captum_robust.attr._core.certificate_diagnosis import CertificateDiagnosis, diagnose_certificate
 from captum_robust.attr._core.certified_topk import TopKCertificate
 
 __all__ = [
     "hoeffding_margin", "n_samples_for_margin", "min_n_samples", "floor", "empirical_floor", "topk_certificate",
     "certified_radius", "certified_rank", "sparsified_rank_bound", "rank_bound", "resolve_k", "TopKCertificate",
+    "diagnose_certificate", "CertificateDiagnosis",
 ]

@@ -10,16 +10,17 @@ forward-mode AD (:func:`torch.autograd.forward_ad`) in the same pass as the grad
 
 from __future__ import annotations
 
+import contextlib
 import math
 import weakref
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.autograd.forward_ad as fwAD
 from torch import Tensor, nn
 
 from captum_robust._utils.layers import forward_with_layer
-from captum_robust._utils.validation import resolve_target
+from captum_robust._utils.validation import check_finite_outputs, resolve_target
 from captum_robust.attr._core._quadrature import quadrature_rule
 
 Rect = Tuple[int, int, int, int]  # steps [k0, k1) x examples [b0, b1)
@@ -133,6 +134,9 @@ class _Path:
         # path points made leaves by us (create_graph with inputs that do not require grad):
         # not parameters of the forward function, whatever the graph walk finds
         self.internal_leaves: "weakref.WeakSet[Tensor]" = weakref.WeakSet()
+        # the train/eval flags the call runs with (eval mode), re-applied whenever a chunk is
+        # evaluated: recomputations in a later backward pass must see the same Dropout/BatchNorm
+        self.modes = [(m, m.training) for m in forward_func.modules()] if isinstance(forward_func, nn.Module) else []
         points, weights = quadrature_rule(method, n_steps)
         self.points = [torch.as_tensor(points, dtype=t.dtype, device=t.device) for t in inputs]
         self.weights = [torch.as_tensor(weights, dtype=t.dtype, device=t.device) for t in inputs]
@@ -165,6 +169,7 @@ class _Path:
                 f"(shape (N,) for a per-example scalar such as a loss, or (N, C) scores); it got {rows} "
                 f"rows and returned {shape}"
             )
+        check_finite_outputs(out.detach().reshape(rows, -1))
         if not self.target_resolved:
             self.flat_target = _flat_target(self.target, tuple(out.shape), self.batch, out.device)
             self.target_resolved = True
@@ -199,13 +204,26 @@ class _Path:
                 tangents.append(d.unsqueeze(0).expand(k, *d.shape).reshape(k * nb, *x.shape[1:]))
         return points, tangents
 
+    @contextlib.contextmanager
+    def _call_modes(self) -> Iterator[None]:
+        """The modules' train/eval flags of the call (restored after; only the flags, never ``.grad``,
+        which a backward pass in progress may be accumulating)."""
+        now = [(m, m.training) for m, _ in self.modes]
+        try:
+            for m, mode in self.modes:
+                m.training = mode
+            yield
+        finally:
+            for m, mode in now:
+                m.training = mode
+
     def evaluate(self, tensors: Sequence[Tensor], rect: Rect, create_graph: bool) -> Tuple[Tensor, ...]:
         """Weighted path-gradient sums of one rectangle: one ``nb x ...`` tensor per input
         (or one for the layer), i.e. ``sum_k w_k dF/dr (r_k)`` over the rectangle's steps."""
         k0, k1, b0, b1 = rect
         k, nb = k1 - k0, b1 - b0
         xs, bs, args = self._split(tensors)
-        with torch.enable_grad():
+        with torch.enable_grad(), self._call_modes():
             points, tangents = self._points(xs, bs, rect, create_graph)
             args = self._expand_args(args, b0, b1, k)
             if self.layer is None:

@@ -26,19 +26,21 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from captum_robust._utils.state import preserved_model_state
+from captum_robust._utils.state import evaluation_mode
 from captum_robust._utils.validation import (
     POSITIVE,
     Interval,
     InvalidParameterError,
     TargetType,
     TensorOrTuple,
+    check_finite_outputs,
     check_generator,
     check_int,
     check_number,
     format_additional_args,
     resolve_target,
 )
+from captum_robust.attr._core._inputs import check_output_rows, input_shape_guard
 from captum_robust.attr._core.saliency import input_gradient
 
 SigmaType = Union[float, Tensor, Sequence[Union[float, Tensor]]]
@@ -203,12 +205,31 @@ def effective_sigma(sigmas: Tuple[Tensor, ...]) -> Tensor:
 # ---------------------------------------------------------------------------- gradients
 
 
-def row_target(target: TargetType, inputs: Tuple[Tensor, ...]) -> Optional[Tensor]:
-    """A fixed per-example target as a (B,) tensor, or None (the argmax of every noisy row)."""
+def row_target(
+    target: TargetType, inputs: Tuple[Tensor, ...], model: Optional[Callable[..., Any]] = None,
+    args: Tuple[Any, ...] = (),
+) -> Optional[Tensor]:
+    """A fixed per-example target as a (B,) tensor, or None (the argmax of every noisy row).
+
+    With ``model``, one forward pass on the clean inputs gives the real number of classes, so
+    a bad target is reported against the model's range ("target holds class index -1,
+    outside the model's range [0, 9]"), and the clean outputs are checked for NaN/inf
+    (logits that overflow at finite but huge inputs).
+    """
     if target is None:
         return None
-    # the class count is checked against the model's output at the first chunk
-    return resolve_target(target, inputs[0].shape[0], 2**62, inputs[0].device)
+    batch, device = inputs[0].shape[0], inputs[0].device
+    if model is None:
+        # the class count is checked against the model's output at the first chunk
+        return resolve_target(target, batch, 2**62, device)
+    with torch.no_grad():
+        out = model(*inputs, *args)
+    if not isinstance(out, Tensor) or out.dim() == 0:
+        raise ValueError(f"the forward function must return a tensor of scores, got {type(out).__name__}")
+    check_output_rows(out, batch, inputs)
+    check_finite_outputs(out)
+    classes = out.shape[1] if out.dim() == 2 else 1
+    return resolve_target(target, batch, classes, device)
 
 
 def _selected_scores(out: Any, target_rows: Optional[Tensor], rows: int) -> Tensor:
@@ -216,6 +237,8 @@ def _selected_scores(out: Any, target_rows: Optional[Tensor], rows: int) -> Tens
     (``target_rows=None``), or the model's only output."""
     if not isinstance(out, Tensor):
         raise ValueError(f"the forward function must return a tensor of scores, got {type(out).__name__}")
+    if out.dim() >= 1 and out.shape[0] == rows:
+        check_finite_outputs(out.detach(), "the model's outputs at the noisy points")
     if out.dim() == 1 or (out.dim() == 2 and out.shape[1] == 1):
         if target_rows is not None and bool((target_rows != 0).any()):
             raise ValueError("the model returns one score per example; target must be None or 0")
@@ -226,10 +249,9 @@ def _selected_scores(out: Any, target_rows: Optional[Tensor], rows: int) -> Tens
         )
     if target_rows is None:
         target_rows = out.detach().argmax(dim=1)
-    elif int(target_rows.max()) >= out.shape[1]:
-        raise ValueError(
-            f"target holds class index {int(target_rows.max())}, outside the model's range [0, {out.shape[1] - 1}]"
-        )
+    elif int(target_rows.max()) >= out.shape[1] or int(target_rows.min()) < 0:
+        bad = int(target_rows.max()) if int(target_rows.max()) >= out.shape[1] else int(target_rows.min())
+        raise ValueError(f"target holds class index {bad}, outside the model's range [0, {out.shape[1] - 1}]")
     return out.gather(1, target_rows.unsqueeze(1)).squeeze(1)
 
 
@@ -363,13 +385,14 @@ def smooth(
             )
     check_generator(generator, inputs[0].device)
     sigmas = absolute_sigmas(first.sigma, first.relative_sigma, inputs)
-    target_t = row_target(target, inputs)
     model = first.forward_func if surrogate is None else surrogate
-    loop = _SamplingLoop(methods, inputs, sigmas, format_additional_args(additional_forward_args), create_graph)
+    args = format_additional_args(additional_forward_args)
+    loop = _SamplingLoop(methods, inputs, sigmas, args, create_graph)
     per_chunk = max(1, (DEFAULT_INTERNAL_BATCH_SIZE if ibs is None else ibs) // inputs[0].shape[0])
-    with preserved_model_state(first.forward_func), preserved_model_state(surrogate), torch.set_grad_enabled(
-        create_graph
-    ):
+    who = type(first).__name__
+    with evaluation_mode(first.forward_func, who=who), evaluation_mode(surrogate, who=f"{who} (surrogate)"), \
+            input_shape_guard(model, inputs), torch.set_grad_enabled(create_graph):
+        target_t = row_target(target, inputs, model, args)
         stream = _NoiseStream(inputs, generator)
         done = 0
         n_chunks = -(-q // per_chunk)
@@ -378,6 +401,23 @@ def smooth(
             loop.add(model, stream.take(s), target_t, s)
             done += s
     return loop.means(q), effective_sigma(sigmas), q
+
+
+def _check_finite_gradients(grads: Tensor, batch: int) -> None:
+    """``ValueError`` when a gradient row is NaN or infinite: every base map of it would be
+    meaningless (the sparsified maps would even look fine: a top-k of NaN is an arbitrary 0/1 mask)."""
+    with torch.no_grad():
+        if bool(torch.isfinite(grads.sum())):
+            return
+        bad = ~torch.isfinite(grads).all(dim=1)
+    if not bool(bad.any()):
+        return  # the sum overflowed, every gradient is finite
+    first = int(torch.nonzero(bad)[0, 0])
+    raise ValueError(
+        f"the smoothed map contains NaN: the model's gradient is NaN or infinite at {int(bad.sum())} of "
+        f"{grads.shape[0]} noisy points (first: example {first % batch}); check the model's weights and the "
+        "scale of the inputs"
+    )
 
 
 class _SamplingLoop:
@@ -412,12 +452,12 @@ class _SamplingLoop:
         ]
         t_rows = None if target is None else target.repeat(s)
         grads = gradient_rows(model, points, _expand_args(self.args, batch, s), t_rows, self.create_graph)
+        _check_finite_gradients(grads, batch)
         abs_grads = grads.abs() if any(m._uses_abs() for m in self.methods) else None
-        # maps bounded by construction are only checked when a gradient is not finite
-        finite = not any(m._bounded_by_construction for m in self.methods) or bool(torch.isfinite(grads.detach().sum()))
         for i, method in enumerate(self.methods):
             maps = base_maps(method, grads, abs_grads)
-            if not method._bounded_by_construction or not finite:
+            # the gradients are finite (checked above): maps bounded by construction need no range check
+            if not method._bounded_by_construction:
                 low, high = maps.detach().amin(), maps.detach().amax()
             else:
                 low = high = torch.zeros((), dtype=maps.dtype, device=maps.device)

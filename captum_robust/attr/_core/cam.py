@@ -27,17 +27,18 @@ from captum.log import log_usage
 from torch import Tensor, nn
 
 from captum_robust._utils.layers import forward_with_layer
+from captum_robust._utils.state import evaluation_mode
 from captum_robust._utils.validation import (
     TargetType,
     TensorOrTuple,
     check_choice,
+    check_finite_outputs,
     check_int,
     check_submodule,
     classification_outputs,
-    format_additional_args,
-    format_inputs,
     resolve_target,
 )
+from captum_robust.attr._core._inputs import check_output_rows, input_shape_guard, prepare_inputs
 
 __all__ = ["CAM", "GradCAM", "GradCAMPlusPlus"]
 
@@ -106,6 +107,20 @@ def _combine(weights: Tensor, activation: Tensor, all_classes: bool, attr_dim_su
     if attr_dim_summation:
         return torch.einsum("bk,bk...->b...", weights, activation).unsqueeze(1)
     return weights[(...,) + spatial] * activation
+
+
+def _checked_outputs(outputs: Any, activation: Tensor, batch: int, inputs: Tuple[Tensor, ...]) -> Tensor:
+    """B x C finite class scores, and a layer output with one row per example."""
+    check_output_rows(outputs, batch, inputs)
+    outputs = classification_outputs(outputs)
+    if activation.dim() == 0 or activation.shape[0] != batch:
+        raise ValueError(
+            f"the layer's output has shape {tuple(activation.shape)} but the inputs (shape "
+            f"{tuple(inputs[0].shape)}) have {batch} examples: layer attributions need a batch-first "
+            "layer output; do the inputs lack their batch dimension?"
+        )
+    check_finite_outputs(outputs)
+    return outputs
 
 
 class _CAMBase(LayerAttribution):
@@ -199,8 +214,14 @@ class CAM(_CAMBase):
             Tensor: B x 1 x H' x W' (one target) or B x C x H' x W' (``target=None``).
         """
         self._check_common(None, interpolate_mode)
-        _, inputs_t = format_inputs(inputs)
-        args = format_additional_args(additional_forward_args)
+        _, inputs_t, batch, args = prepare_inputs(inputs, self.forward_func, additional_forward_args)
+        with evaluation_mode(self.forward_func, who="CAM"):
+            return self._attribute(inputs_t, batch, args, target, raw, create_graph, upsample, interpolate_mode)
+
+    def _attribute(
+        self, inputs_t: Tuple[Tensor, ...], batch: int, args: Tuple[Any, ...], target: TargetType, raw: bool,
+        create_graph: bool, upsample: bool, interpolate_mode: str,
+    ) -> Tensor:
         fed: List[Tensor] = []
 
         def grab(module: nn.Module, hook_args: Tuple[Any, ...]) -> None:
@@ -208,12 +229,13 @@ class CAM(_CAMBase):
 
         handle = self.classifier.register_forward_pre_hook(grab)
         try:
-            outputs, activation = forward_with_layer(
-                self.forward_func, self.layer, inputs_t, args, grad_enabled=create_graph
-            )
+            with input_shape_guard(self.forward_func, inputs_t):
+                outputs, activation = forward_with_layer(
+                    self.forward_func, self.layer, inputs_t, args, grad_enabled=create_graph
+                )
         finally:
             handle.remove()
-        outputs = classification_outputs(outputs)
+        outputs = _checked_outputs(outputs, activation, batch, inputs_t)
         self._check_gap_head(activation, fed)
         weight = self.classifier.weight
         if weight.shape[0] != outputs.shape[1]:
@@ -307,13 +329,13 @@ class GradCAM(_CAMBase, GradientAttribution):
         self, inputs: TensorOrTuple, target: TargetType, additional_forward_args: Any, attribute_to_layer_input: bool,
         create_graph: bool, class_batch_size: Optional[int],
     ) -> Tuple[Tuple[Tensor, ...], Tensor, Tensor, bool]:
-        _, inputs_t = format_inputs(inputs)
-        args = format_additional_args(additional_forward_args)
-        outputs, activation = forward_with_layer(
-            self.forward_func, self.layer, inputs_t, args, attribute_to_layer_input=attribute_to_layer_input,
-            require_grad=True,
-        )
-        outputs = classification_outputs(outputs)
+        _, inputs_t, batch, args = prepare_inputs(inputs, self.forward_func, additional_forward_args)
+        with input_shape_guard(self.forward_func, inputs_t):
+            outputs, activation = forward_with_layer(
+                self.forward_func, self.layer, inputs_t, args, attribute_to_layer_input=attribute_to_layer_input,
+                require_grad=True,
+            )
+        outputs = _checked_outputs(outputs, activation, batch, inputs_t)
         t = None if target is None else resolve_target(target, outputs.shape[0], outputs.shape[1], outputs.device)
         grads = _class_gradients(outputs, activation, t, create_graph, class_batch_size)
         if not create_graph:
@@ -368,9 +390,11 @@ class GradCAM(_CAMBase, GradientAttribution):
         self._check_common(class_batch_size, interpolate_mode)
         if upsample and not attr_dim_summation:
             raise ValueError("upsample=True needs attr_dim_summation=True (per-channel maps are 5-D)")
-        inputs_t, grads, activation, all_classes = self._gradients_and_activation(
-            inputs, target, additional_forward_args, attribute_to_layer_input, create_graph, class_batch_size
-        )
+        who = "Grad-CAM++" if isinstance(self, GradCAMPlusPlus) else "Grad-CAM"
+        with evaluation_mode(self.forward_func, who=who), torch.enable_grad():
+            inputs_t, grads, activation, all_classes = self._gradients_and_activation(
+                inputs, target, additional_forward_args, attribute_to_layer_input, create_graph, class_batch_size
+            )
         with torch.set_grad_enabled(create_graph):
             weights = self._channel_weights(grads, activation, all_classes)
             maps = _combine(weights, activation, all_classes, attr_dim_summation)

@@ -207,22 +207,24 @@ def min_n_samples(n_features: int, rho: float, sigma: float, confidence: float =
         c = hoeffding_margin(n, q, p)
         return _scalar_empirical_floor(1.0, ratio, c) > 0.0
 
-    hi = 1
-    while not ok(hi):
-        hi *= 2
-        if hi > 2**62:
-            raise ValueError("no finite n_samples gives a non-vacuous certificate")  # pragma: no cover
-    lo = hi // 2
-    if ok(lo) and lo >= 1:
-        hi = lo
-        lo = 0
-    while hi - lo > 1:  # ok(hi) holds, ok(lo) fails (or lo == 0)
-        mid = (lo + hi) // 2
-        if mid >= 1 and ok(mid):
-            hi = mid
+    # L(1) > 0 iff Phi^-1(1 - c) > rho / sigma iff c < Phi(-rho / sigma) (erfc: accurate far in the tail)
+    c_star = 0.5 * math.erfc(r / s / math.sqrt(2.0))
+    log_term = math.log(2.0 * n / (1.0 - p))
+    if c_star <= 0.0 or log_term / (2.0 * c_star * c_star) > 2.0**62:
+        raise ValueError(
+            f"no practical n_samples gives a non-vacuous certificate at rho / sigma = {r / s:.4g}: the Hoeffding "
+            f"margin would have to be below Phi(-rho/sigma) = {c_star:.3g}, which needs more than 2^62 samples; "
+            "use a larger sigma or a smaller rho"
+        )
+    q = max(1, math.floor(log_term / (2.0 * c_star * c_star)))
+    for _ in range(64):  # the closed form is exact up to rounding: a few steps settle it
+        if q > 1 and ok(q - 1):
+            q -= 1
+        elif not ok(q):
+            q += 1
         else:
-            lo = mid
-    return hi
+            break
+    return q
 
 
 # ---------------------------------------------------------------------------- floors

@@ -31,8 +31,8 @@ from captum_robust._utils.validation import (
     check_fraction,
     check_int,
     check_nonnegative,
-    format_inputs,
 )
+from captum_robust.attr._core._inputs import prepare_inputs
 from captum_robust.attr._core._smoothing import smooth, unflatten
 from captum_robust.attr._core.certificates import (
     _flat_map,
@@ -40,9 +40,9 @@ from captum_robust.attr._core.certificates import (
     _sorted_certificate,
     certified_rank,
     hoeffding_margin,
-    min_n_samples,
     resolve_k,
 )
+from captum_robust.attr._core.certificate_diagnosis import CertificateDiagnosis, diagnose_certificate, vacuous_message
 from captum_robust.attr._core.smoothgrad import SmoothGradBase
 
 __all__ = ["TopKCertificate", "CertifiedTopK"]
@@ -96,6 +96,14 @@ class TopKCertificate:
     def vacuous(self) -> Tensor:
         """Bool (B,): the certificate says no more than :attr:`trivial`."""
         return self.overlap <= self.trivial
+
+    def diagnose(self, maps: TensorOrTuple, min_overlap: int = 1) -> CertificateDiagnosis:
+        """Why this certificate is what it is, and which ``n_samples``, ``sigma`` or ``rho`` would certify
+        ``min_overlap`` of the top-k (per example and for the median example; see
+        :func:`~captum_robust.attr.certify.diagnose_certificate`). ``maps`` are the smoothed maps
+        returned with the certificate (a tuple for tuple inputs); ``.explanation()`` gives the text."""
+        flat = maps if isinstance(maps, Tensor) else torch.cat([m.reshape(m.shape[0], -1) for m in maps], dim=1)
+        return diagnose_certificate(flat, self.k, self.rho, self.sigma, self.n_samples, self.confidence, min_overlap)
 
     def to_dict(self) -> Dict[str, Any]:
         """Plain Python values (lists, floats), for JSON reports."""
@@ -181,7 +189,8 @@ class CertifiedTopK(Attribution):
         self, inputs: TensorOrTuple, target: TargetType, additional_forward_args: Any, n_samples: Optional[int],
         internal_batch_size: Optional[int], generator: Optional[torch.Generator], show_progress: bool, stacklevel: int,
     ) -> Tuple[bool, Tuple[Tensor, ...], Tensor, Tensor, int, float, int]:
-        is_tuple, inputs_t = format_inputs(inputs)
+        is_tuple, inputs_t, _, args = prepare_inputs(inputs, self.smoothed_attribution.forward_func,
+                                                     additional_forward_args)
         smoothed = self.smoothed_attribution
         n = sum(t[0].numel() for t in inputs_t)
         kk = resolve_k(self.k, n)
@@ -191,16 +200,10 @@ class CertifiedTopK(Attribution):
         best_sigma = float(sigma.max())
         ratio = 2.0 * self.rho / best_sigma
         if _scalar_empirical_floor(1.0, ratio, margin) <= 0.0 and kk > max(0, 2 * kk - n):
-            needed = min_n_samples(n, self.rho, best_sigma, self.confidence)
-            warnings.warn(
-                f"n_samples={q} makes every top-k certificate vacuous for rho={self.rho}, sigma={best_sigma:.4g}, "
-                f"n={n}, confidence={self.confidence} (the Hoeffding margin {margin:.3f} leaves no room); "
-                f"the smallest useful n_samples is {needed} (Levine used 8192)",
-                UserWarning,
-                stacklevel=stacklevel,
-            )
+            warnings.warn(vacuous_message(n, int(q), self.rho, best_sigma, self.confidence), UserWarning,
+                          stacklevel=stacklevel)
         (mean,), sigma_used, q_used = smooth(
-            (smoothed,), inputs_t, target, additional_forward_args, int(q), internal_batch_size, generator,
+            (smoothed,), inputs_t, target, args, int(q), internal_batch_size, generator,
             False, None, show_progress,
         )
         return is_tuple, inputs_t, mean, sigma_used, q_used, margin, kk

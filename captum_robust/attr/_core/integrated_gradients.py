@@ -81,7 +81,7 @@ from captum.attr import GradientAttribution
 from captum.log import log_usage
 from torch import Tensor, nn
 
-from captum_robust._utils.state import preserved_model_state
+from captum_robust._utils.state import evaluation_mode
 from captum_robust._utils.validation import (
     TensorOrTuple,
     check_bool,
@@ -90,8 +90,8 @@ from captum_robust._utils.validation import (
     check_internal_batch_size,
     check_submodule,
     format_additional_args,
-    format_inputs,
 )
+from captum_robust.attr._core._inputs import input_shape_guard, normal_tensors, prepare_inputs
 from captum_robust.attr._core._ig_chunking import integrate
 from captum_robust.attr._core._ig_path import _Path, check_target_type
 from captum_robust.attr._core._quadrature import check_method
@@ -234,7 +234,7 @@ class BatchedIntegratedGradients(GradientAttribution):
                 first dimension is not the batch size.
             TypeError: non-tensor or integer inputs, a float target, a bad argument type.
         """
-        is_tuple, inputs_t = format_inputs(inputs)
+        is_tuple, inputs_t, _, _ = prepare_inputs(inputs, self.forward_func)
         check_float_inputs(inputs_t, is_tuple, "IG needs gradients")
         check_method(method, n_steps)
         n_steps = int(n_steps)
@@ -252,8 +252,10 @@ class BatchedIntegratedGradients(GradientAttribution):
                 "return_convergence_delta=True needs multiply_by_inputs=True: completeness "
                 "(sum of attributions = F(x) - F(a)) only holds for the multiplied attributions"
             )
-        baselines_t = _format_baselines(baselines, inputs_t, is_tuple)
-        args = format_additional_args(additional_forward_args)
+        baselines_t = normal_tensors(_format_baselines(baselines, inputs_t, is_tuple))
+        args = tuple(
+            normal_tensors([a])[0] if isinstance(a, Tensor) else a for a in format_additional_args(additional_forward_args)
+        )
         batch = inputs_t[0].shape[0]
         for i, a in enumerate(args):
             if isinstance(a, Tensor) and a.dim() > 0 and a.shape[0] != batch:
@@ -264,7 +266,9 @@ class BatchedIntegratedGradients(GradientAttribution):
                 )
         check_target_type(target, batch, inputs_t[0].device)
 
-        with preserved_model_state(self.forward_func):
+        with evaluation_mode(self.forward_func, who="Integrated Gradients"), input_shape_guard(
+            self.forward_func, inputs_t
+        ):
             path = _Path(
                 self.forward_func, self.multiplies_by_inputs, inputs_t, baselines_t, args, target, method, n_steps,
                 layer, attribute_to_layer_input,

@@ -15,15 +15,16 @@ from captum.attr import GradientAttribution
 from captum.log import log_usage
 from torch import Tensor
 
+from captum_robust._utils.state import evaluation_mode
 from captum_robust._utils.validation import (
     TargetType,
     TensorOrTuple,
     check_bool,
+    check_finite_outputs,
     check_float_inputs,
-    format_additional_args,
-    format_inputs,
     resolve_target,
 )
+from captum_robust.attr._core._inputs import input_shape_guard, prepare_inputs
 
 __all__ = ["Saliency", "input_gradient"]
 
@@ -36,7 +37,9 @@ def _target_scores(outputs: Any, target: TargetType, batch: int) -> Tensor:
     if outputs.dim() == 0 or outputs.shape[0] != batch:
         raise ValueError(
             f"the forward function must return one row per example (batch {batch}), got shape {tuple(outputs.shape)}"
+            + ("; do the inputs lack their batch dimension?" if outputs.dim() else "")
         )
+    check_finite_outputs(outputs)
     if target is None:
         if outputs.numel() != batch:
             raise ValueError(
@@ -141,12 +144,12 @@ class Saliency(GradientAttribution):
             TypeError: integer inputs or a non-bool ``abs``/``create_graph``.
             ValueError: non-finite inputs, a target of the wrong length or out of range.
         """
-        is_tuple, xs = format_inputs(inputs)
+        is_tuple, xs, _, args = prepare_inputs(inputs, self.forward_func, additional_forward_args)
         check_float_inputs(xs, is_tuple, "saliency is a gradient")
         check_bool(abs, "abs")
         check_bool(create_graph, "create_graph")
-        grads = input_gradient(self.forward_func, xs, target, format_additional_args(additional_forward_args),
-                               create_graph=create_graph)
+        with evaluation_mode(self.forward_func, who="Saliency"), input_shape_guard(self.forward_func, xs):
+            grads = input_gradient(self.forward_func, xs, target, args, create_graph=create_graph)
         if abs:
             grads = tuple(g.abs() for g in grads)
         return grads if is_tuple else grads[0]

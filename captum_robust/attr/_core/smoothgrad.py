@@ -40,17 +40,17 @@ from captum.attr import GradientAttribution
 from captum.log import log_usage
 from torch import Tensor
 
-from captum_robust._utils.state import preserved_model_state
+from captum_robust._utils.state import evaluation_mode
 from captum_robust._utils.validation import (
     TargetType,
     TensorOrTuple,
     check_bool,
     check_fraction,
     check_int,
+    check_model_dtype,
     check_nonnegative,
-    format_additional_args,
-    format_inputs,
 )
+from captum_robust.attr._core._inputs import input_shape_guard, prepare_inputs
 
 # The sampling machinery lives in _smoothing; _NoiseStream, _kth_largest, top_count_mask,
 # ceil_fraction and DEFAULT_INTERNAL_BATCH_SIZE are also importable from here, where they were.
@@ -61,6 +61,7 @@ from captum_robust.attr._core._smoothing import (  # noqa: F401
     _kth_largest,
     _kth_largest_pair,
     _mask_as,
+    _check_finite_gradients,
     _NoiseStream,
     absolute_sigmas,
     ceil_fraction,
@@ -156,7 +157,7 @@ class SmoothGradBase(GradientAttribution):
         (computed from the detached input). Raises ``ValueError`` if some example has a
         zero range (the noise would be zero).
         """
-        _, inputs_t = format_inputs(inputs)
+        _, inputs_t, _, _ = prepare_inputs(inputs, None)
         return absolute_sigmas(self.sigma, self.relative_sigma, inputs_t)
 
     def smoothing_sigma(self, inputs: TensorOrTuple) -> Tensor:
@@ -166,7 +167,7 @@ class SmoothGradBase(GradientAttribution):
         deviations on different input tensors, the floor computed with the smallest one is
         sound because the whitened perturbation has norm at most ``rho / sigma_min``.
         """
-        _, inputs_t = format_inputs(inputs)
+        _, inputs_t, _, _ = prepare_inputs(inputs, None)
         return effective_sigma(absolute_sigmas(self.sigma, self.relative_sigma, inputs_t))
 
     @log_usage()
@@ -209,9 +210,10 @@ class SmoothGradBase(GradientAttribution):
             Tensor or tuple[Tensor, ...]: the smoothed maps, in ``[0, 1]``, shaped like the
             inputs, in the inputs' dtype.
         """
-        is_tuple, inputs_t = format_inputs(inputs)
+        is_tuple, inputs_t, _, args = prepare_inputs(inputs, self.forward_func, additional_forward_args)
+        check_model_dtype(surrogate, inputs_t)
         (mean,), _, _ = smooth(
-            (self,), inputs_t, target, additional_forward_args, n_samples, internal_batch_size, generator,
+            (self,), inputs_t, target, args, n_samples, internal_batch_size, generator,
             create_graph, surrogate, show_progress,
         )
         return unflatten(mean, inputs_t, is_tuple)
@@ -224,16 +226,17 @@ class SmoothGradBase(GradientAttribution):
 
         Arguments as in :meth:`attribute`; ``target=None`` uses each input's argmax class.
         """
-        is_tuple, inputs_t = format_inputs(inputs)
+        is_tuple, inputs_t, _, args = prepare_inputs(inputs, self.forward_func, additional_forward_args)
+        check_model_dtype(surrogate, inputs_t)
         if create_graph and not self.differentiable:
             raise ValueError(f"{type(self).__name__} is piecewise constant; create_graph=True is meaningless")
-        args = format_additional_args(additional_forward_args)
-        target_t = row_target(target, inputs_t)
         model = self.forward_func if surrogate is None else surrogate
-        with preserved_model_state(self.forward_func), preserved_model_state(surrogate), torch.set_grad_enabled(
-            create_graph
-        ):
+        who = type(self).__name__
+        with evaluation_mode(self.forward_func, who=who), evaluation_mode(surrogate, who=f"{who} (surrogate)"), \
+                input_shape_guard(model, inputs_t), torch.set_grad_enabled(create_graph):
+            target_t = row_target(target, inputs_t, model, args)
             grads = gradient_rows(model, list(inputs_t), args, target_t, create_graph)
+            _check_finite_gradients(grads, inputs_t[0].shape[0])
             maps = self.map_from_gradients(grads)
         return unflatten(maps, inputs_t, is_tuple)
 
@@ -467,9 +470,9 @@ def attribute_with_shared_noise(
                 f"relative_sigma={m.relative_sigma} but {type(first).__name__} has sigma={first.sigma!r}, "
                 f"relative_sigma={first.relative_sigma}"
             )
-    is_tuple, inputs_t = format_inputs(inputs)
+    is_tuple, inputs_t, _, args = prepare_inputs(inputs, first.forward_func, additional_forward_args)
     means, _, _ = smooth(
-        methods, inputs_t, target, additional_forward_args, n_samples, internal_batch_size, generator,
+        methods, inputs_t, target, args, n_samples, internal_batch_size, generator,
         False, None, show_progress,
     )
     return [unflatten(m, inputs_t, is_tuple) for m in means]
