@@ -10,6 +10,7 @@ with a Python loop over the batch. Inputs are handled as tuples of tensors inter
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -20,9 +21,10 @@ from torch import Tensor, nn
 
 from captum_robust._utils.geometry import Box, Tensors, check_inside_box, detach_all, norm_of
 from captum_robust._utils.state import preserved_model_state, warn_train_mode
-from captum_robust._utils.validation import TargetType, TensorOrTuple, check_bool, check_float_inputs, check_generator
-from captum_robust._utils.validation import classification_outputs, format_additional_args, format_inputs
-from captum_robust._utils.validation import resolve_target
+from captum_robust._utils.validation import TargetType, TensorOrTuple, check_bool, check_finite_outputs
+from captum_robust._utils.validation import check_float_inputs, check_forward_args_batch, check_generator
+from captum_robust._utils.validation import check_model_dtype, check_nonempty_batch, classification_outputs
+from captum_robust._utils.validation import format_additional_args, format_inputs, resolve_target
 
 __all__ = ["Attack", "AttackCall"]
 
@@ -46,13 +48,22 @@ def filled(value: Any, like: Tensor, dtype: Optional[torch.dtype] = None) -> Ten
 
 
 def check_args(args: Tuple[Any, ...], batch: int) -> None:
-    """Tensor arguments with a batch dimension must have the inputs' batch size."""
-    for i, a in enumerate(args):
-        if isinstance(a, Tensor) and a.dim() > 0 and a.shape[0] != batch:
-            raise ValueError(
-                f"additional_forward_args[{i}] has first dimension {a.shape[0]} but the inputs have batch size "
-                f"{batch}; tensor arguments must be batch-first (pass per-call constants as 0-dim tensors)"
-            )
+    """Tensor arguments with a batch dimension must have one row per example (or a single row,
+    shared by all examples): ``validation.check_forward_args_batch``."""
+    check_forward_args_batch(args, batch)
+
+
+def usable(values: Sequence[Any]) -> Tuple[Any, ...]:
+    """``values`` with every tensor created under ``torch.inference_mode()`` replaced by a normal
+    copy (an inference tensor can neither require gradients nor be saved for backward outside
+    inference mode; cloning it outside inference mode gives an ordinary tensor)."""
+    return tuple(v.clone() if isinstance(v, Tensor) and v.is_inference() else v for v in values)
+
+
+def finite_rows(logits: Tensor) -> Tensor:
+    """``(B,)`` bool: the examples whose class scores are all finite (an argmax of NaN is
+    meaningless, so an iterate with non-finite scores is never accepted nor a success)."""
+    return torch.isfinite(logits.reshape(logits.shape[0], -1)).all(dim=1)
 
 
 @dataclass
@@ -76,9 +87,10 @@ def clean_batch(
     """Check the inputs (finite floating-point tensors sharing the batch size), the extra
     arguments, and -- with a ``box`` -- that the inputs lie inside it and the generator."""
     is_tuple, xs = format_inputs(inputs)
+    check_nonempty_batch(xs, "inputs")
     check_float_inputs(xs, is_tuple, "attacks need gradients")
-    xs = detach_all(xs)
-    args = format_additional_args(additional_forward_args)
+    xs = detach_all(usable(xs))
+    args = usable(format_additional_args(additional_forward_args))
     check_args(args, xs[0].shape[0])
     clean = CleanBatch(xs, is_tuple, args)
     if box is not None:
@@ -93,9 +105,11 @@ def clean_predictions(
 ) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
     """The model's logits and predicted classes at the clean batch (no graph), and ``target``
     resolved to a ``(B,)`` class tensor; ``None`` gives the predictions (``default_prediction``)
-    or stays ``None``."""
+    or stays ``None``. ``ValueError`` where the logits hold NaN or inf (every result depends on
+    the clean prediction)."""
     with torch.no_grad():
         logits = forward(model, clean.xs, clean.args)
+    check_finite_outputs(logits, "the model's outputs")
     pred = logits.argmax(dim=1)
     if target is None:
         return logits, pred, pred if default_prediction else None
@@ -135,9 +149,12 @@ def forward(model: Callable[..., Any], xs: Sequence[Tensor], args: Tuple[Any, ..
 
 
 def predict(model: Callable[..., Any], xs: Sequence[Tensor], args: Tuple[Any, ...]) -> Tensor:
-    """The model's predicted classes at ``xs`` (no graph)."""
+    """The model's predicted classes at ``xs`` (no graph); -1 where the class scores are not
+    all finite (so such a point never "keeps the class")."""
     with torch.no_grad():
-        return forward(model, xs, args).argmax(dim=1)
+        logits = forward(model, xs, args)
+    pred = logits.argmax(dim=1)
+    return torch.where(finite_rows(logits), pred, torch.full_like(pred, -1))
 
 
 def input_gradients(value: Tensor, xs: Sequence[Tensor]) -> Tuple[Tensors, bool]:
@@ -232,12 +249,39 @@ class Attack:
             :class:`~captum_robust.robust.attacks.ObjectiveResult` for ``AttributionPGD``.
 
         Raises:
-            ValueError: NaN/inf inputs, inputs outside the box, a target of the wrong length
-                or out of range, a generator on another device.
-            TypeError: non-floating-point inputs, a ``show_progress`` that is not a bool.
+            ValueError: an empty batch, NaN/inf inputs, inputs on the ``meta`` device, inputs
+                outside the box, a target of the wrong length or out of range, a generator on
+                another device, a tensor in ``additional_forward_args`` whose rows are neither
+                one nor one per example, NaN/inf model outputs at the clean inputs.
+            TypeError: non-floating-point inputs, inputs whose dtype differs from the model's
+                parameters, a ``show_progress`` that is not a bool.
         """
         check_bool(show_progress, "show_progress")
-        return self._attack(AttackCall(inputs, target, additional_forward_args, generator, show_progress))
+        return self._perturb(AttackCall(inputs, target, additional_forward_args, generator, show_progress))
+
+    def _models(self) -> Tuple[Any, ...]:
+        """The models the attack runs (for the dtype check): ``model`` and ``surrogate``."""
+        return tuple(m for m in (getattr(self, "model", None), getattr(self, "surrogate", None)) if m is not None)
+
+    def _perturb(self, call: AttackCall) -> Tuple[TensorOrTuple, Any]:
+        """The checks every attack shares, once, before its ``_attack`` hook: a non-empty batch
+        of finite floating-point inputs on a real device, in the dtype of the model's
+        parameters, extra arguments with one row per example (or one row), and inputs made
+        under ``torch.inference_mode()`` replaced by normal copies."""
+        is_tuple, xs = format_inputs(call.inputs)
+        batch = check_nonempty_batch(xs, "inputs")
+        check_float_inputs(xs, is_tuple, "attacks need gradients")
+        for model in self._models():
+            check_model_dtype(model, xs, "inputs")
+        args = format_additional_args(call.additional_forward_args)
+        check_args(args, batch)
+        if any(isinstance(v, Tensor) and v.is_inference() for v in (*xs, *args)):
+            inputs = tuple(usable(xs)) if is_tuple else usable(xs)[0]
+            extra = call.additional_forward_args
+            if extra is not None:
+                extra = usable(args) if isinstance(extra, tuple) else usable(args)[0]
+            call = dataclasses.replace(call, inputs=inputs, additional_forward_args=extra)
+        return self._attack(call)
 
     def _attack(self, call: AttackCall) -> Tuple[TensorOrTuple, Any]:
         """The attack itself: the perturbed inputs in the user's format and the result."""

@@ -23,7 +23,22 @@ from torch import Tensor
 
 from captum_robust._utils.geometry import Tensors
 
-__all__ = ["BestIterateTracker", "sign_step_loop"]
+__all__ = ["BestIterateTracker", "sign_step_loop", "check_random_start"]
+
+#: the values of ``random_start`` of :class:`PGD`, :class:`L2TopKAttack` and :class:`AttributionPGD`
+RANDOM_STARTS = (True, False, "always")
+
+
+
+def check_random_start(value: Any) -> Any:
+    """``random_start`` must be ``True``, ``False`` or ``"always"`` (the rule is explained in
+    :class:`~captum_robust.robust.attacks.PGD`'s docstring: by default the first run starts at
+    the clean input, so the default is never weaker than the attack without random start)."""
+    if isinstance(value, bool):
+        return value
+    from captum_robust._utils.validation import check_choice
+
+    return check_choice(value, "random_start", RANDOM_STARTS)
 
 
 class BestIterateTracker:

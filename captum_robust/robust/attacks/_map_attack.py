@@ -18,7 +18,7 @@ from captum_robust._utils.validation import TargetType, TensorOrTuple, check_boo
 from captum_robust._utils.validation import check_nonnegative, check_positive, format_inputs
 from captum_robust.robust.attacks._adapter import AttributionAdapter, apply_preparation, make_measure, make_preparation
 from captum_robust.robust.attacks._base import Attack, AttackCall, attack_mode, clean_batch, clean_predictions, filled
-from captum_robust.robust.attacks._base import forward, index_args, input_gradients, progress, warn_zero_gradient
+from captum_robust.robust.attacks._base import finite_rows, forward, index_args, input_gradients, progress, warn_zero_gradient
 from captum_robust.robust.attacks._loop import BestIterateTracker, sign_step_loop
 from captum_robust.robust.attacks._results import AttributionAttackResult
 
@@ -251,7 +251,7 @@ class MapAttack(Attack):
             logits = forward(self.model, xs, args)
         pred = logits.argmax(dim=1)
         pred0 = ctx.pred0 if idx is None else ctx.pred0[idx]
-        accept = pred == pred0
+        accept = (pred == pred0) & finite_rows(logits)  # argmax of NaN keeps nothing
         if maps is None or not self.adapter.reusable:
             maps = self.adapter.maps(xs, ctx.is_tuple, tgt, args, create_graph=False)
             objective = None

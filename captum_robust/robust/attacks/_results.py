@@ -97,6 +97,11 @@ class PGDResult(AttackResult):
         """Alias of ``accepted``: the returned input is misclassified (or has the target class)."""
         return self.accepted
 
+    @property
+    def succeeded(self) -> Tensor:
+        """Alias of ``accepted`` (the naming rule of the attacks package): the attack succeeded."""
+        return self.accepted
+
 
 @dataclass(repr=False)
 class ISAResult(AttackResult):
@@ -124,4 +129,10 @@ class ISAResult(AttackResult):
     @property
     def success(self) -> Tensor:
         """Alias of ``accepted``."""
+        return self.accepted
+
+    @property
+    def succeeded(self) -> Tensor:
+        """Alias of ``accepted`` (the naming rule of the attacks package): the target class was
+        reached with margin ``tau``."""
         return self.accepted

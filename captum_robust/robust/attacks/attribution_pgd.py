@@ -50,7 +50,7 @@ from captum_robust._utils.geometry import BoundType, Box, Tensors, check_norm, d
 from captum_robust._utils.geometry import steepest_step
 from captum_robust._utils.validation import TensorOrTuple, check_bool, check_int, check_nonnegative, check_positive
 from captum_robust.robust.attacks._base import Attack, AttackCall, CleanBatch, attack_mode, clean_batch
-from captum_robust.robust.attacks._base import clean_predictions, filled, forward, input_gradients, progress, unformat
+from captum_robust.robust.attacks._base import clean_predictions, filled, finite_rows, forward, input_gradients, progress, unformat
 from captum_robust.robust.attacks._base import warn_zero_gradient
 from captum_robust.robust.attacks._loop import BestIterateTracker, sign_step_loop
 from captum_robust.robust.attacks._results import ObjectiveResult
@@ -127,6 +127,9 @@ class AttributionPGD(Attack):
         self.eval_mode = check_bool(eval_mode, "eval_mode")
         self.box = Box(clip_min, clip_max)
 
+    def _models(self) -> Tuple[Any, ...]:
+        return (self.forward_func,)
+
     def _value(self, x: Tuple[Tensor, ...], xs: Tuple[Tensor, ...], is_tuple: bool, target: Optional[Tensor], raw_args: Any) -> Tensor:
         value = self.objective(unformat(x, is_tuple), unformat(xs, is_tuple), target, raw_args)
         if not isinstance(value, Tensor) or value.shape != (xs[0].shape[0],):
@@ -163,8 +166,9 @@ class AttributionPGD(Attack):
                         value = self._value(x, xs, is_tuple, tgt, call.additional_forward_args).detach()
                 if self.keep_prediction:
                     with torch.no_grad():
-                        pred = forward(self.forward_func, x, args).argmax(dim=1)
-                    accept = pred == pred0
+                        logits = forward(self.forward_func, x, args)
+                    pred = logits.argmax(dim=1)
+                    accept = (pred == pred0) & finite_rows(logits)
                 else:
                     # acceptance does not need the prediction: one forward pass at the end
                     # gives the returned points' predictions (saves a pass per iteration)

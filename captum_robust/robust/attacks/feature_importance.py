@@ -237,4 +237,4 @@ class TargetedAttributionAttack(IterativeMapAttack):
         if region is not None:
             region = self._check_region(region)
         call = AttackCall(inputs, target, additional_forward_args, generator, show_progress, {"region": region})
-        return self._attack(call)
+        return self._perturb(call)

@@ -34,7 +34,7 @@ from captum_robust._utils.geometry import steepest_step
 from captum_robust._utils.validation import TargetType, TensorOrTuple, check_bool, check_int, check_positive
 from captum_robust._utils.validation import resolve_target
 from captum_robust.robust.attacks._adapter import apply_preparation
-from captum_robust.robust.attacks._base import AttackCall, attack_mode, forward, index_args, input_gradients, progress
+from captum_robust.robust.attacks._base import AttackCall, attack_mode, finite_rows, forward, index_args, input_gradients, progress
 from captum_robust.robust.attacks._loop import sign_step_loop
 from captum_robust.robust.attacks._map_attack import MapAttack, _Context
 from captum_robust.robust.attacks._results import ISAResult
@@ -190,7 +190,7 @@ class ISA(MapAttack):
             if logits is None:
                 with torch.no_grad():
                     logits = forward(self.model, xd, args)
-            success = self._margin(logits, adv) >= self.tau
+            success = (self._margin(logits, adv) >= self.tau) & finite_rows(logits)
             if gamma is not None:
                 if maps is None or not self.adapter.reusable:
                     with torch.no_grad():
@@ -307,7 +307,7 @@ class ISA(MapAttack):
         if target is None:
             raise ValueError("ISA is a targeted attack: pass target=, the class y' to reach")
         call = AttackCall(inputs, target, additional_forward_args, generator, show_progress, {"label": label})
-        return self._attack(call)
+        return self._perturb(call)
 
     def _attack(self, call: AttackCall) -> Tuple[TensorOrTuple, ISAResult]:
         with attack_mode(self.model, self.surrogate):

@@ -5,11 +5,17 @@ App. C.
 
 Algorithm 1, as implemented:
 
-* ``n_restarts`` (:math:`T`) restarts, each from a uniformly random point of the sphere
+* ``n_restarts`` (:math:`T`) restarts; with ``random_start="always"`` each from a uniformly random point of the sphere
   :math:`\lVert\delta\rVert_2 = \rho` (clipped to the box) that keeps the class; points
   are drawn until one does, with a budget of ``random_budget`` (:math:`Q`) draws *shared by
   all restarts* of an example; an example whose budget runs out stops restarting, and one
-  that never found a start fails (returns its clean input, ``accepted=False``);
+  that never found a start fails (returns its clean input, ``accepted=False``). *Deviation, on
+  purpose* (issue 18): by default (``random_start=True``) the first restart starts at the clean
+  input itself (which keeps the class, and costs no draw) and the other :math:`T - 1` at random
+  points of the sphere, so the default is never weaker than the attack without random start
+  (the best iterate over all restarts is returned); the reason is
+  :class:`~captum_robust.robust.attacks.PGD`'s (a uniform point of the sphere spends the whole
+  radius on a random direction);
 * ``n_iterations`` (:math:`P`) gradient steps :math:`x_p = x_{p-1} + \alpha \nabla D(x_{p-1})`,
   projected onto the ball and the box, with first step length :math:`\rho`
   (:math:`\alpha = \rho / \lVert \nabla D(x_0) \rVert_2`) and :math:`\alpha \leftarrow
@@ -30,7 +36,7 @@ softplus networks, attacking SmoothGrad-type maps (differentiable ones, e.g.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -39,7 +45,7 @@ from captum_robust._utils.geometry import Tensors, norm_of, per_example, project
 from captum_robust._utils.validation import TensorOrTuple, check_choice, check_int, check_positive
 from captum_robust.robust.attacks._base import AttackCall, attack_mode, filled, index_args, predict, progress
 from captum_robust.robust.attacks._base import warn_zero_gradient
-from captum_robust.robust.attacks._loop import BestIterateTracker
+from captum_robust.robust.attacks._loop import BestIterateTracker, check_random_start
 from captum_robust.robust.attacks._map_attack import _SELECT, MapAttack, _Context
 from captum_robust.robust.attacks._results import AttributionAttackResult
 from captum_robust.robust.discrepancy import topk_mask
@@ -53,13 +59,14 @@ class L2TopKAttack(MapAttack):
     With :math:`h` the prepared saliency map and :math:`T_k` the top-k elements of
     :math:`h(x)`, the attack maximizes :math:`D(z) = -\sum_{i \in T_k} h_i(z)` over the
     :math:`\ell_2` ball of radius :math:`\rho` (and the data box) while keeping the predicted
-    class :math:`c(x)`: from ``n_restarts`` (:math:`T`) random starts on the sphere that keep
-    the class (``random_budget``, :math:`Q`, draws per example in all), ``n_iterations``
+    class :math:`c(x)`: from ``n_restarts`` (:math:`T`) starts -- the clean input, then random
+    points of the sphere that keep the class (``random_budget``, :math:`Q`, draws per example
+    in all) --, ``n_iterations``
     (:math:`P`) projected gradient steps of decreasing length, each halved while it would change
     the class; the iterate of largest :math:`D` on the real model's maps is returned (details
     and the paper's settings in the module docstring). In the result, ``accepted`` is False
-    where no random start kept the class or nothing improved on the clean map, and ``steps``
-    counts gradient passes.
+    where nothing improved on the clean map (or, with ``random_start="always"``, no random
+    start kept the class), and ``steps`` counts gradient passes.
 
     Args:
         k (int): size of the attacked top set.
@@ -72,6 +79,10 @@ class L2TopKAttack(MapAttack):
             :math:`C \cdot H \cdot W` as Levine et al.).
         measure_k (int, optional): ``k`` of the default ``"topk"`` measure; default ``k``.
         select_by (str): ``"objective"`` (default, Algorithm 1) or ``"similarity"``.
+        random_start (bool or str): ``True`` (default): the first restart starts at the clean
+            input, the others at random points of the sphere that keep the class;
+            ``"always"``: every restart at a random point (Algorithm 1 as published);
+            ``False``: every restart at the clean input (the restarts then repeat each other).
 
     See :class:`~captum_robust.robust.attacks._map_attack.MapAttack` for the common arguments
     (the progress bar of ``perturb`` counts restarts).
@@ -94,7 +105,8 @@ class L2TopKAttack(MapAttack):
     def __init__(
         self, model: Callable[..., Any], attribution: Any, k: int, rho: float, n_iterations: int = 20,
         n_restarts: int = 5, random_budget: int = 100, max_backtracks: int = 20, *, map_preparation: Any = "abs",
-        measure: Any = "topk", measure_k: Optional[int] = None, select_by: str = "objective", **kwargs: Any,
+        measure: Any = "topk", measure_k: Optional[int] = None, select_by: str = "objective",
+        random_start: Union[bool, str] = True, **kwargs: Any,
     ) -> None:
         self.k = check_int(k, "k", 1)
         super().__init__(
@@ -107,6 +119,7 @@ class L2TopKAttack(MapAttack):
         self.random_budget = check_int(random_budget, "random_budget", 1)
         self.max_backtracks = check_int(max_backtracks, "max_backtracks", 0)
         self.select_by = check_choice(select_by, "select_by", _SELECT)
+        self.random_start = check_random_start(random_start)
         self.norm = "l2"
 
     def _setup(self, ctx: _Context) -> Dict[str, Tensor]:
@@ -127,8 +140,12 @@ class L2TopKAttack(MapAttack):
             steps = torch.zeros(b, dtype=torch.long, device=device)
             warned = False
             with progress(self.n_restarts, call.show_progress, "L2TopKAttack") as bar:
-                for _ in range(self.n_restarts):
-                    start, have = self._random_starts(ctx, used, exhausted)
+                for restart in range(self.n_restarts):
+                    if self.random_start == "always" or (self.random_start is True and restart > 0):
+                        start, have = self._random_starts(ctx, used, exhausted)
+                    else:  # the clean input keeps the class: no draw needed
+                        start = tuple(c.clone() for c in ctx.x0)
+                        have = torch.ones(b, dtype=torch.bool, device=device)
                     run = torch.nonzero(have).squeeze(1)
                     bar.update(1)
                     if run.numel() == 0:

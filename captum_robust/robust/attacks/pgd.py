@@ -5,8 +5,11 @@ Adversarial Attacks", ICLR 2018.
 
 The :math:`\ell_2` step has length exactly :math:`\alpha` (no step where the gradient is
 zero) and is followed by the projection onto the ball (for :math:`\ell_2`: rescaling) and the
-data box. The random start is uniform in the ball (for :math:`\ell_2`: a uniform direction with
-radius :math:`\epsilon U^{1/d}`). With ``keep_best=False`` only each restart's *final* iterate
+data box. A random start is uniform in the ball (for :math:`\ell_2`: a uniform direction with
+radius :math:`\epsilon U^{1/d}`). With the default ``random_start=True`` the *first* restart
+starts at the clean input and every further restart at a random point, so the default is never
+weaker than PGD without random start (``random_start="always"``: every restart random, Madry's
+original uniform start, the behaviour before issue 18). With ``keep_best=False`` only each restart's *final* iterate
 competes: Madry's evaluation, and the papers' obfuscated-gradient check over the number of
 steps (with best-iterate keeping and a shared seed, accuracy cannot rise with the number of
 steps by construction). Captum's PGD mis-scales or crashes with ``norm="L2"`` and a random
@@ -26,8 +29,8 @@ from captum_robust._utils.geometry import BoundType, Box, Tensors, check_norm, d
 from captum_robust._utils.geometry import steepest_step
 from captum_robust._utils.validation import TensorOrTuple, check_bool, check_int, check_nonnegative, check_positive
 from captum_robust.robust.attacks._base import Attack, AttackCall, attack_mode, clean_batch, clean_predictions, filled
-from captum_robust.robust.attacks._base import forward, input_gradients, progress
-from captum_robust.robust.attacks._loop import BestIterateTracker, sign_step_loop
+from captum_robust.robust.attacks._base import finite_rows, forward, input_gradients, progress
+from captum_robust.robust.attacks._loop import BestIterateTracker, check_random_start, sign_step_loop
 from captum_robust.robust.attacks._results import PGDResult
 
 __all__ = ["PGD"]
@@ -69,11 +72,31 @@ class PGD(Attack):
         loss (str or callable): ``"ce"`` (cross-entropy, default), ``"cw"`` (the margin
             :math:`\max_{j \ne y} f_j - f_y`) or a callable ``(logits, labels) -> (B,)``.
         targeted (bool): descend the loss of ``target`` instead of ascending that of the label.
-        random_start (bool): start at a uniform random point of the ball. Default True.
-        n_restarts (int): number of runs, >= 1, each from a fresh random start. Default 1.
+        random_start (bool or str): ``True`` (default): the first restart starts at the clean
+            input, every further restart at a fresh uniform random point of the ball (so with
+            ``n_restarts=1`` the attack is plain PGD); ``"always"``: every restart, the first
+            included, starts at a random point; ``False``: every restart starts at the clean
+            input (the restarts then repeat each other). Why the first restart starts at the
+            clean input: below.
+        n_restarts (int): number of runs, >= 1. Default 1.
         clip_min, clip_max (float, Tensor, tuple or None): the data box. Default [0, 1].
         keep_best (bool): return the best of all iterates (default); False: the best of the
             restarts' final iterates.
+
+    Why the first restart starts at the clean input: a uniform random point of a
+    high-dimensional :math:`\ell_2` ball lies almost on its sphere (radius
+    :math:`\epsilon U^{1/d}`), so a random start spends the whole budget on a random direction
+    that the projected steps undo only slowly. On the digits CNN of
+    :func:`~captum_robust.training.trained_digits_model` (360 test images, :math:`\ell_2`,
+    :math:`\epsilon = 0.4`, 20 steps of 0.04) a uniform random start left a robust accuracy of
+    0.408-0.414 (three seeds) against 0.386 from the clean input, and 0.278-0.294 against 0.233
+    at :math:`\epsilon = 0.6`; a random radius :math:`\epsilon U` or :math:`\epsilon U^2`
+    instead of :math:`\epsilon U^{1/d}` was still weaker (0.392-0.403 and 0.386-0.394 at 0.4),
+    and at :math:`\ell_\infty`, :math:`\epsilon = 0.05` (20 steps of 0.005) the uniform start
+    gave 0.078-0.083 against 0.075. Starting the first restart at the clean input makes the
+    default at least as strong as PGD without random start *by construction* (each example
+    keeps the best iterate over all restarts, a success first); further restarts add what
+    random starts are good for (escaping a zero or masked gradient at the clean input).
 
     Example::
 
@@ -92,7 +115,7 @@ class PGD(Attack):
     def __init__(
         self, model: Callable[..., Any], eps: float = 0.3, step_size: float = 0.01, n_iterations: int = 40, *,
         norm: str = "linf", loss: Union[str, Callable[[Tensor, Tensor], Tensor]] = "ce", targeted: bool = False,
-        random_start: bool = True, n_restarts: int = 1, clip_min: BoundType = 0.0, clip_max: BoundType = 1.0,
+        random_start: Union[bool, str] = True, n_restarts: int = 1, clip_min: BoundType = 0.0, clip_max: BoundType = 1.0,
         keep_best: bool = True,
     ) -> None:
         if not callable(model):
@@ -110,7 +133,7 @@ class PGD(Attack):
             raise TypeError(f"loss must be one of {_LOSSES} or a callable, got {type(loss).__name__}")
         self.loss = loss
         self.targeted = check_bool(targeted, "targeted")
-        self.random_start = check_bool(random_start, "random_start")
+        self.random_start = check_random_start(random_start)
         self.n_restarts = check_int(n_restarts, "n_restarts", 1)
         self.box = Box(clip_min, clip_max)
 
@@ -173,11 +196,14 @@ class PGD(Attack):
                                 info = (logits, self._loss(logits, label))
                         logits, loss = info
                         pred = logits.argmax(dim=1)
-                        tracker.update(x, loss, everyone, offset + t, None, pred, rank=self._success(pred, label))
+                        # an iterate whose logits are not finite is no success (argmax of NaN)
+                        success = self._success(pred, label) & finite_rows(logits)
+                        tracker.update(x, loss, everyone, offset + t, None, pred, rank=success)
 
-                    start = random_in_ball(xs, eps, self.norm, clean.bounds, clean.generator) if self.random_start else xs
-                    sign_step_loop(start, self.n_iterations, gradient, step, observe,
-                                   observe_start=self.random_start, bar=bar)
+                    # the first restart starts at the clean input unless random_start="always"
+                    at_random = self.random_start == "always" or (self.random_start is True and restart > 0)
+                    start = random_in_ball(xs, eps, self.norm, clean.bounds, clean.generator) if at_random else xs
+                    sign_step_loop(start, self.n_iterations, gradient, step, observe, observe_start=at_random, bar=bar)
             return self._finish(
                 PGDResult, tracker.best, xs, clean.is_tuple, accepted=tracker.rank.clone(),
                 steps=filled(self.n_restarts * self.n_iterations, xs[0], torch.long), best_step=tracker.best_step,

@@ -212,7 +212,7 @@ def _runs(model, x, seed):
         AAI(model, cam, eps=0.2, step_size=0.05, n_iterations=4, k=5),
         L2TopKAttack(model, gradient_map, k=5, rho=0.5, n_iterations=3, n_restarts=2, surrogate=smooth),
         TopKAttack(model, rsg, k=5, eps=0.2, step_size=0.05, n_iterations=3, surrogate=smooth, map_preparation=None),
-        PGD(model, eps=0.2, step_size=0.05, n_iterations=3),
+        PGD(model, eps=0.2, step_size=0.05, n_iterations=3, random_start="always"),  # default: the first restart starts at x
     ]
     return [a.perturb(x, generator=torch.Generator().manual_seed(seed))[0] for a in attacks]
 
