@@ -20,7 +20,8 @@ import torch.autograd.forward_ad as fwAD
 from torch import Tensor, nn
 
 from captum_robust._utils.layers import forward_with_layer
-from captum_robust._utils.validation import check_finite_outputs, resolve_target
+from captum_robust._utils.validation import resolve_target
+from captum_robust.attr._core._inputs import check_finite_copies
 from captum_robust.attr._core._quadrature import quadrature_rule
 
 Rect = Tuple[int, int, int, int]  # steps [k0, k1) x examples [b0, b1)
@@ -169,7 +170,7 @@ class _Path:
                 f"(shape (N,) for a per-example scalar such as a loss, or (N, C) scores); it got {rows} "
                 f"rows and returned {shape}"
             )
-        check_finite_outputs(out.detach().reshape(rows, -1))
+        check_finite_copies(out, b1 - b0)
         if not self.target_resolved:
             self.flat_target = _flat_target(self.target, tuple(out.shape), self.batch, out.device)
             self.target_resolved = True

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from captum_robust._utils.validation import (
+    check_finite_outputs,
     check_forward_args_batch,
     check_model_dtype,
     check_nonempty_batch,
@@ -33,7 +34,7 @@ from captum_robust._utils.validation import (
     format_inputs,
 )
 
-__all__ = ["prepare_inputs", "normal_tensors", "input_shape_guard", "check_output_rows"]
+__all__ = ["prepare_inputs", "normal_tensors", "input_shape_guard", "check_output_rows", "check_finite_copies"]
 
 
 def normal_tensors(tensors: Sequence[Tensor]) -> Tuple[Tensor, ...]:
@@ -133,3 +134,14 @@ def check_output_rows(outputs: Any, batch: int, inputs: Sequence[Tensor]) -> Non
             f"the model returned {outputs.shape[0]} rows for {batch} examples (inputs of shape "
             f"{tuple(inputs[0].shape)}): do the inputs lack their batch dimension?"
         )
+
+
+def check_finite_copies(outputs: Tensor, batch: int, what: str = "the model's outputs") -> None:
+    """:func:`~captum_robust._utils.validation.check_finite_outputs` for the outputs of ``k``
+    copies of a batch stacked copy-major (``k * batch`` rows: noisy samples, path points),
+    counted per example."""
+    out = outputs.detach()
+    if out.dim() == 0 or out.shape[0] % batch:
+        return
+    k = out.shape[0] // batch
+    check_finite_outputs(out.reshape(k, batch, -1).transpose(0, 1).reshape(batch, -1), what)

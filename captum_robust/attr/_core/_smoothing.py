@@ -40,7 +40,7 @@ from captum_robust._utils.validation import (
     format_additional_args,
     resolve_target,
 )
-from captum_robust.attr._core._inputs import check_output_rows, input_shape_guard
+from captum_robust.attr._core._inputs import check_finite_copies, check_output_rows, input_shape_guard
 from captum_robust.attr._core.saliency import input_gradient
 
 SigmaType = Union[float, Tensor, Sequence[Union[float, Tensor]]]
@@ -232,13 +232,13 @@ def row_target(
     return resolve_target(target, batch, classes, device)
 
 
-def _selected_scores(out: Any, target_rows: Optional[Tensor], rows: int) -> Tensor:
+def _selected_scores(out: Any, target_rows: Optional[Tensor], rows: int, batch: int) -> Tensor:
     """The score whose gradient is taken at each row: the target class's, the argmax class's
     (``target_rows=None``), or the model's only output."""
     if not isinstance(out, Tensor):
         raise ValueError(f"the forward function must return a tensor of scores, got {type(out).__name__}")
     if out.dim() >= 1 and out.shape[0] == rows:
-        check_finite_outputs(out.detach(), "the model's outputs at the noisy points")
+        check_finite_copies(out, batch, "the model's outputs at the noisy points")
     if out.dim() == 1 or (out.dim() == 2 and out.shape[1] == 1):
         if target_rows is not None and bool((target_rows != 0).any()):
             raise ValueError("the model returns one score per example; target must be None or 0")
@@ -261,12 +261,15 @@ def gradient_rows(
     args: Tuple[Any, ...],
     target_rows: Optional[Tensor],
     create_graph: bool,
+    batch: Optional[int] = None,
 ) -> Tensor:
-    """Gradients of the selected score at every row of ``points``, flattened to rows x n."""
+    """Gradients of the selected score at every row of ``points`` (copies of a batch of ``batch``
+    examples, copy-major), flattened to rows x n."""
     rows = points[0].shape[0]
+    batch = rows if batch is None else batch
 
     def scores(*model_args: Any) -> Tensor:
-        return _selected_scores(model(*model_args), target_rows, rows)
+        return _selected_scores(model(*model_args), target_rows, rows, batch)
 
     grads = input_gradient(scores, tuple(points), None, args, create_graph=create_graph)
     if len(grads) == 1:
@@ -451,7 +454,7 @@ class _SamplingLoop:
             for b, sg, e, x in zip(self.base, self.sig_shapes, noise, self.inputs)
         ]
         t_rows = None if target is None else target.repeat(s)
-        grads = gradient_rows(model, points, _expand_args(self.args, batch, s), t_rows, self.create_graph)
+        grads = gradient_rows(model, points, _expand_args(self.args, batch, s), t_rows, self.create_graph, batch)
         _check_finite_gradients(grads, batch)
         abs_grads = grads.abs() if any(m._uses_abs() for m in self.methods) else None
         for i, method in enumerate(self.methods):
