@@ -21,7 +21,10 @@ def forward_with_layer(
 
     ``activation`` is the tensor ``layer`` produced (or received, with
     ``attribute_to_layer_input``), still attached to the graph so gradients of the
-    outputs with respect to it can be taken. With ``require_grad`` the activation is
+    outputs with respect to it can be taken. The model continues with a copy of it, so
+    code after the layer that works in place (``ReLU(inplace=True)``, ``out += identity``,
+    DenseNet's concatenation followed by an in-place ReLU) changes the copy, never the
+    captured values (Captum's layer methods see the layer's output the same way). With ``require_grad`` the activation is
     made a graph node even when nothing before it requires grad; ``grad_enabled=False``
     runs the pass under ``torch.no_grad()``. The hook is removed whatever happens.
 
@@ -39,7 +42,10 @@ def forward_with_layer(
         if require_grad and not t.requires_grad:
             t = t.detach().requires_grad_()
         captured.append(t)
-        return t
+        # the rest of the forward pass gets a copy: an in-place operation after the layer then
+        # modifies the copy, and the captured activation keeps the values the layer produced
+        # (the gradient with respect to it flows through the copy unchanged)
+        return t.clone()
 
     if attribute_to_layer_input:
 
