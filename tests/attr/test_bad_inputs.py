@@ -346,3 +346,23 @@ def test_topk_certificate_diagnose_matches_the_function():
     ref = certify.diagnose_certificate(maps, 5, 0.05, cert.sigma, 64, cert.confidence, 2)
     torch.testing.assert_close(d.n_samples_needed, ref.n_samples_needed)
     assert torch.equal(d.overlap, cert.overlap)
+
+
+def test_keep_model_mode_runs_the_callers_mode_without_warning():
+    # the opt-out for training terms that want batch statistics (regularizers' eval_mode=False)
+    from captum_robust.attr._core._inputs import keep_model_mode
+
+    model = _model()
+    model.drop.p = 0.0
+    eval_maps = CAM(model, model.feat, model.fc).attribute(x0)
+    model.train()
+    with torch.no_grad():
+        train_ref = CAM(model, model.feat, model.fc)  # built here, called below under the opt-out
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with keep_model_mode():
+            buffers = {k: v.clone() for k, v in model.state_dict().items()}
+            got = train_ref.attribute(x0)
+    assert model.training
+    assert (got - eval_maps).abs().max() > 1e-4  # batch statistics, not the running ones
+    assert not torch.equal(model.bn.num_batches_tracked, buffers["bn.num_batches_tracked"])  # the caller's mode

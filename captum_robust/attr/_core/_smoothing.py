@@ -26,7 +26,6 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from captum_robust._utils.state import evaluation_mode
 from captum_robust._utils.validation import (
     POSITIVE,
     Interval,
@@ -40,7 +39,7 @@ from captum_robust._utils.validation import (
     format_additional_args,
     resolve_target,
 )
-from captum_robust.attr._core._inputs import check_finite_copies, check_output_rows, input_shape_guard
+from captum_robust.attr._core._inputs import call_mode, check_finite_copies, check_output_rows, input_shape_guard
 from captum_robust.attr._core.saliency import input_gradient
 
 SigmaType = Union[float, Tensor, Sequence[Union[float, Tensor]]]
@@ -393,7 +392,7 @@ def smooth(
     loop = _SamplingLoop(methods, inputs, sigmas, args, create_graph)
     per_chunk = max(1, (DEFAULT_INTERNAL_BATCH_SIZE if ibs is None else ibs) // inputs[0].shape[0])
     who = type(first).__name__
-    with evaluation_mode(first.forward_func, who=who), evaluation_mode(surrogate, who=f"{who} (surrogate)"), \
+    with call_mode(first.forward_func, who), call_mode(surrogate, f"{who} (surrogate)"), \
             input_shape_guard(model, inputs), torch.set_grad_enabled(create_graph):
         target_t = row_target(target, inputs, model, args)
         stream = _NoiseStream(inputs, generator)

@@ -27,7 +27,6 @@ from captum.log import log_usage
 from torch import Tensor, nn
 
 from captum_robust._utils.layers import forward_with_layer
-from captum_robust._utils.state import evaluation_mode
 from captum_robust._utils.validation import (
     TargetType,
     TensorOrTuple,
@@ -38,7 +37,7 @@ from captum_robust._utils.validation import (
     classification_outputs,
     resolve_target,
 )
-from captum_robust.attr._core._inputs import check_output_rows, input_shape_guard, prepare_inputs
+from captum_robust.attr._core._inputs import call_mode, check_output_rows, input_shape_guard, prepare_inputs
 
 __all__ = ["CAM", "GradCAM", "GradCAMPlusPlus"]
 
@@ -215,7 +214,7 @@ class CAM(_CAMBase):
         """
         self._check_common(None, interpolate_mode)
         _, inputs_t, batch, args = prepare_inputs(inputs, self.forward_func, additional_forward_args)
-        with evaluation_mode(self.forward_func, who="CAM"):
+        with call_mode(self.forward_func, "CAM"):
             return self._attribute(inputs_t, batch, args, target, raw, create_graph, upsample, interpolate_mode)
 
     def _attribute(
@@ -391,7 +390,7 @@ class GradCAM(_CAMBase, GradientAttribution):
         if upsample and not attr_dim_summation:
             raise ValueError("upsample=True needs attr_dim_summation=True (per-channel maps are 5-D)")
         who = "Grad-CAM++" if isinstance(self, GradCAMPlusPlus) else "Grad-CAM"
-        with evaluation_mode(self.forward_func, who=who), torch.enable_grad():
+        with call_mode(self.forward_func, who), torch.enable_grad():
             inputs_t, grads, activation, all_classes = self._gradients_and_activation(
                 inputs, target, additional_forward_args, attribute_to_layer_input, create_graph, class_batch_size
             )

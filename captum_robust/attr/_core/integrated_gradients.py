@@ -81,7 +81,6 @@ from captum.attr import GradientAttribution
 from captum.log import log_usage
 from torch import Tensor, nn
 
-from captum_robust._utils.state import evaluation_mode
 from captum_robust._utils.validation import (
     TensorOrTuple,
     check_bool,
@@ -91,7 +90,7 @@ from captum_robust._utils.validation import (
     check_submodule,
     format_additional_args,
 )
-from captum_robust.attr._core._inputs import input_shape_guard, normal_tensors, prepare_inputs
+from captum_robust.attr._core._inputs import call_mode, input_shape_guard, normal_tensors, prepare_inputs
 from captum_robust.attr._core._ig_chunking import integrate
 from captum_robust.attr._core._ig_path import _Path, check_target_type
 from captum_robust.attr._core._quadrature import check_method
@@ -266,7 +265,7 @@ class BatchedIntegratedGradients(GradientAttribution):
                 )
         check_target_type(target, batch, inputs_t[0].device)
 
-        with evaluation_mode(self.forward_func, who="Integrated Gradients"), input_shape_guard(
+        with call_mode(self.forward_func, "Integrated Gradients"), input_shape_guard(
             self.forward_func, inputs_t
         ):
             path = _Path(

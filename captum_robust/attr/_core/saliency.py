@@ -15,7 +15,6 @@ from captum.attr import GradientAttribution
 from captum.log import log_usage
 from torch import Tensor
 
-from captum_robust._utils.state import evaluation_mode
 from captum_robust._utils.validation import (
     TargetType,
     TensorOrTuple,
@@ -24,7 +23,7 @@ from captum_robust._utils.validation import (
     check_float_inputs,
     resolve_target,
 )
-from captum_robust.attr._core._inputs import input_shape_guard, prepare_inputs
+from captum_robust.attr._core._inputs import call_mode, input_shape_guard, prepare_inputs
 
 __all__ = ["Saliency", "input_gradient"]
 
@@ -148,7 +147,7 @@ class Saliency(GradientAttribution):
         check_float_inputs(xs, is_tuple, "saliency is a gradient")
         check_bool(abs, "abs")
         check_bool(create_graph, "create_graph")
-        with evaluation_mode(self.forward_func, who="Saliency"), input_shape_guard(self.forward_func, xs):
+        with call_mode(self.forward_func, "Saliency"), input_shape_guard(self.forward_func, xs):
             grads = input_gradient(self.forward_func, xs, target, args, create_graph=create_graph)
         if abs:
             grads = tuple(g.abs() for g in grads)

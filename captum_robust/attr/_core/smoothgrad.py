@@ -40,7 +40,6 @@ from captum.attr import GradientAttribution
 from captum.log import log_usage
 from torch import Tensor
 
-from captum_robust._utils.state import evaluation_mode
 from captum_robust._utils.validation import (
     TargetType,
     TensorOrTuple,
@@ -50,7 +49,7 @@ from captum_robust._utils.validation import (
     check_model_dtype,
     check_nonnegative,
 )
-from captum_robust.attr._core._inputs import input_shape_guard, prepare_inputs
+from captum_robust.attr._core._inputs import call_mode, input_shape_guard, prepare_inputs
 
 # The sampling machinery lives in _smoothing; _NoiseStream, _kth_largest, top_count_mask,
 # ceil_fraction and DEFAULT_INTERNAL_BATCH_SIZE are also importable from here, where they were.
@@ -232,7 +231,7 @@ class SmoothGradBase(GradientAttribution):
             raise ValueError(f"{type(self).__name__} is piecewise constant; create_graph=True is meaningless")
         model = self.forward_func if surrogate is None else surrogate
         who = type(self).__name__
-        with evaluation_mode(self.forward_func, who=who), evaluation_mode(surrogate, who=f"{who} (surrogate)"), \
+        with call_mode(self.forward_func, who), call_mode(surrogate, f"{who} (surrogate)"), \
                 input_shape_guard(model, inputs_t), torch.set_grad_enabled(create_graph):
             target_t = row_target(target, inputs_t, model, args)
             grads = gradient_rows(model, list(inputs_t), args, target_t, create_graph)
