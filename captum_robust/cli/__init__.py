@@ -75,7 +75,7 @@ _LAZY = {
     "captum_robust.cli.evaluate": (
         "ATTACK_ITERATIONS", "ATTACKS", "ATTRIBUTIONS", "EVALUATE_BATCH", "EVALUATE_EXAMPLES", "EVALUATE_OUT",
         "FIGURE_EXAMPLES", "L2_EPS", "LINF_EPS", "MEASURES", "SMOOTHGRAD_ATTACK_SAMPLES", "SMOOTHGRAD_CLIP",
-        "SURROGATE_BETA", "_merge_robustness",
+        "SURROGATE_BETA", "_merge_robustness", "EVALUATE_FILES",
     ),
 }
 _HOME = {name: module for module, names in _LAZY.items() for name in names}

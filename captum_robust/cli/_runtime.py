@@ -21,7 +21,7 @@ import torch
 from captum_robust.cli import _types
 
 __all__ = [
-    "UsageError", "OutputFolder", "staged_output", "add_out_options", "prepare_out", "run_settings", "resolve_device",
+    "UsageError", "OutputFolder", "staged_output", "add_out_options", "run_settings", "resolve_device",
     "distributed_run", "joined_group", "deferred_interrupt", "progress", "my_batches",
     "batch_generator", "print_outputs", "write_results", "write_report", "run_line", "report_tail", "add_run_options",
 ]
@@ -29,24 +29,6 @@ __all__ = [
 
 class UsageError(Exception):
     """An expected user error: reported as one line on stderr with exit status 2."""
-
-
-def prepare_out(out: str) -> Path:
-    """Create the output folder (or accept an existing one); UsageError if unusable.
-
-    The subcommands write through :class:`OutputFolder` (atomically, refusing earlier results
-    without ``--overwrite``); this direct form is kept for callers that write in place.
-    """
-    path = Path(out).expanduser()
-    if path.exists() and not path.is_dir():
-        raise UsageError(f"--out '{out}' exists and is not a directory")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"--out '{out}' cannot be created: {exc.strerror or exc}") from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise UsageError(f"--out '{out}' is not writable")
-    return path
 
 
 @contextlib.contextmanager
@@ -75,7 +57,8 @@ class OutputFolder:
     ``.NAME.XXXX.partial``. An existing ``--out`` keeps its other files: the staging folder is
     ``--out/.captum-robust-XXXX.partial`` and each file is moved into place with ``os.replace``,
     Ctrl-C held back meanwhile. An existing ``--out`` that already holds one of the files the
-    command writes (an earlier run's results) is refused unless ``overwrite``.
+    command writes (an earlier run's results) is refused unless ``overwrite``; then those files
+    are replaced, and the ones this run did not write (e.g. an optional figure) removed.
 
     Args:
         out (str): the ``--out`` text as given (messages quote it).
@@ -146,6 +129,10 @@ class OutputFolder:
                             shutil.rmtree(target)
                         os.replace(self.stage / name, target)
                     os.rmdir(self.stage)
+                    for name in set(self.names) - set(names):  # an earlier run's file this run did not write
+                        stale = self.final / name
+                        if stale.is_file() or stale.is_symlink():
+                            stale.unlink()
             except OSError as exc:
                 raise UsageError(f"--out '{self.text}': the results could not be moved into place: "
                                  f"{exc.strerror or exc}") from None
@@ -217,6 +204,27 @@ JOIN_TIMEOUT = 60.0
 
 
 @contextlib.contextmanager
+def _native_stderr_hidden() -> Iterator[None]:
+    """Send what native code writes to file descriptor 2 to a discarded temporary file for the
+    block (Python's own ``sys.stderr`` is flushed first and keeps working when it is not fd 2)."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no usable fd 2: nothing to hide
+        yield
+        return
+    try:
+        with tempfile.TemporaryFile() as sink:
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+
+
+@contextlib.contextmanager
 def joined_group(device: torch.device, join_timeout: float) -> Iterator[None]:
     """Join the process group of ``WORLD_SIZE > 1`` processes, waiting at most ``join_timeout``
     seconds for the others, and leave it on exit (a barrier first on a normal exit). Does nothing
@@ -243,8 +251,9 @@ def joined_group(device: torch.device, join_timeout: float) -> Iterator[None]:
     if cuda:
         torch.cuda.set_device(local_rank)
     try:
-        store, _, _ = next(rendezvous("env://", rank=rank, world_size=world_size,
-                                      timeout=datetime.timedelta(seconds=join_timeout)))
+        with _native_stderr_hidden():  # c10d logs each failed connection with a C++ stack trace
+            store, _, _ = next(rendezvous("env://", rank=rank, world_size=world_size,
+                                          timeout=datetime.timedelta(seconds=join_timeout)))
         store.set_timeout(datetime.timedelta(minutes=30))  # the collectives' limit, torch's default
         dist.init_process_group(backend="nccl" if cuda else "gloo", store=store, rank=rank, world_size=world_size)
     except (RuntimeError, ValueError) as exc:  # DistStoreError / DistNetworkError are RuntimeErrors
@@ -265,15 +274,15 @@ def joined_group(device: torch.device, join_timeout: float) -> Iterator[None]:
         dist.destroy_process_group()
 
 
-def distributed_run(args: argparse.Namespace, body: Callable[..., int],
-                    names: Optional[Sequence[str]] = None) -> int:
+def distributed_run(args: argparse.Namespace, body: Callable[[Any, torch.device, OutputFolder], int],
+                    names: Sequence[str]) -> int:
     """Check ``--out``, resolve the device, join the torchrun process group (if any, waiting at
-    most ``--join-timeout`` seconds) and run the subcommand under :func:`run_settings`
+    most ``--join-timeout`` seconds) and run ``body(ctx, device, out)`` under :func:`run_settings`
     (``--threads``, ``--seed``).
 
-    With ``names`` (the files the command writes) the body is ``body(ctx, device, out)`` with
-    ``out`` an :class:`OutputFolder` opened on rank 0 (checked on every rank, so that an unusable
-    folder stops all of them before any work); without, ``body(ctx, device)``."""
+    ``names`` are the files the command writes; ``out`` is the :class:`OutputFolder` of
+    ``--out``, checked on every rank (so that an unusable folder stops all of them before any
+    work) and opened on rank 0, which writes into ``out.stage`` and calls ``out.commit()``."""
     from captum_robust._utils.distributed import distributed_session, env_world
 
     try:
@@ -281,12 +290,7 @@ def distributed_run(args: argparse.Namespace, body: Callable[..., int],
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     device = resolve_device(args.device, local_rank)
-    join_timeout = getattr(args, "join_timeout", JOIN_TIMEOUT)
-    if names is None:
-        with joined_group(device, join_timeout), distributed_session(device) as ctx, \
-                run_settings(args.threads, args.seed):
-            return body(ctx, device)
-    with staged_output(args, names, write=rank == 0) as out, joined_group(device, join_timeout), \
+    with staged_output(args, names, write=rank == 0) as out, joined_group(device, args.join_timeout), \
             distributed_session(device) as ctx, run_settings(args.threads, args.seed):
         return body(ctx, device, out)
 

@@ -18,7 +18,7 @@ from captum_robust.cli import _types
 from captum_robust.cli._defaults import SMOOTHGRAD_SIGMA, SMOOTHGRAD_SPARSITY
 from captum_robust.cli._inputs import UserRun, add_model_options, prepare_run
 from captum_robust.cli._runtime import (
-    UsageError, add_run_options, batch_generator, distributed_run, my_batches, prepare_out, print_outputs, progress,
+    OutputFolder, UsageError, add_run_options, batch_generator, distributed_run, my_batches, print_outputs, progress,
     report_tail, run_line, write_report, write_results,
 )
 from captum_robust.robust.discrepancy import MEASURES
@@ -28,6 +28,8 @@ from captum_robust.robust.evaluation.robustness import STABILITY_MEASURES
 ATTRIBUTIONS = ("ig", "saliency", "cam", "sparsified-smoothgrad")
 ATTACKS = ("topk", "mass-center", "aai", "l2-topk")
 EVALUATE_OUT = "./captum_robust_evaluate/"
+#: the files ``evaluate`` writes into --out (figure_maps.png only when an example was attacked)
+EVALUATE_FILES = ("results.json", "report.md", "figure_maps.png", "figure_measures.png")
 EVALUATE_EXAMPLES = 100
 EVALUATE_BATCH = 32
 LINF_EPS = 0.1
@@ -148,7 +150,7 @@ def _add_method_options(a: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """The ``evaluate`` handler (joins the torchrun process group when there is one)."""
-    return distributed_run(args, lambda ctx, device: _evaluate(args, ctx, device))
+    return distributed_run(args, lambda ctx, device, out: _evaluate(args, ctx, device, out), EVALUATE_FILES)
 
 
 # --------------------------------------------------------------------------- the attribution and the attack
@@ -408,7 +410,7 @@ def _attack_batches(args: argparse.Namespace, ctx: Any, device: torch.device, ru
     return local, examples
 
 
-def _evaluate(args: argparse.Namespace, ctx: Any, device: torch.device) -> int:
+def _evaluate(args: argparse.Namespace, ctx: Any, device: torch.device, folder: OutputFolder) -> int:
     from captum_robust._utils.distributed import gather_to_main
 
     t_start = time.perf_counter()
@@ -416,7 +418,6 @@ def _evaluate(args: argparse.Namespace, ctx: Any, device: torch.device) -> int:
     eps_list = args.eps if args.eps is not None else [L2_EPS if args.attack == "l2-topk" else LINF_EPS]
     parts = _evaluation_parts(args, run.model, run.x[:1].to(device), run.y[:1].to(device))
     k = _check_combination(args, run.model, parts, run.x[:1], run.y[:1], eps_list[0])
-    out = prepare_out(args.out)  # on every rank, so that an unusable folder stops all of them
     if ctx.is_main:
         _print_settings(args, ctx, run, parts, eps_list, k)
     norm = "l2" if args.attack == "l2-topk" else "linf"
@@ -437,11 +438,13 @@ def _evaluate(args: argparse.Namespace, ctx: Any, device: torch.device) -> int:
         pgd_iterations=args.pgd_iterations, measures=measure_names,
     )
     results = {"command": "evaluate", "settings": settings, "runs": runs, "wall_seconds": wall}
-    json_path = write_results(out, results)
-    figures = _evaluate_figures(args, out, runs, examples, run.model, device)
+    stage = folder.stage  # the staging folder: the files appear in --out at commit()
+    json_path = write_results(stage, results)
+    figures = _evaluate_figures(args, stage, runs, examples, run.model, device)
     table = _evaluate_table(runs, norm)
-    report_path = write_report(out, _evaluate_report(args, run, parts, settings, table, figures, wall))
-    print_outputs(table, [json_path, report_path, *figures.values()])
+    report_path = write_report(stage, _evaluate_report(args, run, parts, settings, table, figures, wall))
+    folder.commit()
+    print_outputs(table, [folder.path(p.name) for p in (json_path, report_path, *figures.values())])
     return 0
 
 
