@@ -4,13 +4,21 @@ r"""What every regularizer shares: the epsilon schedule, the base class :class:`
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Dict, Iterator, Optional, Union
+from typing import Any, Dict, Iterator, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
 from captum_robust._utils.state import preserved_model_state
-from captum_robust._utils.validation import check_bool, check_finite, check_int, check_nonnegative
+from captum_robust._utils.validation import (
+    check_bool,
+    check_finite,
+    check_finite_outputs,
+    check_int,
+    check_model_dtype,
+    check_nonempty_batch,
+    check_nonnegative,
+)
 
 __all__ = [
     "EpsilonSchedule",
@@ -25,6 +33,8 @@ __all__ = [
     "check_teacher",
     "teacher_logits",
     "EpsType",
+    "fresh",
+    "unchanged_buffers",
 ]
 
 
@@ -135,20 +145,37 @@ def unwrap_model(model: Any) -> Any:
     return model
 
 
-def check_target(target: Any, batch: int, device: torch.device) -> Tensor:
-    """The labels of a training batch: an integer tensor of shape ``(batch,)`` (or a list of ints)."""
+def fresh(tensor: Tensor) -> Tensor:
+    """``tensor``, or a normal copy of it when it was created under ``torch.inference_mode()``
+    (an inference tensor cannot enter a graph; its clone outside inference mode can)."""
+    return tensor.clone() if isinstance(tensor, Tensor) and tensor.is_inference() else tensor
+
+
+def check_target(target: Any, batch: int, device: torch.device, inputs_shape: Optional[Tuple[int, ...]] = None) -> Tensor:
+    """The labels of a training batch: an integer tensor of shape ``(batch,)`` (or a list of ints).
+    ``inputs_shape`` (the inputs' shape) makes the length error say what the inputs look like."""
     if isinstance(target, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in target):
         target = torch.tensor(list(target), dtype=torch.long)
     if not isinstance(target, Tensor):
         raise TypeError(f"target must be an integer tensor of shape ({batch},) (the labels), got {type(target).__name__}")
+    check_finite(target, "target")  # refuses a meta tensor before any copy or .item()
     if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
         raise TypeError(
             f"target must be an integer tensor of class indices (e.g. torch.long), got dtype {target.dtype}; "
             "soft or one-hot labels are not supported"
         )
     if target.dim() != 1 or target.shape[0] != batch:
-        raise ValueError(f"target must have shape ({batch},) (one label per example), got {tuple(target.shape)}")
-    return target.to(device=device, dtype=torch.long)
+        where = "" if inputs_shape is None else f" of inputs, whose shape is {tuple(inputs_shape)}"
+        hint = ""
+        if inputs_shape is not None and target.numel() == 1 and batch != 1:
+            hint = (
+                f"; if inputs is one example without its batch dimension, pass inputs.unsqueeze(0) "
+                f"(shape {(1,) + tuple(inputs_shape)})"
+            )
+        raise ValueError(
+            f"target must have shape ({batch},) (one label per example{where}), got {tuple(target.shape)}{hint}"
+        )
+    return fresh(target).to(device=device, dtype=torch.long)
 
 
 def check_num_classes(target: Tensor, num_classes: int) -> None:
@@ -183,7 +210,52 @@ def check_adversarial(inputs: Tensor, inputs_adv: Any, *, strict: bool = False) 
             f"inputs_adv must have the shape of inputs {tuple(inputs.shape)}, got {tuple(inputs_adv.shape)}"
         )
     check_finite(inputs_adv, "inputs_adv")
-    return inputs_adv.to(dtype=inputs.dtype, device=inputs.device)
+    return fresh(inputs_adv).to(dtype=inputs.dtype, device=inputs.device)
+
+
+@contextlib.contextmanager
+def unchanged_buffers(module: Any) -> Iterator[None]:
+    """Run the block on copies of ``module``'s buffers (BatchNorm running statistics and counts)
+    and put the originals back afterwards, untouched: a pass in training mode inside the block
+    updates only the copies. The originals are never written in place, so a graph built inside
+    the block (which may hold the copies for its backward pass) stays valid."""
+    if not isinstance(module, nn.Module):
+        yield
+        return
+    saved = [(m, name, b) for m in module.modules() for name, b in m._buffers.items() if b is not None]
+    for m, name, b in saved:
+        m._buffers[name] = b.clone()
+    try:
+        yield
+    finally:
+        for m, name, b in saved:
+            m._buffers[name] = b
+
+
+def probe_model(module: nn.Module, inputs: Tensor, target: Tensor, rows: Optional[int] = None) -> None:
+    """One forward pass without a graph, in eval mode (buffers untouched), on the first ``rows``
+    examples of ``inputs`` (all when None), before any other pass: a clear ``ValueError`` naming
+    ``inputs`` when the model cannot run on them (a missing batch dimension, a wrong channel
+    count: torch's own error is chained), when it returns no ``B x C`` class scores, when
+    ``target`` holds a class outside ``[0, C)``, or (``rows=None``) when the outputs hold NaN or
+    inf (:func:`~captum_robust._utils.validation.check_finite_outputs`)."""
+    x = inputs if rows is None else inputs[:rows]
+    with preserved_model_state(module, train=False), torch.no_grad():
+        try:
+            out = module(x)
+        except (RuntimeError, IndexError) as err:
+            if isinstance(err, torch.OutOfMemoryError):
+                raise
+            raise ValueError(
+                f"the model cannot run on inputs of shape {tuple(inputs.shape)} ({type(err).__name__}: "
+                f"{str(err).strip().splitlines()[0] if str(err).strip() else ''}); inputs must be a batch B x ... of "
+                "the model's input: check the batch dimension (one example: inputs.unsqueeze(0)) and the number "
+                "of channels"
+            ) from err
+    logits = class_scores(out)
+    check_num_classes(target, logits.shape[1])
+    if rows is None:  # a probe of a few rows leaves the check to the term's own pass over the batch
+        check_finite_outputs(logits, "the model's outputs")
 
 
 def check_surrogate(surrogate: Any) -> Optional[nn.Module]:
@@ -256,7 +328,12 @@ class RobustTerm(nn.Module):
         step_size (float): the inner attack's step, > 0 (regularizers that run an attack).
         n_iterations (int): the inner attack's steps, >= 1.
         norm (str): the ball, ``"linf"`` or ``"l2"`` (also ``"Linf"``, ``"L2"``, ``"inf"``, ``2``).
-        random_start (bool): start the attack at a uniform random point of the ball.
+        random_start (bool or str): ``True`` (default): the attacks' rule, never weaker than no
+            random start (the first run starts at the clean input, further runs at random points;
+            where the objective vanishes with its gradient at the clean input -- IG-Norm, TRADES,
+            Int, Int-one-class -- every run starts at a random point); ``"always"``: every run at a
+            uniform random point of the ball (Madry et al.; the default before issue 18);
+            ``False``: at the clean input. See :mod:`~captum_robust.robust.regularizers._inner`.
         clip_min, clip_max (float, Tensor or None): the data box, checked at construction.
             Default [0, 1].
 
@@ -313,11 +390,26 @@ class RobustTerm(nn.Module):
     @contextlib.contextmanager
     def attribution_mode(self) -> Iterator[None]:
         """The module in eval mode (BatchNorm, Dropout) for a differentiable attribution pass,
-        restored afterwards; ``eval_mode=False`` keeps the user's mode."""
-        with preserved_model_state(self.module, train=False if self.eval_mode else None):
-            yield
+        restored afterwards; ``eval_mode=False`` keeps the user's mode but runs the pass on copies
+        of the buffers (:func:`unchanged_buffers`): BatchNorm uses the batch statistics and its
+        running statistics stay as they were. Only the training forward through :attr:`model`
+        (the -Adv and adversarial objectives') may update them."""
+        if self.eval_mode:
+            with preserved_model_state(self.module, train=False):
+                yield
+        else:
+            with preserved_model_state(self.module), unchanged_buffers(self.module):
+                yield
 
-    def _check_inputs(self, inputs: Any, target: Any) -> Tensor:
+    #: rows of the batch the model is probed on before the term runs (None: all of them, which also
+    #: checks every output for NaN/inf; terms whose own first pass checks its outputs probe one row)
+    _probe_rows: Optional[int] = None
+
+    def _check_inputs(self, inputs: Any, target: Any) -> Tuple[Tensor, Tensor]:
+        """``(inputs, labels)`` checked in order: the inputs' type, batch (at least one example and a
+        feature dimension), device, finiteness and dtype against the model's, then the labels against
+        the inputs' batch, then one probe pass of the model (:func:`probe_model`). Inputs created under
+        ``torch.inference_mode()`` come back as a normal copy."""
         if not isinstance(inputs, Tensor):
             raise TypeError(
                 f"inputs must be a floating-point tensor (batch first), got {type(inputs).__name__}; "
@@ -325,10 +417,17 @@ class RobustTerm(nn.Module):
             )
         if not inputs.is_floating_point():
             raise TypeError(f"inputs must be a floating-point tensor, got dtype {inputs.dtype}")
-        if inputs.dim() < 2 or inputs.shape[0] == 0:
-            raise ValueError(f"inputs must be a non-empty batch (B x ...), got shape {tuple(inputs.shape)}")
+        b = check_nonempty_batch((inputs,), "inputs")
+        if inputs.dim() < 2:
+            raise ValueError(
+                f"inputs must be a batch B x ... with at least one feature dimension, got shape {tuple(inputs.shape)}"
+            )
         check_finite(inputs, "inputs")
-        return check_target(target, inputs.shape[0], inputs.device)
+        check_model_dtype(self.module, (inputs,), "inputs")
+        y = check_target(target, b, inputs.device, tuple(inputs.shape))
+        inputs = fresh(inputs)
+        probe_model(self.module, inputs, y, self._probe_rows)
+        return inputs, y
 
     def forward(self, inputs: Tensor, target: Tensor) -> Tensor:  # type: ignore[override]
         """The term (or objective) for a batch: a scalar, the batch mean.
@@ -340,7 +439,7 @@ class RobustTerm(nn.Module):
         Returns:
             Tensor: a 0-dim tensor, differentiable with respect to the model's parameters.
         """
-        y = self._check_inputs(inputs, target)
+        inputs, y = self._check_inputs(inputs, target)
         eps = self.eps
         self.last_stats = {}
         value = self._forward(inputs, y, eps)

@@ -33,7 +33,7 @@ authors' code.
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -77,10 +77,13 @@ class _IntTerm(AttackTerm):
     _adversarial_loss = False  # whole objective CE(x', y) + term (the -Adv variants)
     _inner = "discrepancy"  # "discrepancy" (eq. 9), "pgd" (eq. 10) or "joint" (CE(x') + gamma * D)
 
+    def _stationary_start(self) -> bool:
+        return self._inner == "discrepancy"  # every discrepancy is 0, with its gradient, at x' = x
+
     def __init__(self, model: nn.Module, layer: Optional[nn.Module] = None, classifier: Optional[nn.Linear] = None, *,
                  interpreter: Any = None, interpreter_kwargs: Optional[Mapping[str, Any]] = None, eps: EpsType = 0.3,
                  gamma: Optional[float] = None, convention: str = "paper", step_size: float = 0.01,
-                 n_iterations: int = 40, norm: str = "linf", random_start: bool = True, auto_step: bool = True,
+                 n_iterations: int = 40, norm: str = "linf", random_start: Union[bool, str] = True, auto_step: bool = True,
                  eval_mode: bool = True, generator: Optional[torch.Generator] = None, clip_min: BoundType = 0.0,
                  clip_max: BoundType = 1.0) -> None:
         super().__init__(model, eps, step_size=step_size, n_iterations=n_iterations, norm=norm, clip_min=clip_min,
@@ -276,7 +279,7 @@ class _IntTerm(AttackTerm):
             parameters through the clean maps, the perturbed maps and the softmax weights
             (the logits at ``x'``); ``0`` exactly (and a zero gradient) when ``x' = x``.
         """
-        y = self._check_inputs(inputs, target)
+        inputs, y = self._check_inputs(inputs, target)
         x_adv = check_adversarial(inputs, inputs_adv, strict=True)
         value, _ = self._term(inputs, y, x_adv)
         return value

@@ -47,7 +47,7 @@ CIFAR-10 setting (1/λ = 6; their MNIST script uses :math:`\beta = 1`); CIFAR-10
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -118,7 +118,7 @@ class PGDAdversarialLoss(AttackTerm):
     """
 
     def __init__(self, model: nn.Module, eps: EpsType = 0.3, step_size: float = 0.01, n_iterations: int = 40, *,
-                 norm: str = "linf", n_restarts: int = 1, random_start: bool = True, auto_step: bool = True,
+                 norm: str = "linf", n_restarts: int = 1, random_start: Union[bool, str] = True, auto_step: bool = True,
                  eval_mode: bool = True, generator: Optional[torch.Generator] = None, clip_min: BoundType = 0.0,
                  clip_max: BoundType = 1.0) -> None:
         super().__init__(model, eps, step_size=step_size, n_iterations=n_iterations, norm=norm, clip_min=clip_min,
@@ -162,7 +162,7 @@ class PGDAdversarialLoss(AttackTerm):
         Returns:
             Tensor: a 0-dim tensor.
         """
-        y = self._check_inputs(inputs, target)
+        inputs, y = self._check_inputs(inputs, target)
         return self._objective(check_adversarial(inputs, inputs_adv), y)[0]
 
     def extra_repr(self) -> str:
@@ -222,6 +222,9 @@ class TRADESLoss(AttackTerm):
                          clip_max=clip_max, auto_step=auto_step, eval_mode=eval_mode, generator=generator)
         self.beta = check_weight(beta, "beta")
 
+    def _stationary_start(self) -> bool:
+        return True  # the KL and its gradient vanish at x' = x
+
     def _attack(self, inputs: Tensor, target: Tensor, eps: float) -> Tensor:
         if eps == 0 or self.beta == 0:
             return inputs.detach().clone()
@@ -275,7 +278,7 @@ class TRADESLoss(AttackTerm):
         Returns:
             Tensor: a 0-dim tensor.
         """
-        y = self._check_inputs(inputs, target)
+        inputs, y = self._check_inputs(inputs, target)
         return self._objective(inputs, y, check_adversarial(inputs, inputs_adv))["value"]
 
     def extra_repr(self) -> str:

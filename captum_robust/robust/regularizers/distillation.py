@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from captum_robust._utils.validation import check_positive
+from captum_robust._utils.validation import check_finite_outputs, check_model_dtype, check_positive
 from captum_robust.robust.regularizers._base import (RobustTerm, check_num_classes, check_teacher, class_scores,
                                                     teacher_logits)
 
@@ -72,6 +72,8 @@ class DistillationLoss(RobustTerm):
         True
     """
 
+    _probe_rows = 1  # the student's and the teacher's outputs are checked where they are computed
+
     def __init__(self, model: nn.Module, teacher: nn.Module, temperature: float = 100.0) -> None:
         super().__init__(model, 0.0)
         object.__setattr__(self, "_teacher", check_teacher(teacher, model))
@@ -83,9 +85,12 @@ class DistillationLoss(RobustTerm):
         return self._teacher  # type: ignore[attr-defined]
 
     def _forward(self, inputs: Tensor, target: Tensor, eps: float) -> Tensor:
+        check_model_dtype(self.teacher, (inputs,), "inputs")
         student = class_scores(self.model(inputs))
         check_num_classes(target, student.shape[1])
+        check_finite_outputs(student.detach(), "the model's outputs")
         teacher = teacher_logits(self.teacher, inputs)
+        check_finite_outputs(teacher, "the teacher's outputs")
         if teacher.shape != student.shape:
             raise ValueError(
                 f"the teacher returns logits of shape {tuple(teacher.shape)} but the student {tuple(student.shape)}; "

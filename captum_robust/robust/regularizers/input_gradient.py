@@ -34,7 +34,7 @@ from typing import Any, List, Tuple, Union
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from captum_robust._utils.validation import Interval, check_number, classification_outputs
+from captum_robust._utils.validation import Interval, check_finite_outputs, check_number, classification_outputs
 from captum_robust.attr._core.saliency import input_gradient
 from captum_robust.robust.regularizers._base import RobustTerm, check_num_classes, check_weight
 
@@ -84,6 +84,8 @@ class InputGradientRegularizer(RobustTerm):
         True
     """
 
+    _probe_rows = 1  # the gradient pass checks its outputs
+
     def __init__(self, model: nn.Module, lam: float = 1.0, q: Union[int, float] = 2, *, eval_mode: bool = True) -> None:
         super().__init__(model, 0.0, auto_step=False, eval_mode=eval_mode)
         self.lam = check_weight(lam, "lam")
@@ -92,7 +94,7 @@ class InputGradientRegularizer(RobustTerm):
     def gradient_norm(self, inputs: Tensor, target: Any) -> Tensor:
         r"""Per-example :math:`\lVert \nabla_x \ell(x_b, y_b) \rVert_q^q`, shape ``(B,)``,
         differentiable with respect to the parameters."""
-        y = self._check_inputs(inputs, target)
+        inputs, y = self._check_inputs(inputs, target)
         return self._norms(inputs, y)[0]
 
     def _norms(self, inputs: Tensor, y: Tensor) -> Tuple[Tensor, Tensor]:
@@ -101,6 +103,7 @@ class InputGradientRegularizer(RobustTerm):
         def loss(x: Tensor) -> Tensor:
             logits = classification_outputs(self.module(x))
             check_num_classes(y, logits.shape[1])
+            check_finite_outputs(logits.detach(), "the model's outputs")
             losses.append(F.cross_entropy(logits, y, reduction="none"))
             return losses[-1]
 

@@ -23,7 +23,7 @@ use the unwrapped module in eval mode. ``last_stats`` adds ``"ce_adv"``, the mea
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Union
 
 import torch
 from torch import nn
@@ -76,7 +76,7 @@ class IntAdv(_IntTerm):
     def __init__(self, model: nn.Module, layer: Optional[nn.Module] = None, classifier: Optional[nn.Linear] = None, *,
                  interpreter: Any = None, interpreter_kwargs: Optional[Mapping[str, Any]] = None, eps: EpsType = 0.3,
                  gamma: Optional[float] = None, convention: str = "paper", step_size: float = 0.01,
-                 n_iterations: int = 40, norm: str = "linf", random_start: bool = True, auto_step: bool = True,
+                 n_iterations: int = 40, norm: str = "linf", random_start: Union[bool, str] = True, auto_step: bool = True,
                  eval_mode: bool = True, generator: Optional[torch.Generator] = None, clip_min: BoundType = 0.0,
                  clip_max: BoundType = 1.0, inner: str = "joint") -> None:
         if inner not in ("joint", "discrepancy"):

@@ -59,16 +59,18 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, Optional, Tuple
+from typing import Any, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
 from captum_robust._utils.geometry import BoundType, Box
 from captum_robust._utils.state import preserved_model_state
-from captum_robust._utils.validation import check_choice, check_fraction, check_int
+from captum_robust._utils.validation import (check_choice, check_finite_outputs, check_fraction, check_int,
+                                             check_model_dtype)
 from captum_robust.attr._core.saliency import input_gradient
 from captum_robust.robust.attacks import L2TopKAttack
+from captum_robust.robust.attacks._loop import check_random_start
 from captum_robust.robust.regularizers._base import (
     EpsilonSchedule,
     EpsType,
@@ -89,8 +91,12 @@ def _saliency(model: Any, inputs: Tensor, target: Tensor, create_graph: bool, wh
     r"""The saliency :math:`J(x) = \nabla_x f_{y}(x)` of every example, at a fresh copy of
     ``inputs``, the model's output checked to be ``B x C`` class scores; with ``create_graph``
     differentiable with respect to the parameters."""
-    (grad,) = input_gradient(lambda x: class_scores(model(x), who), (inputs.detach(),), target,
-                             create_graph=create_graph)
+    def scores(x: Tensor) -> Tensor:
+        out = class_scores(model(x), who)
+        check_finite_outputs(out.detach(), f"{who}'s outputs")
+        return out
+
+    (grad,) = input_gradient(scores, (inputs.detach(),), target, create_graph=create_graph)
     return grad
 
 
@@ -139,6 +145,8 @@ class SaliencyAlignment(RobustTerm):
         (True, True)
     """
 
+    _probe_rows = 1  # both saliency passes check their outputs
+
     def __init__(self, model: nn.Module, teacher: nn.Module, lam: float = 0.001, *, eval_mode: bool = True) -> None:
         super().__init__(model, 0.0, eval_mode=eval_mode)
         object.__setattr__(self, "_teacher", check_teacher(teacher, model))
@@ -159,6 +167,7 @@ class SaliencyAlignment(RobustTerm):
 
     def _forward(self, inputs: Tensor, target: Tensor, eps: float) -> Tensor:
         self.last_adversarial = None
+        check_model_dtype(self.teacher, (inputs,), "inputs")
         j_t = self.teacher_saliency(inputs, target)
         with self.attribution_mode():
             j_s = _saliency(self.module, inputs, target, create_graph=True)
@@ -223,6 +232,10 @@ class SaliencyStability(RobustTerm):
         surrogate (nn.Module, optional): a smooth copy for the attack gradients.
         reduction (str): ``"sum"`` (eq. D.1, default) or ``"mean"`` (the authors' ``MSELoss``).
         target_class (str): whose logit's gradient is the map: ``"label"`` (default) or ``"prediction"``.
+        random_start (bool or str): :class:`~captum_robust.robust.attacks.L2TopKAttack`'s: ``True``
+            (default) starts the first restart at the clean input and the others at random points of
+            the sphere (never weaker than no random start, issue 18); ``"always"``: every restart at a
+            random point (Algorithm 1 as published, the default before issue 18).
 
     ``last_stats`` holds ``"distance"`` (mean :math:`\lVert g(\tilde x) - g(x) \rVert^2`, without :math:`\lambda`),
     ``"attack_success"`` (fraction perturbed) and ``"topk_overlap"`` (mean top-k overlap, as the attack reports).
@@ -244,7 +257,8 @@ class SaliencyStability(RobustTerm):
     def __init__(self, model: nn.Module, lam: float = 1.0, rho: EpsType = 3.08, *, sparsity: float = 0.25,
                  k: Optional[int] = None, n_iterations: int = 15, n_restarts: int = 3, random_budget: int = 100,
                  max_backtracks: int = 20, surrogate: Optional[nn.Module] = None, reduction: str = "sum",
-                 target_class: str = "label", auto_step: bool = True, eval_mode: bool = True,
+                 target_class: str = "label", random_start: Union[bool, str] = True, auto_step: bool = True,
+                 eval_mode: bool = True,
                  generator: Optional[torch.Generator] = None, clip_min: BoundType = 0.0,
                  clip_max: BoundType = 1.0) -> None:
         if not isinstance(rho, EpsilonSchedule):
@@ -257,6 +271,7 @@ class SaliencyStability(RobustTerm):
         self.n_restarts = check_int(n_restarts, "n_restarts", 1)
         self.random_budget = check_int(random_budget, "random_budget", 1)
         self.max_backtracks = check_int(max_backtracks, "max_backtracks", 0)
+        self.random_start = check_random_start(random_start)
         object.__setattr__(self, "_surrogate", check_surrogate(surrogate))
         self.reduction = check_choice(reduction, "reduction", _REDUCTIONS)
         self.target_class = check_choice(target_class, "target_class", _CLASSES)
@@ -292,9 +307,8 @@ class SaliencyStability(RobustTerm):
     def _classes(self, inputs: Tensor, target: Tensor) -> Tensor:
         if self.target_class == "label":
             return target
-        module = self.module
-        with preserved_model_state(module, train=False if self.eval_mode else None), torch.no_grad():
-            logits = class_scores(module(inputs.detach()))
+        with self.attribution_mode(), torch.no_grad():
+            logits = class_scores(self.module(inputs.detach()))
         check_num_classes(target, logits.shape[1])
         return logits.argmax(dim=1)
 
@@ -303,7 +317,7 @@ class SaliencyStability(RobustTerm):
         attack = L2TopKAttack(
             module, _gradient_map, k=self._k(inputs), rho=rho, n_iterations=self.n_iterations,
             n_restarts=self.n_restarts, random_budget=self.random_budget, max_backtracks=self.max_backtracks,
-            surrogate=surrogate, clip_min=self.clip_min, clip_max=self.clip_max,
+            surrogate=surrogate, clip_min=self.clip_min, clip_max=self.clip_max, random_start=self.random_start,
         )
         # eval mode before the attack's own guard, so that it has nothing to warn about
         with attack_state(module, True), preserved_model_state(surrogate, train=False):
@@ -349,7 +363,7 @@ class SaliencyStability(RobustTerm):
         Returns:
             Tensor: a 0-dim tensor.
         """
-        y = self._check_inputs(inputs, target)
+        inputs, y = self._check_inputs(inputs, target)
         x_adv = check_adversarial(inputs, inputs_adv)
         return self._term(inputs, self._classes(inputs, y), x_adv)[0]
 
