@@ -9,9 +9,10 @@ Like any PGD it finds a local maximum: :math:`\lVert \mathrm{IG}^{\ell_y}(x, \ti
 alone, for instance, has one at nearly every corner of a small :math:`\ell_\infty` ball (each
 coordinate gains by moving away from :math:`x` in either direction), so where the random start
 lands matters; adding the loss itself (IG-Sum-Norm) makes the maximum unique on a linear model
-(see the tests). The random start is mandatory for objectives that vanish at
+(see the tests). A random start is mandatory for objectives that vanish at
 :math:`\tilde x = x`, such as the IG of the loss from :math:`x` to :math:`\tilde x` (Chen et
-al. sec. 4).
+al. sec. 4): the default ``random_start=True`` starts exactly those examples (zero gradient at
+the clean input) at a random point and the others at the clean input.
 
 During the search the ``forward_func`` (if an ``nn.Module``) runs in eval mode with frozen
 parameters (``eval_mode=False`` keeps its mode; unlike the attacks on attributions, a model in
@@ -41,18 +42,19 @@ Example: Chen et al.'s IG-Norm inner maximization::
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
 
-from captum_robust._utils.geometry import BoundType, Box, Tensors, check_norm, detach_all, project, random_in_ball
+from captum_robust._utils.geometry import BoundType, Box, Tensors, check_norm, detach_all, per_example, project
+from captum_robust._utils.geometry import random_in_ball
 from captum_robust._utils.geometry import steepest_step
 from captum_robust._utils.validation import TensorOrTuple, check_bool, check_int, check_nonnegative, check_positive
 from captum_robust.robust.attacks._base import Attack, AttackCall, CleanBatch, attack_mode, clean_batch
 from captum_robust.robust.attacks._base import clean_predictions, filled, finite_rows, forward, input_gradients, progress, unformat
 from captum_robust.robust.attacks._base import warn_zero_gradient
-from captum_robust.robust.attacks._loop import BestIterateTracker, sign_step_loop
+from captum_robust.robust.attacks._loop import BestIterateTracker, check_random_start, sign_step_loop
 from captum_robust.robust.attacks._results import ObjectiveResult
 
 __all__ = ["AttributionPGD"]
@@ -85,7 +87,14 @@ class AttributionPGD(Attack):
         eps, step_size (float): :math:`\epsilon \ge 0` and :math:`\alpha > 0`. Default 0.3, 0.01.
         n_iterations (int): >= 1. Default 40 (Chen, Boopathy on MNIST).
         norm (str): ``"linf"`` (default) or ``"l2"``.
-        random_start (bool): start at a uniform random point of the ball. Default True.
+        random_start (bool or str): ``True`` (default): start at the clean input, except for
+            the examples where the objective's gradient there is exactly zero (a stationary
+            start, such as Chen's :math:`\lVert \mathrm{IG}^{\ell_y}(x, \tilde x) \rVert_1` or an
+            :math:`\ell_1` discrepancy at :math:`\tilde x = x`), which start at a uniform random
+            point of the ball (one extra gradient pass decides); ``"always"``: every example at a
+            random point (the behaviour before issue 18); ``False``: at the clean input. The
+            clean start is never weaker than no random start, where the gradient allows a step
+            (for why a random start is weaker, see :class:`~captum_robust.robust.attacks.PGD`).
         keep_best (bool): return each example's best iterate (default) or the last one.
         keep_prediction (bool): only iterates keeping the clean prediction count (with ``keep_best``).
         eval_mode (bool): run ``forward_func`` in eval mode during the search. Default True.
@@ -107,7 +116,7 @@ class AttributionPGD(Attack):
 
     def __init__(
         self, forward_func: Callable[..., Any], objective: Callable[..., Tensor], eps: float = 0.3,
-        step_size: float = 0.01, n_iterations: int = 40, *, norm: str = "linf", random_start: bool = True,
+        step_size: float = 0.01, n_iterations: int = 40, *, norm: str = "linf", random_start: Union[bool, str] = True,
         keep_best: bool = True, keep_prediction: bool = False, eval_mode: bool = True, clip_min: BoundType = 0.0,
         clip_max: BoundType = 1.0,
     ) -> None:
@@ -121,7 +130,7 @@ class AttributionPGD(Attack):
         self.step_size = check_positive(step_size, "step_size")
         self.n_iterations = check_int(n_iterations, "n_iterations", 1)
         self.norm = check_norm(norm)
-        self.random_start = check_bool(random_start, "random_start")
+        self.random_start = check_random_start(random_start)
         self.keep_best = check_bool(keep_best, "keep_best")
         self.keep_prediction = check_bool(keep_prediction, "keep_prediction")
         self.eval_mode = check_bool(eval_mode, "eval_mode")
@@ -177,7 +186,7 @@ class AttributionPGD(Attack):
                 if not trackers:
                     start_value = torch.where(accept, value, torch.full_like(value, float("-inf")))
                     trackers.append(BestIterateTracker(
-                        x, start_value, None, pred, True, accepted=accept & (t > 0 or self.random_start), step=t
+                        x, start_value, None, pred, True, accepted=accept & (at_random | (t > 0)), step=t
                     ))
                 else:
                     trackers[0].update(x, value, accept, t, None, pred)
@@ -185,11 +194,26 @@ class AttributionPGD(Attack):
             def warn(grads: Tensors) -> None:
                 warn_zero_gradient(grads, "AttributionPGD objective", stacklevel=7)
 
-            start = random_in_ball(xs, eps, self.norm, clean.bounds, clean.generator) if self.random_start else xs
+            start, at_random = self._start(clean, gradient, eps)
             with progress(self.n_iterations, call.show_progress, "AttributionPGD") as bar:
                 x = sign_step_loop(start, self.n_iterations, gradient, step, observe,
                                    observe_start=True, bar=bar, on_first_gradient=warn)
             return self._returned(clean, x, trackers[0] if trackers else None, pred0)
+
+    def _start(self, clean: CleanBatch, gradient: Any, eps: Tensor) -> Tuple[Tensors, Tensor]:
+        """The start of the search and where it is random (``random_start``: see the class docstring)."""
+        xs = clean.xs
+        none = torch.zeros(xs[0].shape[0], dtype=torch.bool, device=xs[0].device)
+        if self.random_start is False:
+            return xs, none
+        if self.random_start == "always":
+            return random_in_ball(xs, eps, self.norm, clean.bounds, clean.generator), ~none
+        grads, _ = gradient(xs)  # random only where the clean input is a stationary point
+        stuck = torch.stack([g.reshape(g.shape[0], -1).abs().amax(dim=1) for g in grads]).amax(dim=0) == 0
+        if not bool(stuck.any()):
+            return xs, none
+        rnd = random_in_ball(xs, eps, self.norm, clean.bounds, clean.generator)
+        return tuple(torch.where(per_example(stuck, x).to(torch.bool), r, x) for r, x in zip(rnd, xs)), stuck
 
     def _returned(
         self, clean: CleanBatch, x: Tensors, tracker: Optional[BestIterateTracker], pred0: Tensor
