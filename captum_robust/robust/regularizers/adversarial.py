@@ -215,11 +215,12 @@ class TRADESLoss(AttackTerm):
     """
 
     def __init__(self, model: nn.Module, eps: EpsType = 0.3, beta: float = 6.0, step_size: float = 0.01,
-                 n_iterations: int = 40, *, norm: str = "linf", auto_step: bool = True, eval_mode: bool = True,
-                 generator: Optional[torch.Generator] = None, clip_min: BoundType = 0.0,
-                 clip_max: BoundType = 1.0) -> None:
+                 n_iterations: int = 40, *, norm: str = "linf", random_start: Union[bool, str] = True,
+                 auto_step: bool = True, eval_mode: bool = True, generator: Optional[torch.Generator] = None,
+                 clip_min: BoundType = 0.0, clip_max: BoundType = 1.0) -> None:
         super().__init__(model, eps, step_size=step_size, n_iterations=n_iterations, norm=norm, clip_min=clip_min,
-                         clip_max=clip_max, auto_step=auto_step, eval_mode=eval_mode, generator=generator)
+                         clip_max=clip_max, random_start=random_start, auto_step=auto_step, eval_mode=eval_mode,
+                         generator=generator)
         self.beta = check_weight(beta, "beta")
 
     def _stationary_start(self) -> bool:
