@@ -81,14 +81,17 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _certify_batches(args: argparse.Namespace, ctx: Any, device: torch.device, run: UserRun, certifier: Any,
-                     m: int, radii: List[float]) -> Tuple[List[Tuple[int, range, Dict[str, Any]]], List[str]]:
-    """Certify this process's batches: per batch ``(batch index, example indices, columns)``, and
-    the messages of the warnings raised (e.g. a vacuous certificate)."""
+                          m: int, radii: List[float]) -> Tuple[List[Tuple[int, range, Dict[str, Any]]], List[Tuple[int, Any]],
+                                                          List[str]]:
+    """Certify this process's batches: per batch ``(batch index, example indices, columns)``, per
+    batch ``(batch index, CertificateDiagnosis)`` of the overlap ``m`` at rho, and the messages of the
+    warnings raised (e.g. a vacuous certificate)."""
     from captum_robust.attr.certify import certified_radius, topk_certificate
 
     model, x, y = run.model, run.x, run.y
     batches = my_batches(args, ctx, len(y))
     local = []
+    diagnoses: List[Tuple[int, Any]] = []
     notes: List[str] = []
     with progress(ctx, len(batches), "certify", not args.no_progress) as bar:
         for b, idx in batches:
@@ -104,6 +107,7 @@ def _certify_batches(args: argparse.Namespace, ctx: Any, device: torch.device, r
                 maps, cert = certifier.attribute(xb, target=target, generator=generator,
                                                  internal_batch_size=args.internal_batch_size)
             notes += [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+            diagnoses.append((b, cert.diagnose(maps, min_overlap=m)))  # why a radius is 0, what would help
             radius = certified_radius(maps, cert.k, m, cert.sigma, cert.margin).cpu()
             at = [topk_certificate(maps, cert.k, r, cert.sigma, cert.margin).cpu().tolist() for r in radii]
             local.append((b, idx, {
@@ -113,13 +117,13 @@ def _certify_batches(args: argparse.Namespace, ctx: Any, device: torch.device, r
                 "overlap_at_radii": [list(v) for v in zip(*at)],
             }))
             bar.update(1)
-    return local, notes
+    return local, diagnoses, notes
 
 
 def _certify(args: argparse.Namespace, ctx: Any, device: torch.device, folder: OutputFolder) -> int:
     from captum_robust._utils.distributed import gather_to_main
     from captum_robust.attr import CertifiedTopK, SparsifiedSmoothGrad
-    from captum_robust.attr.certify import hoeffding_margin, resolve_k
+    from captum_robust.attr.certify import CertificateDiagnosis, hoeffding_margin, resolve_k
 
     t_start = time.perf_counter()
     run = prepare_run(args, device)
@@ -138,17 +142,24 @@ def _certify(args: argparse.Namespace, ctx: Any, device: torch.device, folder: O
         print(f"Sparsified SmoothGrad (sparsity {args.sparsity:g}, sigma {args.sigma:g}, {args.n_samples} samples); "
               f"top-{k} of {n_features} certified at l2 radius {args.rho:g} with confidence {args.confidence:g} "
               f"(Hoeffding margin {margin:.4f})")
-    local, notes = _certify_batches(args, ctx, device, run, certifier, m, radii)
-    gathered = gather_to_main((local, notes), ctx)
+    gathered = gather_to_main(_certify_batches(args, ctx, device, run, certifier, m, radii), ctx)
     if not ctx.is_main:
         return 0
-    batches = sorted((item for rank_local, _ in gathered for item in rank_local), key=lambda item: item[0])
+    batches = sorted((item for rank_local, _, _ in gathered for item in rank_local), key=lambda item: item[0])
     cols: Dict[str, List[Any]] = {}
     for _, _, part in batches:
         for name, values in part.items():
             cols.setdefault(name, []).extend(values)
-    all_notes = sorted({note for _, rank_notes in gathered for note in rank_notes})
+    all_notes = sorted({note for _, _, rank_notes in gathered for note in rank_notes})
+    diagnosis = CertificateDiagnosis.cat(
+        [d for _, d in sorted((item for _, rank_diag, _ in gathered for item in rank_diag), key=lambda item: item[0])]
+    )
     summary = _certify_summary(cols, k, m, radii)
+    summary["vacuous"] = _vacuous_settings(n_features, args)
+    summary["diagnosis"] = {key: (str(v) if isinstance(v, float) and not math.isfinite(v) else v)
+                            for key, v in diagnosis.summary().items()}
+    if summary["diagnosis"]["certified"] < summary["n_examples"]:
+        summary["diagnosis"]["explanation"] = diagnosis.explanation()
     wall = time.perf_counter() - t_start
     settings = run.settings(
         args, ctx, device, method="SparsifiedSmoothGrad", k=k, n_features=n_features, sparsity=args.sparsity,
@@ -166,7 +177,38 @@ def _certify(args: argparse.Namespace, ctx: Any, device: torch.device, folder: O
     for note in all_notes:
         print(f"warning: {note}", file=sys.stderr)
     print_outputs(table, [folder.path(name) for name in CERTIFY_FILES])
+    if "explanation" in summary["diagnosis"]:
+        print(f"{summary['n_examples'] - summary['diagnosis']['certified']} of {summary['n_examples']} examples have "
+              f"fewer than {m} of the top-{k} certified at rho {args.rho:g}: why, and what would help, in "
+              f"{folder.path('report.md')} (\"Why the certificates are small\")")
     return 0
+
+def _vacuous_settings(n_features: int, args: argparse.Namespace) -> bool:
+    """True when --n-samples is too small for any certificate at --rho and --sigma (even a map of
+    exact 1s and 0s certifies nothing): the certificates are vacuous whatever the model."""
+    from captum_robust.attr.certify import min_n_samples
+
+    try:
+        return args.n_samples < min_n_samples(n_features, args.rho, args.sigma, args.confidence)
+    except ValueError:  # no practical n_samples helps at this rho / sigma
+        return True
+
+
+def _diagnosis_lines(summary: Dict[str, Any], k: int, m: int) -> List[str]:
+    """The report's paragraph when some example is not certified at rho: why, and what would help."""
+    diagnosis = summary["diagnosis"]
+    if "explanation" not in diagnosis:
+        return []
+    if summary["vacuous"]:
+        head = ("**The certificates are vacuous**: with these --n-samples, --rho and --sigma no map, however "
+                f"clear, has any of its top-{k} certified (see the warning below); every overlap and radius is 0.")
+    elif summary["quantiles"]["q100"]["radius"] == 0:
+        head = (f"**Every certified radius is 0**: no example keeps {m} of its top-{k} certified at any radius, so "
+                "the CDF above is a flat line.")
+    else:
+        head = f"Not every example keeps {m} of its top-{k} certified at rho."
+    return ["## Why the certificates are small", "", f"{head} {diagnosis['explanation']}", ""]
+
 
 def _certify_summary(cols: Dict[str, List[Any]], k: int, m: int, radii: List[float]) -> Dict[str, Any]:
     import numpy as np
@@ -261,7 +303,9 @@ def _certify_report(args: argparse.Namespace, run: UserRun, settings: Dict[str, 
         "",
         f"![CDF of the certified radius]({figure.name})",
         "",
+        *_diagnosis_lines(summary, k, m),
         *[f"Warning: {note}" for note in notes],
+        *([""] if notes else []),
         *report_tail("settings, summary and per-example values (`overlap`, `fraction`, `radius`, `overlap_at_radii` "
                      "at the radii of the second table)", [f"- `{figure.name}`: the CDF above"], wall),
     ]

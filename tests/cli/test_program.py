@@ -102,6 +102,41 @@ def test_uint64_labels_above_int64_exit_two(folder):
     _one_error_line(stderr, "--data 'npz:u64.npz'", "fit int64", "18446744073709551615")
 
 
+# --------------------------------------------------------------------------- certificates that say nothing
+
+
+def test_vacuous_certificate_finishes_and_the_report_says_so(folder):
+    # rho / sigma = 10: no n_samples certifies anything; a result with a warning, not a traceback (issue 18)
+    code, stdout, stderr = _run([*CERTIFY, "--rho", "1", "--sigma", "0.1", "--out", "out"])
+    assert code == 0, stderr
+    assert stderr.strip() and all(line.startswith("warning: ") for line in stderr.strip().splitlines())
+    assert "vacuous" in stderr and "Traceback" not in stderr
+    results = json.loads((folder / "out" / "results.json").read_text())
+    assert results["summary"]["vacuous"] is True
+    assert results["per_example"]["overlap"] == [0] * 4 and results["per_example"]["radius"] == [0.0] * 4
+    report = (folder / "out" / "report.md").read_text()
+    assert "**The certificates are vacuous**" in report and "Warning: n_samples=50 makes every top-k" in report
+    assert "examples have fewer than 8 of the top-16 certified at rho 1" in stdout
+
+
+def test_zero_radii_are_explained_with_what_would_help(folder):
+    code, stdout, stderr = _run([*CERTIFY, "--rho", "0.05", "--out", "out"])
+    assert code == 0, stderr
+    results = json.loads((folder / "out" / "results.json").read_text())
+    summary, radius = results["summary"], results["per_example"]["radius"]
+    assert summary["vacuous"] is False and radius == [0.0] * 4  # small margin room, not vacuous settings
+    diagnosis = summary["diagnosis"]
+    # two computations agree: the diagnosis' certified count and the certified radii reaching rho
+    assert diagnosis["certified"] == sum(r >= 0.05 for r in radius) == 0 and diagnosis["min_overlap"] == 8
+    report = (folder / "out" / "report.md").read_text()
+    assert "**Every certified radius is 0**" in report and diagnosis["explanation"] in report
+    needed, sigma = diagnosis["median_n_samples_needed"], diagnosis["median_sigma_needed"]
+    assert needed == "inf" or f"n_samples >= {int(needed)}" in diagnosis["explanation"]
+    assert sigma == "inf" or f"sigma >= {sigma:.4g}" in diagnosis["explanation"]
+    assert "What certifies the median example" in diagnosis["explanation"] or "No n_samples or sigma" in report
+    assert "examples have fewer than 8 of the top-16 certified at rho 0.05" in stdout
+
+
 # --------------------------------------------------------------------------- --out and --overwrite
 
 
