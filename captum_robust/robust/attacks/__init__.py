@@ -14,6 +14,31 @@ and a per-example result (a small dataclass of ``(B,)`` tensors):
 * :class:`PGD` -- l-inf / l2 classifier attack with random start, restarts, best iterate;
 * :func:`softplus_surrogate` -- a smooth copy of a ReLU model for the attack gradients.
 
+Naming rule (one for every attack):
+
+* ``target`` is the class the attack is *about*: for the attacks on attribution maps the class
+  whose map is attacked (default the prediction; the prediction is kept in any case); for
+  :class:`PGD` the true label (untargeted, default the prediction) or, with ``targeted=True``,
+  the class to reach; for :class:`ISA` (always targeted) the class :math:`y'` to reach, its
+  clean class being ``label``; for :class:`AttributionPGD` whatever the objective reads.
+  A class *to reach* is always called ``target`` and only appears in targeted attacks.
+* ``result.accepted`` is each attack's own success flag: for the attacks on maps "an iterate
+  that kept the prediction was found" -- also readable as ``result.prediction_kept`` --; for
+  :class:`PGD` and :class:`ISA` "the attack succeeded" -- also ``result.succeeded`` (and the
+  older ``result.success``). ``accepted`` stays for compatibility.
+* ``random_start`` of :class:`PGD`, :class:`L2TopKAttack` and :class:`AttributionPGD`:
+  ``True`` (default) starts the first run at the clean input (AttributionPGD: wherever the
+  objective's gradient there is not zero), so the default is never weaker than no random
+  start; ``"always"`` starts every run at a random point (the behaviour before issue 18).
+
+Bad input is refused once, for every attack, before any model pass: an empty batch, inputs on
+the ``meta`` device, NaN/inf or non-floating-point inputs, inputs whose dtype differs from the
+model's parameters (``TypeError``), tensors in ``additional_forward_args`` with neither one row
+nor one row per example, and NaN/inf model outputs at the clean inputs; iterates where the
+model's outputs are not finite are never accepted nor counted as a success. Inputs created
+under ``torch.inference_mode()`` are copied into normal tensors. A model in training mode runs
+in eval mode for the call (with a warning when it has BatchNorm or Dropout) and is restored.
+
 The attribution may be any attribution of :mod:`captum_robust.attr` whose ``attribute`` takes
 ``create_graph`` (Integrated Gradients, CAM, Grad-CAM, Grad-CAM++, the differentiable SmoothGrad
 variants) or a plain callable ``(model, inputs, target) -> maps``. With ``surrogate=`` the
@@ -30,7 +55,7 @@ Example::
     >>> x = torch.rand(2, 1, 28, 28)
     >>> x_map, map_result = AAI(model, CAM(model, model.feature_layer, model.classifier), n_iterations=10).perturb(x)
     >>> x_cls, cls_result = PGD(model, n_iterations=10).perturb(x)     # the classifier attack, for comparison
-    >>> map_result.similarity.shape, cls_result.success.shape
+    >>> map_result.similarity.shape, cls_result.succeeded.shape
     (torch.Size([2]), torch.Size([2]))
 """
 

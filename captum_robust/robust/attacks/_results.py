@@ -29,8 +29,10 @@ class AttackResult:
     Attributes:
         accepted (Tensor): bool. For attacks on attributions: an iterate other than the clean
             input was accepted (the prediction kept) and improved the attack's selection
-            score; the returned input is the clean input where this is False. For :class:`PGD`
-            and :class:`ISA`: the attack succeeded (misclassified, or the target reached).
+            score; the returned input is the clean input where this is False (read it as
+            ``prediction_kept``). For :class:`PGD` and :class:`ISA`: the attack succeeded
+            (misclassified, or the target reached; read it as ``succeeded``). The naming rule
+            is in the attacks package's docstring.
         norm (Tensor): the size of the returned perturbation in the attack's norm
             (:math:`\\ell_\\infty` or :math:`\\ell_2`, over all input tensors of an example).
         steps (Tensor): int64, gradient steps computed for the example in total.
@@ -75,6 +77,12 @@ class AttributionAttackResult(AttackResult):
     similarity: Tensor
     objective: Tensor
 
+    @property
+    def prediction_kept(self) -> Tensor:
+        """Alias of ``accepted`` (the naming rule of the attacks package): an iterate that kept
+        the model's prediction and improved on the clean input was found and is returned."""
+        return self.accepted
+
 
 @dataclass(repr=False)
 class ObjectiveResult(AttackResult):
@@ -83,6 +91,12 @@ class ObjectiveResult(AttackResult):
     clean input) that, with ``keep_prediction``, kept the prediction."""
 
     objective: Tensor
+
+    @property
+    def prediction_kept(self) -> Tensor:
+        """Alias of ``accepted``: a perturbed point is returned (that kept the prediction, with
+        ``keep_prediction``)."""
+        return self.accepted
 
 
 @dataclass(repr=False)
@@ -110,7 +124,7 @@ class ISAResult(AttackResult):
 
     Attributes:
         eps_star (Tensor): the smallest successful perturbation size found by the first
-            bisection (``inf`` where the attack fails even at ``eps_max``).
+            bisection and the checks below it (``inf`` where the attack fails even at ``eps_max``).
         eps (Tensor): the size the returned input was searched in (``eps_multiple * eps_star``).
         weight (Tensor): the largest discrepancy weight :math:`\\gamma = 1/\\lambda` with a
             successful attack found by the second bisection (0 if only the pure misclassification
@@ -118,6 +132,11 @@ class ISAResult(AttackResult):
         discrepancy (Tensor): :math:`\\mathcal{D}_{2,\\ell_1}` (Boopathy eq. 4) between the clean
             and the returned input's maps of the two classes (NaN where the attack failed).
         nds (Tensor): the normalized discrepancy score of the same two maps (Boopathy App. B).
+        non_monotone (Tensor): bool, True where a size *below* the first bisection's answer also
+            succeeded (``n_monotone_checks``): success is not monotone in :math:`\epsilon` for
+            that example, so the bisection's answer was not the smallest; ``eps_star`` is then
+            the smallest successful size found, which may still not be the smallest. False
+            where no checked size succeeded (or the attack failed).
     """
 
     eps_star: Tensor
@@ -125,6 +144,7 @@ class ISAResult(AttackResult):
     weight: Tensor
     discrepancy: Tensor
     nds: Tensor
+    non_monotone: Tensor
 
     @property
     def success(self) -> Tensor:

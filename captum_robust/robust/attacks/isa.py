@@ -9,7 +9,14 @@ The two bisections, per example and batched:
    attack (:math:`\gamma = 0`) is run at ``eps_max`` (examples failing there fail) and then
    ``n_eps_rounds`` times at the midpoint of the bracket ``[lo, hi]``, success lowering
    ``hi``; :math:`\epsilon^* = hi`, within ``eps_max / 2**n_eps_rounds`` of the smallest size
-   at which this attack succeeds (when success is monotone in :math:`\epsilon`);
+   at which this attack succeeds *when success is monotone in* :math:`\epsilon`. It need not be
+   (a larger ball changes the step size and the path; on 2 of 8 digits the attack succeeded at
+   0.0670, failed at 0.0680-0.0695 and succeeded again from 0.0700), so the attack then tries
+   ``n_monotone_checks`` sizes below :math:`\epsilon^*`, at :math:`(1 - 2^{-j})\,\epsilon^*`
+   for :math:`j = 1, \dots` (0.5, 0.75, 0.875, ... of it): where one succeeds, success is not
+   monotone for that example, the result's ``non_monotone`` is True and :math:`\epsilon^*`
+   becomes the smallest successful size found (with its iterate). The check can miss a
+   success between the points tried; ``non_monotone=False`` means none was found;
 2. at :math:`\epsilon = ` ``eps_multiple`` :math:`\cdot\,\epsilon^*`, the discrepancy weight
    :math:`\gamma`, as the authors' code: starting at ``initial_weight``, a success raises the
    lower end (and multiplies :math:`\gamma` by 10 while no failure bounds it), a failure
@@ -77,6 +84,9 @@ class ISA(MapAttack):
         p (int): the norm of the discrepancy, 1 (eq. 4, default) or 2.
         norm (str): ``"linf"`` (default) or ``"l2"`` (then the step is along the normalized gradient).
         random_start (bool): random start of each inner run. Default False (keeps the bisection consistent).
+        n_monotone_checks (int): sizes below :math:`\epsilon^*` tried after the first bisection
+            to detect success that is not monotone in :math:`\epsilon` (module docstring), >= 0.
+            Default 4 (0: no check).
 
     See :class:`~captum_robust.robust.attacks._map_attack.MapAttack` for the other arguments
     (``map_preparation`` defaults to ``None`` here; the measure is Kendall's tau).
@@ -100,7 +110,7 @@ class ISA(MapAttack):
         self, model: Callable[..., Any], attribution: Any, eps_max: float = 0.3, eps_multiple: float = 1.0,
         tau: float = 0.1, n_iterations: int = 10, step_fraction: float = 0.25, n_eps_rounds: int = 10,
         n_weight_rounds: int = 10, initial_weight: float = 1.0, *, p: int = 1, norm: str = "linf",
-        random_start: bool = False, map_preparation: Any = None, surrogate: Optional[Callable[..., Any]] = None,
+        random_start: bool = False, n_monotone_checks: int = 4, map_preparation: Any = None, surrogate: Optional[Callable[..., Any]] = None,
         clip_min: BoundType = 0.0, clip_max: BoundType = 1.0, attribution_kwargs: Optional[Dict[str, Any]] = None,
         gradient_attribution_kwargs: Optional[Dict[str, Any]] = None, noise_seed: int = 0,
     ) -> None:
@@ -126,6 +136,7 @@ class ISA(MapAttack):
         self.p = int(p)
         self.norm = check_norm(norm)
         self.random_start = check_bool(random_start, "random_start")
+        self.n_monotone_checks = check_int(n_monotone_checks, "n_monotone_checks", 0)
 
     # ------------------------------------------------------------------ pieces
 
@@ -213,9 +224,10 @@ class ISA(MapAttack):
         sign_step_loop(start, self.n_iterations, gradient, step, observe, observe_start=self.random_start)
         return found, x_found, d_found, step_found
 
-    def _eps_bisection(self, ctx: _Context, steps: Tensor, bar: Any) -> Tuple[Tensor, Tensor, Tensors, Tensor]:
+    def _eps_bisection(self, ctx: _Context, steps: Tensor, bar: Any) -> Tuple[Tensor, Tensor, Tensors, Tensor, Tensor]:
         """Phase 1: the smallest successful eps (gamma = 0). Returns the success at eps_max, the
-        upper ends ``hi`` (eps_star where successful), the best iterates and their steps."""
+        upper ends ``hi`` (eps_star where successful), the best iterates, their steps and where
+        a size below the bisection's answer succeeded too (success not monotone in eps)."""
         b, device, dtype = ctx.batch, ctx.x0[0].device, ctx.x0[0].dtype
         all_idx = torch.arange(b, device=device)
         hi = torch.full((b,), self.eps_max, dtype=dtype, device=device)
@@ -239,7 +251,33 @@ class ISA(MapAttack):
             best_step[won] = steps[won] + s_step[success]
             steps[active] += self.n_iterations
             bar.update(1)
-        return ok, hi, x_best, best_step
+        non_monotone = self._monotone_checks(ctx, ok, hi, x_best, best_step, steps, bar)
+        return ok, hi, x_best, best_step, non_monotone
+
+    def _monotone_checks(
+        self, ctx: _Context, ok: Tensor, hi: Tensor, x_best: Tensors, best_step: Tensor, steps: Tensor, bar: Any
+    ) -> Tensor:
+        """Try ``(1 - 2**-j) * eps_star``, j = 1..n_monotone_checks, for the successful examples;
+        where one succeeds, lower ``hi`` (and ``x_best``, ``best_step``) in place to the smallest
+        such size. Returns the per-example flag: success is not monotone in eps."""
+        non_monotone = torch.zeros_like(ok)
+        active = torch.nonzero(ok).squeeze(1)
+        if active.numel() == 0 or self.n_monotone_checks == 0:
+            bar.update(self.n_monotone_checks)
+            return non_monotone
+        eps_star = hi[active].clone()
+        for j in range(self.n_monotone_checks, 0, -1):  # largest size first: the last success is the smallest
+            size = eps_star * (1.0 - 2.0 ** -j)
+            success, x_s, _, s_step = self._run(ctx, active, size, None)
+            won = active[success]
+            hi[won] = size[success]
+            non_monotone[won] = True
+            for mine, new in zip(x_best, x_s):
+                mine[won] = new[success]
+            best_step[won] = steps[won] + s_step[success]
+            steps[active] += self.n_iterations
+            bar.update(1)
+        return non_monotone
 
     def _weight_bisection(
         self, ctx: _Context, ok: Tensor, eps2: Tensor, x_best: Tensors, best_step: Tensor, steps: Tensor, bar: Any
@@ -325,8 +363,9 @@ class ISA(MapAttack):
             with torch.no_grad():
                 ctx.clean2 = self._two_class_maps(ctx, ctx.x0, all_idx, create_graph=False)
             steps = torch.zeros(b, dtype=torch.long, device=device)
-            with progress(1 + self.n_eps_rounds + self.n_weight_rounds, call.show_progress, "ISA") as bar:
-                ok, hi, x_best, best_step = self._eps_bisection(ctx, steps, bar)
+            total = 1 + self.n_eps_rounds + self.n_monotone_checks + self.n_weight_rounds
+            with progress(total, call.show_progress, "ISA") as bar:
+                ok, hi, x_best, best_step, non_monotone = self._eps_bisection(ctx, steps, bar)
                 eps_star = torch.where(ok, hi, torch.full_like(hi, float("inf")))
                 eps2 = torch.where(ok, self.eps_multiple * hi, torch.full_like(hi, float("nan")))
                 weight = self._weight_bisection(ctx, ok, eps2, x_best, best_step, steps, bar)
@@ -340,4 +379,5 @@ class ISA(MapAttack):
                 ISAResult, x_best, ctx.x0, ctx.is_tuple, accepted=ok, steps=steps, best_step=best_step,
                 predictions=pred, clean_predictions=ctx.pred0, eps_star=eps_star, eps=eps2, weight=weight,
                 discrepancy=torch.where(ok, discrepancy, nan), nds=torch.where(ok, nds, nan),
+                non_monotone=non_monotone,
             )

@@ -60,8 +60,9 @@ class PGD(Attack):
     (steps and random start: see the module docstring). Each example returns its best iterate
     over all restarts: a successful one (misclassified, or classified as the target) first,
     then the highest loss. ``perturb``'s ``target`` is the true label (``None``: the
-    prediction) or, targeted, the class to reach; the result's ``accepted`` (also ``success``)
-    says whether the attack succeeded, its ``loss`` is the loss ascended.
+    prediction) or, targeted, the class to reach; the result's ``succeeded`` (= ``accepted``,
+    also ``success``) says whether the attack succeeded, its ``loss`` is the loss ascended.
+    A restart's iterate whose logits are not all finite is never a success.
 
     Args:
         model (nn.Module or callable): the classifier (B x C logits).

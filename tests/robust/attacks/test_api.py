@@ -339,3 +339,21 @@ def test_attack_objectives_are_differentiated_correctly(kind):
     inp = x_start.detach().requires_grad_(True)
     (expected,) = torch.autograd.grad(objective(inp).sum(), inp)
     assert torch.allclose(grads[0], expected)
+
+
+# --------------------------------------------------------------------------- naming
+
+
+def test_result_aliases_follow_the_naming_rule(tiny):
+    model, x = tiny
+    cam = CAM(model, model.conv2, model.fc)
+    _, maps = TopKAttack(model, cam, k=3, eps=0.2, step_size=0.05, n_iterations=3).perturb(x)
+    assert maps.prediction_kept is maps.accepted
+    _, obj = AttributionPGD(model, lambda xa, x0, t, a: (xa - x0).sum((1, 2, 3)), eps=0.1, step_size=0.05,
+                            n_iterations=2).perturb(x)
+    assert obj.prediction_kept is obj.accepted
+    _, pgd = PGD(model, eps=0.3, step_size=0.1, n_iterations=3).perturb(x)
+    assert pgd.succeeded is pgd.accepted and pgd.success is pgd.accepted
+    target = (model(x).argmax(1) + 1) % 3
+    _, isa = ISA(model, cam, n_iterations=2, n_eps_rounds=1, n_weight_rounds=0).perturb(x, target=target)
+    assert isa.succeeded is isa.accepted and isa.non_monotone.dtype == torch.bool

@@ -126,3 +126,48 @@ def test_isa_errors():
         ISA(model, gradient_map, n_iterations=0)
     with pytest.raises(ValueError, match="target has 3 entries"):
         isa.perturb(x, target=[0, 1, 2])
+
+
+# --------------------------------------------------------------------------- success not monotone in eps
+
+
+class _WindowNet(torch.nn.Module):
+    """Two classes on one pixel, x0 = 0.5: the margin of class 1 is +1 where d = x - 0.5 lies in
+    [0.02, 0.03] or d >= 0.2, and -1 elsewhere; its gradient is +1 everywhere (a straight-through
+    value), so ISA's sign steps walk d = 0.25 eps, 0.5 eps, 0.75 eps, eps. Success at eps is thus
+    "one of those four points is in the success set": not monotone in eps."""
+
+    def forward(self, x):
+        d = x.flatten(1)[:, :1] - 0.5
+        value = torch.where(((d >= 0.02) & (d <= 0.03)) | (d >= 0.2), 1.0, -1.0)
+        margin = d + (value - d).detach()
+        return torch.cat([torch.zeros_like(margin), margin], dim=1)
+
+
+def _window_success(eps):
+    return any(0.02 <= c * eps <= 0.03 or c * eps >= 0.2 for c in (0.25, 0.5, 0.75, 1.0))
+
+
+def test_isa_reports_success_that_is_not_monotone_in_eps():
+    model = _WindowNet()
+    x = torch.full((1, 1, 1, 1), 0.5, dtype=torch.float64)
+    assert _window_success(0.1) and not _window_success(0.16) and _window_success(0.2)  # non-monotone
+    common = dict(eps_max=0.3, n_iterations=6, step_fraction=0.25, n_eps_rounds=8, n_weight_rounds=0, tau=0.5)
+    _, plain = ISA(model, lambda m, xs, t: xs * 1.0, n_monotone_checks=0, **common).perturb(x, target=1)
+    _, checked = ISA(model, lambda m, xs, t: xs * 1.0, **common).perturb(x, target=1)
+    # the bisection alone: 0.3 succeeds, 0.15 fails, then it closes in on the upper success region
+    assert bool(plain.succeeded.all()) and not bool(plain.non_monotone.any())
+    assert 0.2 <= float(plain.eps_star) <= 0.2 + 0.3 / 2 ** 8
+    # the checks find 0.5 * eps_star ~ 0.1 (its first point 0.025 lies in the lower window)
+    assert bool(checked.non_monotone.all())
+    assert float(checked.eps_star) < 0.12 and _window_success(float(checked.eps_star))
+    assert float(checked.norm) <= float(checked.eps_star) + 1e-12
+
+
+def test_isa_non_monotone_is_false_where_success_is_monotone():
+    x = torch.full((2, 1, 1, 1), 0.5, dtype=torch.float64)
+    # a plain threshold model: success iff eps >= 0.2
+    threshold = lambda xs: torch.cat([torch.zeros_like(xs.flatten(1)[:, :1]), (xs.flatten(1)[:, :1] - 0.5) * 10 - 2], 1)
+    _, result = ISA(threshold, lambda m, xs, t: xs * 1.0, eps_max=0.3, n_iterations=6, n_eps_rounds=6,
+                    n_weight_rounds=0, tau=0.01).perturb(x, target=1)
+    assert bool(result.succeeded.all()) and not bool(result.non_monotone.any())
