@@ -48,6 +48,16 @@ noise, one value per example (the average or typical case; the attacks of
 ``metric``. Computed on the inputs' device and in their dtype; model mode, parameters' ``.grad`` and
 ``requires_grad`` and the inputs are left as found.
 
+**Bad input and train mode** (issue 18). The model (``forward_func``, or the explainer's) runs in
+eval mode for the call, its mode restored afterwards: a model in training mode with BatchNorm or
+Dropout layers gets a warning, and its BatchNorm running statistics are not touched. Errors, never
+a NaN value: an empty batch (``ValueError`` "inputs must hold at least one example"), inputs on the
+``meta`` device, inputs whose dtype differs from the model's parameters (``TypeError``), NaN or inf
+in the model's outputs (where they are used: ``exclude_changed``, ROS, RRS) or in any map, clean or
+perturbed (``ValueError`` naming the explainer). A NaN *value* only ever means "undefined": a zero
+denominator, or every perturbation changed the prediction. Inputs created under
+``torch.inference_mode()`` are copied into normal tensors.
+
 **Defaults: this library (= Quantus 0.6) / Captum 0.9 / the papers.**
 
 * Max/Avg-Sensitivity: 200 samples of U[-0.2, 0.2] noise per element, L2 norms, divided by

@@ -18,13 +18,16 @@ import torch
 from torch import Tensor, nn
 
 from captum_robust._utils.layers import forward_with_layer
-from captum_robust._utils.state import preserved_model_state
+from captum_robust._utils.state import evaluation_mode
 from captum_robust._utils.validation import (
     InvalidParameterError,
     check_bool,
     check_choice,
     check_finite,
+    check_finite_outputs,
     check_float_inputs,
+    check_model_dtype,
+    check_nonempty_batch,
     check_generator,
     check_int,
     check_number,
@@ -177,7 +180,9 @@ class _Explainer:
                     f"(or a tuple of such), got {desc} at position {i}"
                 )
         # one flattened map per example: the parts of a tuple are concatenated (norms over all parts together)
-        return torch.cat([m.detach().reshape(b, -1) for m in maps], dim=1)
+        flat = torch.cat([m.detach().reshape(b, -1) for m in maps], dim=1)
+        check_finite_outputs(flat, f"the maps of the explainer ({self.name})")
+        return flat
 
 
 def _rows(value: Any, b: int, index: Tensor) -> Any:
@@ -262,7 +267,7 @@ def prepare(
     check_float_inputs(xs, is_tuple, "stability metrics perturb them")
     for i, x in enumerate(xs):
         check_finite(x, f"inputs[{i}]" if is_tuple else "inputs")
-    b = xs[0].shape[0]
+    b = check_nonempty_batch(xs, "inputs")
     n_samples = check_int(n_samples, "n_samples", 1)
     chunk = check_int(internal_batch_size, "internal_batch_size", 1, allow_none=True)
     norm = check_choice(norm, "norm", NORMS)
@@ -285,8 +290,10 @@ def prepare(
         )
     if layer is not None:
         check_submodule(model, layer, "layer")
+    check_model_dtype(model, xs, "inputs")
     return Setup(
-        explain=explain, xs=tuple(x.detach() for x in xs), is_tuple=is_tuple, target=_target(target, b, xs[0].device),
+        explain=explain, xs=tuple(x.detach().clone() if x.is_inference() else x.detach() for x in xs),
+        is_tuple=is_tuple, target=_target(target, b, xs[0].device),
         args=format_additional_args(additional_forward_args), n_samples=n_samples, chunk=chunk or n_samples * b,
         norm=norm, normalise=normalise_how if normalise else None, abs=abs, model=model, layer=layer, exclude=exclude,
         show_progress=show_progress, generator=generator, perturb_func=perturb_func, noise=noise, radius=radius,
@@ -316,8 +323,9 @@ def _pass(s: Setup, xs: Tuple[Tensor, ...], ex: Tensor, want_model: bool) -> Dic
                 out["L"] = rep.detach().reshape(rep.shape[0], -1)
             else:
                 h = s.model(*xs, *args)
-        h = h.detach()
-        out["h"] = h.reshape(h.shape[0], -1)
+        h = h.detach().reshape(h.shape[0], -1)
+        check_finite_outputs(h, "the model's outputs")
+        out["h"] = h
     return out
 
 
@@ -325,7 +333,7 @@ def run_metric(s: Setup, score: ScoreFn, reduce: str, metric: str, needs_model: 
     """Perturb, explain in chunks, score every (sample, example) pair and reduce (``"max"``/``"mean"``)."""
     b, n = s.xs[0].shape[0], s.n_samples
     want_model = needs_model or s.exclude
-    with preserved_model_state(s.model):
+    with evaluation_mode(s.model, who=metric):
         if s.perturb_func is not None:
             pert = user_perturbations(s.perturb_func, s.xs, s.is_tuple, n, s.generator)
         else:
