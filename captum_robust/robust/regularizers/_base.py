@@ -151,7 +151,8 @@ def fresh(tensor: Tensor) -> Tensor:
     return tensor.clone() if isinstance(tensor, Tensor) and tensor.is_inference() else tensor
 
 
-def check_target(target: Any, batch: int, device: torch.device, inputs_shape: Optional[Tuple[int, ...]] = None) -> Tensor:
+def check_target(target: Any, batch: int, device: torch.device,
+                 inputs_shape: Optional[Tuple[int, ...]] = None) -> Tensor:
     """The labels of a training batch: an integer tensor of shape ``(batch,)`` (or a list of ints).
     ``inputs_shape`` (the inputs' shape) makes the length error say what the inputs look like."""
     if isinstance(target, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in target):

@@ -76,7 +76,8 @@ class IntAdv(_IntTerm):
     def __init__(self, model: nn.Module, layer: Optional[nn.Module] = None, classifier: Optional[nn.Linear] = None, *,
                  interpreter: Any = None, interpreter_kwargs: Optional[Mapping[str, Any]] = None, eps: EpsType = 0.3,
                  gamma: Optional[float] = None, convention: str = "paper", step_size: float = 0.01,
-                 n_iterations: int = 40, norm: str = "linf", random_start: Union[bool, str] = True, auto_step: bool = True,
+                 n_iterations: int = 40, norm: str = "linf", random_start: Union[bool, str] = True,
+                 auto_step: bool = True,
                  eval_mode: bool = True, generator: Optional[torch.Generator] = None, clip_min: BoundType = 0.0,
                  clip_max: BoundType = 1.0, inner: str = "joint") -> None:
         if inner not in ("joint", "discrepancy"):
