@@ -104,14 +104,5 @@ class AttackTerm(RobustTerm):
         """:class:`~captum_robust.robust.attacks.AttributionPGD` with these settings on the
         unwrapped module, ascending ``objective(x_adv, x, target, args) -> (B,)``, in the
         regularizer's ``eval_mode``; ``kwargs`` add its other arguments (``keep_best``...)."""
-        settings = self._attack_settings()
-        try:
-            return AttributionPGD(self.module, objective, eps, self.step_size, self.n_iterations,
-                                  eval_mode=self.eval_mode, **settings, **kwargs)
-        except TypeError:
-            if settings["random_start"] != "always":
-                raise
-            # an AttributionPGD whose random_start is a bool: True is "always" there
-            settings["random_start"] = True
-            return AttributionPGD(self.module, objective, eps, self.step_size, self.n_iterations,
-                                  eval_mode=self.eval_mode, **settings, **kwargs)
+        return AttributionPGD(self.module, objective, eps, self.step_size, self.n_iterations, eval_mode=self.eval_mode,
+                              **self._attack_settings(), **kwargs)
