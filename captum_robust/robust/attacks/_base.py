@@ -263,6 +263,11 @@ class Attack:
         """The models the attack runs (for the dtype check): ``model`` and ``surrogate``."""
         return tuple(m for m in (getattr(self, "model", None), getattr(self, "surrogate", None)) if m is not None)
 
+    def _check_dtypes(self, xs: Sequence[Tensor]) -> None:
+        """``TypeError`` where floating-point inputs and a model's parameters differ in dtype."""
+        for model in self._models():
+            check_model_dtype(model, xs, "inputs")
+
     def _perturb(self, call: AttackCall) -> Tuple[TensorOrTuple, Any]:
         """The checks every attack shares, once, before its ``_attack`` hook: a non-empty batch
         of finite floating-point inputs on a real device, in the dtype of the model's
@@ -271,8 +276,7 @@ class Attack:
         is_tuple, xs = format_inputs(call.inputs)
         batch = check_nonempty_batch(xs, "inputs")
         check_float_inputs(xs, is_tuple, "attacks need gradients")
-        for model in self._models():
-            check_model_dtype(model, xs, "inputs")
+        self._check_dtypes(xs)
         args = format_additional_args(call.additional_forward_args)
         check_args(args, batch)
         if any(isinstance(v, Tensor) and v.is_inference() for v in (*xs, *args)):

@@ -125,6 +125,7 @@ class MapAttack(Attack):
         """
         with attack_mode(self.model, self.surrogate):
             clean = clean_batch(inputs, additional_forward_args)
+            self._check_dtypes(clean.xs)
             _, _, tgt = clean_predictions(self.model, clean, target)
             maps = self.adapter.maps(clean.xs, clean.is_tuple, tgt, clean.args, create_graph=False)
         return maps if isinstance(maps, tuple) and len(maps) > 1 else maps[0]
@@ -154,6 +155,7 @@ class MapAttack(Attack):
         """
         with attack_mode(self.model, self.surrogate):
             clean_inputs = clean_batch(inputs, additional_forward_args)
+            self._check_dtypes(clean_inputs.xs)
             is_tuple, xs, args = clean_inputs.is_tuple, clean_inputs.xs, clean_inputs.args
             _, _, tgt = clean_predictions(self.model, clean_inputs, target)
             adv_tuple, xs_adv = format_inputs(inputs_adv, "inputs_adv")

@@ -248,3 +248,15 @@ def test_train_mode_batchnorm_dropout_model_is_left_bit_identical(name):
     for k, v in model.named_buffers():
         assert torch.equal(v, buffers[k]), k
     assert torch.equal(torch.get_rng_state(), rng)  # no Dropout draw from the global generator
+
+
+@pytest.mark.parametrize("method", ["attribution_maps", "similarity"])
+def test_map_attack_helpers_check_too(method):
+    model, x = _setup()
+    attack = _make("TopKAttack", model)
+    args = (x.double(),) if method == "attribution_maps" else (x.double(), x.double())
+    with pytest.raises(TypeError, match="inputs are torch.float64 but the model's parameters are torch.float32"):
+        getattr(attack, method)(*args)
+    args = (x[:0],) if method == "attribution_maps" else (x[:0], x[:0])
+    with pytest.raises(ValueError, match="inputs must hold at least one example, got a batch of 0"):
+        getattr(attack, method)(*args)
