@@ -6,8 +6,9 @@ eval mode for the call, with a warning when that changes BatchNorm or Dropout la
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import warnings
-from typing import Any, Iterator, List, Optional
+from typing import Any, ContextManager, Iterator, List, Optional
 
 from torch import nn
 
@@ -72,3 +73,30 @@ def evaluation_mode(model: Any, who: str = "the call", warn: bool = True) -> Ite
         warn_train_mode(model, who, stacklevel=4)
     with preserved_model_state(model, train=False):
         yield
+
+
+_KEEP_MODE: "contextvars.ContextVar[bool]" = contextvars.ContextVar("captum_robust_keep_model_mode", default=False)
+
+
+@contextlib.contextmanager
+def keep_model_mode() -> Iterator[None]:
+    """Attribution calls inside this block run the model in the mode it is in: no switch to eval
+    mode and no warning (the model's flags, ``.grad`` and ``requires_grad`` are still restored).
+
+    For training terms that ask for batch statistics on purpose (the regularizers'
+    ``eval_mode=False``, which also protect the BatchNorm buffers themselves); every other
+    caller gets the library's policy (:func:`captum_robust._utils.state.evaluation_mode`).
+    """
+    token = _KEEP_MODE.set(True)
+    try:
+        yield
+    finally:
+        _KEEP_MODE.reset(token)
+
+
+def call_mode(model: Any, who: str) -> ContextManager[None]:
+    """The train-mode policy of one public attribution call: eval mode for the call with a
+    warning when that changes BatchNorm/Dropout layers, unless inside :func:`keep_model_mode`."""
+    if _KEEP_MODE.get():
+        return preserved_model_state(model)
+    return evaluation_mode(model, who=who)

@@ -20,13 +20,12 @@ go wrong) inside the model's first convolution into one clear ``ValueError``.
 from __future__ import annotations
 
 import contextlib
-import contextvars
-from typing import Any, ContextManager, Iterator, Sequence, Tuple
+from typing import Any, Iterator, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
 
-from captum_robust._utils.state import evaluation_mode, preserved_model_state
+from captum_robust._utils.state import call_mode, keep_model_mode  # noqa: F401  (re-exported for the attr modules)
 from captum_robust._utils.validation import (
     check_finite_outputs,
     check_forward_args_batch,
@@ -37,33 +36,6 @@ from captum_robust._utils.validation import (
 )
 
 __all__ = ["keep_model_mode", "call_mode", "prepare_inputs", "normal_tensors", "input_shape_guard", "check_output_rows", "check_finite_copies"]
-
-
-_KEEP_MODE: "contextvars.ContextVar[bool]" = contextvars.ContextVar("captum_robust_keep_model_mode", default=False)
-
-
-@contextlib.contextmanager
-def keep_model_mode() -> Iterator[None]:
-    """Attribution calls inside this block run the model in the mode it is in: no switch to eval
-    mode and no warning (the model's flags, ``.grad`` and ``requires_grad`` are still restored).
-
-    For training terms that ask for batch statistics on purpose (the regularizers'
-    ``eval_mode=False``, which also protect the BatchNorm buffers themselves); every other
-    caller gets the library's policy (:func:`captum_robust._utils.state.evaluation_mode`).
-    """
-    token = _KEEP_MODE.set(True)
-    try:
-        yield
-    finally:
-        _KEEP_MODE.reset(token)
-
-
-def call_mode(model: Any, who: str) -> ContextManager[None]:
-    """The train-mode policy of one public attribution call: eval mode for the call with a
-    warning when that changes BatchNorm/Dropout layers, unless inside :func:`keep_model_mode`."""
-    if _KEEP_MODE.get():
-        return preserved_model_state(model)
-    return evaluation_mode(model, who=who)
 
 
 def normal_tensors(tensors: Sequence[Tensor]) -> Tuple[Tensor, ...]:

@@ -9,7 +9,7 @@ from typing import Any, Dict, Iterator, Optional, Tuple, Union
 import torch
 from torch import Tensor, nn
 
-from captum_robust._utils.state import preserved_model_state
+from captum_robust._utils.state import keep_model_mode, preserved_model_state
 from captum_robust._utils.validation import (
     check_bool,
     check_finite,
@@ -399,7 +399,9 @@ class RobustTerm(nn.Module):
             with preserved_model_state(self.module, train=False):
                 yield
         else:
-            with preserved_model_state(self.module), unchanged_buffers(self.module):
+            # keep_model_mode: the attributions inside keep the user's train mode instead of the
+            # library's eval-mode policy (batch statistics on purpose; the buffers are protected here)
+            with preserved_model_state(self.module), unchanged_buffers(self.module), keep_model_mode():
                 yield
 
     #: rows of the batch the model is probed on before the term runs (None: all of them, which also
