@@ -133,7 +133,7 @@ class ISAResult(AttackResult):
             and the returned input's maps of the two classes (NaN where the attack failed).
         nds (Tensor): the normalized discrepancy score of the same two maps (Boopathy App. B).
         non_monotone (Tensor): bool, True where a size *below* the first bisection's answer also
-            succeeded (``n_monotone_checks``): success is not monotone in :math:`\epsilon` for
+            succeeded (``n_monotone_checks``): success is not monotone in :math:`\\epsilon` for
             that example, so the bisection's answer was not the smallest; ``eps_star`` is then
             the smallest successful size found, which may still not be the smallest. False
             where no checked size succeeded (or the attack failed).
