@@ -33,8 +33,12 @@ Usage::
     captum-robust demo --quick --no-progress      # a few seconds
     captum-robust demo --help
 
+Every subcommand writes its files to a staging folder and moves them into ``--out`` when the
+run has finished: Ctrl-C (exit status 130, one line) or an error leaves nothing behind, and an
+``--out`` holding an earlier run's files is refused unless ``--overwrite``.
+
 From Python, :func:`main` takes the argument list and returns the exit status (0 on
-success, 2 for bad arguments or an unusable output folder) instead of exiting::
+success, 2 for bad input, 130 if interrupted) instead of exiting::
 
     >>> from captum_robust.cli import main
     >>> main(["demo", "--quick", "--out", "demo_out"])  # doctest: +SKIP
@@ -124,8 +128,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             ``sys.argv[1:]``.
 
     Returns:
-        int: 0 on success (also for ``--help`` / ``--version``), 2 for bad arguments or an
-        unusable output path (a one-line message on stderr, no traceback), 130 if interrupted.
+        int: 0 on success (also for ``--help`` / ``--version``), 2 for bad input -- arguments,
+        files, an unusable or already used ``--out``, a model or data that cannot work (a one-line
+        message on stderr, no traceback) -- and 130 if interrupted (one line; what the run
+        created is removed).
 
     Example:
         >>> from captum_robust.cli import main

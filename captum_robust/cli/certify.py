@@ -104,8 +104,12 @@ def _certify_batches(args: argparse.Namespace, ctx: Any, device: torch.device, r
             target = pred if args.target == "prediction" else yb
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                maps, cert = certifier.attribute(xb, target=target, generator=generator,
-                                                 internal_batch_size=args.internal_batch_size)
+                try:
+                    maps, cert = certifier.attribute(xb, target=target, generator=generator,
+                                                     internal_batch_size=args.internal_batch_size)
+                except (ValueError, TypeError) as exc:  # the library's one-line errors (e.g. NaN gradients)
+                    raise UsageError(f"certifying examples {idx.start}..{idx.stop - 1} failed: "
+                                     f"{str(exc).strip().splitlines()[0]}") from None
             notes += [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
             diagnoses.append((b, cert.diagnose(maps, min_overlap=m)))  # why a radius is 0, what would help
             radius = certified_radius(maps, cert.k, m, cert.sigma, cert.margin).cpu()

@@ -94,6 +94,29 @@ def test_overflowing_logits_exit_two(folder):
     assert not Path("never").exists() and _leftovers(folder) == []
 
 
+NAN_GRADIENT_FACTORY = FACTORY + """
+
+class NanGradient(nn.Module):
+    # finite outputs, NaN input gradients: d sqrt(u) / du is inf at u = 0, times d(x - x)/dx = 0
+    def __init__(self):
+        super().__init__()
+        self.net = make()
+
+    def forward(self, x):
+        return self.net(x) + 0 * (x - x).sqrt().sum(dim=(1, 2, 3))[:, None]
+"""
+
+
+def test_library_errors_during_the_run_are_one_line(folder):
+    (folder / "nan_net.py").write_text(NAN_GRADIENT_FACTORY)
+    torch.save({f"net.{k}": v for k, v in torch.load("w.pt", weights_only=True).items()}, "wn.pt")
+    code, _, stderr = _run(["certify", "--model", "nan_net:NanGradient", "--weights", "wn.pt", *CERTIFY[5:],
+                            "--out", "out"])
+    assert code == 2
+    _one_error_line(stderr, "certifying examples 0..1 failed:", "NaN")
+    assert not (folder / "out").exists() and _leftovers(folder) == []
+
+
 def test_uint64_labels_above_int64_exit_two(folder):
     x = np.random.default_rng(0).integers(0, 256, size=(4, 8, 8), dtype=np.uint8)
     np.savez("u64.npz", x=x, y=np.array([1, 2**64 - 1, 3, 4], dtype=np.uint64))
