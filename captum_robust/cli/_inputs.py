@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
+from captum_robust._utils.validation import check_model_dtype
 from captum_robust.cli import _types
 from captum_robust.cli._defaults import IMAGE_SIZE, TEST_FRACTION
 from captum_robust.cli._runtime import UsageError
@@ -269,6 +270,14 @@ def prepare_run(args: argparse.Namespace, device: torch.device) -> UserRun:
         raise UsageError(f"--examples {args.examples} is larger than the test set ({len(y_all)} images)")
     x, y = x_all[: args.examples], y_all[: args.examples]
     first = x[: min(len(x), getattr(args, "batch_size", 1))]  # the first batch
+    try:
+        check_model_dtype(model, (first,), name="images")
+    except TypeError:
+        dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
+        raise UsageError(
+            f"--model {args.model!r} has {dtype} parameters but the images of --data are {first.dtype}: make the "
+            f"factory return a {str(first.dtype).replace('torch.', '')} model (e.g. return model.float())"
+        ) from None
     try:
         with torch.no_grad():
             logits = model(first.to(device))

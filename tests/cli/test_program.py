@@ -117,6 +117,14 @@ def test_library_errors_during_the_run_are_one_line(folder):
     assert not (folder / "out").exists() and _leftovers(folder) == []
 
 
+def test_model_of_another_dtype_exits_two(folder):
+    (folder / "double_net.py").write_text(FACTORY + "\n\ndef make64():\n    return make().double()\n")
+    code, _, stderr = _run(["certify", "--model", "double_net:make64", *CERTIFY[3:], "--out", "out"])
+    assert code == 2
+    _one_error_line(stderr, "--model 'double_net:make64' has torch.float64 parameters",
+                    "images of --data are torch.float32", "model.float()")
+
+
 def test_uint64_labels_above_int64_exit_two(folder):
     x = np.random.default_rng(0).integers(0, 256, size=(4, 8, 8), dtype=np.uint8)
     np.savez("u64.npz", x=x, y=np.array([1, 2**64 - 1, 3, 4], dtype=np.uint64))
