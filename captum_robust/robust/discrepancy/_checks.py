@@ -13,6 +13,8 @@ from typing import Any, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
+from captum_robust._utils.validation import check_nonempty_batch
+
 ClassesType = Union[None, int, Sequence[int], Sequence[Sequence[int]], Tensor]
 
 
@@ -25,6 +27,9 @@ def check_maps(maps: Any, name: str, min_dim: int = 2, floating: bool = True) ->
             f"{name} must be batched with at least {min_dim} dimensions (B x ...), got shape {tuple(maps.shape)}; "
             "add a batch dimension with maps[None] for a single map"
         )
+    check_nonempty_batch((maps,), name)  # the one empty-batch rule of the library, also for the measures
+    if maps.device.type == "meta":
+        raise ValueError(f"{name} are on the meta device (shapes without data): move them to a real device first")
     if maps.is_complex() or maps.dtype == torch.bool:
         raise TypeError(f"{name} must hold real numbers, got dtype {maps.dtype}")
     if floating and not maps.is_floating_point():

@@ -48,7 +48,7 @@ def center_of_mass(maps: Tensor) -> Tensor:
                 f"maps must be non-negative for a center of mass, got a minimum of {float(maps.min()):.6g}; "
                 "take the absolute value first (prepare_maps(..., absolute=True))"
             )
-    mass = maps.reshape(maps.shape[0], -1).sum(dim=1)
+    mass = maps.flatten(1).sum(dim=1)
     dims = list(range(1, maps.dim()))
     coords = []
     for d in dims:

@@ -27,7 +27,7 @@ MEASURES = ("topk", "kendall", "spearman", "center_dislocation", "l1", "l2")
 
 def _lp_distance(p: int) -> MeasureFn:
     def distance(maps_a: Tensor, maps_b: Tensor) -> Tensor:
-        return torch.linalg.vector_norm((maps_a - maps_b).reshape(maps_a.shape[0], -1), ord=p, dim=1)
+        return torch.linalg.vector_norm((maps_a - maps_b).flatten(1), ord=p, dim=1)
 
     distance.__name__ = f"l{p}"
     return distance

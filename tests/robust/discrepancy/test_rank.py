@@ -187,8 +187,11 @@ def test_mixed_dtypes_and_empty_batch():
     torch.testing.assert_close(kendall_tau(a, b), torch.tensor([1.0 / 3.0], dtype=torch.float64))
     big = torch.tensor([[2**24, 2**24 + 1, 3]])  # distinct as integers, tied in float32
     torch.testing.assert_close(kendall_tau(big, torch.tensor([[1.0, 2.0, 0.0]])), torch.tensor([1.0]))
-    assert kendall_tau(torch.empty(0, 5), torch.empty(0, 5)).shape == (0,)
-    assert spearman(torch.empty(0, 5), torch.empty(0, 5)).shape == (0,)
+    # the library's one empty-batch rule (issue 18): a clear error, as every entry point gives
+    with pytest.raises(ValueError, match="maps_a must hold at least one example, got a batch of 0"):
+        kendall_tau(torch.empty(0, 5), torch.empty(0, 5))
+    with pytest.raises(ValueError, match="maps_a must hold at least one example, got a batch of 0"):
+        spearman(torch.empty(0, 5), torch.empty(0, 5))
 
 
 # --------------------------------------------------------------------------- invariances
