@@ -18,7 +18,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 import torch
 from torch import Tensor
 
-from captum_robust._utils.validation import check_bool, check_int, check_kwargs
+from captum_robust._utils.validation import check_bool, check_finite_outputs, check_int, check_kwargs
+from captum_robust._utils.validation import classification_outputs
 from captum_robust.robust.attacks import PGD
 from captum_robust.robust.attacks._adapter import AttributionAdapter, apply_preparation, make_preparation
 from captum_robust.robust.attacks._base import attack_mode
@@ -498,7 +499,9 @@ class _Run:
     def _predict(self, x: Tensor) -> Tensor:
         with attack_mode(self.model):
             with torch.no_grad():
-                return self.model(x).argmax(dim=1)
+                logits = classification_outputs(self.model(x))
+        check_finite_outputs(logits)  # argmax of NaN is 0: it would count as a prediction
+        return logits.argmax(dim=1)
 
     def evaluate_batch(self, x: Tensor, y: Tensor, records: _Records) -> _BatchResult:
         """Attack the correctly classified examples of ``(x, y)``, measure their maps, run PGD."""

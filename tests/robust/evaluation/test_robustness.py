@@ -332,3 +332,14 @@ def test_stability_kwargs_are_checked(setup):
                                stability_kwargs={"generator": None})
     with pytest.raises(KeyError, match="no measure 'spearman'"):
         attribution_robustness(model, cam, attack, (x[:4], y[:4]), measures=("kendall",), pgd=None).measure("spearman")
+
+
+def test_nan_model_is_an_error_not_a_zero_accuracy(setup):
+    """argmax of NaN logits is class 0: without the check every example with label != 0 would count
+    as misclassified and the report would show a clean accuracy, silently."""
+    model, cam, x, y, _ = setup
+    with torch.no_grad():
+        model.classifier.bias.fill_(float("nan"))
+    keep = y != 0
+    with pytest.raises(ValueError, match="the model's outputs contain NaN or inf"):
+        attribution_robustness(model, cam, AAI(model, cam, n_iterations=1), (x[keep], y[keep]), pgd=None)
