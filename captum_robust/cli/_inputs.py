@@ -10,7 +10,7 @@ import json
 import os
 import pickle
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -23,10 +23,10 @@ from captum_robust.cli._runtime import UsageError
 
 __all__ = [
     "DATA_KINDS", "UserRun", "add_model_options", "build_model", "load_weights", "check_logits", "load_test_data",
-    "prepare_run",
+    "prepare_run", "LogitsOf", "first_conv_channels",
 ]
 
-DATA_KINDS = ("digits", "mnist", "fashion-mnist", "cifar10", "npz")
+DATA_KINDS = ("digits", "mnist", "fashion-mnist", "cifar10", "npz", "folder")
 
 
 def add_model_options(p: argparse.ArgumentParser, examples: int) -> None:
@@ -37,8 +37,8 @@ def add_model_options(p: argparse.ArgumentParser, examples: int) -> None:
         help=(
             "the model factory, e.g. mypackage.nets:make_model or mymodule:Net: MODULE is imported (the current "
             "directory is searched too) and FACTORY is called with no arguments (or --model-kwargs); it must return "
-            "a torch.nn.Module that maps images in [0, 1] (N x C x H x W) to class logits (put any input "
-            "normalization inside the model)"
+            "a torch.nn.Module that maps images (N x C x H x W; pixels in [0, 1], or normalised by --normalize) "
+            "to class logits, a tensor or an output with .logits (Hugging Face models)"
         ),
     )
     g.add_argument("--weights", required=True, metavar="FILE",
@@ -52,12 +52,29 @@ def add_model_options(p: argparse.ArgumentParser, examples: int) -> None:
             "the test images: digits (scikit-learn's digits, the demo's test split: 360 images), mnist:DIR, "
             "fashion-mnist:DIR (IDX files t10k-*), cifar10:DIR (binary test_batch.bin) or npz:FILE (arrays 'x' "
             "N x C x H x W or N x H x W, float in [0, 1] or uint8, and 'y' int labels; see "
-            "captum_robust.data.load_npz) (default: digits)"
+            "captum_robust.data.load_npz) or folder:DIR (PNG/JPEG images in class sub-folders DIR/<class>/, classes in "
+            "sorted order; captum_robust.data.load_image_folder) (default: digits)"
         ),
     )
     g.add_argument("--image-size", type=_types.positive_int, default=None, metavar="PX",
-                   help="side of the digits images: 28 (default, upsampled like MNIST) or 8 (the original pixels); "
-                        "only with --data digits")
+                   help="--data digits: the side, 28 (default, upsampled like MNIST) or 8 (the original pixels); "
+                        "--data folder: resize the shorter side of every image to PX (bilinear; default: keep the "
+                        "files' sizes)")
+    g.add_argument("--center-crop", nargs="?", const=True, default=False, type=_types.positive_int, metavar="PX",
+                   help="--data folder: keep the central square, PX x PX or --image-size x --image-size when PX is "
+                        "omitted (e.g. --image-size 256 --center-crop 224)")
+    g.add_argument("--channels", type=int, choices=(1, 3), default=None,
+                   help="--data folder: read the images as grey-scale (1) or RGB (3) (default: the in_channels of "
+                        "the model's first convolution, else 1 when every image is grey-scale)")
+    g.add_argument(
+        "--normalize", type=_types.mean_std, default=None, metavar="MEAN:STD",
+        help=(
+            "the model expects (x - MEAN) / STD per channel: MEAN and STD are comma-separated per-channel values, "
+            "e.g. 0.485,0.456,0.406:0.229,0.224,0.225, or imagenet for those; the CLI normalises inside a wrapper "
+            "(captum_robust.data.Normalize) so attacks, --eps, --rho, --sigma and the reported radii stay in "
+            "pixels in [0, 1] (default: no normalisation)"
+        ),
+    )
     g.add_argument("--examples", type=_types.positive_int, default=examples, metavar="N",
                    help=f"evaluate the first N test images (default: {examples})")
 
@@ -182,7 +199,8 @@ def check_logits(logits: torch.Tensor, args: argparse.Namespace, first: int = 0)
         raise UsageError(f"--weights '{args.weights}': {exc}") from None
 
 
-def load_test_data(spec: str, image_size: Optional[int]) -> Tuple[Any, str]:
+def load_test_data(spec: str, image_size: Optional[int], center_crop: Any = False,
+                   channels: Optional[int] = None) -> Tuple[Any, str]:
     """``--data`` -> (TensorDataset of the test split, description)."""
     from captum_robust import data as cdata
 
@@ -190,9 +208,12 @@ def load_test_data(spec: str, image_size: Optional[int]) -> Tuple[Any, str]:
     kind = kind.strip().lower()
     if kind not in DATA_KINDS:
         raise UsageError(f"--data {spec!r}: unknown data set {kind!r}; expected one of "
-                         "digits, mnist:DIR, fashion-mnist:DIR, cifar10:DIR, npz:FILE")
-    if kind != "digits" and image_size is not None:
-        raise UsageError(f"--image-size applies to --data digits only, not to {kind}")
+                         "digits, mnist:DIR, fashion-mnist:DIR, cifar10:DIR, npz:FILE, folder:DIR")
+    if kind not in ("digits", "folder") and image_size is not None:
+        raise UsageError(f"--image-size applies to --data digits and folder:DIR only, not to {kind}")
+    if kind != "folder" and (center_crop is not False or channels is not None):
+        raise UsageError(f"--{'center-crop' if center_crop is not False else 'channels'} applies to --data "
+                         f"folder:DIR only, not to {kind}")
     if kind == "digits":
         if sep:
             raise UsageError(f"--data {spec!r}: digits is embedded and takes no path; use --data digits")
@@ -203,6 +224,15 @@ def load_test_data(spec: str, image_size: Optional[int]) -> Tuple[Any, str]:
     if not sep or not location:
         what = "FILE" if kind == "npz" else "DIR"
         raise UsageError(f"--data {spec!r}: {kind} needs a location, e.g. --data {kind}:{what}")
+    if kind == "folder":
+        try:
+            ds = cdata.load_image_folder(location, size=image_size, center_crop=center_crop, channels=channels)
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"--data {spec!r}: {str(exc).splitlines()[0]}") from None
+        c, h, w = ds.tensors[0].shape[1:]
+        names = ", ".join(ds.classes[:6]) + (", ..." if len(ds.classes) > 6 else "")
+        return ds, (f"images in '{location}' ({len(ds.classes)} classes: {names}; {c} x {h} x {w}, "
+                    f"{len(ds.tensors[1])} images)")
     try:
         if kind == "npz":
             return cdata.load_npz(location), f"'{location}' (npz)"
@@ -216,12 +246,14 @@ def load_test_data(spec: str, image_size: Optional[int]) -> Tuple[Any, str]:
 class UserRun:
     """The user's model (in eval mode, on the device) and the first ``--examples`` test images."""
 
-    model: torch.nn.Module
+    model: torch.nn.Module  # what the library runs: the user's model, wrapped for --normalize / .logits
     x: torch.Tensor
     y: torch.Tensor
     data: str  # the data set in words
     n_classes: int
     n_params: int
+    user_model: Optional[torch.nn.Module] = None  # the factory's module (--layer names are its submodules)
+    notes: List[str] = field(default_factory=list)  # how the model is wrapped, in words
 
     def print_summary(self, args: argparse.Namespace, ctx: Any) -> None:
         """Print the model and the data (on rank 0)."""
@@ -229,6 +261,8 @@ class UserRun:
               f"{self.n_classes} classes)")
         over = f" over {ctx.world_size} processes" if ctx.distributed else ""
         print(f"data: {self.data}; {len(self.y)} examples{over}")
+        for note in self.notes:
+            print(f"input: {note}")
 
     def report_head(self, command: str, args: argparse.Namespace, settings: Dict[str, Any], in_brackets: str = "",
                     after: str = "") -> List[str]:
@@ -245,6 +279,7 @@ class UserRun:
             f"- model: `{args.model}`{kwargs}, weights `{args.weights}` "
             f"({self.n_params:,} parameters{in_brackets}){after}",
             f"- data: {self.data}; the first {settings['examples']} images",
+            *[f"- input: {note}" for note in self.notes],
         ]
 
     def settings(self, args: argparse.Namespace, ctx: Any, device: torch.device, **method: Any) -> Dict[str, Any]:
@@ -254,47 +289,114 @@ class UserRun:
 
         return {
             "model": args.model, "model_kwargs": args.model_kwargs, "weights": args.weights, "data": args.data,
-            "data_description": self.data, "examples": len(self.y), **method, "batch_size": args.batch_size,
+            "data_description": self.data, "examples": len(self.y),
+            "normalize": None if getattr(args, "normalize", None) is None else
+            {"mean": list(args.normalize[0]), "std": list(args.normalize[1])}, **method, "batch_size": args.batch_size,
             "seed": args.seed, "device": str(device), "world_size": ctx.world_size, "version": __version__,
         }
 
 
+class LogitsOf(torch.nn.Module):
+    """``model(x).logits`` (or ``["logits"]``): a model with a structured output (a Hugging Face
+    ``ImageClassifierOutput``, a dict) as a module returning the logits tensor. The user's model
+    is ``self.model``: its layers stay the same objects."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _logits_of(self.model(x))
+
+
+def _logits_of(out: Any) -> Any:
+    if isinstance(out, torch.Tensor):
+        return out
+    logits = out.get("logits") if isinstance(out, dict) else getattr(out, "logits", None)
+    return logits if isinstance(logits, torch.Tensor) else out
+
+
+def first_conv_channels(model: torch.nn.Module) -> Optional[int]:
+    """``in_channels`` of the model's first ``nn.Conv2d`` when it is 1 or 3 (else None)."""
+    conv = next((m for m in model.modules() if isinstance(m, torch.nn.Conv2d)), None)
+    return conv.in_channels if conv is not None and conv.in_channels in (1, 3) else None
+
+
+def _wrap(model: torch.nn.Module, outputs: Any, args: argparse.Namespace, channels: int) -> Tuple[torch.nn.Module, List[str]]:
+    """The module the library runs: ``LogitsOf`` when the outputs are structured, ``Normalize``
+    for --normalize (outermost, so attacks and certificates see pixels)."""
+    from captum_robust.data import Normalize
+
+    notes = []
+    if not isinstance(outputs, torch.Tensor) and isinstance(_logits_of(outputs), torch.Tensor):
+        model = LogitsOf(model)
+        notes.append(f"the model returns a {type(outputs).__name__}; its .logits are the class scores")
+    if args.normalize is not None:
+        mean, std = args.normalize
+        if len(mean) not in (1, channels):
+            raise UsageError(f"--normalize has {len(mean)} per-channel values but the images have {channels} "
+                             f"channel(s); give {channels} means and {channels} standard deviations")
+        model = Normalize(model, mean, std)
+        notes.append(f"the model sees (x - mean) / std per channel, mean {', '.join(f'{v:g}' for v in mean)}, std "
+                     f"{', '.join(f'{v:g}' for v in std)}; attacks, radii and noise are in pixels in [0, 1]")
+    return model, notes
+
+
 def prepare_run(args: argparse.Namespace, device: torch.device) -> UserRun:
-    """Model (eval, on device), the first --examples test images and labels, checked against each other."""
-    model = build_model(args.model, args.model_kwargs)
-    load_weights(model, args.weights)
-    model = model.to(device).eval()
-    dataset, data_desc = load_test_data(args.data, args.image_size)
+    """Model (eval, on device, wrapped for --normalize and structured outputs), the first --examples
+    test images and labels, checked against each other."""
+    user_model = build_model(args.model, args.model_kwargs)
+    load_weights(user_model, args.weights)
+    user_model = user_model.to(device).eval()
+    channels = getattr(args, "channels", None)
+    if channels is None and args.data.strip().lower().startswith("folder"):
+        channels = first_conv_channels(user_model)
+    dataset, data_desc = load_test_data(args.data, args.image_size, getattr(args, "center_crop", False), channels)
     x_all, y_all = dataset.tensors[0], dataset.tensors[1]
     if args.examples > len(y_all):
         raise UsageError(f"--examples {args.examples} is larger than the test set ({len(y_all)} images)")
     x, y = x_all[: args.examples], y_all[: args.examples]
     first = x[: min(len(x), getattr(args, "batch_size", 1))]  # the first batch
     try:
-        check_model_dtype(model, (first,), name="images")
+        check_model_dtype(user_model, (first,), name="images")
     except TypeError:
-        dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
+        dtype = next(p.dtype for p in user_model.parameters() if p.is_floating_point())
         raise UsageError(
             f"--model {args.model!r} has {dtype} parameters but the images of --data are {first.dtype}: make the "
             f"factory return a {str(first.dtype).replace('torch.', '')} model (e.g. return model.float())"
         ) from None
+    normalize = getattr(args, "normalize", None)
+    if normalize is not None and len(normalize[0]) not in (1, x.shape[1]):
+        raise UsageError(f"--normalize has {len(normalize[0])} per-channel values but the images of --data have "
+                         f"{x.shape[1]} channel(s); give {x.shape[1]} means and {x.shape[1]} standard deviations")
     try:
         with torch.no_grad():
-            logits = model(first.to(device))
+            probe = user_model
+            if normalize is not None:
+                from captum_robust.data import Normalize
+
+                probe = Normalize(user_model, *normalize).to(device)
+            outputs = probe(first.to(device))
     except Exception as exc:
         hint = " (for a model of 8x8 digits pass --image-size 8)" if args.data.strip().lower() == "digits" else ""
         raise UsageError(
             f"the model fails on an input of shape {tuple(x[:1].shape)} from --data {args.data!r}: "
             f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}{hint}"
         ) from None
+    logits = _logits_of(outputs)
     if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != len(first):
         shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-        raise UsageError(f"the model must return class logits of shape N x classes, got {shape} for "
-                         f"{len(first)} image(s)")
+        raise UsageError(f"the model must return class logits of shape N x classes (a tensor, or an output with "
+                         f".logits), got {shape} for {len(first)} image(s)")
+    if not hasattr(args, "normalize"):
+        args.normalize = None
+    model, notes = _wrap(user_model, outputs, args, x.shape[1])
+    model = model.to(device).eval()
     check_logits(logits, args)
     n_classes = logits.shape[1]
     if int(y.max()) >= n_classes or int(y.min()) < 0:
         bad = int(y.max()) if int(y.max()) >= n_classes else int(y.min())
         raise UsageError(f"the data has label {bad} but the model returns class scores for 0..{n_classes - 1}")
-    n_params = sum(p.numel() for p in model.parameters())
-    return UserRun(model=model, x=x, y=y, data=data_desc, n_classes=n_classes, n_params=n_params)
+    n_params = sum(p.numel() for p in user_model.parameters())
+    return UserRun(model=model, x=x, y=y, data=data_desc, n_classes=n_classes, n_params=n_params,
+                   user_model=user_model, notes=notes)

@@ -9,6 +9,7 @@ failure into :class:`argparse.ArgumentTypeError`, which argparse reports as
 from __future__ import annotations
 
 import argparse
+import math
 from typing import Any, Callable, Optional
 
 from captum_robust._utils.validation import (
@@ -23,7 +24,7 @@ from captum_robust._utils.validation import (
 
 __all__ = [
     "arg_type", "positive_int", "nonneg_int", "seed", "seconds", "positive_number", "nonneg_number",
-    "fraction", "probability", "count_or_fraction",
+    "fraction", "probability", "count_or_fraction", "mean_std", "NORMALIZE_PRESETS",
 ]
 
 #: the integers >= 1 ("a positive integer")
@@ -113,3 +114,38 @@ probability = arg_type(float, OPEN_UNIT)
 count_or_fraction = arg_type(
     int, COUNT, expected="a count >= 1 or a fraction in (0, 1)", otherwise=arg_type(float, OPEN_UNIT)
 )
+
+
+#: named per-channel statistics for ``--normalize``
+NORMALIZE_PRESETS = {"imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))}
+
+
+def mean_std(text: str) -> Any:
+    """``--normalize``: ``"M1,M2,M3:S1,S2,S3"`` (per-channel means, then standard deviations; one
+    number each for grey-scale) or a preset name (``imagenet``) -> ``(means, stds)``.
+
+    Example:
+        >>> mean_std("0.5:0.25")
+        ((0.5,), (0.25,))
+        >>> mean_std("imagenet")[1]
+        (0.229, 0.224, 0.225)
+    """
+    usage = ("MEAN:STD with comma-separated per-channel values, e.g. 0.485,0.456,0.406:0.229,0.224,0.225, or "
+             f"{' or '.join(NORMALIZE_PRESETS)}")
+    preset = NORMALIZE_PRESETS.get(text.strip().lower())
+    if preset is not None:
+        return preset
+    mean_text, sep, std_text = text.partition(":")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected {usage}, got {text!r}")
+    try:
+        mean = tuple(float(v) for v in mean_text.split(","))
+        std = tuple(float(v) for v in std_text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {usage}, got {text!r}") from None
+    if len(mean) != len(std):
+        raise argparse.ArgumentTypeError(
+            f"expected as many standard deviations as means (one per channel), got {len(mean)} and {len(std)} in {text!r}")
+    if not all(math.isfinite(v) for v in mean + std) or min(std) <= 0:
+        raise argparse.ArgumentTypeError(f"expected finite means and standard deviations > 0, got {text!r}")
+    return mean, std

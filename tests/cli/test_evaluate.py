@@ -298,7 +298,7 @@ ERRORS = [
     (["--data", "cifar10:adir"], "CIFAR-10: expected data_batch_1.bin"),
     (["--data", "npz:missing.npz"], "npz file"),
     (["--data", "digits:x"], "takes no path"),
-    (["--data", "mnist:adir", "--image-size", "28"], "--image-size applies to --data digits only"),
+    (["--data", "mnist:adir", "--image-size", "28"], "--image-size applies to --data digits and folder:DIR only, not to mnist"),
     (["--examples", "361"], "--examples 361 is larger than the test set (360 images)"),
     (["--attribution", "cam", "--k", "5"], "--k 5 cannot work with --attribution cam and --attack topk: the attacked map has only 4 elements"),
     (["--attribution", "cam", "--layer", "conv9"], "--layer 'conv9' is not a submodule"),
