@@ -184,13 +184,34 @@ def check_submodule(model: Any, layer: Any, name: str = "layer") -> None:
 
 
 def classification_outputs(outputs: Any) -> Tensor:
-    """Check that a forward function returned B x C class scores."""
-    if not isinstance(outputs, Tensor) or outputs.dim() != 2:
-        shape = tuple(outputs.shape) if isinstance(outputs, Tensor) else type(outputs).__name__
+    """Return the B x C class scores of a forward function's output, or raise.
+
+    Accepts a tensor, an object with a ``.logits`` tensor (a Hugging Face
+    ``ImageClassifierOutput``) or a mapping with a ``"logits"`` tensor, so Hugging Face
+    models work without a wrapper; the logits are returned as they are (same graph).
+
+    Raises:
+        ValueError: no tensor of scores could be found, or it is not 2-D (batch, classes).
+    """
+    scores = outputs
+    if not isinstance(scores, Tensor):
+        if isinstance(scores, Mapping) and isinstance(scores.get("logits"), Tensor):
+            scores = scores["logits"]
+        elif isinstance(getattr(scores, "logits", None), Tensor):
+            scores = scores.logits
+        else:
+            raise ValueError(
+                "the forward function must return class scores of shape (batch, classes): a tensor, an object "
+                f"with a .logits tensor or a dict with 'logits', got {type(outputs).__name__}; wrap the model, "
+                "e.g. lambda *x: model(*x)[0]"
+            )
+    if scores.dim() != 2:
+        where = "" if scores is outputs else " (the .logits of the model's output)"
         raise ValueError(
-            f"the forward function must return class scores of shape (batch, classes), got {shape}"
+            f"the forward function must return class scores of shape (batch, classes), got {tuple(scores.shape)}"
+            + where
         )
-    return outputs
+    return scores
 
 
 def check_int_range(value: Any, name: str, low: int, high: Optional[int] = None) -> int:

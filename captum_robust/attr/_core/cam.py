@@ -38,8 +38,67 @@ from captum_robust._utils.validation import (
     resolve_target,
 )
 from captum_robust.attr._core._inputs import call_mode, check_output_rows, input_shape_guard, prepare_inputs
+from captum_robust.attr._core.layer_finder import find_cam_layers
 
-__all__ = ["CAM", "GradCAM", "GradCAMPlusPlus"]
+__all__ = ["CAM", "GradCAM", "GradCAMPlusPlus", "vit_reshape_transform"]
+
+
+def vit_reshape_transform(
+    height: Optional[int] = None, width: Optional[int] = None, skip_tokens: int = 1
+) -> Callable[[Tensor], Tensor]:
+    r"""A ``reshape_transform`` for vision transformers: tokens B x N x D -> B x D x h x w.
+
+    Drops the first ``skip_tokens`` tokens (the class token; 2 for DeiT's class and
+    distillation tokens, 0 for models without), then lays the remaining ``h * w`` patch
+    tokens out row by row on the patch grid, as a ViT's patch embedding orders them
+    (``Conv2d(..., stride=patch).flatten(2).transpose(1, 2)``) and as pytorch-grad-cam's
+    ``reshape_transform`` does. The grid is square (``h = w = sqrt(N - skip_tokens)``)
+    unless ``height`` and/or ``width`` are given.
+
+    Args:
+        height (int, optional): rows of the patch grid (image height / patch size).
+        width (int, optional): columns of the patch grid.
+        skip_tokens (int): leading tokens that are not patches. Default 1.
+
+    Returns:
+        Callable[[Tensor], Tensor]: the transform, for ``GradCAM(model, block,
+        reshape_transform=...)``.
+
+    Example::
+
+        >>> import torch
+        >>> from captum_robust.attr import vit_reshape_transform
+        >>> tokens = torch.rand(2, 1 + 16, 8)          # class token + a 4 x 4 grid, 8 features
+        >>> vit_reshape_transform()(tokens).shape
+        torch.Size([2, 8, 4, 4])
+    """
+    check_int(height, "height", 1, allow_none=True)
+    check_int(width, "width", 1, allow_none=True)
+    check_int(skip_tokens, "skip_tokens", 0)
+
+    def transform(tokens: Tensor) -> Tensor:
+        if not isinstance(tokens, Tensor) or tokens.dim() != 3:
+            got = tuple(tokens.shape) if isinstance(tokens, Tensor) else type(tokens).__name__
+            raise ValueError(f"vit_reshape_transform expects tokens B x N x D, got {got}")
+        n = tokens.shape[1] - skip_tokens
+        h, w = height, width
+        if h is None and w is None:
+            side = math.isqrt(max(n, 0))
+            h = w = side
+        elif h is None:
+            h = n // w if w and n % w == 0 else -1  # type: ignore[operator]
+        elif w is None:
+            w = n // h if n % h == 0 else -1
+        if n <= 0 or h * w != n:  # type: ignore[operator]
+            raise ValueError(
+                f"vit_reshape_transform: {tokens.shape[1]} tokens minus skip_tokens={skip_tokens} leave {n} patch "
+                f"tokens, which do not fill a {h} x {w} grid; pass height= and width= (image size / patch "
+                "size) or the right skip_tokens"
+            )
+        grid = tokens[:, skip_tokens:, :].reshape(tokens.shape[0], h, w, tokens.shape[2])  # type: ignore[arg-type]
+        return grid.permute(0, 3, 1, 2)
+
+    return transform
 
 
 def _spatial_dims(activation: Tensor, offset: int = 0) -> Tuple[int, ...]:
@@ -109,9 +168,11 @@ def _combine(weights: Tensor, activation: Tensor, all_classes: bool, attr_dim_su
 
 
 def _checked_outputs(outputs: Any, activation: Tensor, batch: int, inputs: Tuple[Tensor, ...]) -> Tensor:
-    """B x C finite class scores, and a layer output with one row per example."""
+    """B x C finite class scores (a tensor, or the ``.logits`` / ``["logits"]`` of a structured
+    output), and a layer output with one row per example."""
     check_output_rows(outputs, batch, inputs)
     outputs = classification_outputs(outputs)
+    check_output_rows(outputs, batch, inputs)
     if activation.dim() == 0 or activation.shape[0] != batch:
         raise ValueError(
             f"the layer's output has shape {tuple(activation.shape)} but the inputs (shape "
@@ -123,9 +184,17 @@ def _checked_outputs(outputs: Any, activation: Tensor, batch: int, inputs: Tuple
 
 
 class _CAMBase(LayerAttribution):
-    def __init__(self, forward_func: Callable[..., Any], layer: nn.Module) -> None:
-        check_submodule(forward_func, layer, "layer")
+    def __init__(self, forward_func: Callable[..., Any], layer: Optional[nn.Module]) -> None:
+        if layer is None:
+            if not isinstance(forward_func, nn.Module):
+                raise TypeError(
+                    f"layer= is required when forward_func is not an nn.Module (got {type(forward_func).__name__}): "
+                    "the layers can only be found in a module"
+                )
+        else:
+            check_submodule(forward_func, layer, "layer")
         LayerAttribution.__init__(self, forward_func, layer)
+        self.found_layers: Optional[Any] = None  # the CAMLayers of find_cam_layers, once used
 
     def has_convergence_delta(self) -> bool:
         return False
@@ -154,17 +223,26 @@ class CAM(_CAMBase):
     parameters (Boopathy's Int regularizers and AAI attacks differentiate it).
 
     Args:
-        forward_func (nn.Module or callable): the model, returning class scores B x C.
-        layer (nn.Module): the module whose output is the feature map ``A``; for the models
-            in :mod:`captum_robust.models` use ``model.feature_layer``.
-        classifier (nn.Linear): the linear layer that receives the global average pool of
-            ``A`` (``model.classifier``).
+        forward_func (nn.Module or callable): the model, returning class scores B x C (a
+            tensor, or an object with a ``.logits`` tensor such as a Hugging Face
+            ``ImageClassifierOutput``, or a dict with ``"logits"``).
+        layer (nn.Module, optional): the module whose output is the feature map ``A``; for
+            the models in :mod:`captum_robust.models` ``model.feature_layer``.
+        classifier (nn.Linear, optional): the linear layer that receives the global average
+            pool of ``A`` (``model.classifier``). When ``layer`` or ``classifier`` is omitted
+            (``CAM(model)``), both are found on the first :meth:`attribute` call by
+            :func:`~captum_robust.attr.find_cam_layers` on that call's inputs (one extra
+            forward pass, once) and kept in ``self.layer``, ``self.classifier`` and
+            ``self.found_layers``; a given ``layer`` is kept.
 
     Raises:
-        TypeError: ``classifier`` is not an ``nn.Linear`` or ``layer`` not a module.
+        TypeError: ``classifier`` is not an ``nn.Linear``, ``layer`` not a module, or a
+            layer is omitted and ``forward_func`` is not an ``nn.Module``.
         ValueError: ``layer``/``classifier`` is not a submodule of the model; at
             attribution time, the classifier's input is not the global average pool of
-            the layer's output (then CAM does not apply: use :class:`GradCAM`).
+            the layer's output, or (layers omitted) the model has no GAP -> linear head,
+            e.g. a ConvNeXt (LayerNorm after the pooling) or a VGG: then CAM does not
+            apply; use :class:`GradCAM`.
 
     Example::
 
@@ -175,17 +253,35 @@ class CAM(_CAMBase):
         >>> x = torch.rand(4, 1, 28, 28)
         >>> maps = cam.attribute(x)                  # every class: 4 x 10 x 7 x 7
         >>> mine = cam.attribute(x, target=[3, 1, 4, 1])   # 4 x 1 x 7 x 7
+        >>> same = CAM(model).attribute(x)           # layers found on the first call
     """
 
-    def __init__(self, forward_func: Callable[..., Any], layer: nn.Module, classifier: nn.Linear) -> None:
+    def __init__(
+        self, forward_func: Callable[..., Any], layer: Optional[nn.Module] = None, classifier: Optional[nn.Linear] = None
+    ) -> None:
         super().__init__(forward_func, layer)
-        if not isinstance(classifier, nn.Linear):
+        if classifier is not None:
+            if not isinstance(classifier, nn.Linear):
+                raise TypeError(
+                    f"classifier must be an nn.Linear fed by global average pooling, got "
+                    f"{type(classifier).__name__}; for other heads use GradCAM"
+                )
+            check_submodule(forward_func, classifier, "classifier")
+        elif not isinstance(forward_func, nn.Module):
             raise TypeError(
-                f"classifier must be an nn.Linear fed by global average pooling, got "
-                f"{type(classifier).__name__}; for other heads use GradCAM"
+                f"classifier= is required when forward_func is not an nn.Module (got {type(forward_func).__name__})"
             )
-        check_submodule(forward_func, classifier, "classifier")
         self.classifier = classifier
+
+    def _find_layers(self, inputs_t: Tuple[Tensor, ...], args: Tuple[Any, ...]) -> None:
+        """Fill in an omitted layer and classifier with :func:`find_cam_layers` (once)."""
+        if self.layer is not None and self.classifier is not None:
+            return
+        found = find_cam_layers(self.forward_func, inputs_t, args)  # type: ignore[arg-type]
+        self.found_layers = found
+        if self.layer is None:
+            self.layer = found.layer
+        self.classifier = found.classifier
 
     @log_usage()
     def attribute(
@@ -215,6 +311,7 @@ class CAM(_CAMBase):
         self._check_common(None, interpolate_mode)
         _, inputs_t, batch, args = prepare_inputs(inputs, self.forward_func, additional_forward_args)
         with call_mode(self.forward_func, "CAM"):
+            self._find_layers(inputs_t, args)
             return self._attribute(inputs_t, batch, args, target, raw, create_graph, upsample, interpolate_mode)
 
     def _attribute(
@@ -226,6 +323,7 @@ class CAM(_CAMBase):
         def grab(module: nn.Module, hook_args: Tuple[Any, ...]) -> None:
             fed.append(hook_args[0])
 
+        assert self.classifier is not None
         handle = self.classifier.register_forward_pre_hook(grab)
         try:
             with input_shape_guard(self.forward_func, inputs_t):
@@ -308,9 +406,28 @@ class GradCAM(_CAMBase, GradientAttribution):
     the second derivatives through the ReLUs are zero almost everywhere, so gradients of
     the map ignore how the ReLU pattern would move (use a softplus copy of the model).
 
+    Vision transformers: a block's output is a token sequence B x N x D, not a feature map;
+    pass ``reshape_transform`` (as in pytorch-grad-cam), e.g.
+    :func:`~captum_robust.attr.vit_reshape_transform` (class token dropped, square patch
+    grid), which turns it into B x D x h x w before the weighting. The transform is applied
+    to the layer's output and, in the same way, to the gradients with respect to it, so it
+    must only move, select or reshape entries (a reshape, a permutation, dropping tokens),
+    which makes the transformed gradients the gradients with respect to the transformed
+    activation; it must work on any leading batch size (for ``target=None`` it also
+    receives the gradients of C x B rows). A layer whose output is not 4-D without a
+    transform is an error (a 1-D feature map B x K x L: pass ``lambda a: a.unsqueeze(2)``).
+
     Args:
-        forward_func (nn.Module or callable): the model, returning class scores B x C.
-        layer (nn.Module): the layer whose output (or input) is explained.
+        forward_func (nn.Module or callable): the model, returning class scores B x C (a
+            tensor, an object with a ``.logits`` tensor such as a Hugging Face
+            ``ImageClassifierOutput``, or a dict with ``"logits"``).
+        layer (nn.Module, optional): the layer whose output (or input) is explained. When
+            omitted, found on the first :meth:`attribute` call by
+            :func:`~captum_robust.attr.find_cam_layers` with ``require_classifier=False``
+            (the feature map of a GAP -> linear head, else the last module called once
+            with a 4-D output of more than one cell), kept in ``self.layer``.
+        reshape_transform (callable, optional): maps the layer's output to B x K x h x w
+            (see above). Default None (the output must be 4-D).
 
     Example::
 
@@ -319,16 +436,56 @@ class GradCAM(_CAMBase, GradientAttribution):
         >>> model = Small().eval()
         >>> gc = GradCAM(model, model.feature_layer)
         >>> maps = gc.attribute(torch.rand(4, 1, 28, 28), target=0, relu_attributions=True)
+        >>> found = GradCAM(model).attribute(torch.rand(4, 1, 28, 28))   # layer found: 4 x 10 x 7 x 7
     """
 
-    def __init__(self, forward_func: Callable[..., Any], layer: nn.Module) -> None:
+    def __init__(
+        self, forward_func: Callable[..., Any], layer: Optional[nn.Module] = None,
+        reshape_transform: Optional[Callable[[Tensor], Tensor]] = None,
+    ) -> None:
         super().__init__(forward_func, layer)
+        if reshape_transform is not None and not callable(reshape_transform):
+            raise TypeError(
+                f"reshape_transform must be a callable (tokens -> B x K x h x w) or None, "
+                f"got {type(reshape_transform).__name__}"
+            )
+        self.reshape_transform = reshape_transform
+
+    def _find_layer(self, inputs_t: Tuple[Tensor, ...], args: Tuple[Any, ...]) -> None:
+        if self.layer is None:
+            self.found_layers = find_cam_layers(self.forward_func, inputs_t, args, require_classifier=False)  # type: ignore[arg-type]
+            self.layer = self.found_layers.layer
+
+    def _spatial(self, grads: Tensor, activation: Tensor, all_classes: bool) -> Tuple[Tensor, Tensor]:
+        """Apply ``reshape_transform`` to the activation and the gradients; check for 4-D maps."""
+        if self.reshape_transform is not None:
+            lead = grads.shape[:2] if all_classes else grads.shape[:1]
+            activation = self.reshape_transform(activation)
+            grads = self.reshape_transform(grads.flatten(0, 1) if all_classes else grads)
+            ok = isinstance(activation, Tensor) and activation.dim() == 4 and isinstance(grads, Tensor)
+            if not ok or activation.shape[0] != lead[-1] or grads.shape[1:] != activation.shape[1:]:
+                got = tuple(activation.shape) if isinstance(activation, Tensor) else type(activation).__name__
+                raise ValueError(
+                    f"reshape_transform must return B x K x h x w with the batch ({lead[-1]} examples) first, "
+                    f"got {got}; it must only reshape/select entries and accept any leading batch size"
+                )
+            if all_classes:
+                grads = grads.unflatten(0, lead)
+        elif activation.dim() != 4:
+            raise ValueError(
+                f"the layer's activation has shape {tuple(activation.shape)}, not a feature map "
+                "B x K x H' x W': for a vision transformer's tokens pass reshape_transform="
+                "vit_reshape_transform() (class token dropped, square patch grid); for a 1-D map B x K x L pass "
+                "reshape_transform=lambda a: a.unsqueeze(2); or choose a convolutional layer"
+            )
+        return grads, activation
 
     def _gradients_and_activation(
         self, inputs: TensorOrTuple, target: TargetType, additional_forward_args: Any, attribute_to_layer_input: bool,
         create_graph: bool, class_batch_size: Optional[int],
     ) -> Tuple[Tuple[Tensor, ...], Tensor, Tensor, bool]:
         _, inputs_t, batch, args = prepare_inputs(inputs, self.forward_func, additional_forward_args)
+        self._find_layer(inputs_t, args)
         with input_shape_guard(self.forward_func, inputs_t):
             outputs, activation = forward_with_layer(
                 self.forward_func, self.layer, inputs_t, args, attribute_to_layer_input=attribute_to_layer_input,
@@ -339,6 +496,7 @@ class GradCAM(_CAMBase, GradientAttribution):
         grads = _class_gradients(outputs, activation, t, create_graph, class_batch_size)
         if not create_graph:
             activation = activation.detach()
+        grads, activation = self._spatial(grads, activation, t is None)
         return inputs_t, grads, activation, t is None
 
     @log_usage()
