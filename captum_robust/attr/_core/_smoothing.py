@@ -39,6 +39,7 @@ from captum_robust._utils.validation import (
     format_additional_args,
     resolve_target,
 )
+from captum_robust._utils.compiled import second_order_model
 from captum_robust.attr._core._inputs import call_mode, check_finite_copies, check_output_rows, input_shape_guard
 from captum_robust.attr._core.saliency import input_gradient
 
@@ -387,7 +388,9 @@ def smooth(
             )
     check_generator(generator, inputs[0].device)
     sigmas = absolute_sigmas(first.sigma, first.relative_sigma, inputs)
-    model = first.forward_func if surrogate is None else surrogate
+    # a torch.compile'd model cannot differentiate twice: create_graph runs on its _orig_mod
+    model = surrogate if surrogate is not None else second_order_model(first.forward_func, type(first).__name__,
+                                                                        create_graph)
     args = format_additional_args(additional_forward_args)
     loop = _SamplingLoop(methods, inputs, sigmas, args, create_graph)
     per_chunk = max(1, (DEFAULT_INTERNAL_BATCH_SIZE if ibs is None else ibs) // inputs[0].shape[0])

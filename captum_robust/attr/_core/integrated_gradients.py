@@ -81,6 +81,7 @@ from captum.attr import GradientAttribution
 from captum.log import log_usage
 from torch import Tensor, nn
 
+from captum_robust._utils.compiled import second_order_model
 from captum_robust._utils.validation import (
     TensorOrTuple,
     check_bool,
@@ -265,11 +266,12 @@ class BatchedIntegratedGradients(GradientAttribution):
                 )
         check_target_type(target, batch, inputs_t[0].device)
 
-        with call_mode(self.forward_func, "Integrated Gradients"), input_shape_guard(
-            self.forward_func, inputs_t
-        ):
+        # a torch.compile'd model differentiates once and ignores hooks added after compiling:
+        # create_graph and layer= (hooks, forward-mode AD) run on its _orig_mod (same parameters)
+        model = second_order_model(self.forward_func, "Integrated Gradients", create_graph or layer is not None)
+        with call_mode(self.forward_func, "Integrated Gradients"), input_shape_guard(model, inputs_t):
             path = _Path(
-                self.forward_func, self.multiplies_by_inputs, inputs_t, baselines_t, args, target, method, n_steps,
+                model, self.multiplies_by_inputs, inputs_t, baselines_t, args, target, method, n_steps,
                 layer, attribute_to_layer_input,
             )
             declared = path.tensors if create_graph else tuple(t.detach() for t in path.tensors)

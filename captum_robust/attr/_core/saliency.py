@@ -23,6 +23,7 @@ from captum_robust._utils.validation import (
     check_float_inputs,
     resolve_target,
 )
+from captum_robust._utils.compiled import second_order_model
 from captum_robust.attr._core._inputs import call_mode, input_shape_guard, prepare_inputs
 
 __all__ = ["Saliency", "input_gradient"]
@@ -147,8 +148,10 @@ class Saliency(GradientAttribution):
         check_float_inputs(xs, is_tuple, "saliency is a gradient")
         check_bool(abs, "abs")
         check_bool(create_graph, "create_graph")
-        with call_mode(self.forward_func, "Saliency"), input_shape_guard(self.forward_func, xs):
-            grads = input_gradient(self.forward_func, xs, target, args, create_graph=create_graph)
+        # a torch.compile'd model cannot differentiate twice: create_graph runs on its _orig_mod
+        model = second_order_model(self.forward_func, "Saliency", create_graph)
+        with call_mode(self.forward_func, "Saliency"), input_shape_guard(model, xs):
+            grads = input_gradient(model, xs, target, args, create_graph=create_graph)
         if abs:
             grads = tuple(g.abs() for g in grads)
         return grads if is_tuple else grads[0]

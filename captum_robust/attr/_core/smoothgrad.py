@@ -49,6 +49,7 @@ from captum_robust._utils.validation import (
     check_model_dtype,
     check_nonnegative,
 )
+from captum_robust._utils.compiled import second_order_model
 from captum_robust.attr._core._inputs import call_mode, input_shape_guard, prepare_inputs
 
 # The sampling machinery lives in _smoothing; _NoiseStream, _kth_largest, top_count_mask,
@@ -229,8 +230,8 @@ class SmoothGradBase(GradientAttribution):
         check_model_dtype(surrogate, inputs_t)
         if create_graph and not self.differentiable:
             raise ValueError(f"{type(self).__name__} is piecewise constant; create_graph=True is meaningless")
-        model = self.forward_func if surrogate is None else surrogate
         who = type(self).__name__
+        model = second_order_model(self.forward_func, who, create_graph) if surrogate is None else surrogate
         with call_mode(self.forward_func, who), call_mode(surrogate, f"{who} (surrogate)"), \
                 input_shape_guard(model, inputs_t), torch.set_grad_enabled(create_graph):
             target_t = row_target(target, inputs_t, model, args)

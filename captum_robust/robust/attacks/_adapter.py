@@ -11,6 +11,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from captum_robust._utils.compiled import is_compiled, uncompiled, warn_uncompiled
 from captum_robust._utils.geometry import Tensors
 from captum_robust._utils.validation import check_int, check_kwargs
 from captum_robust.robust.attacks._base import unformat
@@ -95,11 +96,24 @@ def _rebind(obj: Any, model: nn.Module, surrogate: Any) -> Any:
             "structure (e.g. softplus_surrogate(model)); for other callables pass a plain attribution callable "
             "(model, inputs, target) -> maps"
         )
+    model = uncompiled(model)  # names relative to the module inside torch.compile
     names = {id(m): n for n, m in model.named_modules()}
     new = copy.copy(obj)
     for key, value in vars(obj).items():
         if isinstance(value, nn.Module) and id(value) in names:
             setattr(new, key, submodule_like(surrogate, names[id(value)]))
+    return new
+
+
+def _without_compile(obj: Any) -> Any:
+    """A shallow copy of the attribution ``obj`` whose ``torch.compile``-d references (its
+    ``forward_func``, a compiled layer) point to the uncompiled modules (same parameters and
+    submodules): the maps an attack differentiates need ``create_graph=True``, which a compiled
+    graph does not support."""
+    new = copy.copy(obj)
+    for key, value in vars(obj).items():
+        if is_compiled(value):
+            setattr(new, key, uncompiled(value))
     return new
 
 
@@ -160,17 +174,26 @@ class AttributionAdapter:
             self.kind = "attribute"
             self.accepts_generator = "generator" in params
             self.name = type(attribution).__name__
-            if surrogate is not None and getattr(attribution, "forward_func", None) is not model:
+            forward_func = uncompiled(getattr(attribution, "forward_func", None))
+            if surrogate is not None and forward_func is not uncompiled(model):
                 raise ValueError(
                     "the attribution's forward_func is not the model given to the attack, so it cannot be moved to "
                     "the surrogate; build the attribution on the model itself or pass a callable"
                 )
-            self.gradient_attribution = attribution if surrogate is None else _rebind(attribution, model, surrogate)
             if surrogate is not None:
+                self.gradient_attribution = _rebind(attribution, model, surrogate)
+            elif any(is_compiled(v) for v in vars(attribution).values()):
+                # said once, here, before any attack step: the differentiated maps run uncompiled
+                warn_uncompiled(getattr(attribution, "forward_func", model), f"the attack's {self.name}")
+                self.gradient_attribution = _without_compile(attribution)
+            else:
+                self.gradient_attribution = attribution
+            if surrogate is not None:
+                inner = uncompiled(model)
                 self.gradient_kwargs_modules = {
-                    k: submodule_like(surrogate, dict((id(m), n) for n, m in model.named_modules())[id(v)])
+                    k: submodule_like(surrogate, dict((id(m), n) for n, m in inner.named_modules())[id(v)])
                     for k, v in {**self.kwargs, **self.gradient_kwargs}.items()
-                    if isinstance(v, nn.Module) and any(v is m for m in model.modules())
+                    if isinstance(v, nn.Module) and any(v is m for m in inner.modules())
                 }
             else:
                 self.gradient_kwargs_modules = {}
@@ -180,6 +203,8 @@ class AttributionAdapter:
             self.name = getattr(attribution, "__name__", type(attribution).__name__)
             self.gradient_attribution = attribution
             self.gradient_kwargs_modules = {}
+            if surrogate is None and is_compiled(model):
+                warn_uncompiled(model, f"the attack's attribution {self.name}")
             if self.kwargs or self.gradient_kwargs:
                 raise ValueError("attribution_kwargs apply to attribution objects; a callable takes no keyword arguments")
         else:
@@ -231,7 +256,9 @@ class AttributionAdapter:
                 )
         else:
             fn = self.attribution
-            model = self.surrogate if (create_graph and self.surrogate is not None) else self.model
+            model = self.model
+            if create_graph:  # the differentiated maps: the surrogate, or the model uncompiled
+                model = self.surrogate if self.surrogate is not None else uncompiled(self.model)
             with torch.enable_grad():
                 out = fn(model, inputs, target) if not args else fn(model, inputs, target, args)
         maps = out if isinstance(out, tuple) else (out,)

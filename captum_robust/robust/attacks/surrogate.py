@@ -9,6 +9,8 @@ import warnings
 
 from torch import nn
 
+from captum_robust._utils.compiled import uncompiled
+
 __all__ = ["softplus_surrogate"]
 
 
@@ -38,7 +40,9 @@ def softplus_surrogate(model: nn.Module, beta: float = 1.0, share_parameters: bo
 
     Only ``nn.ReLU`` *modules* are replaced: ``torch.relu`` / ``F.relu`` calls in a
     ``forward`` cannot be seen (the models of :mod:`captum_robust.models` use modules only).
-    A warning is given when the model contains no ``nn.ReLU`` module.
+    A warning is given when the model contains no ``nn.ReLU`` module. A ``torch.compile``-d
+    model gives the copy of its ``_orig_mod``, uncompiled (the surrogate serves the second-order
+    passes, which a compiled graph does not support).
 
     Args:
         model (nn.Module): the network.
@@ -73,6 +77,7 @@ def softplus_surrogate(model: nn.Module, beta: float = 1.0, share_parameters: bo
         raise ValueError(f"beta must be a finite number > 0, got beta={beta!r}")
     if not isinstance(share_parameters, bool):
         raise TypeError(f"share_parameters must be a bool, got {type(share_parameters).__name__}")
+    model = uncompiled(model)  # a torch.compile'd model: the copy of its _orig_mod (second-order passes)
     memo: dict = {}
     if share_parameters:
         for t in list(model.parameters()) + list(model.buffers()):

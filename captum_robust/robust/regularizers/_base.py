@@ -9,6 +9,7 @@ from typing import Any, Dict, Iterator, Optional, Tuple, Union
 import torch
 from torch import Tensor, nn
 
+from captum_robust._utils.compiled import is_compiled, uncompiled, warn_uncompiled
 from captum_robust._utils.state import keep_model_mode, preserved_model_state
 from captum_robust._utils.validation import (
     check_bool,
@@ -24,6 +25,7 @@ __all__ = [
     "EpsilonSchedule",
     "RobustTerm",
     "unwrap_model",
+    "compiled_wrapper",
     "check_weight",
     "check_target",
     "check_num_classes",
@@ -133,16 +135,36 @@ EpsType = Union[float, EpsilonSchedule]
 
 
 def unwrap_model(model: Any) -> Any:
-    """The module inside ``DistributedDataParallel`` / ``DataParallel`` (else the model itself).
+    """The module inside ``DistributedDataParallel`` / ``DataParallel`` and ``torch.compile``
+    (``_orig_mod``, :func:`~captum_robust._utils.compiled.uncompiled`), in any order (else the
+    model itself).
 
     Attack and attribution passes run on the inner module: a forward pass through the DDP
     wrapper arms its gradient hooks for one backward pass, which an inner attack (that only
-    differentiates with respect to the inputs) never runs.
+    differentiates with respect to the inputs) never runs; a compiled graph differentiates only
+    once (no ``create_graph=True``) and ignores hooks added after compiling.
     """
     wrappers = (nn.parallel.DistributedDataParallel, nn.DataParallel)
-    while isinstance(model, wrappers):
-        model = model.module
-    return model
+    while True:
+        if isinstance(model, wrappers):
+            model = model.module
+        elif is_compiled(model):
+            model = uncompiled(model)
+        else:
+            return model
+
+
+def compiled_wrapper(model: Any) -> Any:
+    """The outermost ``torch.compile``-d module around ``model``'s inner module (through
+    ``DistributedDataParallel`` / ``DataParallel``), or None when nothing is compiled."""
+    wrappers = (nn.parallel.DistributedDataParallel, nn.DataParallel)
+    while True:
+        if is_compiled(model):
+            return model
+        if isinstance(model, wrappers):
+            model = model.module
+        else:
+            return None
 
 
 def fresh(tensor: Tensor) -> Tensor:
@@ -266,6 +288,9 @@ def check_surrogate(surrogate: Any) -> Optional[nn.Module]:
             "surrogate must be an nn.Module (e.g. softplus_surrogate(model)) or None, "
             f"got {type(surrogate).__name__}"
         )
+    if is_compiled(surrogate):  # its gradients are differentiated again: run it uncompiled
+        warn_uncompiled(surrogate, "the surrogate")
+        surrogate = uncompiled(surrogate)
     return surrogate
 
 
@@ -344,11 +369,20 @@ class RobustTerm(nn.Module):
             and ``"eps"``; attack-based terms add ``"attack_success"`` and term parts.
     """
 
+    #: whether the term differentiates through an input gradient or an attribution map
+    #: (``create_graph=True``): then a ``torch.compile``-d model gets one warning at construction
+    #: that those passes run on its uncompiled module (:mod:`captum_robust._utils.compiled`)
+    _second_order = True
+
     def __init__(self, model: nn.Module, eps: EpsType = 0.3, *, auto_step: bool = True, eval_mode: bool = True,
                  generator: Optional[torch.Generator] = None) -> None:
         super().__init__()
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        compiled = compiled_wrapper(model)
+        if compiled is not None and self._second_order:
+            # said once, now: every attribution and attack pass below runs on self.module (uncompiled)
+            warn_uncompiled(compiled, type(self).__name__)
         if not isinstance(eps, EpsilonSchedule):
             eps = check_weight(eps, "eps")
         check_bool(auto_step, "auto_step")
@@ -371,7 +405,9 @@ class RobustTerm(nn.Module):
 
     @property
     def module(self) -> nn.Module:
-        """The model without a ``DistributedDataParallel`` / ``DataParallel`` wrapper."""
+        """The model without a ``DistributedDataParallel`` / ``DataParallel`` wrapper and without
+        ``torch.compile`` (its ``_orig_mod``: same parameters), where the attack and attribution
+        passes run."""
         return unwrap_model(self.model)
 
     @property

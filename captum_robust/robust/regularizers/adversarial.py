@@ -117,6 +117,8 @@ class PGDAdversarialLoss(AttackTerm):
         True
     """
 
+    _second_order = False  # first-order attack and loss: a compiled model needs no warning
+
     def __init__(self, model: nn.Module, eps: EpsType = 0.3, step_size: float = 0.01, n_iterations: int = 40, *,
                  norm: str = "linf", n_restarts: int = 1, random_start: Union[bool, str] = True, auto_step: bool = True,
                  eval_mode: bool = True, generator: Optional[torch.Generator] = None, clip_min: BoundType = 0.0,
@@ -213,6 +215,8 @@ class TRADESLoss(AttackTerm):
         >>> abs(stats["value"] - (stats["loss_natural"] + 6.0 * stats["kl"])) < 1e-5
         True
     """
+
+    _second_order = False  # first-order attack and loss: a compiled model needs no warning
 
     def __init__(self, model: nn.Module, eps: EpsType = 0.3, beta: float = 6.0, step_size: float = 0.01,
                  n_iterations: int = 40, *, norm: str = "linf", random_start: Union[bool, str] = True,

@@ -74,6 +74,8 @@ class DistillationLoss(RobustTerm):
 
     _probe_rows = 1  # the student's and the teacher's outputs are checked where they are computed
 
+    _second_order = False  # one forward pass of the student: a compiled model runs compiled
+
     def __init__(self, model: nn.Module, teacher: nn.Module, temperature: float = 100.0) -> None:
         super().__init__(model, 0.0)
         object.__setattr__(self, "_teacher", check_teacher(teacher, model))
