@@ -13,8 +13,10 @@ Compared, in the same run (round-robin, median of ``--repeats``):
   minutes, so only ``--captum-classes`` classes are timed and the time is scaled to all classes
   (linear: every call is one forward and one backward pass of the same cost);
 * one forward pass of the model (no_grad), the floor of any method;
-* ``captum_robust.attr.find_cam_layers(model)`` when the package has it (its cost against one
-  forward pass).
+* ``captum_robust.attr.find_cam_layers(model, x)`` when the package has it (its cost against one
+  forward pass, and which modules it finds);
+* a benchmark-local sketch (:func:`per_chunk_sketch`, not the library) that reduces each chunk of
+  classes to its maps at once, to show what ``class_batch_size`` could bound.
 
 Target: all-class Grad-CAM at least 5x faster than Captum's per-class loop. The maps of the
 timed classes are also compared with Captum's (largest absolute difference, relative to the
@@ -115,6 +117,32 @@ def find_cam_layers_fn() -> Optional[Callable[[nn.Module], Any]]:
 # --------------------------------------------------------------------------- the calls
 
 
+def per_chunk_sketch(model: nn.Module, layer: nn.Module, x: torch.Tensor, class_batch_size: int) -> torch.Tensor:
+    """All-class Grad-CAM that reduces each chunk of classes to its maps before the next one.
+
+    Not the library: a benchmark-local sketch of what ``class_batch_size`` could bound. The
+    library's ``GradCAM`` keeps the gradients of every class (C x B x K x H' x W') and reduces
+    them at the end; here each chunk's gradients (c' x B x K x H' x W') become channel weights
+    (their spatial mean, c' x B x K) and maps (B x c' x H' x W') at once, so the peak is
+    ``class_batch_size`` gradients. Same formula (Selvaraju et al. 2017), unrectified maps.
+    """
+    from captum_robust._utils.layers import forward_with_layer
+
+    with torch.enable_grad():
+        out, act = forward_with_layer(model, layer, (x,), (), require_grad=True)
+    n, c = out.shape
+    eye = torch.eye(c, dtype=out.dtype)
+    maps = []
+    for start in range(0, c, class_batch_size):
+        rows = eye[start:start + class_batch_size]
+        (g,) = torch.autograd.grad(out, act, grad_outputs=rows[:, None, :].expand(rows.shape[0], n, c),
+                                   is_grads_batched=True, retain_graph=start + class_batch_size < c)
+        weights = g.mean(dim=tuple(range(3, g.dim())))
+        del g
+        maps.append(torch.einsum("cbk,bk...->bc...", weights, act.detach()))
+    return torch.cat(maps, dim=1)
+
+
 def make_calls(model: nn.Module, layer: nn.Module, x: torch.Tensor, n_classes: int, captum_classes: int,
                class_batch_sizes: List[Optional[int]]) -> Dict[str, Callable[[], Any]]:
     from captum.attr import LayerGradCam
@@ -136,9 +164,11 @@ def make_calls(model: nn.Module, layer: nn.Module, x: torch.Tensor, n_classes: i
     calls: Dict[str, Callable[[], Any]] = {"forward": forward, "captum_subset": captum_subset}
     for cb in class_batch_sizes:
         calls[f"ours_cb{cb}"] = (lambda cb=cb: gradcam.attribute(x, target=None, class_batch_size=cb))
+        if cb is not None:
+            calls[f"sketch_cb{cb}"] = (lambda cb=cb: per_chunk_sketch(model, layer, x, cb))
     find = find_cam_layers_fn()
     if find is not None:
-        calls["find_cam_layers"] = lambda: find(model)
+        calls["find_cam_layers"] = lambda: find(model, x)
     return calls
 
 
@@ -154,8 +184,12 @@ def agreement(model: nn.Module, layer: nn.Module, x: torch.Tensor, captum_classe
     ref = torch.cat([captum.attribute(x, target=c) for c in range(captum_classes)], dim=1)
     diff = (ours[:, :captum_classes] - ref).abs().max().item()
     scale = ref.abs().max().item()
-    return {"max_abs_diff": diff, "max_abs_ref": scale, "relative": diff / scale if scale > 0 else float("nan"),
-            "classes_compared": captum_classes}
+    result = {"max_abs_diff": diff, "max_abs_ref": scale, "relative": diff / scale if scale > 0 else float("nan"),
+              "classes_compared": captum_classes}
+    if class_batch_size is not None:
+        sketch = per_chunk_sketch(model, layer, x, class_batch_size)
+        result["sketch_vs_ours_max_abs_diff_all_classes"] = (sketch - ours).abs().max().item()
+    return result
 
 
 # --------------------------------------------------------------------------- memory (child process)
@@ -174,6 +208,9 @@ def child(args: argparse.Namespace) -> None:
 
         gradcam = GradCAM(model, layer)
         fn: Callable[[], Any] = lambda: gradcam.attribute(x, target=None, class_batch_size=cb)  # noqa: E731
+    elif what.startswith("sketch_cb"):
+        cb_sketch = int(what[len("sketch_cb"):])
+        fn = lambda: per_chunk_sketch(model, layer, x, cb_sketch)  # noqa: E731
     elif what == "captum_one":
         from captum.attr import LayerGradCam
 
@@ -184,7 +221,7 @@ def child(args: argparse.Namespace) -> None:
             with torch.no_grad():
                 model(x)
     else:
-        raise ValueError(f"--child must be forward, captum_one or ours_cb<N|None>, got {what!r}")
+        raise ValueError(f"--child must be forward, captum_one, ours_cb<N|None> or sketch_cb<N>, got {what!r}")
     Path("/proc/self/clear_refs").write_text("5")
     base = proc_status_mb("VmRSS")
     out = fn()
@@ -257,43 +294,53 @@ def run(args: argparse.Namespace) -> None:
         captum_all = {c: med[c]["captum_subset"] * scale for c in clocks}
         entry: Dict[str, Any] = {"times": times, "medians": med, "captum_all_scaled": captum_all,
                                  "agreement": agree, "timing_seconds": elapsed}
-        for cb in cbs:
-            key = f"ours_cb{cb}"
+        keys = [(f"ours_cb{cb}", "GradCAM (library)", cb) for cb in cbs]
+        keys += [(f"sketch_cb{cb}", "per-chunk sketch", cb) for cb in cbs if cb is not None]
+        for key, label, cb in keys:
             ratio = {c: captum_all[c] / med[c][key] for c in clocks}
             over_fwd = {c: med[c][key] / med[c]["forward"] for c in clocks}
             entry[key] = {"speedup_vs_captum": ratio, "cost_in_forward_passes": over_fwd}
             speed_rows.append((
-                batch, "all" if cb is None else str(cb),
+                batch, label, "all" if cb is None else str(cb),
                 f"{med[cpu_clock][key]:.3f}", f"{med['wall'][key]:.3f}",
                 f"{captum_all[cpu_clock]:.1f}", f"{captum_all['wall']:.1f}",
                 f"{ratio[cpu_clock]:.0f}x", f"{ratio['wall']:.0f}x",
                 f"{over_fwd[cpu_clock]:.2f}", "met" if ratio[cpu_clock] >= 5 else "MISSED",
             ))
         if has_find:
+            found = find_cam_layers_fn()(model, x)
+            names = {id(m): n for n, m in model.named_modules()}
+            entry["find_cam_layers_found"] = {"layer": names.get(id(found.layer)),
+                                              "classifier": names.get(id(found.classifier)),
+                                              "is_the_benchmarked_layer": found.layer is layer}
             entry["find_cam_layers_in_forward_passes"] = {
                 c: med[c]["find_cam_layers"] / med[c]["forward"] for c in clocks}
         entry["forward_seconds"] = {c: med[c]["forward"] for c in clocks}
         entry["captum_one_class_seconds"] = {c: med[c]["captum_subset"] / args.captum_classes for c in clocks}
         if not args.no_memory:
             mem: Dict[str, Dict[str, float]] = {}
-            for what in ["forward", "captum_one"] + [f"ours_cb{cb}" for cb in cbs]:
+            whats = ["forward", "captum_one"] + [f"ours_cb{cb}" for cb in cbs]
+            whats += [f"sketch_cb{cb}" for cb in cbs if cb is not None]
+            for what in whats:
                 mem[what] = m = peak_memory(args, what, batch)
                 mem_rows.append((batch, what, f"{m['peak_mb']:.0f}", f"{m['added_mb']:.0f}", f"{m['output_mb']:.1f}"))
             entry["memory_mb"] = mem
         results[f"batch{batch}"] = entry
         print(f"batch {batch}: maps of the first {args.captum_classes} classes vs Captum: max |diff| "
-              f"{agree['max_abs_diff']:.2e} (relative {agree['relative']:.2e}); forward "
+              f"{agree['max_abs_diff']:.2e} (relative {agree['relative']:.2e}); per-chunk sketch vs GradCAM, all classes: "
+              f"max |diff| {agree.get('sketch_vs_ours_max_abs_diff_all_classes', float('nan')):.2e}; forward "
               f"{med[cpu_clock]['forward']:.3f} s, one Captum call {entry['captum_one_class_seconds'][cpu_clock]:.3f} s"
-              + (f", find_cam_layers {entry['find_cam_layers_in_forward_passes'][cpu_clock]:.2f} forward passes"
+              + (f", find_cam_layers {entry['find_cam_layers_in_forward_passes'][cpu_clock]:.2f} forward passes "
+                 f"(found {entry['find_cam_layers_found']['layer']} / {entry['find_cam_layers_found']['classifier']})"
                  if has_find else ""))
 
     cpu_label = "thread CPU" if cpu_clock == "thread" else "CPU"
     print()
     print(markdown_table(
-        ["batch", "class_batch_size", f"ours ({cpu_label}, s)", "ours (wall, s)",
+        ["batch", "method", "class_batch_size", f"time ({cpu_label}, s)", "time (wall, s)",
          f"Captum x{n_classes} ({cpu_label}, s)", f"Captum x{n_classes} (wall, s)",
-         f"speed-up ({cpu_label})", "speed-up (wall)", "ours / forward", ">= 5x"],
-        speed_rows, align="lrrrrrrrrl"))
+         f"speed-up ({cpu_label})", "speed-up (wall)", "time / forward", ">= 5x"],
+        speed_rows, align="llrrrrrrrrl"))
     if mem_rows:
         print()
         print(markdown_table(["batch", "call", "peak RSS (MiB)", "added by the call (MiB)", "output (MiB)"],
