@@ -136,7 +136,7 @@ def test_library_models(cls):
     found = find_cam_layers(model, torch.rand(1, 1, 28, 28))
     assert found.gap_linear
     assert found.classifier is model.classifier
-    # the same feature map as model.feature_layer (possibly its outermost producer)
+    assert found.layer is model.feature_layer  # the model's own name for the map (``features`` produces it too)
     x = torch.rand(3, 1, 28, 28)
     torch.testing.assert_close(
         CAM(model).attribute(x), CAM(model, model.feature_layer, model.classifier).attribute(x), rtol=0, atol=0
@@ -256,3 +256,39 @@ def test_vit_reshape_transform_layout_and_errors():
         vit_reshape_transform(skip_tokens=-1)
     with pytest.raises(TypeError, match="reshape_transform"):
         GradCAM(TVResNet(), reshape_transform=3)
+
+
+def test_cam_with_only_the_layer_and_additional_args_and_one_probe():
+    from tests.helpers.models import TwoInputNet
+
+    torch.manual_seed(5)
+    model = _trained_like(TVResNet())
+    cam = CAM(model, model.layer2)  # classifier omitted: found, the given layer kept
+    maps = cam.attribute(X, target=[0, 4])
+    assert cam.classifier is model.fc and cam.layer is model.layer2
+    torch.testing.assert_close(maps, CAM(model, model.layer2, model.fc).attribute(X, target=[0, 4]), rtol=0, atol=0)
+    # the layers are found once: later calls run no probe pass
+    calls = []
+    handle = model.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        cam.attribute(X)
+    finally:
+        handle.remove()
+    assert len(calls) == 1
+    # additional_forward_args reach the probe pass
+    two = TwoInputNet().eval()
+    x1, x2 = torch.rand(3, 1, 6, 6), torch.rand(3, 1, 6, 6)
+    gc = GradCAM(two)
+    got = gc.attribute((x1, x2), target=[0, 3, 1], additional_forward_args=2.5)
+    assert gc.layer is find_cam_layers(two, (x1, x2), 2.5, require_classifier=False).layer
+    expected = LayerGradCam(two, gc.layer).attribute((x1, x2), target=[0, 3, 1], additional_forward_args=2.5)
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-7)
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    from captum_robust.attr._core import layer_finder
+
+    result = doctest.testmod(layer_finder, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0

@@ -140,11 +140,15 @@ def _close(a: Tensor, b: Tensor) -> bool:
     return a.shape == b.shape and bool((a - b).abs().max() <= _RTOL * (1.0 + b.abs().max()))
 
 
-def _pick(candidates: List[_Record]) -> _Record:
-    """The largest feature map (pooling shrinks it), then the last module to return it
-    (the outermost module producing the same tensor: ``layer4`` rather than its last ReLU)."""
+def _pick(candidates: List[_Record], declared: Any) -> _Record:
+    """The largest feature map (pooling shrinks it), then the model's own ``feature_layer`` if
+    it produces that map, else the last module to return it (the outermost module producing
+    the same tensor: ``layer4`` rather than its last ReLU)."""
     cells = max(math.prod(r.shape[2:]) for r in candidates)  # type: ignore[index]
     largest = [r for r in candidates if math.prod(r.shape[2:]) == cells]  # type: ignore[index]
+    for r in largest:
+        if r.module is declared:
+            return r
     # a map that is already 1 x 1 equals its own pool: prefer the module that computed it
     computed = [r for r in largest if not isinstance(r.module, _PASS_THROUGH)]
     return (computed or largest)[-1]
@@ -186,7 +190,8 @@ def find_cam_layers(
       output averages to the classifier's input, the one with the largest feature map (so
       the pooling module's B x K x 1 x 1 output is skipped), and of those the last to return
       (the outermost module producing the map: a ResNet's ``layer4`` rather than its last
-      block's ReLU). Modules called more than once in a pass (torchvision's shared ``relu``
+      block's ReLU), unless the model names its own ``feature_layer`` (the library's models)
+      and that module produces the same map. Modules called more than once in a pass (torchvision's shared ``relu``
       inside a block) cannot be hooked unambiguously and are skipped.
 
     The head is then "GAP -> linear" and :class:`~captum_robust.attr.CAM` applies
@@ -288,7 +293,7 @@ def find_cam_layers(
             )
 
     if classifier is not None:
-        feature = _pick(candidates)
+        feature = _pick(candidates, getattr(model, "feature_layer", None))
         return CAMLayers(feature.module, classifier.module, feature.name, classifier.name, True)  # type: ignore[arg-type]
 
     fallback, no_map = _fallback_feature_layer(maps, records)
