@@ -692,7 +692,8 @@ def load_image_folder(
     for f, a in zip(files, arrays):
         if a.shape != first:
             raise DataFormatError(
-                f"'{f}' is {a.shape[1]}x{a.shape[0]} pixels after resizing but '{files[0]}' is {first[1]}x{first[0]}: "
+                f"'{f}' is {a.shape[1]}x{a.shape[0]} pixels{' after resizing' if size else ''} but '{files[0]}' is "
+                f"{first[1]}x{first[0]}: "
                 "images of one data set need one size; pass a size with center_crop=True (CLI: --image-size PX "
                 "--center-crop)"
             )

@@ -14,8 +14,11 @@ Subcommands:
 
 ``evaluate``
     Attack the explanations of the user's own model (``--model module:factory --weights
-    state_dict.pt``) on a test set (embedded digits, MNIST / Fashion-MNIST / CIFAR-10 files or an
-    ``.npz`` archive) with :func:`captum_robust.robust.evaluation.attribution_robustness` and PGD;
+    state_dict.pt``; a Hugging Face-style output with ``.logits`` is fine) on a test set (embedded
+    digits, MNIST / Fashion-MNIST / CIFAR-10 files, an ``.npz`` archive or a folder of PNG/JPEG
+    images in class sub-folders, ``--normalize MEAN:STD`` for normalised models, attacks staying in
+    pixel space) with :func:`captum_robust.robust.evaluation.attribution_robustness` and PGD
+    (IG, saliency, CAM, Grad-CAM, Grad-CAM++ of ``--layer`` or a found layer, Sparsified SmoothGrad);
     writes ``results.json``, ``report.md``, ``figure_maps.png`` and ``figure_measures.png``.
 
 ``certify``

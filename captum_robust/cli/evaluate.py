@@ -17,6 +17,7 @@ from captum_robust._utils.reporting import fmt, markdown_table
 from captum_robust.cli import _types
 from captum_robust.cli._defaults import SMOOTHGRAD_SIGMA, SMOOTHGRAD_SPARSITY
 from captum_robust.cli._inputs import UserRun, add_model_options, prepare_run
+from captum_robust.cli._layers import cam_parts, feature_layer, gradcam_parts
 from captum_robust.cli._runtime import (
     OutputFolder, UsageError, add_run_options, batch_generator, distributed_run, my_batches, print_outputs, progress,
     report_tail, run_line, write_report, write_results,
@@ -25,7 +26,9 @@ from captum_robust.robust.discrepancy import MEASURES
 from captum_robust.robust.evaluation.robustness import STABILITY_MEASURES
 
 #: Attribution methods and attacks by name.
-ATTRIBUTIONS = ("ig", "saliency", "cam", "sparsified-smoothgrad")
+ATTRIBUTIONS = ("ig", "saliency", "cam", "gradcam", "gradcam++", "sparsified-smoothgrad")
+#: the attributions whose maps live on a layer's feature map (k defaults to 8 cells)
+LAYER_MAPS = ("cam", "gradcam", "gradcam++")
 ATTACKS = ("topk", "mass-center", "aai", "l2-topk")
 EVALUATE_OUT = "./captum_robust_evaluate/"
 #: the files ``evaluate`` writes into --out (figure_maps.png only when an example was attacked)
@@ -75,8 +78,9 @@ def _add_attack_options(a: Any) -> None:
         "--attribution", choices=ATTRIBUTIONS, default="ig",
         help=(
             "the explanation: ig (Integrated Gradients, zero baseline), saliency (input gradient), cam (class "
-            "activation map; needs global average pooling -> linear head) or sparsified-smoothgrad (Levine et al.; "
-            "attacked through its relaxed, differentiable version) (default: ig)"
+            "activation map; needs global average pooling -> linear head), gradcam or gradcam++ (Grad-CAM / "
+            "Grad-CAM++ of --layer, any CNN) or sparsified-smoothgrad (Levine et al.; attacked through its relaxed, "
+            "differentiable version) (default: ig)"
         ),
     )
     a.add_argument(
@@ -91,7 +95,8 @@ def _add_attack_options(a: Any) -> None:
                    help=f"attack radius, one or more values (each gives a row group) (default: {LINF_EPS} for the "
                         f"l-inf attacks, {L2_EPS} for l2-topk); PGD uses the same radius and norm")
     a.add_argument("--k", type=_types.positive_int, default=None, metavar="K",
-                   help="size of the attacked top set and of the top-k intersection (default: 8 for cam, else one "
+                   help="size of the attacked top set and of the top-k intersection (default: 8 for the layer maps cam, "
+                        "gradcam and gradcam++, else one "
                         "eighth of the attacked map's elements, e.g. 98 of 784 pixels)")
     a.add_argument("--iterations", type=_types.positive_int, default=ATTACK_ITERATIONS, metavar="N",
                    help=f"attack iterations (default: {ATTACK_ITERATIONS})")
@@ -113,8 +118,8 @@ def _add_attack_options(a: Any) -> None:
                         "shifts for the relative stabilities; a value R gives U[0.1 R, R] for those)")
     a.add_argument("--representation-layer", default=None, metavar="NAME",
                    help="relative_representation_stability: the submodule whose output is the representation (a "
-                        "name from model.named_modules()); default: model.feature_layer if defined, else the last "
-                        "convolution")
+                        "name from model.named_modules()); default: model.feature_layer if defined, else the feature "
+                        "layer found by captum_robust.attr.find_cam_layers")
     a.add_argument("--pgd-iterations", type=_types.nonneg_int, default=40, metavar="N",
                    help="PGD iterations for the adversarial accuracy (step 2.5 * eps / N, random start); 0 skips "
                         "PGD (default: 40)")
@@ -141,11 +146,14 @@ def _add_method_options(a: Any) -> None:
         ),
     )
     a.add_argument("--layer", default=None, metavar="NAME",
-                   help="cam: the submodule whose output is the last feature map (a name from "
-                        "model.named_modules()); default: model.feature_layer if defined, else found automatically")
+                   help="cam, gradcam, gradcam++: the submodule whose output is the feature map, a dotted name from "
+                        "model.named_modules() of your model, e.g. resnet.encoder.stages.3 or layer4; default: "
+                        "model.feature_layer if defined, else found by captum_robust.attr.find_cam_layers (the "
+                        "feature map before global average pooling -> linear; without such a head, for Grad-CAM, the "
+                        "last module with a B x C x H x W output of more than one cell)")
     a.add_argument("--classifier", default=None, metavar="NAME",
                    help="cam: the final nn.Linear fed by global average pooling; default: model.classifier if "
-                        "defined, else the last nn.Linear")
+                        "it is an nn.Linear, else found by captum_robust.attr.find_cam_layers")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -163,7 +171,7 @@ def _saliency(model: Any, inputs: torch.Tensor, target: torch.Tensor) -> torch.T
     return Saliency(model).attribute(inputs, target=target, abs=False, create_graph=inputs.requires_grad)
 
 
-def _stability_kwargs(args: argparse.Namespace, model: torch.nn.Module) -> Optional[Dict[str, Any]]:
+def _stability_kwargs(args: argparse.Namespace, run: UserRun, device: torch.device) -> Optional[Dict[str, Any]]:
     """The stability metrics' settings from --stability-samples/--stability-radius/--representation-layer."""
     asked = [m for m in args.measures if m in STABILITY_MEASURES]
     if not asked:
@@ -178,69 +186,9 @@ def _stability_kwargs(args: argparse.Namespace, model: torch.nn.Module) -> Optio
                              "run them separately or keep the defaults")
         kwargs["radius"] = (0.1 * r, r) if asked[0] in relative else r
     if "relative_representation_stability" in asked:
-        if args.representation_layer is not None:
-            kwargs["layer"] = _named_submodule(model, args.representation_layer, "--representation-layer")
-        else:
-            kwargs["layer"] = _cam_layer(model, argparse.Namespace(layer=None))
+        kwargs["layer"] = feature_layer(run.user_model or run.model, run.model, args.representation_layer,
+                                        "--representation-layer", run.x[:1].to(device))[0]
     return kwargs
-
-
-def _named_submodule(model: torch.nn.Module, name: str, option: str) -> torch.nn.Module:
-    modules = dict(model.named_modules())
-    if name not in modules or name == "":
-        names = [n for n in modules if n][:12]
-        raise UsageError(f"{option} {name!r} is not a submodule of the model; submodules include: {', '.join(names)}")
-    return modules[name]
-
-
-def _cam_layer(model: torch.nn.Module, args: argparse.Namespace) -> torch.nn.Module:
-    """--layer, model.feature_layer, or the last convolution."""
-    if args.layer is not None:
-        return _named_submodule(model, args.layer, "--layer")
-    if isinstance(getattr(model, "feature_layer", None), torch.nn.Module):
-        return model.feature_layer
-    convs = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv1d))]
-    if not convs:
-        raise UsageError("--attribution cam: the model has no convolution to take the feature map from; "
-                         "pass --layer NAME (the module whose output is the last feature map)")
-    return convs[-1]
-
-
-def _cam_classifier(model: torch.nn.Module, args: argparse.Namespace) -> torch.nn.Module:
-    """--classifier, model.classifier, or the last nn.Linear."""
-    if args.classifier is not None:
-        classifier = _named_submodule(model, args.classifier, "--classifier")
-        if not isinstance(classifier, torch.nn.Linear):
-            raise UsageError(f"--classifier {args.classifier!r} is a {type(classifier).__name__}, not the nn.Linear "
-                             "fed by global average pooling that CAM needs")
-        return classifier
-    if isinstance(getattr(model, "classifier", None), torch.nn.Linear):
-        return model.classifier
-    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    if not linears:
-        raise UsageError("--attribution cam needs a global average pooling -> nn.Linear head, and the model has "
-                         "no nn.Linear; use --attribution ig, saliency or sparsified-smoothgrad")
-    return linears[-1]
-
-
-def _find_cam(model: torch.nn.Module, args: argparse.Namespace, x1: torch.Tensor, y1: torch.Tensor) -> Any:
-    """The CAM of the model, tried on one image, with the names of its layer and classifier."""
-    from captum_robust.attr import CAM
-
-    names = {id(m): n for n, m in model.named_modules()}
-    layer = _cam_layer(model, args)
-    classifier = _cam_classifier(model, args)
-    try:
-        cam = CAM(model, layer, classifier)
-        cam.attribute(x1, target=y1)
-    except (ValueError, TypeError) as exc:
-        raise UsageError(
-            f"--attribution cam does not apply with layer {names.get(id(layer), '?')!r} and classifier "
-            f"{names.get(id(classifier), '?')!r} ({str(exc).splitlines()[0]}); pass --layer NAME --classifier NAME "
-            "(names from model.named_modules()) for a feature map followed by global average pooling and a linear "
-            "layer, or use another --attribution"
-        ) from None
-    return cam, names.get(id(layer), "?"), names.get(id(classifier), "?")
 
 
 @dataclass
@@ -271,14 +219,19 @@ def _surrogate(args: argparse.Namespace, model: torch.nn.Module) -> Tuple[Option
                   "(functional relu calls would give zero second derivatives)"]
 
 
-def _evaluation_parts(args: argparse.Namespace, model: torch.nn.Module, x1: torch.Tensor, y1: torch.Tensor) -> Parts:
-    """The parts of --attribution (CAM is checked on one image ``x1``, ``y1``)."""
+def _evaluation_parts(args: argparse.Namespace, run: UserRun, x1: torch.Tensor, y1: torch.Tensor) -> Parts:
+    """The parts of --attribution (layer maps are checked on one image ``x1``, ``y1``)."""
     from captum_robust.attr import BatchedIntegratedGradients, RelaxedSparsifiedSmoothGrad, SparsifiedSmoothGrad
 
+    model, user_model = run.model, run.user_model or run.model
     if args.attribution == "cam":
-        cam, layer_name, classifier_name = _find_cam(model, args, x1, y1)
+        cam, layer_name, classifier_name = cam_parts(user_model, model, args, x1, y1)
         return Parts(cam, cam, f"CAM (layer {layer_name}, classifier {classifier_name})")
     surrogate, notes = _surrogate(args, model)
+    if args.attribution in ("gradcam", "gradcam++"):
+        gradcam, layer_name, how = gradcam_parts(user_model, model, args, x1, y1)
+        title = "Grad-CAM++" if args.attribution == "gradcam++" else "Grad-CAM"
+        return Parts(gradcam, gradcam, f"{title} (layer {layer_name}, {how})", surrogate=surrogate, notes=notes)
     if args.attribution == "ig":
         ig = BatchedIntegratedGradients(model)
         return Parts(ig, ig, f"Integrated Gradients ({args.ig_steps} midpoint steps, zero baseline)",
@@ -336,7 +289,7 @@ def _check_combination(args: argparse.Namespace, model: torch.nn.Module, parts: 
             f"of a 2-D map, and the map has shape {shape}; use --attack topk or aai"
         )
     if args.k is None:
-        return min(8, n_map) if args.attribution == "cam" else max(1, math.ceil(n_map / 8))
+        return min(8, n_map) if args.attribution in LAYER_MAPS else max(1, math.ceil(n_map / 8))
     if args.k > n_map:
         raise UsageError(
             f"--k {args.k} cannot work with --attribution {args.attribution} and --attack {args.attack}: the attacked "
@@ -382,6 +335,7 @@ def _attack_batches(args: argparse.Namespace, ctx: Any, device: torch.device, ru
     measured = None if parts.measured is parts.attacked else parts.measured
     local: List[List[Tuple[int, range, Any]]] = []
     examples = None
+    stability_kwargs = _stability_kwargs(args, run, device)
     try:
         with progress(ctx, len(batches) * len(eps_list), "evaluate", not args.no_progress) as bar:
             for e_index, eps in enumerate(eps_list):
@@ -396,7 +350,7 @@ def _attack_batches(args: argparse.Namespace, ctx: Any, device: torch.device, ru
                     report = attribution_robustness(
                         run.model, measured, attack, (x[idx.start: idx.stop], y[idx.start: idx.stop]),
                         measures=tuple(args.measures), k=k, pgd=pgd, generator=batch_generator(args, b, device),
-                        keep_examples=keep, stability_kwargs=_stability_kwargs(args, run.model),
+                        keep_examples=keep, stability_kwargs=stability_kwargs,
                     )
                     if keep:
                         examples, report.examples = report.examples, None  # not gathered from the other ranks
@@ -416,7 +370,7 @@ def _evaluate(args: argparse.Namespace, ctx: Any, device: torch.device, folder: 
     t_start = time.perf_counter()
     run = prepare_run(args, device)
     eps_list = args.eps if args.eps is not None else [L2_EPS if args.attack == "l2-topk" else LINF_EPS]
-    parts = _evaluation_parts(args, run.model, run.x[:1].to(device), run.y[:1].to(device))
+    parts = _evaluation_parts(args, run, run.x[:1].to(device), run.y[:1].to(device))
     k = _check_combination(args, run.model, parts, run.x[:1], run.y[:1], eps_list[0])
     if ctx.is_main:
         _print_settings(args, ctx, run, parts, eps_list, k)

@@ -304,7 +304,7 @@ ERRORS = [
     (["--attribution", "cam", "--layer", "conv9"], "--layer 'conv9' is not a submodule"),
     (["--attribution", "cam", "--classifier", "act"], "--classifier 'act' is a ReLU, not the nn.Linear"),
     (["--attribution", "cam", "--layer", "conv1"], "pass --layer NAME --classifier NAME"),
-    (["--model", "cr_eval_net:mlp", "--weights", "mlp.pt", "--attribution", "cam"], "has no convolution"),
+    (["--model", "cr_eval_net:mlp", "--weights", "mlp.pt", "--attribution", "cam"], "no submodule returns a 4-D feature map"),
 ]
 
 
