@@ -715,6 +715,9 @@ def _read_image(file: Path, size: Optional[int]):
             picture.load()
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise DataFormatError(f"'{file}' cannot be read as an image by Pillow: {e}") from None
+    if picture.mode.startswith("I"):  # 16-bit grey PNG: 0..65535 -> 0..255 (Pillow's convert("L") would clip)
+        wide = np.asarray(picture, dtype=np.float64)
+        picture = Image.fromarray(np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8), mode="L")
     if picture.mode == "RGBA" and all(lo == hi for lo, hi in picture.getextrema()[:3]):
         picture = picture.convert("LA")  # a grey palette image
     if size is not None:
@@ -722,7 +725,7 @@ def _read_image(file: Path, size: Optional[int]):
         scale = size / min(w, h)
         new = (max(1, round(w * scale)), max(1, round(h * scale)))
         if new != (w, h):
-            if picture.mode in ("1", "I", "I;16", "F", "P;L"):
+            if picture.mode in ("1", "F", "P;L"):
                 picture = picture.convert("L")
             picture = picture.resize(new, Image.BILINEAR, reducing_gap=None)
     return picture

@@ -68,6 +68,14 @@ def test_grey_images_give_one_channel_unless_asked(tmp_path):
     assert load_image_folder(tmp_path, channels=1).tensors[0].shape == (3, 1, 6, 6)
 
 
+def test_sixteen_bit_grey_png_is_scaled_not_clipped(tmp_path):
+    wide = np.array([[0, 1000, 30000, 65535]], dtype=np.uint16)
+    _write(tmp_path, "a", "g.png", wide)
+    x = load_image_folder(tmp_path).tensors[0]
+    assert x.shape == (1, 1, 1, 4)
+    assert (x.flatten() * 255).tolist() == [0.0, 4.0, 117.0, 255.0]  # round(v / 257)
+
+
 def test_jpeg_is_read_close_to_its_source(tmp_path):
     flat = np.full((16, 16, 3), (200, 40, 90), dtype=np.uint8)
     _write(tmp_path, "a", "x.jpeg", flat, fmt="JPEG")
