@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from captum_robust._utils.compiled import CompiledModelWarning, is_compiled, uncompiled, warn_uncompiled
-from captum_robust.attr import BatchedIntegratedGradients, Saliency, ScaledSmoothGrad
+from captum_robust.attr import CAM, BatchedIntegratedGradients, Saliency, ScaledSmoothGrad
 from captum_robust.models import Small
 from captum_robust.robust.attacks import PGD, TopKAttack, softplus_surrogate
 from captum_robust.robust.regularizers import IGNorm, InputGradientRegularizer, Int, PGDAdversarialLoss
@@ -187,8 +187,7 @@ def test_first_order_objective_runs_without_warning(small):
     assert float(got) == pytest.approx(float(ref), rel=1e-5)
 
 
-def test_compiled_surrogate_is_unwrapped(small):
-    model, _, _ = small
+def test_compiled_surrogate_is_unwrapped():
     relu = Small().eval()
     smooth = softplus_surrogate(_compile(relu), beta=5.0)
     assert not is_compiled(smooth) and smooth.classifier.weight is relu.classifier.weight
@@ -209,8 +208,13 @@ def test_pgd_and_attribution_attack_equal_uncompiled(small):
             attack = TopKAttack(m, Saliency(m), k=20, eps=0.05, step_size=0.01, n_iterations=3)
             x_topk, res = attack.perturb(x, target=y)
             results.append((x_pgd, x_topk))
+            cam = CAM(m, model.feature_layer, model.classifier)
+            x_cam, _ = TopKAttack(m, cam, k=5, eps=0.05, step_size=0.01, n_iterations=2).perturb(x, target=y)
+            results[-1] += (x_cam,)
+    torch.testing.assert_close(results[1][2], results[0][2], rtol=0, atol=1e-6)
     torch.testing.assert_close(results[1][0], results[0][0], rtol=0, atol=1e-6)
     torch.testing.assert_close(results[1][1], results[0][1], rtol=0, atol=1e-6)
     assert (results[0][1] - x).abs().max() > 0  # the attack moved
-    found = _compiled_warnings(record)
-    assert len(found) == 1 and "Saliency" in str(found[0].message)
+    found = sorted(str(w.message) for w in _compiled_warnings(record))
+    assert len(found) == 2 and found[0].startswith("the attack's CAM runs its attribution maps on the uncompiled")
+    assert found[1].startswith("the attack's Saliency runs its attribution maps on the uncompiled")

@@ -91,10 +91,11 @@ def _user_stacklevel() -> int:
     return 2
 
 
-def warn_uncompiled(model: Any, who: str, stacklevel: Optional[int] = None) -> None:
-    """Warn once per compiled ``model`` and ``who`` that ``who`` runs its second-order passes on
-    the uncompiled module (nothing when ``model`` is not compiled). ``stacklevel`` None points
-    the warning at the first line outside the library."""
+def warn_uncompiled(model: Any, who: str, stacklevel: Optional[int] = None,
+                    what: str = "its second-order passes") -> None:
+    """Warn once per compiled ``model`` and ``who`` that ``who`` runs ``what`` on the uncompiled
+    module (nothing when ``model`` is not compiled). ``stacklevel`` None points the warning at
+    the first line outside the library."""
     if not is_compiled(model):
         return
     try:
@@ -105,8 +106,9 @@ def warn_uncompiled(model: Any, who: str, stacklevel: Optional[int] = None) -> N
         return
     seen.add(who)
     warnings.warn(
-        f"{who} runs its second-order passes on the uncompiled module (model._orig_mod, same parameters): "
-        "torch.compile does not support create_graph=True here (AOT autograd's compiled backward runs once). "
+        f"{who} runs {what} on the uncompiled module (model._orig_mod, same parameters): "
+        "torch.compile does not support create_graph=True here (AOT autograd's compiled backward runs once), "
+        "nor hooks added to its layers after compiling. "
         "First-order passes still use the compiled model. Filter "
         "captum_robust._utils.compiled.CompiledModelWarning to silence this.",
         CompiledModelWarning,

@@ -183,9 +183,12 @@ class AttributionAdapter:
             if surrogate is not None:
                 self.gradient_attribution = _rebind(attribution, model, surrogate)
             elif any(is_compiled(v) for v in vars(attribution).values()):
-                # said once, here, before any attack step: the differentiated maps run uncompiled
-                warn_uncompiled(getattr(attribution, "forward_func", model), f"the attack's {self.name}")
-                self.gradient_attribution = _without_compile(attribution)
+                # said once, here, before any attack step: every map runs uncompiled (the differentiated
+                # ones need create_graph; hooks added to a compiled model's layers after its first call do not
+                # fire, so a layer attribution's reported maps cannot run compiled either)
+                warn_uncompiled(getattr(attribution, "forward_func", model), f"the attack's {self.name}",
+                                what="its attribution maps")
+                attribution = self.gradient_attribution = _without_compile(attribution)
             else:
                 self.gradient_attribution = attribution
             if surrogate is not None:
@@ -204,7 +207,7 @@ class AttributionAdapter:
             self.gradient_attribution = attribution
             self.gradient_kwargs_modules = {}
             if surrogate is None and is_compiled(model):
-                warn_uncompiled(model, f"the attack's attribution {self.name}")
+                warn_uncompiled(model, f"the attack's attribution {self.name}", what="its differentiated maps")
             if self.kwargs or self.gradient_kwargs:
                 raise ValueError("attribution_kwargs apply to attribution objects; a callable takes no keyword arguments")
         else:
