@@ -73,6 +73,9 @@ class CAMLayers(_CAMLayersBase):
         self.gap_linear = gap_linear
         return self
 
+    def __getnewargs__(self) -> Tuple[Any, ...]:  # copy/pickle keep the names
+        return (self.layer, self.classifier, self.layer_name, self.classifier_name, self.gap_linear)
+
     @property
     def feature_layer(self) -> nn.Module:
         return self.layer
@@ -102,6 +105,7 @@ def _trace(model: nn.Module, inputs: Tuple[Tensor, ...], args: Tuple[Any, ...]) 
     """One forward pass with hooks on every submodule; the records in completion order."""
     records: Dict[int, _Record] = {}
     counter = [0]
+    widths = {m.in_features for m in model.modules() if isinstance(m, nn.Linear)}
     handles = []
 
     def hook(rec: _Record, module: nn.Module, hook_args: Tuple[Any, ...], output: Any) -> None:
@@ -113,10 +117,14 @@ def _trace(model: nn.Module, inputs: Tuple[Tensor, ...], args: Tuple[Any, ...]) 
         if isinstance(output, Tensor) and output.dim() == 4 and output.is_floating_point():
             # the mean is taken now: code after the module may modify its output in place
             rec.shape = tuple(output.shape)
-            rec.mean = output.detach().to(torch.float64).mean(dim=(2, 3))
+            if output.shape[1] in widths:  # only a map with as many channels as some linear's inputs can feed it
+                rec.mean = output.detach().mean(dim=(2, 3)).to(torch.float64)
         if isinstance(module, nn.Linear) and hook_args and isinstance(hook_args[0], Tensor):
-            rec.linear_in = hook_args[0].detach().clone()
-            rec.linear_out = output.detach().clone() if isinstance(output, Tensor) else None
+            # only a B x K -> B x C linear can be the classifier; copies of those are small
+            # (a ConvNeXt's per-pixel linear layers are not copied)
+            two_d = hook_args[0].dim() == 2 and isinstance(output, Tensor)
+            rec.linear_in = hook_args[0].detach().clone() if two_d else None
+            rec.linear_out = output.detach().clone() if two_d else None
 
     for name, module in model.named_modules():
         if module is model or id(module) in records:
@@ -277,7 +285,9 @@ def find_cam_layers(
     else:
         fed = last_linear.linear_in
         if fed is not None and fed.dim() == 2:
-            candidates = [r for r in maps if r.done < last_linear.done and _close(r.mean, fed)]  # type: ignore[arg-type]
+            candidates = [
+                r for r in maps if r.done < last_linear.done and r.mean is not None and _close(r.mean, fed)
+            ]
         if candidates:
             classifier = last_linear
         else:
