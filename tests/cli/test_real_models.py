@@ -198,6 +198,11 @@ def test_hugging_face_resnet_on_an_image_folder(in_user_dir):
     code, out, err = _run([*base, "--attribution", "gradcam", "--layer", "resnet.encoder.stages.0", "--out", "hf_l"])
     assert code == 0, err
     assert "Grad-CAM (layer resnet.encoder.stages.0, --layer)" in out
+    code, out, err = _run(["certify", *base[1:12], "--no-progress", "--n-samples", "8", "--normalize", "imagenet",
+                           "--out", "hf_cert"])
+    assert code == 0, err
+    cert = json.loads((in_user_dir["dir"] / "hf_cert" / "results.json").read_text())
+    assert cert["settings"]["n_features"] == 3 * 32 * 32 and len(cert["per_example"]["radius"]) == 4
     code, out, err = _run([*base, "--attribution", "gradcam", "--layer", "resnet.nope", "--out", "hf_bad"])
     assert code == 2 and out == ""
     assert len(err.strip().splitlines()) == 1
