@@ -322,7 +322,7 @@ def first_conv_channels(model: torch.nn.Module) -> Optional[int]:
     return conv.in_channels if conv is not None and conv.in_channels in (1, 3) else None
 
 
-def _wrap(model: torch.nn.Module, outputs: Any, args: argparse.Namespace, channels: int) -> Tuple[torch.nn.Module, List[str]]:
+def _wrap(model: torch.nn.Module, outputs: Any, args: argparse.Namespace) -> Tuple[torch.nn.Module, List[str]]:
     """The module the library runs: ``LogitsOf`` when the outputs are structured, ``Normalize``
     for --normalize (outermost, so attacks and certificates see pixels)."""
     from captum_robust.data import Normalize
@@ -332,10 +332,7 @@ def _wrap(model: torch.nn.Module, outputs: Any, args: argparse.Namespace, channe
         model = LogitsOf(model)
         notes.append(f"the model returns a {type(outputs).__name__}; its .logits are the class scores")
     if args.normalize is not None:
-        mean, std = args.normalize
-        if len(mean) not in (1, channels):
-            raise UsageError(f"--normalize has {len(mean)} per-channel values but the images have {channels} "
-                             f"channel(s); give {channels} means and {channels} standard deviations")
+        mean, std = args.normalize  # its channel count is checked against the images by prepare_run
         model = Normalize(model, mean, std)
         notes.append(f"the model sees (x - mean) / std per channel, mean {', '.join(f'{v:g}' for v in mean)}, std "
                      f"{', '.join(f'{v:g}' for v in std)}; attacks, radii and noise are in pixels in [0, 1]")
@@ -390,7 +387,7 @@ def prepare_run(args: argparse.Namespace, device: torch.device) -> UserRun:
                          f".logits), got {shape} for {len(first)} image(s)")
     if not hasattr(args, "normalize"):
         args.normalize = None
-    model, notes = _wrap(user_model, outputs, args, x.shape[1])
+    model, notes = _wrap(user_model, outputs, args)
     model = model.to(device).eval()
     check_logits(logits, args)
     n_classes = logits.shape[1]

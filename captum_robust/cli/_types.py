@@ -145,7 +145,8 @@ def mean_std(text: str) -> Any:
         raise argparse.ArgumentTypeError(f"expected {usage}, got {text!r}") from None
     if len(mean) != len(std):
         raise argparse.ArgumentTypeError(
-            f"expected as many standard deviations as means (one per channel), got {len(mean)} and {len(std)} in {text!r}")
+            f"expected as many standard deviations as means (one per channel), got {len(mean)} and {len(std)} "
+            f"in {text!r}")
     if not all(math.isfinite(v) for v in mean + std) or min(std) <= 0:
         raise argparse.ArgumentTypeError(f"expected finite means and standard deviations > 0, got {text!r}")
     return mean, std
