@@ -5,10 +5,11 @@ additional_forward_args=...)``, tensor-or-tuple inputs) and adds what robustness
 needs: every class at once, ``create_graph`` for differentiable maps, clear errors.
 """
 
-from captum_robust.attr._core.cam import CAM, GradCAM, GradCAMPlusPlus, vit_reshape_transform
+from captum_robust.attr._core.cam import CAM, GradCAM, GradCAMPlusPlus
 from captum_robust.attr._core.certified_topk import CertifiedTopK, TopKCertificate
 from captum_robust.attr._core.integrated_gradients import BatchedIntegratedGradients
 from captum_robust.attr._core.layer_finder import CAMLayers, find_cam_layers
+from captum_robust.attr._core.reshape import vit_reshape_transform
 from captum_robust.attr._core.saliency import Saliency
 from captum_robust.attr._core.smoothgrad import (
     QuadraticSmoothGrad,

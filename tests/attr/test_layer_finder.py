@@ -9,7 +9,7 @@ from captum.attr import LayerGradCam
 from torch import nn
 
 from captum_robust.attr import CAM, CAMLayers, GradCAM, GradCAMPlusPlus, find_cam_layers, vit_reshape_transform
-from captum_robust.models import MadryMNIST, Pool, Small, WideResNet
+from captum_robust.models import Pool, Small, WideResNet
 
 
 class BasicBlock(nn.Module):
