@@ -18,7 +18,7 @@ parameters, which attacks and regularizers on attributions need.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, Iterator, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -60,36 +60,33 @@ def _upsample(maps: Tensor, inputs: Tuple[Tensor, ...], mode: str) -> Tensor:
 
 def _class_gradients(
     outputs: Tensor, activation: Tensor, target: Optional[Tensor], create_graph: bool, class_batch_size: Optional[int]
-) -> Tensor:
-    """Gradients of class scores with respect to ``activation``.
+) -> Iterator[Tensor]:
+    """Gradients of class scores with respect to ``activation``, yielded in chunks.
 
-    With a per-example ``target`` (B,), returns ``d f_{target_b}(x_b) / dA_b`` (B x K x ...).
-    With ``target=None``, returns the gradients of every class stacked in front
-    (C x B x K x ...), from batched vector-Jacobian products (``is_grads_batched``),
-    ``class_batch_size`` classes at a time.
+    With a per-example ``target`` (B,), yields ``d f_{target_b}(x_b) / dA_b`` (B x K x ...) once.
+    With ``target=None``, yields the gradients of ``class_batch_size`` classes at a time stacked in
+    front (c' x B x K x ...), from batched vector-Jacobian products (``is_grads_batched``); the caller
+    reduces each chunk to its maps before asking for the next, so memory holds one chunk.
     """
     n, c = outputs.shape
     if target is not None:
         grad_out = F.one_hot(target, c).to(outputs.dtype)
-        (g,) = torch.autograd.grad(outputs, activation, grad_outputs=grad_out, create_graph=create_graph)
-        return g
+        yield torch.autograd.grad(outputs, activation, grad_outputs=grad_out, create_graph=create_graph)[0]
+        return
     eye = torch.eye(c, dtype=outputs.dtype, device=outputs.device)
     step = c if class_batch_size is None else class_batch_size
-    chunks: List[Tensor] = []
     for start in range(0, c, step):
         rows = eye[start : start + step]  # c' x C
         grad_out = rows[:, None, :].expand(rows.shape[0], n, c)
         last = start + step >= c
-        (g,) = torch.autograd.grad(
+        yield torch.autograd.grad(
             outputs,
             activation,
             grad_outputs=grad_out,
             is_grads_batched=True,
             retain_graph=create_graph or not last,
             create_graph=create_graph,
-        )
-        chunks.append(g)
-    return chunks[0] if len(chunks) == 1 else torch.cat(chunks, dim=0)
+        )[0]
 
 
 def _combine(weights: Tensor, activation: Tensor, all_classes: bool, attr_dim_summation: bool) -> Tensor:
@@ -422,10 +419,10 @@ class GradCAM(_CAMBase, GradientAttribution):
             )
         return grads, activation
 
-    def _gradients_and_activation(
+    def _outputs_and_activation(
         self, inputs: TensorOrTuple, target: TargetType, additional_forward_args: Any, attribute_to_layer_input: bool,
-        create_graph: bool, class_batch_size: Optional[int],
-    ) -> Tuple[Tuple[Tensor, ...], Tensor, Tensor, bool]:
+    ) -> Tuple[Tuple[Tensor, ...], Tensor, Tensor, Optional[Tensor]]:
+        """The checked inputs, class scores, layer activation and target (None: every class)."""
         _, inputs_t, batch, args = prepare_inputs(inputs, self.forward_func, additional_forward_args)
         self._find_layer(inputs_t, args)
         with input_shape_guard(self.forward_func, inputs_t):
@@ -435,11 +432,7 @@ class GradCAM(_CAMBase, GradientAttribution):
             )
         outputs = _checked_outputs(outputs, activation, batch, inputs_t)
         t = None if target is None else resolve_target(target, outputs.shape[0], outputs.shape[1], outputs.device)
-        grads = _class_gradients(outputs, activation, t, create_graph, class_batch_size)
-        if not create_graph:
-            activation = activation.detach()
-        grads, activation = self._spatial(grads, activation, t is None)
-        return inputs_t, grads, activation, t is None
+        return inputs_t, outputs, activation, t
 
     @log_usage()
     def attribute(
@@ -461,8 +454,9 @@ class GradCAM(_CAMBase, GradientAttribution):
                 per-channel products, B x 1 x K x ... (or B x C x K x ... for all classes).
             create_graph (bool): keep the graph so the map is differentiable. Default False.
             class_batch_size (int, optional): with ``target=None``, how many classes share
-                one batched backward pass (bounds memory to class_batch_size x the size of
-                the feature map); default all.
+                one batched backward pass; each chunk is reduced to its maps before the next, so
+                the gradients held at once are class_batch_size x the size of the feature map;
+                default all.
             upsample (bool): interpolate to the input's spatial size (display only).
             interpolate_mode (str): interpolation for ``upsample``.
 
@@ -490,13 +484,20 @@ class GradCAM(_CAMBase, GradientAttribution):
         if upsample and not attr_dim_summation:
             raise ValueError("upsample=True needs attr_dim_summation=True (per-channel maps are 5-D)")
         who = "Grad-CAM++" if isinstance(self, GradCAMPlusPlus) else "Grad-CAM"
+        chunks = []
         with call_mode(self.forward_func, who), torch.enable_grad():
-            inputs_t, grads, activation, all_classes = self._gradients_and_activation(
-                inputs, target, additional_forward_args, attribute_to_layer_input, create_graph, class_batch_size
+            inputs_t, outputs, activation, t = self._outputs_and_activation(
+                inputs, target, additional_forward_args, attribute_to_layer_input
             )
+            all_classes = t is None
+            kept = activation if create_graph else activation.detach()
+            for grads in _class_gradients(outputs, activation, t, create_graph, class_batch_size):
+                grads, act = self._spatial(grads, kept, all_classes)
+                with torch.set_grad_enabled(create_graph):  # each class chunk becomes maps before the next
+                    chunks.append(_combine(self._channel_weights(grads, act, all_classes), act, all_classes,
+                                           attr_dim_summation))
         with torch.set_grad_enabled(create_graph):
-            weights = self._channel_weights(grads, activation, all_classes)
-            maps = _combine(weights, activation, all_classes, attr_dim_summation)
+            maps = chunks[0] if len(chunks) == 1 else torch.cat(chunks, dim=1)
             if relu_attributions:
                 maps = F.relu(maps)
             if upsample:
