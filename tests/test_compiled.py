@@ -218,3 +218,17 @@ def test_pgd_and_attribution_attack_equal_uncompiled(small):
     found = sorted(str(w.message) for w in _compiled_warnings(record))
     assert len(found) == 2 and found[0].startswith("the attack's CAM runs its attribution maps on the uncompiled")
     assert found[1].startswith("the attack's Saliency runs its attribution maps on the uncompiled")
+
+
+def test_attack_with_surrogate_on_compiled_model():
+    torch.manual_seed(0)
+    relu = Small().eval()
+    x, y = torch.rand(2, 1, 12, 12), torch.tensor([0, 1])
+    compiled = _compile(relu)
+    out = []
+    for m in (relu, compiled):
+        attack = TopKAttack(m, Saliency(m), k=10, eps=0.05, step_size=0.01, n_iterations=2,
+                            surrogate=softplus_surrogate(m, beta=5.0))
+        out.append(attack.perturb(x, target=y)[0])
+    torch.testing.assert_close(out[1], out[0], rtol=0, atol=1e-6)
+    assert (out[0] - x).abs().max() > 0

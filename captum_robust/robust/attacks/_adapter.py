@@ -100,6 +100,7 @@ def _rebind(obj: Any, model: nn.Module, surrogate: Any) -> Any:
     names = {id(m): n for n, m in model.named_modules()}
     new = copy.copy(obj)
     for key, value in vars(obj).items():
+        value = uncompiled(value)
         if isinstance(value, nn.Module) and id(value) in names:
             setattr(new, key, submodule_like(surrogate, names[id(value)]))
     return new
