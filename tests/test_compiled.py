@@ -232,3 +232,24 @@ def test_attack_with_surrogate_on_compiled_model():
         out.append(attack.perturb(x, target=y)[0])
     torch.testing.assert_close(out[1], out[0], rtol=0, atol=1e-6)
     assert (out[0] - x).abs().max() > 0
+
+
+@pytest.mark.parametrize("method", ["CAM", "GradCAM", "GradCAMPlusPlus"])
+def test_layer_methods_on_a_compiled_model_equal_uncompiled(method):
+    """Hooks added after compiling never fire in the compiled graph: the layer methods run on the
+    uncompiled module (one warning) and give its maps, also after the compiled model was called."""
+    import captum_robust.attr as A
+    from captum_robust._utils.compiled import CompiledModelWarning
+    from captum_robust.models import Small
+
+    torch.manual_seed(0)
+    model = Small().eval()
+    compiled = torch.compile(model, backend="aot_eager")
+    x = torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    compiled(x)  # the compiled graph exists before any hook is added
+    cls = getattr(A, method)
+    make = (lambda m: cls(m, m.feature_layer, m.classifier)) if method == "CAM" else (lambda m: cls(m, m.feature_layer))
+    expected = make(model).attribute(x, target=2)
+    with pytest.warns(CompiledModelWarning, match="layer hooks"):
+        got = make(compiled).attribute(x, target=2) if method == "CAM" else cls(compiled, model.feature_layer).attribute(x, target=2)
+    torch.testing.assert_close(got, expected)

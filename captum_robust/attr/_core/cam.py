@@ -26,6 +26,7 @@ from captum.attr import GradientAttribution, LayerAttribution
 from captum.log import log_usage
 from torch import Tensor, nn
 
+from captum_robust._utils.compiled import uncompiled, warn_uncompiled
 from captum_robust._utils.layers import forward_with_layer
 from captum_robust._utils.validation import (
     TargetType,
@@ -56,6 +57,13 @@ def _upsample(maps: Tensor, inputs: Tuple[Tensor, ...], mode: str) -> Tensor:
         )
     align = None if mode in ("nearest", "area") else False
     return F.interpolate(maps, size=inputs[0].shape[2:], mode=mode, align_corners=align)
+
+
+def _hooked(model: Any, who: str) -> Any:
+    """The model a layer-hook pass runs: a ``torch.compile``d model's ``_orig_mod`` (hooks added after
+    compiling never fire in the compiled graph), with one warning; any other model as it is."""
+    warn_uncompiled(model, who, what="its layer hooks")
+    return uncompiled(model)
 
 
 def _class_gradients(
@@ -216,7 +224,7 @@ class CAM(_CAMBase):
         """Fill in an omitted layer and classifier with :func:`find_cam_layers` (once)."""
         if self.layer is not None and self.classifier is not None:
             return
-        found = find_cam_layers(self.forward_func, inputs_t, args)  # type: ignore[arg-type]
+        found = find_cam_layers(_hooked(self.forward_func, "CAM"), inputs_t, args)  # type: ignore[arg-type]
         self.found_layers = found
         if self.layer is None:
             self.layer = found.layer
@@ -267,7 +275,7 @@ class CAM(_CAMBase):
         try:
             with input_shape_guard(self.forward_func, inputs_t):
                 outputs, activation = forward_with_layer(
-                    self.forward_func, self.layer, inputs_t, args, grad_enabled=create_graph
+                    _hooked(self.forward_func, "CAM"), self.layer, inputs_t, args, grad_enabled=create_graph
                 )
         finally:
             handle.remove()
@@ -392,7 +400,8 @@ class GradCAM(_CAMBase, GradientAttribution):
 
     def _find_layer(self, inputs_t: Tuple[Tensor, ...], args: Tuple[Any, ...]) -> None:
         if self.layer is None:
-            self.found_layers = find_cam_layers(self.forward_func, inputs_t, args, require_classifier=False)  # type: ignore[arg-type]
+            self.found_layers = find_cam_layers(_hooked(self.forward_func, type(self).__name__), inputs_t, args,
+                                                 require_classifier=False)  # type: ignore[arg-type]
             self.layer = self.found_layers.layer
 
     def _spatial(self, grads: Tensor, activation: Tensor, all_classes: bool) -> Tuple[Tensor, Tensor]:
@@ -427,7 +436,8 @@ class GradCAM(_CAMBase, GradientAttribution):
         self._find_layer(inputs_t, args)
         with input_shape_guard(self.forward_func, inputs_t):
             outputs, activation = forward_with_layer(
-                self.forward_func, self.layer, inputs_t, args, attribute_to_layer_input=attribute_to_layer_input,
+                _hooked(self.forward_func, type(self).__name__), self.layer, inputs_t, args,
+                attribute_to_layer_input=attribute_to_layer_input,
                 require_grad=True,
             )
         outputs = _checked_outputs(outputs, activation, batch, inputs_t)
