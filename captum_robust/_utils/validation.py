@@ -183,6 +183,19 @@ def check_submodule(model: Any, layer: Any, name: str = "layer") -> None:
         )
 
 
+def output_tensor(outputs: Any) -> Any:
+    """A forward function's output as a tensor where it is a structured one: the ``.logits`` of an
+    object (a Hugging Face ``ImageClassifierOutput``) or the ``"logits"`` of a mapping; anything
+    else is returned as it is (the caller checks it)."""
+    if isinstance(outputs, Tensor):
+        return outputs
+    if isinstance(outputs, Mapping) and isinstance(outputs.get("logits"), Tensor):
+        return outputs["logits"]
+    if isinstance(getattr(outputs, "logits", None), Tensor):
+        return outputs.logits
+    return outputs
+
+
 def classification_outputs(outputs: Any) -> Tensor:
     """Return the B x C class scores of a forward function's output, or raise.
 

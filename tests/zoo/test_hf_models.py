@@ -297,23 +297,9 @@ _NO_WRAPPER = {
         _x(), target=0, generator=torch.Generator().manual_seed(0)
     ),
 }
-_UNWRAPPED = {"Saliency", "BatchedIntegratedGradients", "SparsifiedSmoothGrad"}
 
 
-@pytest.mark.parametrize(
-    "method",
-    [
-        pytest.param(
-            m,
-            marks=pytest.mark.xfail(
-                raises=ValueError, strict=False,
-                reason="does not yet read the .logits of a structured output (module of another owner)",
-            ),
-        )
-        if m in _UNWRAPPED else m
-        for m in _NO_WRAPPER
-    ],
-)
+@pytest.mark.parametrize("method", list(_NO_WRAPPER))
 def test_hugging_face_output_without_a_wrapper(method):
     """Every attr method on the raw model equals the same method on ``model(x).logits``."""
     model = _model("resnet")

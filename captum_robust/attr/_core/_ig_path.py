@@ -20,7 +20,7 @@ import torch.autograd.forward_ad as fwAD
 from torch import Tensor, nn
 
 from captum_robust._utils.layers import forward_with_layer
-from captum_robust._utils.validation import resolve_target
+from captum_robust._utils.validation import output_tensor, resolve_target
 from captum_robust.attr._core._inputs import check_finite_copies
 from captum_robust.attr._core._quadrature import quadrature_rule
 
@@ -162,6 +162,7 @@ class _Path:
         return tuple(out)
 
     def _select(self, out: Any, b0: int, b1: int, k: int) -> Tensor:
+        out = output_tensor(out)  # the logits of a Hugging Face output
         rows = k * (b1 - b0)
         if not isinstance(out, Tensor) or out.dim() == 0 or out.shape[0] != rows:
             shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__

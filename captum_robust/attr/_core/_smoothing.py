@@ -27,6 +27,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from captum_robust._utils.validation import (
+    output_tensor,
     POSITIVE,
     Interval,
     InvalidParameterError,
@@ -223,7 +224,7 @@ def row_target(
         # the class count is checked against the model's output at the first chunk
         return resolve_target(target, batch, 2**62, device)
     with torch.no_grad():
-        out = model(*inputs, *args)
+        out = output_tensor(model(*inputs, *args))
     if not isinstance(out, Tensor) or out.dim() == 0:
         raise ValueError(f"the forward function must return a tensor of scores, got {type(out).__name__}")
     check_output_rows(out, batch, inputs)
@@ -235,6 +236,7 @@ def row_target(
 def _selected_scores(out: Any, target_rows: Optional[Tensor], rows: int, batch: int) -> Tensor:
     """The score whose gradient is taken at each row: the target class's, the argmax class's
     (``target_rows=None``), or the model's only output."""
+    out = output_tensor(out)  # the logits of a Hugging Face output
     if not isinstance(out, Tensor):
         raise ValueError(f"the forward function must return a tensor of scores, got {type(out).__name__}")
     if out.dim() >= 1 and out.shape[0] == rows:

@@ -16,6 +16,7 @@ from captum.log import log_usage
 from torch import Tensor
 
 from captum_robust._utils.validation import (
+    output_tensor,
     TargetType,
     TensorOrTuple,
     check_bool,
@@ -32,6 +33,7 @@ __all__ = ["Saliency", "input_gradient"]
 def _target_scores(outputs: Any, target: TargetType, batch: int) -> Tensor:
     """The score of every example whose gradient is taken: ``outputs[b, target[b]]``, or the
     per-example output itself when the model returns one number per example and ``target`` is None."""
+    outputs = output_tensor(outputs)  # the logits of a Hugging Face output
     if not isinstance(outputs, Tensor):
         raise ValueError(f"the forward function must return a tensor, got {type(outputs).__name__}")
     if outputs.dim() == 0 or outputs.shape[0] != batch:
