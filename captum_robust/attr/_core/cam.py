@@ -13,6 +13,17 @@ Unlike Captum's ``LayerGradCam`` these return the maps of every class at once wh
 ``target=None`` (one forward pass and one batched backward pass), and with
 ``create_graph=True`` they are differentiable with respect to the inputs and the model
 parameters, which attacks and regularizers on attributions need.
+
+**Grad-CAM of vision transformers.** A block's output is a token sequence B x N x D, not a feature map;
+pass ``reshape_transform`` (as in pytorch-grad-cam), e.g.
+:func:`~captum_robust.attr.vit_reshape_transform` (class token dropped, square patch
+grid), which turns it into B x D x h x w before the weighting. The transform is applied
+to the layer's output and, in the same way, to the gradients with respect to it, so it
+must only move, select or reshape entries (a reshape, a permutation, dropping tokens),
+which makes the transformed gradients the gradients with respect to the transformed
+activation; it must work on any leading batch size (for ``target=None`` it also
+receives the gradients of C x B rows). A layer whose output is not 4-D without a
+transform is an error (a 1-D feature map B x K x L: pass ``lambda a: a.unsqueeze(2)``).
 """
 
 from __future__ import annotations
@@ -353,16 +364,8 @@ class GradCAM(_CAMBase, GradientAttribution):
     the second derivatives through the ReLUs are zero almost everywhere, so gradients of
     the map ignore how the ReLU pattern would move (use a softplus copy of the model).
 
-    Vision transformers: a block's output is a token sequence B x N x D, not a feature map;
-    pass ``reshape_transform`` (as in pytorch-grad-cam), e.g.
-    :func:`~captum_robust.attr.vit_reshape_transform` (class token dropped, square patch
-    grid), which turns it into B x D x h x w before the weighting. The transform is applied
-    to the layer's output and, in the same way, to the gradients with respect to it, so it
-    must only move, select or reshape entries (a reshape, a permutation, dropping tokens),
-    which makes the transformed gradients the gradients with respect to the transformed
-    activation; it must work on any leading batch size (for ``target=None`` it also
-    receives the gradients of C x B rows). A layer whose output is not 4-D without a
-    transform is an error (a 1-D feature map B x K x L: pass ``lambda a: a.unsqueeze(2)``).
+    Vision transformers: pass ``reshape_transform`` (module docstring), e.g.
+    :func:`~captum_robust.attr.vit_reshape_transform`.
 
     Args:
         forward_func (nn.Module or callable): the model, returning class scores B x C (a
