@@ -25,9 +25,10 @@ from typing import Any, Callable, Dict, Optional
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from captum_robust._utils.geometry import Tensors
+from captum_robust.attr import CAM
 from captum_robust._utils.validation import check_choice, check_int, check_nonnegative
 from captum_robust.robust.attacks._map_attack import IterativeMapAttack, _Context
 from captum_robust.robust.discrepancy import topk_mask
@@ -62,7 +63,12 @@ class AAI(IterativeMapAttack):
     paper's settings and why the top-k variant keeps the hinge (the authors' code has none).
 
     Args:
-        attribution: CAM in the paper (a forward computation: no surrogate needed).
+        attribution (optional): CAM in the paper (a forward computation: no surrogate needed).
+            Default ``None``: ``CAM(model)``, whose feature layer and classifier are found by
+            :func:`~captum_robust.attr.find_cam_layers` on the first :meth:`perturb` call's inputs
+            (``attribution.found_layers``); a model without a global-average-pooling -> linear
+            head then raises a ``ValueError`` naming the candidates (pass a
+            :class:`~captum_robust.attr.GradCAM` instead).
         variant (str): ``"topk"`` (default) or ``"l1"``.
         k (int): :math:`K` of the top-k variant. Default 8.
         hinge_weight (float): :math:`\lambda \ge 0`. Default 1.
@@ -82,10 +88,11 @@ class AAI(IterativeMapAttack):
         >>> attack = AAI(model, CAM(model, model.feature_layer, model.classifier), eps=0.3, n_iterations=20)
         >>> x_adv, result = attack.perturb(torch.rand(4, 1, 28, 28), generator=torch.Generator().manual_seed(0))
         >>> kendall = result.similarity        # Kendall's tau of the raw CAM, per example
+        >>> found = AAI(model, eps=0.3, n_iterations=20)   # CAM(model): layers found on the first call
     """
 
     def __init__(
-        self, model: Callable[..., Any], attribution: Any, eps: float = 0.3, step_size: float = 0.01,
+        self, model: Callable[..., Any], attribution: Any = None, eps: float = 0.3, step_size: float = 0.01,
         n_iterations: int = 200, variant: str = "topk", k: int = 8, hinge_weight: float = 1.0, *,
         random_start: bool = True, measure: Any = "kendall", select_by: str = "similarity", map_preparation: Any = None,
         **kwargs: Any,
@@ -94,6 +101,14 @@ class AAI(IterativeMapAttack):
         self.k = check_int(k, "k", 1)
         self.hinge_weight = check_nonnegative(hinge_weight, "hinge_weight")
         self._needs_logits = self.hinge_weight > 0
+        if attribution is None:
+            if not isinstance(model, nn.Module):
+                raise TypeError(
+                    f"attribution=None builds CAM(model), which finds its layers in an nn.Module; got a "
+                    f"{type(model).__name__}: pass attribution=CAM(model, layer, classifier)"
+                )
+            # layers found by find_cam_layers on the first perturb's inputs (one extra forward pass, once)
+            attribution = CAM(model)
         super().__init__(
             model, attribution, eps, step_size, n_iterations,
             random_start=random_start, measure=measure, select_by=select_by,

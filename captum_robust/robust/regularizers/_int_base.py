@@ -42,7 +42,7 @@ from torch import Tensor, nn
 
 from captum_robust._utils.geometry import BoundType
 from captum_robust._utils.validation import check_kwargs
-from captum_robust.attr import CAM, BatchedIntegratedGradients
+from captum_robust.attr import CAM, BatchedIntegratedGradients, find_cam_layers
 from captum_robust.robust.discrepancy import lp_discrepancy, target_free_discrepancy
 from captum_robust.robust.regularizers._base import (EpsType, check_adversarial, check_num_classes, check_weight,
                                                     class_scores)
@@ -125,32 +125,50 @@ class _IntTerm(AttackTerm):
             return "callable", interpreter
         module = self.module
         explicit = layer is not None or classifier is not None
-        if layer is None:
-            layer = getattr(module, "feature_layer", None)
-        if classifier is None:
-            classifier = getattr(module, "classifier", None)
         how = (
             "pass layer= (the module whose output is the last feature map) and classifier= (the nn.Linear "
             "after global average pooling), or interpreter= (a CAM, a BatchedIntegratedGradients or a callable "
             "inputs -> B x C x ... maps of every class)"
         )
-        if not isinstance(layer, nn.Module) or classifier is None:
-            missing = [n for n, v in (("layer", layer), ("classifier", classifier)) if not isinstance(v, nn.Module)]
-            raise ValueError(
-                f"{type(module).__name__} has no CAM-able layer ({' and '.join(missing)} not given and the model has "
-                f"no .feature_layer/.classifier): {how}"
-            )
         if not explicit and getattr(module, "has_gap_head", True) is False:
             raise ValueError(
                 f"{type(module).__name__} has no global-average-pooling -> linear head (has_gap_head=False), so "
                 f"CAM does not apply: {how}"
             )
-        if not isinstance(classifier, nn.Linear):
+        if classifier is not None and not isinstance(classifier, nn.Linear):
             raise TypeError(
                 f"classifier must be the nn.Linear that follows global average pooling, got "
                 f"{type(classifier).__name__}; or pass interpreter="
             )
+        if layer is not None and not isinstance(layer, nn.Module):
+            raise TypeError(f"layer must be an nn.Module (the last feature map's module), got {type(layer).__name__}")
+        if not explicit:
+            # the library's models name their layers; use them only when both are there and usable
+            named_layer = getattr(module, "feature_layer", None)
+            named_classifier = getattr(module, "classifier", None)
+            if isinstance(named_layer, nn.Module) and isinstance(named_classifier, nn.Linear):
+                layer, classifier = named_layer, named_classifier
+        # what is still None is found by find_cam_layers on the first call's inputs (_find_layers: one extra
+        # forward pass, once); a model without a GAP -> linear head then raises a ValueError
         return "cam", CAM(module, layer, classifier)
+
+    def _find_layers(self, x: Tensor) -> None:
+        """Fill in the CAM's omitted layer/classifier with :func:`find_cam_layers` on ``x`` (once)."""
+        cam = self.interpreter
+        if self._kind != "cam" or (cam.layer is not None and cam.classifier is not None):
+            return
+        try:
+            found = find_cam_layers(self.module, x[:2])
+        except ValueError as err:
+            raise ValueError(
+                f"{err}. For {type(self).__name__}: pass layer= (the module whose output is the last feature map) "
+                "and classifier= (the nn.Linear after global average pooling) of a GAP -> linear head, or "
+                "interpreter= (a callable inputs -> B x C x ... maps of every class, e.g. all-class Grad-CAM)"
+            ) from None
+        cam.found_layers = found
+        if cam.layer is None:
+            cam.layer = found.layer
+        cam.classifier = found.classifier
 
     @property
     def interpreter(self) -> Any:
@@ -192,6 +210,7 @@ class _IntTerm(AttackTerm):
         b = x.shape[0]
         logits: Optional[Tensor] = None
         if self._kind == "cam":
+            self._find_layers(x)
             captured = []
 
             def grab(module: nn.Module, args: Any, output: Any) -> None:
@@ -262,7 +281,7 @@ class _IntTerm(AttackTerm):
         value = gamma * d.mean()
         stats = {"discrepancy": float(d.detach().mean()), "gamma": gamma}
         if self._adversarial_loss:
-            ce = F.cross_entropy(self.model(inputs_adv), y)  # self.model: the (DDP) forward, the user's mode
+            ce = F.cross_entropy(class_scores(self.model(inputs_adv)), y)  # self.model: the (DDP) forward, the user's mode
             stats["ce_adv"] = float(ce.detach())
             value = ce + value
         return value, stats

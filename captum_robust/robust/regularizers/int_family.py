@@ -50,6 +50,14 @@ callable ``inputs -> B x C x ...`` all-class maps, differentiable with respect t
 the parameters. ``interpreter_kwargs`` are extra arguments of its ``attribute`` (e.g.
 ``n_steps``, ``method``, ``baselines`` for IG).
 
+**Found layers.** With ``layer``/``classifier`` omitted, the library's models give
+``model.feature_layer``/``model.classifier``; any other model (a torchvision-style ResNet, a
+Hugging Face ``ResNetForImageClassification``, ...) gets ``CAM(model)``, whose layers
+:func:`~captum_robust.attr.find_cam_layers` finds on the first call's inputs (one extra forward
+pass, once; ``reg.interpreter.found_layers`` says which). A model without a global-average-pooling
+-> linear head (a ConvNeXt, a VGG) then raises that function's ``ValueError`` naming the
+candidates: pass ``interpreter=`` (e.g. a callable of all-class Grad-CAM maps) instead.
+
 **Recipes.** MNIST: ``eps=0.3`` warmed up with ``EpsilonSchedule(0.3, 2000, 8000)``, 40 steps of
 0.01; CIFAR-10: ``EpsilonSchedule(8/255, 5000, ...)``, 10 steps of 2/255. ``eval_mode`` applies to
 the map passes and the attack; the classifier PGD of Int2 always runs in eval mode.
@@ -62,7 +70,8 @@ differently from :math:`x`) and ``"attack_success"`` (fraction of :math:`x'` not
 label; absent when ``eps == 0``); the -Adv objectives add ``"ce_adv"``.
 
 **Errors.** ``ValueError`` for ``eps``/``gamma`` < 0, an unknown ``convention``, a model without a
-CAM-able layer and no ``interpreter=``, labels of the wrong length or out of range; ``TypeError``
+GAP -> linear head and no ``interpreter=`` (at the first call when the layers are found, at once for
+``has_gap_head=False``), labels of the wrong length or out of range; ``TypeError``
 for a ``classifier`` that is not an ``nn.Linear`` or labels that are not integers.
 """
 
@@ -90,9 +99,10 @@ class Int(_IntTerm):
     arguments: :class:`RobustTerm` (defaults: MNIST, ``eps=0.3``, 40 steps of 0.01, ``"linf"``).
 
     Args:
-        layer (nn.Module, optional): the layer giving the last feature map. Default ``model.feature_layer``.
+        layer (nn.Module, optional): the layer giving the last feature map. Default ``model.feature_layer``,
+            else found on the first call (:func:`~captum_robust.attr.find_cam_layers`).
         classifier (nn.Linear, optional): the linear layer after global average pooling of that map.
-            Default ``model.classifier``.
+            Default ``model.classifier``, else found on the first call.
         interpreter (optional): instead of ``layer``/``classifier``, a :class:`~captum_robust.attr.CAM`, a
             :class:`~captum_robust.attr.BatchedIntegratedGradients` or a callable giving all-class maps.
         interpreter_kwargs (dict, optional): extra arguments of the interpreter's ``attribute``.
