@@ -5,7 +5,7 @@ Your own model: a Hugging Face ResNet and a vision transformer
 The other tutorials explain the papers' small digit networks. This one takes the kind of model
 people actually bring: a Hugging Face ``transformers`` image classifier. Nothing is downloaded:
 both models are built from tiny configurations with random weights
-(:class:`transformers.ResNetConfig`, :class:`transformers.ViTConfig`) and trained for a few
+(``transformers.ResNetConfig``, ``transformers.ViTConfig``) and trained for a few
 seconds on scikit-learn's digits, upsampled to 32 x 32 and repeated to three channels, so the
 script runs in well under a minute on two CPU cores. With a pretrained model (``from_pretrained``)
 every call below is the same.
