@@ -44,6 +44,7 @@ from captum_robust._utils.validation import (
     check_int,
     check_nonnegative,
     check_positive,
+    output_tensor,
 )
 
 __all__ = ["train_classifier", "evaluate_accuracy", "trained_digits_model", "TrainedDigits"]
@@ -97,7 +98,8 @@ def train_classifier(
     use (and advance) the global RNG.
 
     Args:
-        model (nn.Module): maps ``inputs`` to logits ``B x num_classes``; trained in place.
+        model (nn.Module): maps ``inputs`` to logits ``B x num_classes`` (or an output with
+            ``.logits``, as Hugging Face models return); trained in place.
         train_loader (iterable): yields ``(inputs, labels)`` batches with int64 labels.
         epochs (int): maximum number of passes over the loader, >= 1. Default 10.
         lr (float): Adam learning rate, > 0. Default 1e-3.
@@ -234,7 +236,7 @@ def _train_epoch(
     stopped_by_time = False
     for batch in train_loader:
         x, y = _batch(batch, dev)
-        logits = model(x)
+        logits = output_tensor(model(x))  # a Hugging Face output's .logits
         loss = F.cross_entropy(logits, y)
         if regularizer is not None:
             term = regularizer(x, y)
@@ -304,7 +306,7 @@ def evaluate_accuracy(
     with preserved_model_state(model, train=False):
         for batch in loader:
             x, y = _batch(batch, dev)
-            correct += int((model(x).argmax(dim=1) == y).sum())
+            correct += int((output_tensor(model(x)).argmax(dim=1) == y).sum())
             total += y.shape[0]
     if total == 0:
         raise ValueError("loader yielded no examples; cannot compute an accuracy")

@@ -239,3 +239,34 @@ def test_trained_digits_model_one_cycle_is_the_examples_schedule():
 def test_trained_digits_model_options_are_keyword_only():
     with pytest.raises(TypeError):
         trained_digits_model(1, 8)
+
+
+def test_train_classifier_and_evaluate_accuracy_read_logits_of_structured_outputs():
+    """A model whose output has ``.logits`` (Hugging Face style) trains and is evaluated exactly
+    like the same model returning the tensor."""
+    from types import SimpleNamespace
+
+    import torch
+    from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from captum_robust.training import evaluate_accuracy, train_classifier
+
+    class Structured(nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return SimpleNamespace(logits=self.inner(x))
+
+    data = TensorDataset(torch.rand(32, 4, generator=torch.Generator().manual_seed(0)), torch.arange(32) % 3)
+    torch.manual_seed(0)
+    plain = nn.Linear(4, 3)
+    structured = Structured(nn.Linear(4, 3))
+    structured.inner.load_state_dict(plain.state_dict())
+    for m in (plain, structured):
+        train_classifier(m, DataLoader(data, batch_size=8), epochs=2, lr=0.1)
+    torch.testing.assert_close(structured.inner.weight, plain.weight)
+    loader = DataLoader(data, batch_size=8)
+    assert evaluate_accuracy(structured, loader) == evaluate_accuracy(plain, loader)
