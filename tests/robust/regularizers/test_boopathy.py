@@ -513,11 +513,15 @@ def test_errors():
         mk(n_iterations=0)
     with pytest.raises(ValueError, match="inner"):
         IntAdv(model, model.conv2, model.fc, inner="separate")
-    for m in (_NoCam(), TinyGapNet()):
-        with pytest.raises(ValueError) as info:
-            Int(m)
-        msg = str(info.value)
-        assert "layer=" in msg and "classifier=" in msg and "interpreter=" in msg and "global average pooling" in msg
+    for m in (_NoCam(), TinyGapNet()):  # issue 15: a GAP -> linear head is found on the first call
+        reg = Int(m, eps=0.1, n_iterations=1)
+        assert torch.isfinite(reg(torch.rand(2, 2, 5, 5), torch.tensor([0, 1])))
+        assert reg.interpreter.classifier is (m.head if isinstance(m, _NoCam) else m.fc)
+    mlp = nn.Sequential(nn.Conv2d(2, 3, 3), nn.Flatten(), nn.Linear(27, 3))  # no GAP -> linear head
+    with pytest.raises(ValueError) as info:
+        Int(mlp, eps=0.1, n_iterations=1)(torch.rand(2, 2, 5, 5), torch.tensor([0, 1]))
+    msg = str(info.value)
+    assert "layer=" in msg and "classifier=" in msg and "interpreter=" in msg and "global average pooling" in msg
     with pytest.raises(ValueError, match="has_gap_head"):
         Int(MadryMNIST())
     with pytest.raises(TypeError, match="nn.Linear"):
