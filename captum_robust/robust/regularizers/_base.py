@@ -13,6 +13,7 @@ from captum_robust._utils.compiled import is_compiled, uncompiled, warn_uncompil
 from captum_robust._utils.state import keep_model_mode, preserved_model_state
 from captum_robust._utils.validation import (
     check_bool,
+    output_tensor,
     check_finite,
     check_finite_outputs,
     check_int,
@@ -209,7 +210,9 @@ def check_num_classes(target: Tensor, num_classes: int) -> None:
 
 
 def class_scores(out: Any, who: str = "the model") -> Tensor:
-    """Check that a model returned ``B x C`` class scores and return them."""
+    """Check that a model returned ``B x C`` class scores (a tensor, or the ``.logits`` of a
+    Hugging Face output) and return them."""
+    out = output_tensor(out)
     if not isinstance(out, Tensor) or out.dim() != 2:
         shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
         raise ValueError(f"{who} must return class scores of shape (batch, classes), got {shape}")

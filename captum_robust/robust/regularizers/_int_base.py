@@ -339,7 +339,7 @@ class _IntTerm(AttackTerm):
             self.last_adversarial = inputs.detach()
             stats = {"discrepancy": 0.0, "gamma": self._gamma_stat(), "attack_changed_prediction": 0.0}
             if self._adversarial_loss:
-                ce = F.cross_entropy(self.model(inputs), target)
+                ce = F.cross_entropy(class_scores(self.model(inputs)), target)
                 self.last_stats = {**stats, "ce_adv": float(ce.detach())}
                 return ce
             self.last_stats = stats
