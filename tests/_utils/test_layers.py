@@ -127,3 +127,20 @@ def test_forward_with_layer_keeps_the_layer_output_and_the_model_output(kind):
     torch.testing.assert_close(act, acts[0], rtol=0, atol=0)  # as the layer produced it
     torch.testing.assert_close(out, expected_out, rtol=0, atol=0)  # the model's output is unchanged
     assert act.min() < 0  # the in-place ReLU after the layer would have removed these values
+
+
+@pytest.mark.parametrize("kind", sorted(CASES))
+def test_layer_integrated_gradients_are_unchanged_by_in_place_code_after_the_layer(kind):
+    """Layer IG (the layer's output along the input path) of the in-place model equals that of the
+    same weights written out of place: the captured activations are the layer's, not the modified ones."""
+    from captum_robust.attr import BatchedIntegratedGradients
+
+    model, reference, layer_name, shape = _models(kind)
+    x = torch.randn((3,) + shape, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    target = torch.tensor([0, 1, 2])
+    got = BatchedIntegratedGradients(model).attribute(x, target=target, layer=getattr(model, layer_name), n_steps=8)
+    expected = BatchedIntegratedGradients(reference).attribute(
+        x, target=target, layer=getattr(reference, layer_name), n_steps=8
+    )
+    assert expected.abs().max() > 0
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
