@@ -111,8 +111,8 @@ def attribution_robustness(
             explicit ``attribution``; with ``attribution=None`` the attack's own settings apply.
         stability_kwargs (dict, optional): keyword arguments of every stability metric asked
             for (``n_samples``, ``radius``, ``internal_batch_size``, ...; the generator is
-            ``generator``); ``layer`` goes to ``relative_representation_stability`` only (required
-            by it). The counts of perturbations that changed the prediction are the per-example
+            ``generator``); ``layer`` goes to ``relative_representation_stability`` only (found by
+            :func:`~captum_robust.attr.find_cam_layers` when omitted). The counts of perturbations that changed the prediction are the per-example
             columns ``"<metric>_n_prediction_changed"`` and ``summary["stability"]``.
         max_examples (int, optional): stop after this many examples.
         keep_examples (int): keep the clean and attacked inputs, the labels and the prepared
@@ -266,9 +266,6 @@ def _stability_metrics(measures: Any, stability_kwargs: Optional[Dict[str, Any]]
         kw = dict(kwargs)
         if metric != "relative_representation_stability":
             kw.pop("layer", None)
-        elif kw.get("layer") is None:
-            raise ValueError("relative_representation_stability needs the representation's layer: pass "
-                             "stability_kwargs={'layer': model.some_submodule}")
         out[name] = functools.partial(_run_stability, fn, kw)
     return out
 

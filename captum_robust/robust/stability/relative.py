@@ -20,6 +20,7 @@ from typing import Any, Callable, Dict, Optional
 import torch
 from torch import Tensor, nn
 
+from captum_robust.attr import find_cam_layers
 from captum_robust.robust.stability._core import (
     StabilityResult,
     call_kwargs,
@@ -53,7 +54,11 @@ def _run(kind: str, name: str, explainer: Any, inputs: Any, target: Any, kw: Dic
     s = prepare(explainer, inputs, target, noise="uniform", normalise_how="second_moment",
                 needs_model=kind != "x", **kw)
     if kind == "L" and s.layer is None:
-        raise ValueError("layer must be an nn.Module of the model whose output is the representation, got None")
+        if not isinstance(s.model, nn.Module):
+            raise ValueError("layer must be an nn.Module of the model whose output is the representation, got None "
+                             "(it is found automatically only when the model is an nn.Module)")
+        # the feature map a CAM would use (GAP -> linear head), else the last module with a 4-D output
+        s.layer = find_cam_layers(s.model, s.xs, s.args, require_classifier=False).layer
     return run_metric(s, _relative(kind, s.norm, eps), "max", name, needs_model=kind != "x")
 
 
@@ -190,8 +195,10 @@ def relative_representation_stability(
         \frac{\lVert (e_x - e_{x'_s}) / e_x \rVert_p}{\max(\lVert (L_x - L_{x'_s}) / L_x \rVert_p, \epsilon_{\min})}.
 
     Args:
-        layer (nn.Module): a submodule of the model, called once per forward pass, whose output
-            is the representation (Quantus: ``layer_names=[name]``). Required.
+        layer (nn.Module, optional): a submodule of the model, called once per forward pass, whose
+            output is the representation (Quantus: ``layer_names=[name]``). When omitted, found by
+            :func:`~captum_robust.attr.find_cam_layers` (``require_classifier=False``): the feature
+            map of a GAP -> linear head, else the last module called once with a 4-D output.
 
     See :func:`relative_input_stability` for the other arguments and defaults.
 

@@ -322,8 +322,9 @@ def test_stability_metrics_next_to_the_attack_measures(setup):
 def test_stability_kwargs_are_checked(setup):
     model, cam, x, y, _ = setup
     attack = AAI(model, cam, n_iterations=1)
-    with pytest.raises(ValueError, match="relative_representation_stability needs the representation's layer"):
-        attribution_robustness(model, cam, attack, (x, y), measures=("relative_representation_stability",), pgd=None)
+    found = attribution_robustness(model, cam, attack, (x[:6], y[:6]), measures=("relative_representation_stability",),
+                                   pgd=None, stability_kwargs={"n_samples": 2})  # the layer is found (issue 15)
+    assert len(found.per_example["relative_representation_stability"]) == 6
     with pytest.raises(ValueError, match="stability_kwargs sets layer"):
         attribution_robustness(model, cam, attack, (x, y), measures=("max_sensitivity",), pgd=None,
                                stability_kwargs={"layer": model.feature_layer})

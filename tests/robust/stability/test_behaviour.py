@@ -188,8 +188,14 @@ def test_clear_errors_of_the_relative_measures():
     model, x, y = tiny()
     with pytest.raises(ValueError, match=r"eps_min must be a finite number > 0, got eps_min=0"):
         stability.relative_input_stability(Saliency(model), x, y, eps_min=0)
-    with pytest.raises(ValueError, match=r"layer must be an nn.Module of the model"):
-        stability.relative_representation_stability(Saliency(model), x, y)
+    # issue 15: the representation layer is found when omitted (here the GAP head's feature map, conv2)
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    found = stability.relative_representation_stability(Saliency(model), x, y, n_samples=3, generator=g())
+    given = stability.relative_representation_stability(Saliency(model), x, y, layer=model.conv2, n_samples=3,
+                                                         generator=g())
+    torch.testing.assert_close(found.values, given.values, equal_nan=True)
+    with pytest.raises(ValueError, match=r"layer must be an nn.Module of the model"):  # not a module: no search
+        stability.relative_representation_stability(Saliency(model), x, y, forward_func=lambda t: model(t))
     with pytest.raises(ValueError, match=r"layer"):
         stability.relative_representation_stability(Saliency(model), x, y, layer=torch.nn.Linear(2, 2))
     with pytest.raises(ValueError, match=r"forward_func is needed for its denominator"):
