@@ -11,6 +11,7 @@ from captum_robust.attr._core.integrated_gradients import BatchedIntegratedGradi
 from captum_robust.attr._core.layer_finder import CAMLayers, find_cam_layers
 from captum_robust.attr._core.reshape import vit_reshape_transform
 from captum_robust.attr._core.saliency import Saliency
+from captum_robust.attr._core.tokens import token_attributions
 from captum_robust.attr._core.smoothgrad import (
     QuadraticSmoothGrad,
     RelaxedSparsifiedSmoothGrad,
@@ -34,5 +35,6 @@ __all__ = [
     "TopKCertificate",
     "BatchedIntegratedGradients",
     "Saliency",
+    "token_attributions",
     "attribute_with_shared_noise",
 ]

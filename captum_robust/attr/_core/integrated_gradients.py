@@ -95,6 +95,7 @@ from captum_robust.attr._core._inputs import call_mode, input_shape_guard, norma
 from captum_robust.attr._core._ig_chunking import integrate
 from captum_robust.attr._core._ig_path import _Path, check_target_type
 from captum_robust.attr._core._quadrature import check_method
+from captum_robust.attr._core.tokens import _EmbeddingReplaced, embedding_output
 
 # The chunk plan and the integration moved to _ig_chunking, the path to _ig_path; these names
 # stay importable from here, where they were.
@@ -175,7 +176,7 @@ class BatchedIntegratedGradients(GradientAttribution):
         additional_forward_args: Any = None, n_steps: int = 50, method: str = "gausslegendre",
         internal_batch_size: Union[None, int, str] = None, return_convergence_delta: bool = False, *,
         create_graph: bool = False, layer: Optional[nn.Module] = None, attribute_to_layer_input: bool = False,
-        show_progress: bool = False,
+        show_progress: bool = False, embedding_layer: Optional[nn.Module] = None,
     ) -> Union[TensorOrTuple, Tuple[TensorOrTuple, Tensor]]:
         r"""Compute Integrated Gradients (of the inputs, or of ``layer``).
 
@@ -220,6 +221,16 @@ class BatchedIntegratedGradients(GradientAttribution):
                 of to the inputs.
             attribute_to_layer_input (bool): with ``layer``, explain the layer's input.
             show_progress (bool): show a tqdm progress bar over the path's rows.
+            embedding_layer (nn.Module, optional): explain integer (token id) inputs through
+                this submodule's output, as Captum's ``LayerIntegratedGradients``: the path
+                runs from the module's output on the baselines to its output on the inputs,
+                the model being run on the input ids with the module's output replaced by
+                the path point (see :mod:`captum_robust.attr._core.tokens`). ``inputs`` is
+                then one tensor of ids; ``baselines`` token ids (an int such as the pad
+                id, or a tensor broadcasting to the inputs' shape) or ``None`` for zeros of
+                the embedding output (Captum's ``None`` means token id 0 instead). Returns
+                attributions of the embedding output's shape (``B x T x D``); sum them per
+                token with :func:`~captum_robust.attr.token_attributions`. Not with ``layer``.
 
         Returns:
             Tensor or tuple[Tensor, ...] (and a ``(B,)`` delta with
@@ -234,6 +245,12 @@ class BatchedIntegratedGradients(GradientAttribution):
                 first dimension is not the batch size.
             TypeError: non-tensor or integer inputs, a float target, a bad argument type.
         """
+        if embedding_layer is not None:
+            return self._attribute_tokens(
+                inputs, baselines, target, additional_forward_args, n_steps, method, internal_batch_size,
+                return_convergence_delta, create_graph, layer, attribute_to_layer_input, show_progress,
+                embedding_layer,
+            )
         is_tuple, inputs_t, _, _ = prepare_inputs(inputs, self.forward_func)
         check_float_inputs(inputs_t, is_tuple, "IG needs gradients")
         check_method(method, n_steps)
@@ -293,6 +310,57 @@ class BatchedIntegratedGradients(GradientAttribution):
         else:
             result = attributions
         return (result, delta) if return_convergence_delta else result
+
+    def _attribute_tokens(
+        self, inputs: Any, baselines: Any, target: Any, additional_forward_args: Any, n_steps: int, method: str,
+        internal_batch_size: Any, return_convergence_delta: bool, create_graph: bool, layer: Any,
+        attribute_to_layer_input: bool, show_progress: bool, embedding_layer: nn.Module,
+    ) -> Union[Tensor, Tuple[Tensor, Tensor]]:
+        """``embedding_layer=``: IG on the path between the embedding outputs of the baselines and
+        the inputs (module :mod:`captum_robust.attr._core.tokens`), by the float-input engine run on
+        a model whose embedding output is replaced by the path point."""
+        if layer is not None or attribute_to_layer_input:
+            raise ValueError(
+                "embedding_layer= and layer= (or attribute_to_layer_input=True) cannot be used together: "
+                "embedding_layer explains token ids through the embedding output (Captum's "
+                "LayerIntegratedGradients), layer= a hidden layer along the input path (Chen's Lemma 1); "
+                "pass one of them"
+            )
+        check_submodule(self.forward_func, embedding_layer, "embedding_layer")
+        check_bool(create_graph, "create_graph")
+        if isinstance(inputs, tuple):
+            if len(inputs) != 1:
+                raise ValueError(
+                    f"embedding_layer= explains one tensor of token ids, got a tuple of {len(inputs)} inputs; "
+                    "pass the other inputs through additional_forward_args"
+                )
+            inputs = inputs[0]
+        if not isinstance(inputs, Tensor) or inputs.dim() == 0 or inputs.shape[0] == 0:
+            got = tuple(inputs.shape) if isinstance(inputs, Tensor) else type(inputs).__name__
+            raise ValueError(f"inputs must be a non-empty batch-first tensor of token ids, got {got}")
+        ids = normal_tensors((inputs,))[0]
+        args = tuple(
+            normal_tensors([a])[0] if isinstance(a, Tensor) else a for a in format_additional_args(additional_forward_args)
+        )
+        base_ids: Optional[Tensor] = None
+        if baselines is not None:
+            if isinstance(baselines, tuple) and len(baselines) == 1:
+                baselines = baselines[0]
+            (base_ids,) = _format_baselines(baselines, (ids,), False)
+            base_ids = base_ids.expand(ids.shape)
+        model = second_order_model(self.forward_func, "Integrated Gradients", True)
+        with torch.set_grad_enabled(create_graph):
+            emb_x = embedding_output(model, embedding_layer, ids, args)
+            emb_b = (
+                torch.zeros_like(emb_x) if base_ids is None else embedding_output(model, embedding_layer, base_ids, args)
+            )
+        inner = BatchedIntegratedGradients(_EmbeddingReplaced(model, embedding_layer), self.multiplies_by_inputs)
+        return inner.attribute(
+            emb_x, baselines=emb_b, target=target, additional_forward_args=(ids, *args), n_steps=n_steps,
+            method=method, internal_batch_size=internal_batch_size,
+            return_convergence_delta=return_convergence_delta, create_graph=create_graph,
+            show_progress=show_progress,
+        )
 
 
 def _format_baselines(baselines: BaselineType, inputs: Tuple[Tensor, ...], is_tuple: bool) -> Tuple[Tensor, ...]:
