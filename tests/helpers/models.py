@@ -25,6 +25,25 @@ class TinyGapNet(nn.Module):
         return self.fc(a.mean(dim=(2, 3)))
 
 
+class BNNet(nn.Module):
+    """TinyGapNet's layout with BatchNorm and Dropout, whose output depends on train/eval mode:
+    conv1(2->hidden) -> BatchNorm -> softplus -> Dropout(0.5) -> conv2(hidden->features) [feature]
+    -> GAP -> Linear(features, 3); input B x 2 x 5 x 5."""
+
+    def __init__(self, hidden: int = 4, features: int = 5) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(2, hidden, 3, padding=1)
+        self.bn = nn.BatchNorm2d(hidden)
+        self.act = nn.Softplus()
+        self.drop = nn.Dropout(0.5)
+        self.conv2 = nn.Conv2d(hidden, features, 3, padding=1)
+        self.fc = nn.Linear(features, 3)
+        self.feature_layer, self.classifier = self.conv2, self.fc
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.conv2(self.drop(self.act(self.bn(self.conv1(x))))).mean(dim=(2, 3)))
+
+
 class TwoInputNet(nn.Module):
     """Two image inputs plus an additional scalar argument, GAP -> linear head."""
 

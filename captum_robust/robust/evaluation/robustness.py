@@ -33,11 +33,8 @@ from captum_robust.robust.evaluation.results import AttackedExamples, Robustness
 __all__ = ["attribution_robustness", "STABILITY_MEASURES"]
 
 #: The stability metrics of :mod:`captum_robust.robust.stability` that :func:`attribution_robustness`
-#: reports next to the attack measures (by name in ``measures``).
-STABILITY_MEASURES = (
-    "max_sensitivity", "avg_sensitivity", "local_lipschitz_estimate",
-    "relative_input_stability", "relative_output_stability", "relative_representation_stability",
-)
+#: reports next to the attack measures (by name in ``measures``): its ``METRICS``.
+STABILITY_MEASURES = _stability.METRICS
 
 PathLike = Union[str, Path]
 MeasureFn = Callable[[Tensor, Tensor], Tensor]

@@ -82,7 +82,15 @@ from captum_robust.robust.stability.relative import (
 )
 from captum_robust.robust.stability.sensitivity import avg_sensitivity, local_lipschitz_estimate, max_sensitivity
 
+#: The names of the six metrics, each a function of this package (the evaluation runner and the
+#: CLI's ``--measures`` take them by these names).
+METRICS = (
+    "max_sensitivity", "avg_sensitivity", "local_lipschitz_estimate",
+    "relative_input_stability", "relative_output_stability", "relative_representation_stability",
+)
+
 __all__ = [
+    "METRICS",
     "StabilityResult",
     "max_sensitivity",
     "avg_sensitivity",

@@ -20,7 +20,7 @@ from captum_robust.robust.regularizers._base import EpsilonSchedule
 from captum_robust.robust.discrepancy import target_free_discrepancy
 from captum_robust.robust.regularizers.int_adversarial import Int2Adv, IntAdv
 from captum_robust.robust.regularizers.int_family import Int, Int2, IntOneClass
-from tests.helpers.models import TinyGapNet
+from tests.helpers.models import BNNet, TinyGapNet
 
 U = 25  # CAM cells of TinyGapNet (5 x 5 feature map)
 
@@ -395,25 +395,10 @@ def test_eps_schedule_steps_per_call_in_training_mode_only():
     assert sched.current_step == 5
 
 
-class _BNNet(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(2, 4, 3, padding=1)
-        self.bn = nn.BatchNorm2d(4)
-        self.act = nn.Softplus()
-        self.drop = nn.Dropout(0.5)
-        self.conv2 = nn.Conv2d(4, 5, 3, padding=1)
-        self.fc = nn.Linear(5, 3)
-        self.feature_layer, self.classifier = self.conv2, self.fc
-
-    def forward(self, x):
-        return self.fc(self.conv2(self.drop(self.act(self.bn(self.conv1(x))))).mean((2, 3)))
-
-
 @pytest.mark.parametrize("cls", [Int, Int2, IntOneClass, IntAdv, Int2Adv])
 def test_no_side_effects_and_maps_in_eval_mode(cls):
     torch.manual_seed(0)
-    model = _BNNet().double()
+    model = BNNet().double()
     model.bn.running_mean.fill_(0.3)
     model.train()
     model.conv1.weight.grad = torch.full_like(model.conv1.weight, 7.0)

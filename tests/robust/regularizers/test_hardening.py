@@ -13,23 +13,7 @@ from torch import nn
 from captum_robust.robust.regularizers import (DistillationLoss, IGNorm, IGSumNorm, InputGradientRegularizer, Int,
                                                Int2, Int2Adv, IntAdv, IntOneClass, PGDAdversarialLoss,
                                                SaliencyAlignment, SaliencyStability, TRADESLoss)
-
-
-class BNNet(nn.Module):
-    """conv -> BatchNorm -> softplus -> Dropout -> conv (CAM layer) -> GAP -> linear; input B x 2 x 5 x 5."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(2, 4, 3, padding=1)
-        self.bn = nn.BatchNorm2d(4)
-        self.act = nn.Softplus()
-        self.drop = nn.Dropout(0.5)
-        self.conv2 = nn.Conv2d(4, 5, 3, padding=1)
-        self.fc = nn.Linear(5, 3)
-        self.feature_layer, self.classifier = self.conv2, self.fc
-
-    def forward(self, x):
-        return self.fc(self.conv2(self.drop(self.act(self.bn(self.conv1(x))))).mean((2, 3)))
+from tests.helpers.models import BNNet
 
 
 def _gen():

@@ -214,3 +214,14 @@ def test_docstring_examples_run(module):
     mod = importlib.import_module(f"captum_robust.robust.stability.{module}")
     result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
     assert result.attempted >= 15 and result.failed == 0
+
+
+def test_metrics_registry_names_every_metric_function():
+    """stability.METRICS (used by the evaluation runner, the CLI and these tests) names exactly the
+    package's metric functions, and the runner's STABILITY_MEASURES is that registry."""
+    from captum_robust.robust.evaluation import STABILITY_MEASURES
+
+    functions = {n for n in stability.__all__ if n not in ("METRICS", "StabilityResult")}
+    assert set(stability.METRICS) == functions and len(stability.METRICS) == 6
+    assert all(callable(getattr(stability, n)) for n in stability.METRICS)
+    assert STABILITY_MEASURES is stability.METRICS

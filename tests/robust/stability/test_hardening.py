@@ -8,30 +8,14 @@ import warnings
 import pytest
 import torch
 from captum.attr import Saliency
-from torch import nn
 
 from captum_robust.robust import stability
 from tests.robust.stability._common import METRICS, extra, tiny
+from tests.helpers.models import BNNet
 
 
 def _call(metric, explainer, model, x, y, **kw):
     return getattr(stability, metric)(explainer, x, y, **extra(metric, model), **dict({"n_samples": 3}, **kw))
-
-
-class BNNet(nn.Module):
-    """TinyGapNet's layout with BatchNorm and Dropout: conv1 -> bn -> softplus -> dropout -> conv2 -> GAP -> fc."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(2, 3, 3, padding=1)
-        self.bn = nn.BatchNorm2d(3)
-        self.act = nn.Softplus()
-        self.drop = nn.Dropout(0.5)
-        self.conv2 = nn.Conv2d(3, 4, 3, padding=1)
-        self.fc = nn.Linear(4, 3)
-
-    def forward(self, x):
-        return self.fc(self.conv2(self.drop(self.act(self.bn(self.conv1(x))))).mean(dim=(2, 3)))
 
 
 @pytest.mark.parametrize("metric", METRICS)
@@ -74,7 +58,7 @@ def test_nan_model_outputs_and_nan_maps_are_errors(metric):
 @pytest.mark.parametrize("metric", METRICS)
 def test_train_mode_batchnorm_buffers_unchanged_mode_restored_and_a_warning(metric):
     torch.manual_seed(0)
-    model = BNNet().double().train()
+    model = BNNet(hidden=3, features=4).double().train()
     model.bn.running_mean.fill_(0.3)
     eval_copy = copy.deepcopy(model).eval()
     x = torch.rand(3, 2, 5, 5, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
