@@ -11,7 +11,7 @@ from captum_robust.attr._core.integrated_gradients import BatchedIntegratedGradi
 from captum_robust.attr._core.layer_finder import CAMLayers, find_cam_layers
 from captum_robust.attr._core.reshape import vit_reshape_transform
 from captum_robust.attr._core.saliency import Saliency
-from captum_robust.attr._core.tokens import token_attributions
+from captum_robust.attr._core.tokens import TokenBatch, embed_tokens, token_attributions
 from captum_robust.attr._core.smoothgrad import (
     QuadraticSmoothGrad,
     RelaxedSparsifiedSmoothGrad,
@@ -36,5 +36,7 @@ __all__ = [
     "BatchedIntegratedGradients",
     "Saliency",
     "token_attributions",
+    "TokenBatch",
+    "embed_tokens",
     "attribute_with_shared_noise",
 ]

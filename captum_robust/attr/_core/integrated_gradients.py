@@ -95,7 +95,7 @@ from captum_robust.attr._core._inputs import call_mode, input_shape_guard, norma
 from captum_robust.attr._core._ig_chunking import integrate
 from captum_robust.attr._core._ig_path import _Path, check_target_type
 from captum_robust.attr._core._quadrature import check_method
-from captum_robust.attr._core.tokens import _EmbeddingReplaced, embedding_output
+from captum_robust.attr._core.tokens import embed_tokens, embedding_output
 
 # The chunk plan and the integration moved to _ig_chunking, the path to _ig_path; these names
 # stay importable from here, where they were.
@@ -326,35 +326,21 @@ class BatchedIntegratedGradients(GradientAttribution):
                 "LayerIntegratedGradients), layer= a hidden layer along the input path (Chen's Lemma 1); "
                 "pass one of them"
             )
-        check_submodule(self.forward_func, embedding_layer, "embedding_layer")
         check_bool(create_graph, "create_graph")
-        if isinstance(inputs, tuple):
-            if len(inputs) != 1:
-                raise ValueError(
-                    f"embedding_layer= explains one tensor of token ids, got a tuple of {len(inputs)} inputs; "
-                    "pass the other inputs through additional_forward_args"
-                )
-            inputs = inputs[0]
-        if not isinstance(inputs, Tensor) or inputs.dim() == 0 or inputs.shape[0] == 0:
-            got = tuple(inputs.shape) if isinstance(inputs, Tensor) else type(inputs).__name__
-            raise ValueError(f"inputs must be a non-empty batch-first tensor of token ids, got {got}")
-        ids = normal_tensors((inputs,))[0]
-        args = tuple(
-            normal_tensors([a])[0] if isinstance(a, Tensor) else a for a in format_additional_args(additional_forward_args)
-        )
+        model = second_order_model(self.forward_func, "Integrated Gradients", True)
+        tokens = embed_tokens(model, embedding_layer, inputs, additional_forward_args, create_graph=create_graph)
+        ids, args, emb_x = tokens.ids, tokens.args, tokens.embeddings
         base_ids: Optional[Tensor] = None
         if baselines is not None:
             if isinstance(baselines, tuple) and len(baselines) == 1:
                 baselines = baselines[0]
             (base_ids,) = _format_baselines(baselines, (ids,), False)
             base_ids = base_ids.expand(ids.shape)
-        model = second_order_model(self.forward_func, "Integrated Gradients", True)
         with torch.set_grad_enabled(create_graph):
-            emb_x = embedding_output(model, embedding_layer, ids, args)
             emb_b = (
                 torch.zeros_like(emb_x) if base_ids is None else embedding_output(model, embedding_layer, base_ids, args)
             )
-        inner = BatchedIntegratedGradients(_EmbeddingReplaced(model, embedding_layer), self.multiplies_by_inputs)
+        inner = BatchedIntegratedGradients(tokens.model, self.multiplies_by_inputs)
         return inner.attribute(
             emb_x, baselines=emb_b, target=target, additional_forward_args=(ids, *args), n_steps=n_steps,
             method=method, internal_batch_size=internal_batch_size,
