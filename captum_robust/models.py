@@ -21,6 +21,11 @@ derivatives, useful for regularizers that differentiate through input gradients)
 Parameter names do not depend on ``softplus``, so a ReLU model's ``state_dict`` loads
 into its softplus twin.
 
+One model takes token ids instead: :class:`TokenBagClassifier`, a small text classifier
+(embedding -> per-token MLP -> masked mean -> linear) for the synthetic task of
+:func:`captum_robust.data.make_token_task`, explained through its ``embedding`` module
+(``embedding_layer=``).
+
 Papers: Boopathy et al., "Proper Network Interpretability Helps Adversarial Robustness in
 Classification", ICML 2020 (``Small``, ``Pool``, ``WResnet``); Madry et al., "Towards Deep
 Learning Models Resistant to Adversarial Attacks", ICLR 2018 (the MNIST net used by Chen et
@@ -37,6 +42,7 @@ Example:
 from collections import OrderedDict
 from typing import Any, Optional, Tuple
 
+import torch
 from torch import Tensor, nn
 
 from captum_robust._utils.validation import Interval, check_int, check_number, check_positive
@@ -47,6 +53,7 @@ __all__ = [
     "Pool",
     "MadryMNIST",
     "WideResNet",
+    "TokenBagClassifier",
     "MODEL_NAMES",
     "build_model",
 ]
@@ -426,6 +433,91 @@ class WideResNet(_GapModel):
     def final(self) -> nn.Sequential:
         """The final ``BN -> act`` block (same module as :attr:`feature_layer`)."""
         return self.features.final
+
+
+# --------------------------------------------------------------------------- token models
+
+
+class TokenBagClassifier(nn.Module):
+    r"""A tiny text classifier: embedding -> per-token MLP -> masked mean over the tokens -> linear.
+
+    Architecture (``B x T`` token ids, attention mask :math:`m_{b,t} \in \{0, 1\}`)::
+
+        e_t = embedding(ids_t)                                  (B x T x D)  [embedding]
+        h_t = act(Linear(D, hidden)(e_t))                        per token, the same MLP
+        z   = sum_t m_t h_t / sum_t m_t                          masked mean  (B x hidden)
+        logits = Linear(hidden, n_classes)(z)                    [classifier]
+
+    The logit is a sum of per-token terms :math:`f_c = b_c + \frac{1}{L} \sum_{t:\,m_t=1} g_c(e_t)`
+    with a nonlinear :math:`g_c`, so Integrated Gradients through ``embedding`` has a closed form
+    per token: :math:`\sum_d \mathrm{IG}_{t,d} = (g_c(e_t) - g_c(e'_t)) / L` for baseline
+    embeddings :math:`e'` (exact, as :math:`f_c` is separable across tokens). The padding row of
+    the embedding is zero and gets no gradient (``nn.Embedding(padding_idx=...)``).
+
+    Args:
+        vocab_size (int): number of token ids, >= 1.
+        embedding_dim (int): embedding width D, >= 1. Default 16.
+        n_classes (int): number of logits, >= 1. Default 2.
+        hidden (int): width of the per-token MLP, >= 1. Default 32.
+        padding_idx (int, optional): id of the padding token (its embedding row is zero), in
+            ``[0, vocab_size - 1]``, or None for no padding row. Default 0.
+        softplus (float, optional): None for a ReLU in the MLP, or a beta > 0 for
+            ``nn.Softplus(beta=beta)`` (non-zero second derivatives, for attacks and
+            regularizers that differentiate through input gradients). Default None.
+
+    Attributes:
+        embedding (nn.Embedding): the token embedding; pass it as ``embedding_layer=``.
+        mlp (nn.Sequential): ``Linear(D, hidden)``, activation.
+        classifier (nn.Linear): ``Linear(hidden, n_classes)``.
+
+    Example:
+        >>> import torch
+        >>> model = TokenBagClassifier(vocab_size=50, embedding_dim=16, n_classes=2)
+        >>> ids = torch.tensor([[5, 7, 9, 0], [3, 4, 0, 0]])
+        >>> mask = (ids != 0).long()
+        >>> model(ids, mask).shape
+        torch.Size([2, 2])
+        >>> torch.equal(model(ids, mask), model(ids))  # no mask: the non-padding ids are the real ones
+        True
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        embedding_dim: int = 16,
+        n_classes: int = 2,
+        hidden: int = 32,
+        padding_idx: Optional[int] = 0,
+        softplus: Optional[float] = None,
+    ):
+        super().__init__()
+        vocab_size = check_int(vocab_size, "vocab_size", 1)
+        self.padding_idx = check_int(padding_idx, "padding_idx", 0, vocab_size - 1, allow_none=True)
+        beta = check_positive(softplus, "softplus", allow_none=True)
+        self.embedding = nn.Embedding(vocab_size, check_int(embedding_dim, "embedding_dim", 1),
+                                      padding_idx=self.padding_idx)
+        hidden = check_int(hidden, "hidden", 1)
+        self.mlp = nn.Sequential(OrderedDict([("fc", nn.Linear(embedding_dim, hidden)), ("act", _activation(beta))]))
+        self.classifier = nn.Linear(hidden, check_int(n_classes, "n_classes", 1))
+
+    def forward(self, ids: Tensor, attention_mask: Optional[Tensor] = None) -> Tensor:
+        """Logits ``B x n_classes`` of ``B x T`` token ids.
+
+        ``attention_mask`` (``B x T``, 1/true = real token, 0 = padding) selects the tokens the
+        mean runs over; None takes the ids other than ``padding_idx`` (all ids when there is none).
+        """
+        if ids.dim() != 2:
+            raise ValueError(f"ids must be a B x T tensor of token ids, got shape {tuple(ids.shape)}")
+        if attention_mask is None:
+            attention_mask = ids != self.padding_idx if self.padding_idx is not None else torch.ones_like(ids)
+        elif tuple(attention_mask.shape) != tuple(ids.shape):
+            raise ValueError(
+                f"attention_mask must have the ids' shape {tuple(ids.shape)}, got {tuple(attention_mask.shape)}"
+            )
+        h = self.mlp(self.embedding(ids))
+        w = attention_mask.to(h.dtype).unsqueeze(-1)
+        pooled = (h * w).sum(dim=1) / w.sum(dim=1).clamp_min(1.0)
+        return self.classifier(pooled)
 
 
 # --------------------------------------------------------------------------- registry

@@ -19,6 +19,10 @@ The file parsers check every header field, the payload length and the label rang
 raise :class:`DataFormatError` (a :class:`ValueError`) naming the file and what was expected
 rather than return a silently wrong array. Nothing is ever unpickled.
 
+A third source is generated: :func:`make_token_task` draws a seeded synthetic text-classification
+task (token ids, attention mask, labels) whose important tokens are known, for the token models
+explained through ``embedding_layer=``.
+
 Every loader returns a :class:`torch.utils.data.TensorDataset` of ``(images, labels)``:
 floating-point images in ``[0, 1]`` shaped ``N x C x H x W`` and ``int64`` labels.
 """
@@ -41,6 +45,7 @@ from captum_robust.data._base import (  # noqa: F401  (re-exported)
 )
 from captum_robust.data.files import load_cifar10, load_fashion_mnist, load_mnist, load_npz  # noqa: F401  (re-exported)
 from captum_robust.data.images import IMAGE_EXTENSIONS, Normalize, load_image_folder  # noqa: F401  (re-exported)
+from captum_robust.data.tokens import TokenTask, make_token_task  # noqa: F401  (re-exported)
 
 __all__ = [
     "DataFormatError",
@@ -58,6 +63,8 @@ __all__ = [
     "MNIST_CLASSES",
     "FASHION_MNIST_CLASSES",
     "CIFAR10_CLASSES",
+    "TokenTask",
+    "make_token_task",
 ]
 
 
