@@ -6,7 +6,8 @@ device, returning one value per example:
 * rank measures -- :func:`kendall_tau` (tau-b, equal to ``scipy.stats.kendalltau``),
   :func:`spearman` (equal to ``scipy.stats.spearmanr``), :func:`topk_intersection`
   (with :func:`topk_mask`), :func:`center_of_mass` and :func:`center_dislocation`
-  (Ghorbani et al. 2019);
+  (Ghorbani et al. 2019); the first four take ``mask=`` (``B x n`` bool, the entries that count,
+  e.g. the real tokens of padded sentences: each example is measured on its own entries);
 * :func:`prepare_maps` -- the papers' map conventions (absolute value, channel reduction,
   normalization to sum ``H * W`` or to [0, 1], restriction to the top-k of a reference);
 * interpretation discrepancies of Boopathy et al. (2020) -- :func:`lp_discrepancy` (eq. 3),

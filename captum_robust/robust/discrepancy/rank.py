@@ -35,7 +35,7 @@ goes to the host.
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 import torch
@@ -43,6 +43,7 @@ from torch import Tensor
 
 from captum_robust.robust.discrepancy._backend import CPU_CHUNK, DEVICE_CHUNK, numpy_backend
 from captum_robust.robust.discrepancy._checks import rank_pair, split_rows
+from captum_robust.robust.discrepancy.masked import masked_kendall_tau, masked_spearman
 
 # the top-k and center-of-mass measures live in their own modules; importable from here as before
 from captum_robust.robust.discrepancy.center import center_dislocation, center_of_mass  # noqa: F401
@@ -298,7 +299,7 @@ def _kendall_counts(a: Tensor, b: Tensor, use_numpy: bool) -> Tuple[Tensor, ...]
     return total, ties_a, ties_b, joint, discordant, distinct_a, distinct_b
 
 
-def kendall_tau(maps_a: Tensor, maps_b: Tensor, variant: str = "b") -> Tensor:
+def kendall_tau(maps_a: Tensor, maps_b: Tensor, variant: str = "b", mask: Optional[Tensor] = None) -> Tensor:
     r"""Kendall's rank correlation between two batches of maps, map by map (tau-b with ties).
 
     With :math:`n_0 = n(n-1)/2` pairs of map elements, :math:`n_1` and :math:`n_2` the pairs
@@ -330,6 +331,11 @@ def kendall_tau(maps_a: Tensor, maps_b: Tensor, variant: str = "b") -> Tensor:
         maps_a (Tensor): maps ``B x ...`` (any number of dimensions after the batch one).
         maps_b (Tensor): maps of the same shape.
         variant (str): ``"b"`` (default) or ``"c"``.
+        mask (Tensor, optional): ``B x n`` (or the maps' shape) bool, true for the entries that
+            count (e.g. the real tokens of padded sentences): each example is measured on its
+            masked-in entries only (``scipy.stats.kendalltau(a[m], b[m])``), all examples at
+            once with a pair mask, in :math:`O(n^2)` per map (meant for token maps). Values at
+            false entries are ignored. Default None: every entry.
 
     Returns:
         Tensor: ``B`` values in [-1, 1] (or NaN), in the maps' floating dtype.
@@ -346,6 +352,8 @@ def kendall_tau(maps_a: Tensor, maps_b: Tensor, variant: str = "b") -> Tensor:
         >>> kendall_tau(a, b)
         tensor([ 0.6667, -0.8165])
     """
+    if mask is not None:
+        return masked_kendall_tau(maps_a, maps_b, variant, mask)
     a, b, out_dtype = rank_pair(maps_a, maps_b)
     if variant not in ("b", "c"):
         raise ValueError(f"variant must be 'b' or 'c' (as scipy.stats.kendalltau), got {variant!r}")
@@ -394,7 +402,7 @@ def _average_ranks(values: Tensor, use_numpy: bool) -> Tensor:
     return torch.empty_like(avg).scatter_(1, perm, avg)
 
 
-def spearman(maps_a: Tensor, maps_b: Tensor) -> Tensor:
+def spearman(maps_a: Tensor, maps_b: Tensor, mask: Optional[Tensor] = None) -> Tensor:
     r"""Spearman's rank correlation between two batches of maps, map by map.
 
     The Pearson correlation of the ranks, where tied values get the average of the ranks
@@ -412,6 +420,8 @@ def spearman(maps_a: Tensor, maps_b: Tensor) -> Tensor:
     Args:
         maps_a (Tensor): maps ``B x ...``.
         maps_b (Tensor): maps of the same shape.
+        mask (Tensor, optional): as :func:`kendall_tau`'s: each example measured on its
+            masked-in entries only (:math:`O(n^2)` per map). Default None: every entry.
 
     Returns:
         Tensor: ``B`` values in [-1, 1] (or NaN), in the maps' floating dtype.
@@ -425,6 +435,8 @@ def spearman(maps_a: Tensor, maps_b: Tensor) -> Tensor:
         >>> spearman(a, torch.tensor([[1.0, 3.0, 2.0, 4.0]]))
         tensor([0.8000])
     """
+    if mask is not None:
+        return masked_spearman(maps_a, maps_b, mask)
     a, b, out_dtype = rank_pair(maps_a, maps_b)
     with torch.no_grad():
         a, b = a.contiguous(), b.contiguous()

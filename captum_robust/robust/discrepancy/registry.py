@@ -42,7 +42,8 @@ def measure_function(name: str, k: Optional[int] = None) -> MeasureFn:
             the number of features when the function is called).
 
     Returns:
-        callable: one value per example (maps ``B x ...``, flattened after the batch dimension).
+        callable: one value per example (maps ``B x ...``, flattened after the batch dimension);
+        ``"topk"``, ``"kendall"`` and ``"spearman"`` also take ``mask=`` (the entries that count).
 
     Raises:
         ValueError: for an unknown name (the message lists the allowed ones), or ``"topk"`` without ``k``.
@@ -60,7 +61,10 @@ def measure_function(name: str, k: Optional[int] = None) -> MeasureFn:
     if name == "topk":
         if k is None:
             raise ValueError("measure 'topk' needs k, the size of the top sets")
-        return lambda maps_a, maps_b: topk_intersection(maps_a, maps_b, k)
+        def topk(maps_a: Tensor, maps_b: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+            return topk_intersection(maps_a, maps_b, k, mask=mask)
+
+        return topk
     if name == "kendall":
         return kendall_tau
     if name == "spearman":

@@ -7,12 +7,15 @@ time; on other devices ``torch.kthvalue``, with nothing sent to the host.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 import torch
 from torch import Tensor
 
 from captum_robust.robust.discrepancy._backend import CPU_CHUNK, numpy_backend
 from captum_robust.robust.discrepancy._checks import check_k, check_maps, flatten_maps, rank_pair, split_rows
+from captum_robust.robust.discrepancy.masked import check_mask, masked_topk_intersection, masked_topk_mask
 
 __all__ = ["topk_mask", "topk_intersection"]
 
@@ -90,7 +93,7 @@ def _topk_shared(a: Tensor, b: Tensor, k: int) -> Tensor:
     return torch.from_numpy(shared)
 
 
-def topk_mask(maps: Tensor, k: int) -> Tensor:
+def topk_mask(maps: Tensor, k: int, mask: Optional[Tensor] = None) -> Tensor:
     r"""Boolean mask of the ``k`` largest elements of each map, with a deterministic tie rule.
 
     The selected set is the first ``k`` elements of a stable descending sort of the
@@ -101,9 +104,14 @@ def topk_mask(maps: Tensor, k: int) -> Tensor:
     Args:
         maps (Tensor): maps ``B x ...`` (real, finite).
         k (int): number of elements to select, in ``[1, n]`` with ``n`` the elements per map.
+        mask (Tensor, optional): ``B x n`` (or the maps' shape) bool, true for the entries that
+            may be selected (e.g. the real tokens of padded sentences); an example with fewer
+            than ``k`` of them gets all of them. Values at false entries are ignored. Default
+            None: every entry.
 
     Returns:
-        Tensor: a bool tensor of the maps' shape with exactly ``k`` True values per map.
+        Tensor: a bool tensor of the maps' shape with exactly ``k`` True values per map
+        (:math:`\min(k, n_b)` with a mask, ``n_b`` the masked-in entries of map ``b``).
 
     Example::
 
@@ -112,6 +120,14 @@ def topk_mask(maps: Tensor, k: int) -> Tensor:
         >>> topk_mask(torch.tensor([[0.5, 2.0, 0.5, 1.0]]), k=3)
         tensor([[ True,  True, False,  True]])
     """
+    if mask is not None:
+        if not isinstance(maps, Tensor) or maps.dim() < 2:
+            check_maps(maps, "maps", floating=False)
+        valid = check_mask(mask, maps)
+        filled = torch.where(valid.reshape(maps.shape), maps.detach(), torch.zeros((), dtype=maps.dtype))
+        flat = flatten_maps(check_maps(filled, "maps", floating=False))
+        with torch.no_grad():
+            return masked_topk_mask(flat, valid, check_k(k, flat.shape[1])).reshape(maps.shape)
     check_maps(maps, "maps", floating=False)
     with torch.no_grad():
         flat = flatten_maps(maps.detach()).contiguous()
@@ -121,7 +137,7 @@ def topk_mask(maps: Tensor, k: int) -> Tensor:
         return _topk_mask_flat(flat, k).reshape(maps.shape)
 
 
-def topk_intersection(maps_a: Tensor, maps_b: Tensor, k: int) -> Tensor:
+def topk_intersection(maps_a: Tensor, maps_b: Tensor, k: int, mask: Optional[Tensor] = None) -> Tensor:
     r"""Fraction of the top-k elements two maps share: :math:`|T_k(a) \cap T_k(b)| / k`.
 
     The top-k intersection of Ghorbani et al. (2019), reported by Chen et al. (2019) between
@@ -134,6 +150,11 @@ def topk_intersection(maps_a: Tensor, maps_b: Tensor, k: int) -> Tensor:
         maps_a (Tensor): maps ``B x ...``.
         maps_b (Tensor): maps of the same shape.
         k (int): size of the top sets, in ``[1, n]``.
+        mask (Tensor, optional): ``B x n`` (or the maps' shape) bool, true for the entries that
+            count (e.g. the real tokens of padded sentences of different lengths): each
+            example is measured on its masked-in entries only, as if the others were not
+            there; an example with :math:`n_b < k` of them compares top sets of size
+            :math:`n_b` and divides by :math:`n_b`. Default None: every entry.
 
     Returns:
         Tensor: ``B`` values in [0, 1], in the maps' floating dtype.
@@ -146,7 +167,12 @@ def topk_intersection(maps_a: Tensor, maps_b: Tensor, k: int) -> Tensor:
         >>> a = torch.tensor([[4.0, 3.0, 2.0, 1.0]])
         >>> topk_intersection(a, torch.tensor([[4.0, 1.0, 3.0, 2.0]]), k=2)
         tensor([0.5000])
+        >>> topk_intersection(a, torch.tensor([[4.0, 1.0, 3.0, 2.0]]), k=2,
+        ...                   mask=torch.tensor([[True, False, True, True]]))
+        tensor([1.])
     """
+    if mask is not None:
+        return masked_topk_intersection(maps_a, maps_b, k, mask)
     a, b, out_dtype = rank_pair(maps_a, maps_b)
     with torch.no_grad():
         a, b = a.contiguous(), b.contiguous()
