@@ -21,6 +21,8 @@ from captum_robust._utils.validation import (
     check_nonempty_batch,
     check_nonnegative,
 )
+from captum_robust.attr._core.tokens import TokenBatch, embed_tokens
+from captum_robust.robust.regularizers._tokens import check_embedding_layer, refuse_token_arguments
 
 __all__ = [
     "EpsilonSchedule",
@@ -364,7 +366,11 @@ class RobustTerm(nn.Module):
             uniform random point of the ball (Madry et al.; the default before issue 18);
             ``False``: at the clean input. See :mod:`~captum_robust.robust.regularizers._inner`.
         clip_min, clip_max (float, Tensor or None): the data box, checked at construction.
-            Default [0, 1].
+            Default [0, 1]. Ignored with ``embedding_layer=`` (no box in embedding space).
+        embedding_layer (nn.Module, optional): for token models (``IGNorm``,
+            ``InputGradientRegularizer``, ``SaliencyStability``): the module embedding the token
+            ids; the call then takes ``B x T`` ids, ``additional_forward_args`` and ``token_mask``
+            (see :mod:`~captum_robust.robust.regularizers._tokens`). Default None.
 
     Attributes:
         last_adversarial (Tensor or None): the perturbed inputs of the last call (detached).
@@ -471,24 +477,68 @@ class RobustTerm(nn.Module):
         probe_model(self.module, inputs, y, self._probe_rows)
         return inputs, y
 
-    def forward(self, inputs: Tensor, target: Tensor) -> Tensor:  # type: ignore[override]
+    #: the module embedding token ids (``embedding_layer=`` of the terms that take token models), or None
+    _embedding_layer: Optional[nn.Module] = None
+
+    @property
+    def embedding_layer(self) -> Optional[nn.Module]:
+        """The module whose output the term works on for token-id inputs (None: float inputs); see
+        :mod:`~captum_robust.robust.regularizers._tokens`."""
+        return self._embedding_layer
+
+    def _use_embedding_layer(self, embedding_layer: Any, surrogate: Any = None) -> None:
+        """Check and keep ``embedding_layer`` (not a registered submodule, like the model)."""
+        object.__setattr__(self, "_embedding_layer", check_embedding_layer(self.module, embedding_layer, surrogate))
+
+    def _check_tokens(self, inputs: Any, target: Any, additional_forward_args: Any,
+                      token_mask: Any) -> Tuple[TokenBatch, Tensor]:
+        """Token ids, model arguments, padding mask and labels checked; the embeddings computed in the
+        attribution mode with ``create_graph=True`` (the term reaches the embedding weights); one probe pass
+        without a graph checks the class scores (their shape, the labels' range, NaN/inf)."""
+        with self.attribution_mode():
+            tokens = embed_tokens(self.module, self.embedding_layer, inputs, additional_forward_args, token_mask,
+                                  create_graph=True)
+            check_finite(tokens.embeddings.detach(), "the embeddings of the token ids")
+            y = check_target(target, tokens.ids.shape[0], tokens.ids.device, tuple(tokens.ids.shape))
+            with torch.no_grad():
+                logits = class_scores(tokens.model(tokens.embeddings.detach(), *tokens.forward_args))
+        check_num_classes(y, logits.shape[1])
+        check_finite_outputs(logits, "the model's outputs")
+        return tokens, y
+
+    def forward(self, inputs: Tensor, target: Tensor, additional_forward_args: Any = None,  # type: ignore[override]
+                token_mask: Any = None) -> Tensor:
         """The term (or objective) for a batch: a scalar, the batch mean.
 
         Args:
-            inputs (Tensor): the batch, ``B x ...``, inside the data box.
+            inputs (Tensor): the batch, ``B x ...``, inside the data box; for a term built with
+                ``embedding_layer=``, ``B x T`` integer token ids.
             target (Tensor): the labels, an integer tensor of shape ``(B,)``.
+            additional_forward_args (Any, optional): the model's other arguments after the ids (e.g. a
+                Hugging Face ``attention_mask``); only with ``embedding_layer=``.
+            token_mask (Tensor, optional): ``B x T``, 1 (or True) for the real tokens, 0 for padding (an
+                ``attention_mask`` works as it is); only with ``embedding_layer=``. None: all tokens real.
 
         Returns:
             Tensor: a 0-dim tensor, differentiable with respect to the model's parameters.
         """
-        inputs, y = self._check_inputs(inputs, target)
         eps = self.eps
-        self.last_stats = {}
-        value = self._forward(inputs, y, eps)
+        if self.embedding_layer is None:
+            refuse_token_arguments(additional_forward_args, token_mask)
+            inputs, y = self._check_inputs(inputs, target)
+            self.last_stats = {}
+            value = self._forward(inputs, y, eps)
+        else:
+            tokens, y = self._check_tokens(inputs, target, additional_forward_args, token_mask)
+            self.last_stats = {}
+            value = self._forward_tokens(tokens, y, eps)
         self.last_stats = {"value": float(value.detach()), "eps": float(eps), **self.last_stats}
         if self.training and self.auto_step and isinstance(self._eps, EpsilonSchedule):
             self._eps.step()
         return value
+
+    def _forward_tokens(self, tokens: TokenBatch, target: Tensor, eps: float) -> Tensor:  # pragma: no cover
+        raise NotImplementedError
 
     def _forward(self, inputs: Tensor, target: Tensor, eps: float) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -89,10 +89,11 @@ class AttackTerm(RobustTerm):
             return "always"
         return self.random_start
 
-    def _attack_settings(self) -> Dict[str, Any]:
-        """The keyword arguments every inner attack takes from these settings."""
-        return dict(norm=self.norm, random_start=self.inner_random_start(), clip_min=self.clip_min,
-                    clip_max=self.clip_max)
+    def _attack_settings(self, box: bool = True) -> Dict[str, Any]:
+        """The keyword arguments every inner attack takes from these settings (``box=False``: no
+        data box, for perturbations of token embeddings)."""
+        return dict(norm=self.norm, random_start=self.inner_random_start(), clip_min=self.clip_min if box else None,
+                    clip_max=self.clip_max if box else None)
 
     def pgd(self, eps: float, model: Any = None, **kwargs: Any) -> PGD:
         """:class:`~captum_robust.robust.attacks.PGD` with these settings on ``model`` (default:
@@ -100,9 +101,12 @@ class AttackTerm(RobustTerm):
         model = self.module if model is None else model
         return PGD(model, eps, self.step_size, self.n_iterations, **self._attack_settings(), **kwargs)
 
-    def attribution_pgd(self, objective: Callable[..., Tensor], eps: float, **kwargs: Any) -> AttributionPGD:
-        """:class:`~captum_robust.robust.attacks.AttributionPGD` with these settings on the
-        unwrapped module, ascending ``objective(x_adv, x, target, args) -> (B,)``, in the
-        regularizer's ``eval_mode``; ``kwargs`` add its other arguments (``keep_best``...)."""
-        return AttributionPGD(self.module, objective, eps, self.step_size, self.n_iterations, eval_mode=self.eval_mode,
-                              **self._attack_settings(), **kwargs)
+    def attribution_pgd(self, objective: Callable[..., Tensor], eps: float, model: Any = None, box: bool = True,
+                        **kwargs: Any) -> AttributionPGD:
+        """:class:`~captum_robust.robust.attacks.AttributionPGD` with these settings on ``model``
+        (default: the unwrapped module), ascending ``objective(x_adv, x, target, args) -> (B,)``, in the
+        regularizer's ``eval_mode``; ``box=False`` drops the data box (token embeddings); ``kwargs`` add
+        its other arguments (``keep_best``...)."""
+        model = self.module if model is None else model
+        return AttributionPGD(model, objective, eps, self.step_size, self.n_iterations, eval_mode=self.eval_mode,
+                              **self._attack_settings(box), **kwargs)

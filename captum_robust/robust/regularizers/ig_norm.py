@@ -89,6 +89,7 @@ from torch import Tensor, nn
 from captum_robust._utils.validation import check_choice, check_int, check_internal_batch_size, classification_outputs
 from captum_robust.attr import BatchedIntegratedGradients
 from captum_robust.attr._core._quadrature import SUPPORTED_METHODS
+from captum_robust.attr._core.tokens import TokenBatch
 from captum_robust.robust.attacks.base import attack_mode
 from captum_robust.robust.regularizers._base import (
     EpsType,
@@ -99,6 +100,7 @@ from captum_robust.robust.regularizers._base import (
     unchanged_buffers,
 )
 from captum_robust.robust.regularizers._inner import AttackTerm
+from captum_robust.robust.regularizers._tokens import keep_padding, real_tokens, refuse_token_arguments
 
 __all__ = ["IGNorm", "IGSumNorm"]
 
@@ -146,13 +148,16 @@ class _LossIGTerm(AttackTerm):
     # ----------------------------------------------------------------- IG of the loss
 
     def _loss_ig(
-        self, model: nn.Module, inputs: Tensor, target: Tensor, inputs_adv: Tensor, n_steps: int, method: str
+        self, model: nn.Module, inputs: Tensor, target: Tensor, inputs_adv: Tensor, n_steps: int, method: str,
+        forward_args: Tuple[Any, ...] = (),
     ) -> Tensor:
-        r""":math:`\mathrm{IG}^{\ell_y}(x, x')` (differentiable: ``create_graph=True``)."""
+        r""":math:`\mathrm{IG}^{\ell_y}(x, x')` (differentiable: ``create_graph=True``), the model called
+        as ``model(r, *forward_args)`` (token models: the embedding-replaced model and its ids)."""
         checked = []
 
-        def loss(r: Tensor, t: Tensor) -> Tensor:
-            logits = classification_outputs(model(r))
+        def loss(r: Tensor, *rest: Any) -> Tensor:
+            *args, t = rest
+            logits = classification_outputs(model(r, *args))
             if not checked:  # once per call (one device sync), not per chunk
                 check_num_classes(t, logits.shape[1])
                 checked.append(True)
@@ -163,7 +168,7 @@ class _LossIGTerm(AttackTerm):
             inputs_adv,
             baselines=inputs,
             target=None,
-            additional_forward_args=(target,),
+            additional_forward_args=(*forward_args, target),
             n_steps=n_steps,
             method=method,
             internal_batch_size=self.internal_batch_size,
@@ -174,7 +179,8 @@ class _LossIGTerm(AttackTerm):
         flat = ig.flatten(1)
         return flat.abs().sum(dim=1) if self.size == "l1" else flat.sum(dim=1)
 
-    def size_at(self, inputs: Tensor, target: Any, inputs_adv: Tensor) -> Tensor:
+    def size_at(self, inputs: Tensor, target: Any, inputs_adv: Tensor, additional_forward_args: Any = None,
+                token_mask: Any = None) -> Tensor:
         r"""Per-example :math:`s(\mathrm{IG}^{\ell_y}(x, x'))` with the outer quadrature
         (``n_steps``, ``method``), through the model (not the surrogate) in the attribution
         mode; differentiable with respect to the parameters (and to the inputs).
@@ -182,11 +188,19 @@ class _LossIGTerm(AttackTerm):
         Args:
             inputs (Tensor): the clean batch :math:`x`, ``B x ...``.
             target (Tensor): labels, integer ``(B,)``.
-            inputs_adv (Tensor): the end points :math:`x'`, shaped like ``inputs``.
+            inputs_adv (Tensor): the end points :math:`x'`, shaped like ``inputs``; with
+                ``embedding_layer=``, the end-point *embeddings* ``B x T x D`` (their padding
+                positions are ignored: the clean embeddings are used there).
+            additional_forward_args, token_mask: as in :meth:`forward` (token models only).
 
         Returns:
             Tensor: shape ``(B,)``.
         """
+        if self.embedding_layer is not None:
+            tokens, y = self._check_tokens(inputs, target, additional_forward_args, token_mask)
+            e_adv = check_adversarial(tokens.embeddings, inputs_adv)
+            return self._token_size_at(tokens, y, keep_padding(e_adv, tokens.embeddings.detach(), real_tokens(tokens)))
+        refuse_token_arguments(additional_forward_args, token_mask)
         inputs, y = self._check_inputs(inputs, target)
         inputs_adv = check_adversarial(inputs, inputs_adv, strict=True)
         return self._size_at(inputs, y, inputs_adv)
@@ -196,10 +210,19 @@ class _LossIGTerm(AttackTerm):
             ig = self._loss_ig(self.module, inputs, y, inputs_adv, self.n_steps, self.method)
         return self._size(ig)
 
+    def _token_size_at(self, tokens: TokenBatch, y: Tensor, embeddings_adv: Tensor) -> Tensor:
+        r""":meth:`_size_at` on token embeddings: the path from :math:`e` to :math:`e + \delta`,
+        :math:`\delta = e' - e` detached, so the term reaches the embedding weights through :math:`e`."""
+        e = tokens.embeddings
+        delta = (embeddings_adv - e).detach()
+        with self.attribution_mode():
+            ig = self._loss_ig(tokens.model, e, y, e + delta, self.n_steps, self.method, tokens.forward_args)
+        return self._size(ig)
+
     # ----------------------------------------------------------------- inner attack
 
-    def _attack_objective(self, model: nn.Module) -> Callable[..., Tensor]:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def _attack_objective(self, model: nn.Module, mask: Optional[Tensor] = None) -> Callable[..., Tensor]:
+        raise NotImplementedError  # pragma: no cover - abstract
 
     @contextlib.contextmanager
     def _surrogate_mode(self) -> Iterator[None]:
@@ -209,17 +232,25 @@ class _LossIGTerm(AttackTerm):
         with attack_mode(self.surrogate, eval_mode=self.eval_mode, warn=False):
             yield
 
-    def _attack(self, inputs: Tensor, y: Tensor, eps: float) -> Tuple[Tensor, Tensor]:
-        """Best of ``n_restarts`` AttributionPGD runs per example: ``(x', objective)``."""
-        model = self.surrogate if self.surrogate is not None else self.module
-        attacker = self.attribution_pgd(self._attack_objective(model), eps, keep_best=True)
+    def _attack(self, inputs: Tensor, y: Tensor, eps: float,
+                tokens: Optional[TokenBatch] = None) -> Tuple[Tensor, Tensor]:
+        """Best of ``n_restarts`` AttributionPGD runs per example: ``(x', objective)``; with ``tokens``
+        on their embeddings (``inputs``), without a data box, the padding kept (:mod:`._tokens`)."""
+        if tokens is None:
+            model, args, mask = self.surrogate if self.surrogate is not None else self.module, None, None
+            attacker = self.attribution_pgd(self._attack_objective(model), eps, keep_best=True)
+        else:
+            model, args, mask = tokens.model, tokens.forward_args, real_tokens(tokens)
+            attacker = self.attribution_pgd(self._attack_objective(model, mask), eps, model=model, box=False,
+                                            keep_best=True)
         best_x: Optional[Tensor] = None
         best_value: Optional[Tensor] = None
         # eval_mode=False: the attack runs in the user's mode on copies of the buffers (BatchNorm's
         # running statistics untouched, as with eval_mode=True)
         with self._surrogate_mode(), unchanged_buffers(model):
             for _ in range(self.n_restarts):
-                x_adv, result = attacker.perturb(inputs, target=y, generator=self.generator)
+                x_adv, result = attacker.perturb(inputs, target=y, additional_forward_args=args,
+                                                 generator=self.generator)
                 value = result.objective
                 if best_x is None or best_value is None:
                     best_x, best_value = x_adv, value
@@ -228,6 +259,8 @@ class _LossIGTerm(AttackTerm):
                 best_x = torch.where(better.reshape((-1,) + (1,) * (x_adv.dim() - 1)), x_adv, best_x)
                 best_value = torch.where(better, value, best_value)
         assert best_x is not None and best_value is not None
+        if mask is not None:
+            best_x = keep_padding(best_x, inputs, mask)
         return best_x.detach(), best_value.detach()
 
 
@@ -262,6 +295,12 @@ class IGNorm(_LossIGTerm):
         size (str): ``"l1"`` (default) or ``"sum"``.
         internal_batch_size (int, "auto" or None): rows (path points x examples) per IG chunk, both IG passes.
         surrogate (nn.Module, optional): smooth copy used for the attack gradients.
+        embedding_layer (nn.Module, optional): token models: the module embedding the ids (e.g.
+            ``model.bert.embeddings``). The call then takes ``B x T`` ids (with ``additional_forward_args``
+            and ``token_mask``), :math:`x` is their embeddings :math:`e` and :math:`x' = e + \delta` with
+            :math:`\delta` in the ``eps``-ball of the ``T x D`` embedding tensor (absolute, embedding
+            units), zero at padding, no data box: the IG path runs from :math:`e` to :math:`e'`
+            (:mod:`~captum_robust.robust.regularizers._tokens`). ``last_adversarial`` holds :math:`e'`.
 
     ``last_stats`` holds ``"ig_norm"`` (mean :math:`s(\mathrm{IG})` at :math:`x'`, outer quadrature, without
     :math:`\lambda`) and ``"attack_objective"`` (mean attack objective at :math:`x'`, attack quadrature).
@@ -287,25 +326,30 @@ class IGNorm(_LossIGTerm):
                  size: str = "l1", internal_batch_size: Union[None, int, str] = None,
                  surrogate: Optional[nn.Module] = None, auto_step: bool = True, eval_mode: bool = True,
                  generator: Optional[torch.Generator] = None, clip_min: Any = 0.0, clip_max: Any = 1.0,
-                 random_start: Union[bool, str] = True) -> None:
+                 random_start: Union[bool, str] = True, embedding_layer: Optional[nn.Module] = None) -> None:
         super().__init__(model, eps, n_steps=n_steps, method=method, attack_n_steps=attack_n_steps,
                          attack_method=attack_method, n_iterations=n_iterations, step_size=step_size, norm=norm,
                          n_restarts=n_restarts, size=size, internal_batch_size=internal_batch_size,
                          surrogate=surrogate, auto_step=auto_step, eval_mode=eval_mode, generator=generator,
                          clip_min=clip_min, clip_max=clip_max, random_start=random_start)
         self.lam = check_weight(lam, "lam")
+        self._use_embedding_layer(embedding_layer, surrogate)
 
     def _stationary_start(self) -> bool:
         return True  # IG(x, x) = 0 and the gradient of its size vanishes there
 
-    def _attack_objective(self, model: nn.Module) -> Callable[..., Tensor]:
+    def _attack_objective(self, model: nn.Module, mask: Optional[Tensor] = None) -> Callable[..., Tensor]:
         def objective(x_adv: Tensor, x: Tensor, y: Tensor, args: Any) -> Tensor:
-            ig = self._loss_ig(model, x, y, x_adv, self.attack_n_steps, self.attack_method)
+            if mask is not None:  # token embeddings: the padding stays where it is
+                x_adv = keep_padding(x_adv, x, mask)
+            forward_args = () if args is None else tuple(args)
+            ig = self._loss_ig(model, x, y, x_adv, self.attack_n_steps, self.attack_method, forward_args)
             return self._size(ig)
 
         return objective
 
-    def objective_at(self, inputs: Tensor, target: Any, inputs_adv: Tensor) -> Tensor:
+    def objective_at(self, inputs: Tensor, target: Any, inputs_adv: Tensor, additional_forward_args: Any = None,
+                     token_mask: Any = None) -> Tensor:
         r"""The outer term at a given :math:`x'`: :math:`\lambda \cdot \mathrm{mean}_b\,
         s(\mathrm{IG}^{\ell_y}(x_b, x'_b))` with ``n_steps`` / ``method``, through the model in
         the attribution mode, differentiable with respect to the parameters.
@@ -313,12 +357,14 @@ class IGNorm(_LossIGTerm):
         Args:
             inputs (Tensor): the clean batch :math:`x`.
             target (Tensor): labels, integer ``(B,)``.
-            inputs_adv (Tensor): the points :math:`x'`, shaped like ``inputs``.
+            inputs_adv (Tensor): the points :math:`x'`, shaped like ``inputs`` (token models: the
+                ``B x T x D`` embeddings :math:`e'`, see :meth:`size_at`).
+            additional_forward_args, token_mask: as in :meth:`forward` (token models only).
 
         Returns:
             Tensor: a 0-dim tensor.
         """
-        return self.lam * self.size_at(inputs, target, inputs_adv).mean()
+        return self.lam * self.size_at(inputs, target, inputs_adv, additional_forward_args, token_mask).mean()
 
     def _forward(self, inputs: Tensor, target: Tensor, eps: float) -> Tensor:
         if eps == 0:
@@ -328,6 +374,18 @@ class IGNorm(_LossIGTerm):
         x_adv, attack_value = self._attack(inputs, target, eps)
         size = self._size_at(inputs, target, x_adv)
         self.last_adversarial = x_adv
+        self.last_stats = {"ig_norm": float(size.detach().mean()), "attack_objective": float(attack_value.mean())}
+        return self.lam * size.mean()
+
+    def _forward_tokens(self, tokens: TokenBatch, target: Tensor, eps: float) -> Tensor:
+        e0 = tokens.embeddings.detach()
+        if eps == 0:
+            self.last_adversarial = e0.clone()
+            self.last_stats = {"ig_norm": 0.0, "attack_objective": 0.0}
+            return torch.zeros((), dtype=e0.dtype, device=e0.device)
+        e_adv, attack_value = self._attack(e0, target, eps, tokens)
+        size = self._token_size_at(tokens, target, e_adv)
+        self.last_adversarial = e_adv
         self.last_stats = {"ig_norm": float(size.detach().mean()), "attack_objective": float(attack_value.mean())}
         return self.lam * size.mean()
 
@@ -392,7 +450,7 @@ class IGSumNorm(_LossIGTerm):
                          clip_min=clip_min, clip_max=clip_max, random_start=random_start)
         self.beta = check_weight(beta, "beta")
 
-    def _attack_objective(self, model: nn.Module) -> Callable[..., Tensor]:
+    def _attack_objective(self, model: nn.Module, mask: Optional[Tensor] = None) -> Callable[..., Tensor]:
         def objective(x_adv: Tensor, x: Tensor, y: Tensor, args: Any) -> Tensor:
             loss = F.cross_entropy(classification_outputs(model(x_adv)), y, reduction="none")
             if self.beta == 0:

@@ -29,14 +29,16 @@ to them.
 
 from __future__ import annotations
 
-from typing import Any, List, Tuple, Union
+from typing import Any, List, Optional, Tuple, Union
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from captum_robust._utils.validation import Interval, check_finite_outputs, check_number, classification_outputs
 from captum_robust.attr._core.saliency import input_gradient
+from captum_robust.attr._core.tokens import TokenBatch
 from captum_robust.robust.regularizers._base import RobustTerm, check_num_classes, check_weight
+from captum_robust.robust.regularizers._tokens import real_tokens, refuse_token_arguments, zero_padding
 
 __all__ = ["InputGradientRegularizer"]
 
@@ -64,6 +66,11 @@ class InputGradientRegularizer(RobustTerm):
     Args:
         lam (float): :math:`\lambda \ge 0`. Default 1.
         q (int or float): the exponent :math:`q \ge 1`. Default 2.
+        embedding_layer (nn.Module, optional): token models: the module embedding the ids (e.g.
+            ``model.bert.embeddings``). The call then takes ``B x T`` ids (with ``additional_forward_args``
+            and ``token_mask``) and the gradient is :math:`\nabla_e \ell` with respect to the embedding
+            output :math:`e`, its padding rows excluded; the value reaches the embedding weights
+            (:mod:`~captum_robust.robust.regularizers._tokens`).
 
     ``model`` and ``eval_mode``: as in :class:`RobustTerm`. ``last_stats`` holds ``"grad_norm"`` (mean
     :math:`\lVert \nabla_x \ell \rVert_q^q`, without :math:`\lambda`) and ``"loss"`` (mean :math:`\ell(x, y)`).
@@ -86,31 +93,43 @@ class InputGradientRegularizer(RobustTerm):
 
     _probe_rows = 1  # the gradient pass checks its outputs
 
-    def __init__(self, model: nn.Module, lam: float = 1.0, q: Union[int, float] = 2, *, eval_mode: bool = True) -> None:
+    def __init__(self, model: nn.Module, lam: float = 1.0, q: Union[int, float] = 2, *, eval_mode: bool = True,
+                 embedding_layer: Optional[nn.Module] = None) -> None:
         super().__init__(model, 0.0, auto_step=False, eval_mode=eval_mode)
         self.lam = check_weight(lam, "lam")
         self.q = check_number(q, "q", Interval(1, None, closed="left"))
+        self._use_embedding_layer(embedding_layer)
 
-    def gradient_norm(self, inputs: Tensor, target: Any) -> Tensor:
+    def gradient_norm(self, inputs: Tensor, target: Any, additional_forward_args: Any = None,
+                      token_mask: Any = None) -> Tensor:
         r"""Per-example :math:`\lVert \nabla_x \ell(x_b, y_b) \rVert_q^q`, shape ``(B,)``,
-        differentiable with respect to the parameters."""
+        differentiable with respect to the parameters (token models: :math:`\nabla_e \ell` over
+        the real tokens; ``additional_forward_args`` and ``token_mask`` as in :meth:`forward`)."""
+        if self.embedding_layer is not None:
+            tokens, y = self._check_tokens(inputs, target, additional_forward_args, token_mask)
+            return self._norms(tokens.embeddings, y, tokens)[0]
+        refuse_token_arguments(additional_forward_args, token_mask)
         inputs, y = self._check_inputs(inputs, target)
         return self._norms(inputs, y)[0]
 
-    def _norms(self, inputs: Tensor, y: Tensor) -> Tuple[Tensor, Tensor]:
+    def _norms(self, inputs: Tensor, y: Tensor, tokens: Optional[TokenBatch] = None) -> Tuple[Tensor, Tensor]:
         losses: List[Tensor] = []
+        model = self.module if tokens is None else tokens.model
+        args = () if tokens is None else tokens.forward_args
 
-        def loss(x: Tensor) -> Tensor:
-            logits = classification_outputs(self.module(x))
+        def loss(x: Tensor, *rest: Any) -> Tensor:
+            logits = classification_outputs(model(x, *rest))
             check_num_classes(y, logits.shape[1])
             check_finite_outputs(logits.detach(), "the model's outputs")
             losses.append(F.cross_entropy(logits, y, reduction="none"))
             return losses[-1]
 
-        # the gradient of the summed loss (inputs that require grad are differentiated directly);
-        # zero where the loss does not depend on the input
+        # the gradient of the summed loss (inputs that require grad are differentiated directly: the
+        # token embeddings, attached to the embedding weights); zero where the loss does not depend on the input
         with self.attribution_mode():
-            (grad,) = input_gradient(loss, (inputs,), None, create_graph=True)
+            (grad,) = input_gradient(loss, (inputs,), None, args, create_graph=True)
+        if tokens is not None:
+            grad = zero_padding(grad, real_tokens(tokens))
         flat = grad.flatten(1)
         if self.q == 1:
             norms = flat.abs().sum(dim=1)
@@ -120,11 +139,14 @@ class InputGradientRegularizer(RobustTerm):
             norms = flat.abs().pow(self.q).sum(dim=1)
         return norms, losses[0]
 
-    def _forward(self, inputs: Tensor, target: Tensor, eps: float) -> Tensor:
-        norms, loss = self._norms(inputs, target)
+    def _forward(self, inputs: Tensor, target: Tensor, eps: float, tokens: Optional[TokenBatch] = None) -> Tensor:
+        norms, loss = self._norms(inputs, target, tokens)
         self.last_adversarial = None
         self.last_stats = {"grad_norm": float(norms.detach().mean()), "loss": float(loss.detach().mean())}
         return self.lam * norms.mean()
+
+    def _forward_tokens(self, tokens: TokenBatch, target: Tensor, eps: float) -> Tensor:
+        return self._forward(tokens.embeddings, target, eps, tokens)
 
     def extra_repr(self) -> str:
         return f"model={type(self.model).__name__}, lam={self.lam}, q={self.q}"

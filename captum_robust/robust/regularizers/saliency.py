@@ -69,6 +69,7 @@ from captum_robust._utils.state import preserved_model_state
 from captum_robust._utils.validation import (check_choice, check_finite_outputs, check_fraction, check_int,
                                              check_model_dtype)
 from captum_robust.attr._core.saliency import input_gradient
+from captum_robust.attr._core.tokens import TokenBatch, token_scores
 from captum_robust.robust.attacks import L2TopKAttack
 from captum_robust.robust.attacks._loop import check_random_start
 from captum_robust.robust.regularizers._base import (
@@ -83,6 +84,8 @@ from captum_robust.robust.regularizers._base import (
     class_scores,
 )
 from captum_robust.robust.regularizers._inner import attack_state
+from captum_robust.robust.regularizers._tokens import MaskedTokenModel, keep_padding, real_tokens
+from captum_robust.robust.regularizers._tokens import refuse_token_arguments
 
 __all__ = ["SaliencyAlignment", "SaliencyStability"]
 
@@ -201,6 +204,27 @@ def _gradient_map(model: Any, inputs: Tensor, target: Tensor) -> Tensor:
     return grad
 
 
+def token_saliency(model: Any, embeddings: Tensor, target: Tensor, forward_args: Tuple[Any, ...], mask: Tensor,
+                   create_graph: bool) -> Tensor:
+    r"""The per-token saliency of a token model, ``B x T``: :math:`s_t = \sum_d |\partial f_y / \partial e_{t,d}|`
+    (the library's rule, :func:`~captum_robust.attr._core.tokens.token_scores` of the absolute gradient),
+    0 at padding; ``embeddings`` that require grad are differentiated directly (the map stays attached
+    to what produced them)."""
+    def scores(e: Tensor, *args: Any) -> Tensor:
+        out = class_scores(model(e, *args))
+        check_finite_outputs(out.detach(), "the model's outputs")
+        return out
+
+    (grad,) = input_gradient(scores, (embeddings,), target, forward_args, create_graph=create_graph)
+    return token_scores(grad.abs(), mask)
+
+
+def _token_gradient_map(model: Any, inputs: Tensor, target: Tensor, args: Tuple[Any, ...]) -> Tensor:
+    """The attack's map in token mode: :func:`token_saliency` of a :class:`MaskedTokenModel`, whose
+    arguments are ``(e0, mask, ids, *args)``."""
+    return token_saliency(model, inputs, target, tuple(args), args[1], create_graph=True)
+
+
 def _has_relu(module: nn.Module) -> bool:
     return any(isinstance(m, nn.ReLU) for m in module.modules())
 
@@ -236,6 +260,14 @@ class SaliencyStability(RobustTerm):
             (default) starts the first restart at the clean input and the others at random points of
             the sphere (never weaker than no random start, issue 18); ``"always"``: every restart at a
             random point (Algorithm 1 as published, the default before issue 18).
+        embedding_layer (nn.Module, optional): token models: the module embedding the ids (e.g.
+            ``model.bert.embeddings``). The call then takes ``B x T`` ids (with ``additional_forward_args``
+            and ``token_mask``); the map is per token, :math:`s_t = \sum_d |\partial f_y / \partial e_{t,d}|`
+            (0 at padding), :math:`g = s / \lVert s \rVert_2`; :math:`\tilde e = e + \delta` with
+            :math:`\lVert \delta \rVert_2 \le \rho` on the ``T x D`` embedding tensor (absolute, embedding
+            units), zero at padding, no data box; :math:`k` (``sparsity``) counts the real tokens of the
+            shortest example; ``reduction="mean"`` divides by each example's number of real tokens
+            (:mod:`~captum_robust.robust.regularizers._tokens`). ``last_adversarial`` holds :math:`\tilde e`.
 
     ``last_stats`` holds ``"distance"`` (mean :math:`\lVert g(\tilde x) - g(x) \rVert^2`, without :math:`\lambda`),
     ``"attack_success"`` (fraction perturbed) and ``"topk_overlap"`` (mean top-k overlap, as the attack reports).
@@ -260,7 +292,7 @@ class SaliencyStability(RobustTerm):
                  target_class: str = "label", random_start: Union[bool, str] = True, auto_step: bool = True,
                  eval_mode: bool = True,
                  generator: Optional[torch.Generator] = None, clip_min: BoundType = 0.0,
-                 clip_max: BoundType = 1.0) -> None:
+                 clip_max: BoundType = 1.0, embedding_layer: Optional[nn.Module] = None) -> None:
         if not isinstance(rho, EpsilonSchedule):
             rho = check_weight(rho, "rho")
         super().__init__(model, rho, auto_step=auto_step, eval_mode=eval_mode, generator=generator)
@@ -278,6 +310,7 @@ class SaliencyStability(RobustTerm):
         Box(clip_min, clip_max)  # validates the bounds
         self.clip_min = clip_min
         self.clip_max = clip_max
+        self._use_embedding_layer(embedding_layer, surrogate)
         if surrogate is None and _has_relu(self.module):
             warnings.warn(
                 f"{type(self.module).__name__} has nn.ReLU modules: the L2 top-k attack differentiates the input "
@@ -350,19 +383,94 @@ class SaliencyStability(RobustTerm):
         }
         return value
 
-    def objective_at(self, inputs: Tensor, target: Tensor, inputs_adv: Tensor) -> Tensor:
+    # ----------------------------------------------------------------- token models
+
+    def _token_k(self, mask: Tensor) -> int:
+        r"""``k`` in token mode: at most the shortest example's number of real tokens (``sparsity`` of it)."""
+        lengths = mask.sum(dim=1)
+        n = int(lengths.min())
+        if self.k is None:
+            return max(1, min(n, math.ceil(self.sparsity * n - 1e-9)))
+        if self.k > n:
+            short = int(torch.argmin(lengths))
+            raise ValueError(
+                f"k={self.k} exceeds the number of real tokens ({n}) of example {short}; pass k <= {n} or sparsity="
+            )
+        return self.k
+
+    def _token_classes(self, tokens: TokenBatch, target: Tensor) -> Tensor:
+        if self.target_class == "label":
+            return target
+        with self.attribution_mode(), torch.no_grad():
+            logits = class_scores(tokens.model(tokens.embeddings.detach(), *tokens.forward_args))
+        return logits.argmax(dim=1)
+
+    def _token_attack(self, tokens: TokenBatch, classes: Tensor, rho: float) -> Tuple[Tensor, Any]:
+        r"""The :math:`\ell_2` top-k attack on the per-token maps, on the embeddings: the ball on the
+        ``T x D`` tensor, no data box, the padding neither moved nor seen (:class:`MaskedTokenModel`)."""
+        mask, e0 = real_tokens(tokens), tokens.embeddings.detach()
+        masked = MaskedTokenModel(tokens.model)
+        attack = L2TopKAttack(
+            masked, _token_gradient_map, k=self._token_k(mask), rho=rho, n_iterations=self.n_iterations,
+            n_restarts=self.n_restarts, random_budget=self.random_budget, max_backtracks=self.max_backtracks,
+            clip_min=None, clip_max=None, random_start=self.random_start,
+        )
+        with attack_state(self.module, True), preserved_model_state(masked, train=False):
+            e_adv, result = attack.perturb(e0, target=classes, additional_forward_args=(e0, mask, *tokens.forward_args),
+                                           generator=self.generator)
+        return keep_padding(e_adv.detach(), e0, mask), result
+
+    def _token_term(self, tokens: TokenBatch, classes: Tensor, embeddings_adv: Tensor) -> Tuple[Tensor, Tensor]:
+        r"""The term on per-token maps: both at :math:`e` and :math:`e + \delta` (:math:`\delta`
+        detached), attached to the embedding weights through :math:`e`."""
+        mask, e = real_tokens(tokens), tokens.embeddings
+        delta = (embeddings_adv - e).detach()
+        with self.attribution_mode():
+            s_adv = token_saliency(tokens.model, e + delta, classes, tokens.forward_args, mask, create_graph=True)
+            s = token_saliency(tokens.model, e, classes, tokens.forward_args, mask, create_graph=True)
+        sq = (normalized_saliency(s_adv) - normalized_saliency(s)).pow(2)
+        distance = sq.sum(dim=1) if self.reduction == "sum" else sq.sum(dim=1) / mask.sum(dim=1).to(sq.dtype)
+        return self.lam * distance.mean(), distance
+
+    def _forward_tokens(self, tokens: TokenBatch, target: Tensor, eps: float) -> Tensor:
+        e0 = tokens.embeddings.detach()
+        if eps == 0 or self.lam == 0:
+            self.last_adversarial = e0.clone()
+            self.last_stats = {"distance": 0.0, "attack_success": 0.0, "topk_overlap": 1.0}
+            return torch.zeros((), dtype=e0.dtype, device=e0.device)
+        classes = self._token_classes(tokens, target)
+        e_adv, result = self._token_attack(tokens, classes, eps)
+        self.last_adversarial = e_adv
+        value, distance = self._token_term(tokens, classes, e_adv)
+        self.last_stats = {
+            "distance": float(distance.detach().mean()),
+            "attack_success": float(result.accepted.double().mean()),
+            "topk_overlap": float(result.similarity.double().mean()),
+        }
+        return value
+
+    def objective_at(self, inputs: Tensor, target: Tensor, inputs_adv: Tensor, additional_forward_args: Any = None,
+                     token_mask: Any = None) -> Tensor:
         r"""The term at a given :math:`\tilde x`: :math:`\lambda` times the batch mean of
         :math:`\lVert g(\tilde x) - g(x) \rVert^2` (with the reduction), differentiable with
         respect to the parameters; 0 at :math:`\tilde x = x`.
 
         Args:
-            inputs (Tensor): the clean batch :math:`x`.
+            inputs (Tensor): the clean batch :math:`x` (token models: ``B x T`` ids).
             target (Tensor): the labels, ``(B,)`` integers.
-            inputs_adv (Tensor): :math:`\tilde x`, shaped like ``inputs``.
+            inputs_adv (Tensor): :math:`\tilde x`, shaped like ``inputs`` (token models: the
+                ``B x T x D`` embeddings :math:`\tilde e`; their padding positions are ignored).
+            additional_forward_args, token_mask: as in :meth:`forward` (token models only).
 
         Returns:
             Tensor: a 0-dim tensor.
         """
+        if self.embedding_layer is not None:
+            tokens, y = self._check_tokens(inputs, target, additional_forward_args, token_mask)
+            e_adv = keep_padding(check_adversarial(tokens.embeddings, inputs_adv), tokens.embeddings.detach(),
+                                 real_tokens(tokens))
+            return self._token_term(tokens, self._token_classes(tokens, y), e_adv)[0]
+        refuse_token_arguments(additional_forward_args, token_mask)
         inputs, y = self._check_inputs(inputs, target)
         x_adv = check_adversarial(inputs, inputs_adv)
         return self._term(inputs, self._classes(inputs, y), x_adv)[0]
