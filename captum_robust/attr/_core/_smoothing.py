@@ -12,18 +12,28 @@ they share:
   lowest index (the sparsified maps, Levine eq. 2.4 and 2.5);
 * :func:`absolute_sigmas` -- the noise scale of every example (absolute or relative to its range);
 * :func:`smooth` -- the sampling loop: ``internal_batch_size`` rows per pass, the base map of
-  every method applied to the same gradients, averaged in float64.
+  every method applied to the same gradients, averaged in float64;
+* :func:`token_inputs`, :func:`token_maps` -- token models (``embedding_layer=``): the noise is
+  added to the embedding output, and the base map is applied to per-token scores (the sum
+  over the embedding dimension, :func:`~captum_robust.attr._core.tokens.token_scores`) of the
+  real tokens only.
+
+**Noise order.** The noise of sample ``j`` is ``torch.randn((block,) + x.shape)[j % block]`` of
+the ``j // block``-th draw from the generator (one draw per input tensor, in order), with
+``block = max(1, min(256, 2**20 // n))`` and ``n`` the number of elements of the whole batch
+of one input set; it does not depend on ``internal_batch_size``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
-from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from captum_robust._utils.validation import (
@@ -35,6 +45,7 @@ from captum_robust._utils.validation import (
     TensorOrTuple,
     check_finite_outputs,
     check_generator,
+    check_forward_args_batch,
     check_int,
     check_number,
     format_additional_args,
@@ -43,6 +54,7 @@ from captum_robust._utils.validation import (
 from captum_robust._utils.compiled import second_order_model
 from captum_robust.attr._core._inputs import call_mode, check_finite_copies, check_output_rows, input_shape_guard
 from captum_robust.attr._core.saliency import input_gradient
+from captum_robust.attr._core.tokens import TokenBatch, embed_tokens, embedding_sigma, token_scores
 
 SigmaType = Union[float, Tensor, Sequence[Union[float, Tensor]]]
 
@@ -200,6 +212,77 @@ def effective_sigma(sigmas: Tuple[Tensor, ...]) -> Tensor:
     out = sigmas[0]
     for s in sigmas[1:]:
         out = torch.minimum(out, s)
+    return out
+
+
+# ---------------------------------------------------------------------------- token models
+
+
+def check_token_call(embedding_layer: Optional[nn.Module], token_mask: Any) -> None:
+    """Refuse ``token_mask`` without ``embedding_layer`` (float inputs have no tokens to mask)."""
+    if embedding_layer is None and token_mask is not None:
+        raise ValueError(
+            "token_mask is only meaningful with embedding_layer= (token ids explained through an embedding "
+            "module); pass embedding_layer, or drop token_mask for float inputs"
+        )
+
+
+@contextlib.contextmanager
+def token_inputs(
+    method: Any, inputs: Any, additional_forward_args: Any, embedding_layer: nn.Module, token_mask: Any,
+    create_graph: bool = False, surrogate: Any = None,
+) -> Iterator[TokenBatch]:
+    """The model in its call mode (eval, restored on exit) and the ids embedded (:func:`embed_tokens`):
+    the noise of the SmoothGrad family is added to ``TokenBatch.embeddings``."""
+    who = type(method).__name__
+    if surrogate is not None:
+        raise ValueError(
+            f"{who}: surrogate= cannot be combined with embedding_layer= (the embedding module belongs to "
+            "forward_func); pass the smooth model itself as forward_func"
+        )
+    with call_mode(method.forward_func, who):
+        # hooks do not reach into a torch.compile'd graph: the tokens run on its _orig_mod
+        model = second_order_model(method.forward_func, who, True)
+        tb = embed_tokens(model, embedding_layer, inputs, additional_forward_args, token_mask, create_graph)
+        check_forward_args_batch(tb.args, tb.ids.shape[0])
+        yield tb
+
+
+def token_sigmas(spec: SigmaType, relative: bool, embeddings: Tensor, mask: Optional[Tensor]) -> Tensor:
+    """The absolute noise standard deviation of every example (B,) in the space of the embeddings:
+    ``spec`` itself, or with ``relative`` ``spec`` times the mean real-token embedding norm over
+    ``sqrt(D)`` (:func:`~captum_robust.attr._core.tokens.embedding_sigma`)."""
+    (absolute,) = absolute_sigmas(spec, False, (embeddings,))
+    return absolute * embedding_sigma(1.0, embeddings, mask).to(absolute.dtype) if relative else absolute
+
+
+def token_maps(method: Any, abs_scores: Optional[Tensor], scores: Optional[Tensor], mask: Optional[Tensor]) -> Tensor:
+    """``method``'s base map of per-token scores (rows x T), applied to each row's real tokens only.
+
+    ``abs_scores`` are the sums over the embedding dimension of ``|g|`` (for :meth:`map_from_abs`),
+    ``scores`` those of ``g`` (for an overridden :meth:`map_from_gradients`). The real tokens of
+    each row are packed in order into a row of their own length ``n_real`` (rows are grouped by
+    ``n_real``: a loop over the distinct lengths, not the rows), so ``ceil(sparsity * n_real)`` and
+    the maximum of a scaled map count real tokens only; padding entries are exactly 0.
+    """
+    if method._uses_abs():
+        values, fn = abs_scores, method.map_from_abs
+    else:
+        values, fn = scores, method.map_from_gradients
+    assert values is not None
+    if mask is None or bool(mask.all()):
+        return fn(values)
+    counts = mask.sum(dim=1)
+    out: Optional[Tensor] = None
+    for n in counts.unique().tolist():
+        rows = (counts == n).nonzero().squeeze(1)
+        pos = (~mask[rows]).to(torch.uint8).argsort(dim=1, stable=True)[:, :n]  # real positions, in order
+        h = fn(values[rows].gather(1, pos))
+        if tuple(h.shape) != (rows.numel(), n):
+            raise ValueError(f"{type(method).__name__}'s base map changed the shape {(rows.numel(), n)} to {tuple(h.shape)}")
+        full = h.new_zeros((rows.numel(), values.shape[1])).scatter(1, pos, h)
+        out = (full.new_zeros(values.shape) if out is None else out).index_copy(0, rows, full)
+    assert out is not None
     return out
 
 
@@ -373,9 +456,14 @@ def smooth(
     create_graph: bool,
     surrogate: Optional[Callable[..., Any]],
     show_progress: bool,
+    tokens: Optional[TokenBatch] = None,
 ) -> Tuple[List[Tensor], Tensor, int]:
     """Smooth the base maps of ``methods`` over the noisy samples of the first one, with one
     gradient pass per sample.
+
+    With ``tokens`` (from :func:`token_inputs`; ``inputs`` and ``additional_forward_args`` are
+    then ignored) the noise is added to the embeddings, the model is ``tokens.model`` and the maps
+    are per token (:func:`token_maps`, ``n = T``).
 
     Returns ``(one mean map B x n per method, effective sigma (B,), n_samples)``.
     """
@@ -388,13 +476,18 @@ def smooth(
                 f"{type(method).__name__} is piecewise constant in the input (its gradient is zero almost "
                 "everywhere), so create_graph=True is meaningless; attack RelaxedSparsifiedSmoothGrad instead"
             )
+    if tokens is not None:
+        inputs, args, model = (tokens.embeddings,), tokens.forward_args, tokens.model
+        sigmas: Tuple[Tensor, ...] = (token_sigmas(first.sigma, first.relative_sigma, inputs[0], tokens.mask),)
+    else:
+        sigmas = absolute_sigmas(first.sigma, first.relative_sigma, inputs)
+        # a torch.compile'd model cannot differentiate twice: create_graph runs on its _orig_mod
+        model = surrogate if surrogate is not None else second_order_model(first.forward_func, type(first).__name__,
+                                                                            create_graph)
+        args = format_additional_args(additional_forward_args)
     check_generator(generator, inputs[0].device)
-    sigmas = absolute_sigmas(first.sigma, first.relative_sigma, inputs)
-    # a torch.compile'd model cannot differentiate twice: create_graph runs on its _orig_mod
-    model = surrogate if surrogate is not None else second_order_model(first.forward_func, type(first).__name__,
-                                                                        create_graph)
-    args = format_additional_args(additional_forward_args)
-    loop = _SamplingLoop(methods, inputs, sigmas, args, create_graph)
+    loop = _SamplingLoop(methods, inputs, sigmas, args, create_graph, tokens is not None,
+                         None if tokens is None else tokens.mask)
     per_chunk = max(1, (DEFAULT_INTERNAL_BATCH_SIZE if ibs is None else ibs) // inputs[0].shape[0])
     who = type(first).__name__
     with call_mode(first.forward_func, who), call_mode(surrogate, f"{who} (surrogate)"), \
@@ -437,10 +530,14 @@ class _SamplingLoop:
         sigmas: Tuple[Tensor, ...],
         args: Tuple[Any, ...],
         create_graph: bool,
+        tokens: bool = False,
+        token_mask: Optional[Tensor] = None,
     ) -> None:
         self.methods, self.inputs, self.args, self.create_graph = methods, inputs, args, create_graph
         self.batch = inputs[0].shape[0]
-        self.n_features = sum(t[0].numel() for t in inputs)
+        # token mode: one map entry per token (B x T x D embeddings -> T)
+        self.tokens, self.token_mask = tokens, token_mask
+        self.n_features = inputs[0].shape[1] if tokens else sum(t[0].numel() for t in inputs)
         self.acc_dtype = torch.float64 if inputs[0].device.type != "mps" else inputs[0].dtype
         self.sums = [
             torch.zeros(self.batch, self.n_features, dtype=self.acc_dtype, device=inputs[0].device) for _ in methods
@@ -461,8 +558,16 @@ class _SamplingLoop:
         grads = gradient_rows(model, points, _expand_args(self.args, batch, s), t_rows, self.create_graph, batch)
         _check_finite_gradients(grads, batch)
         abs_grads = grads.abs() if any(m._uses_abs() for m in self.methods) else None
+        if self.tokens:
+            rows, n = grads.shape[0], self.n_features
+            abs_scores = None if abs_grads is None else token_scores(abs_grads.reshape(rows, n, -1))
+            scores = token_scores(grads.reshape(rows, n, -1)) if not all(m._uses_abs() for m in self.methods) else None
+            mask = None if self.token_mask is None else self.token_mask.repeat(s, 1)
         for i, method in enumerate(self.methods):
-            maps = base_maps(method, grads, abs_grads)
+            if self.tokens:
+                maps = token_maps(method, abs_scores, scores, mask)
+            else:
+                maps = base_maps(method, grads, abs_grads)
             # the gradients are finite (checked above): maps bounded by construction need no range check
             if not method._bounded_by_construction:
                 low, high = maps.detach().amin(), maps.detach().amax()

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 from statistics import NormalDist
-from typing import Any, Dict, List, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -33,12 +33,15 @@ from torch import Tensor
 from captum_robust._utils.validation import OPEN_UNIT, check_fraction, check_int
 from captum_robust.attr._core.certificates import (
     _flat_map,
+    _masked_for_sort,
     _per_example,
     _sorted_certificate,
     hoeffding_margin,
     min_n_samples,
     resolve_k,
+    resolve_token_k,
 )
+from captum_robust.attr._core.tokens import check_token_mask
 from captum_robust.attr._core._smoothing import check_values
 from captum_robust._utils.validation import NONNEGATIVE, POSITIVE
 
@@ -204,7 +207,7 @@ class CertificateDiagnosis:
 
 def diagnose_certificate(
     smoothed_map: Tensor, k: Union[int, float], rho: float, sigma: Union[float, Tensor], n_samples: int,
-    confidence: float = 0.95, min_overlap: int = 1,
+    confidence: float = 0.95, min_overlap: int = 1, token_mask: Optional[Tensor] = None,
 ) -> CertificateDiagnosis:
     r"""Per example, what limits the top-K certificate of ``smoothed_map`` and what would lift it.
 
@@ -216,6 +219,11 @@ def diagnose_certificate(
         n_samples (int): the number of samples the maps were averaged over (gives the margin).
         confidence (float): ``p`` in (0, 1). Default 0.95.
         min_overlap (int): the overlap ``m`` in [1, K] to explain. Default 1 (a non-zero certificate).
+        token_mask (Tensor, optional): B x T bool, False at padding, for per-token maps (the
+            SmoothGrad family with ``embedding_layer=``): padding is not a map element (never a
+            competitor), ``K`` as a fraction is taken of the shortest real length, and the margin
+            counts the largest number of real tokens, as :class:`~captum_robust.attr.CertifiedTopK`
+            does. Default None.
 
     Returns:
         CertificateDiagnosis
@@ -231,42 +239,46 @@ def diagnose_certificate(
         (0.6197, 0.3228)
     """
     flat = _flat_map(smoothed_map).double()
-    batch, n = flat.shape
-    kk = resolve_k(k, n)
+    batch, n_map = flat.shape
+    if token_mask is not None:
+        token_mask = check_token_mask(token_mask, flat).to(flat.device)
+        counts = token_mask.sum(dim=1)
+        n, kk = int(counts.max()), resolve_token_k(k, counts)  # the margin's n: real tokens (see CertifiedTopK)
+    else:
+        counts = torch.full((batch,), n_map, dtype=torch.long, device=flat.device)
+        n, kk = n_map, resolve_k(k, n_map)
     m = check_int(min_overlap, "min_overlap", 1, kk)
     p = check_fraction(confidence, "confidence", OPEN_UNIT)
     q = check_int(n_samples, "n_samples", 1)
     r = float(check_values(rho, "rho", NONNEGATIVE))
     c = float(hoeffding_margin(n, q, p))
     s = _per_example(check_values(sigma, "sigma", POSITIVE), "sigma", batch, flat).reshape(-1).expand(batch).double()
-    overlap, order = _sorted_certificate(flat, kk, r, s.to(flat.dtype), c)
-    values = flat.gather(1, order)
+    sortable = _masked_for_sort(flat, token_mask)
+    overlap, order = _sorted_certificate(sortable, kk, r, s.to(flat.dtype), c)
+    values = sortable.gather(1, order)
     j = 2 * kk - m + 1
     a = values[:, m - 1]
-    b = values[:, j - 1] if j <= n else torch.full_like(a, -math.inf)
+    alone = j > counts  # no competitor h_(2K-m+1): any two K-subsets share 2K - n_real elements
+    b = values[:, min(j, n_map) - 1].masked_fill(alone, -math.inf)
     ratio = 2.0 * r / s
 
     def probit_gap(cc: Tensor) -> Tensor:
         """D(c) (-inf where a - c <= 0 or b + c >= 1; +inf without competitor)."""
-        if j > n:
-            return torch.full_like(a, math.inf)
         up = torch.special.ndtri((a - cc).clamp(0.0, 1.0))
         down = torch.special.ndtri((b + cc).clamp(0.0, 1.0))
         d = up - down
-        return torch.where(torch.isnan(d), torch.full_like(d, -math.inf), d)
+        return torch.where(alone, math.inf, torch.where(torch.isnan(d), torch.full_like(d, -math.inf), d))
 
     zero = torch.zeros_like(a)
     d_now, d_exact = probit_gap(zero + c), probit_gap(zero)
     # the largest margin that still certifies: bisection on the decreasing D(c) - ratio
-    lo, hi = zero.clone(), ((a - b) / 2).clamp(min=0.0) if j <= n else torch.ones_like(a)
+    lo, hi = zero.clone(), torch.where(alone, 1.0, ((a - b) / 2).clamp(min=0.0))
     for _ in range(60):
         mid = (lo + hi) / 2
         good = probit_gap(mid) > ratio
         lo, hi = torch.where(good, mid, lo), torch.where(good, hi, mid)
     can = d_exact > ratio
-    max_margin = torch.where(can, lo, zero)
-    if j > n:
-        max_margin = torch.full_like(a, math.inf)
+    max_margin = torch.where(alone, math.inf, torch.where(can, lo, zero))
     log_term = math.log(2.0 * n / (1.0 - p))
     needed = torch.where(
         max_margin > 0, torch.floor(log_term / (2.0 * max_margin.clamp(min=1e-300) ** 2)) + 1,

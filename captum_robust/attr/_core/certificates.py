@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import numbers
 from statistics import NormalDist
-from typing import Tuple, Union
+from typing import Optional, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -115,6 +115,29 @@ def resolve_k(k: Union[int, float], n_features: int) -> int:
             raise ValueError(f"k must be in [1, {n_features}] (the number of map elements), got {k}")
         return kk
     return max(1, ceil_fraction(check_fraction(k, "k as a fraction of the map size"), n_features))
+
+
+def resolve_token_k(k: Union[int, float], counts: Tensor) -> int:
+    """``k`` for maps over tokens, with ``counts`` (B,) real tokens per example: a count must not
+    exceed any example's real tokens; a fraction is taken of the *shortest* real length."""
+    shortest = int(counts.min())
+    if isinstance(k, numbers.Integral) and not isinstance(k, bool) and int(k) > shortest:
+        bad = int((counts < int(k)).nonzero()[0])
+        raise ValueError(
+            f"k={int(k)} exceeds the {int(counts[bad])} real tokens of example {bad} (padding is never in a "
+            f"top-k); pass k <= {shortest}, the shortest real length in the batch, or k as a fraction of it"
+        )
+    return resolve_k(k, shortest)
+
+
+def _masked_for_sort(flat: Tensor, token_mask: Optional[Tensor]) -> Tensor:
+    """``flat`` (B x T) with padding entries at ``-inf``: last in every order, never a competitor."""
+    if token_mask is None:
+        return flat
+    if tuple(token_mask.shape) != tuple(flat.shape) or token_mask.dtype != torch.bool:
+        raise ValueError(f"token_mask must be a bool tensor of the map's shape {tuple(flat.shape)}, got "
+                         f"{tuple(token_mask.shape)} {token_mask.dtype}")
+    return flat.masked_fill(~token_mask.to(flat.device), -math.inf)
 
 
 # ---------------------------------------------------------------------------- scalar helpers
@@ -423,6 +446,7 @@ def certified_rank(
     rho: Scalar,
     sigma: Scalar,
     margin: Scalar = 0.0,
+    token_mask: Optional[Tensor] = None,
 ) -> Tensor:
     r"""Certified rank of map elements (Levine Def. 3.1).
 
@@ -437,6 +461,9 @@ def certified_rank(
         index (int, Tensor or None): flat element indices: an int (the same for every
             example), a (B,) tensor, a (B, m) tensor, or None for every element.
         rho, sigma, margin: as in :func:`topk_certificate`.
+        token_mask (Tensor, optional): B x n bool, False at padding tokens of a per-token map:
+            padding is not ranked (never above an element; ranks are capped at the number of
+            real tokens, returned for padding indices). Default None.
 
     Returns:
         Tensor: int64 ranks (1 = top), shaped like ``index`` ((B,) for an int, the map's
@@ -476,10 +503,13 @@ def certified_rank(
     c = _per_example(check_values(margin, "margin", NONNEGATIVE), "margin", batch, flat)
     z = flat.gather(1, idx)
     lower = torch.special.ndtr(torch.special.ndtri((z - c).clamp(0.0, 1.0)) - 2.0 * r / s) - c
-    ascending = flat.sort(dim=1).values
+    ascending = _masked_for_sort(flat, token_mask).sort(dim=1).values  # padding (-inf) is never greater
     n_le = torch.searchsorted(ascending.contiguous(), lower.contiguous(), right=True)  # elements <= lower
     n_greater = n - n_le
-    rank = (n_greater + 1).clamp(max=n)
+    real = n if token_mask is None else token_mask.sum(dim=1, keepdim=True).to(flat.device)
+    rank = torch.minimum(n_greater + 1, torch.as_tensor(real, device=flat.device))
+    if token_mask is not None:
+        rank = torch.where(token_mask.to(flat.device).gather(1, idx), rank, real)
     return rank.reshape(out_shape)
 
 

@@ -38,7 +38,7 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 import torch
 from captum.attr import GradientAttribution
 from captum.log import log_usage
-from torch import Tensor
+from torch import Tensor, nn
 
 from captum_robust._utils.validation import (
     TargetType,
@@ -69,10 +69,14 @@ from captum_robust.attr._core._smoothing import (  # noqa: F401
     effective_sigma,
     gradient_rows,
     row_target,
+    check_token_call,
     smooth,
+    token_inputs,
+    token_maps,
     top_count_mask,
     unflatten,
 )
+from captum_robust.attr._core.tokens import token_scores
 
 __all__ = [
     "SmoothGradBase",
@@ -176,11 +180,13 @@ class SmoothGradBase(GradientAttribution):
         n_samples: Optional[int] = None, internal_batch_size: Optional[int] = None,
         generator: Optional[torch.Generator] = None, create_graph: bool = False,
         surrogate: Optional[Callable[..., Any]] = None, show_progress: bool = False,
+        embedding_layer: Optional[nn.Module] = None, token_mask: Optional[Tensor] = None,
     ) -> TensorOrTuple:
         r"""Compute the smoothed map :math:`\hat h(x) = \frac1q \sum_j h(x + \varepsilon_j)`.
 
         Args:
-            inputs (Tensor or tuple[Tensor, ...]): floating-point model inputs, batch first.
+            inputs (Tensor or tuple[Tensor, ...]): floating-point model inputs, batch first
+                (with ``embedding_layer``: one ``B x T`` tensor of token ids).
             target (int, list[int], Tensor or None): the class whose gradient is used, fixed
                 per example (an int for all, or one per example). ``None`` uses the argmax
                 class of each *noisy* sample, as Levine's code did (for models with one
@@ -205,11 +211,37 @@ class SmoothGradBase(GradientAttribution):
                 ``forward_func`` for the forward and backward passes (e.g.
                 ``captum_robust.models.Small(softplus=10)`` with the same weights).
             show_progress (bool): a tqdm bar over the chunks. Default False.
+            embedding_layer (nn.Module, optional): for token models: the module inside the
+                model whose output are the ``B x T x D`` embeddings (e.g.
+                ``model.bert.embeddings``). The noise is added to that output (every position,
+                padding included) with the model's embedding output replaced by the noisy
+                copy; ``sigma`` is in its units (``relative_sigma=True``: relative to the mean
+                real-token embedding norm, ``sigma * mean_t ||e_t|| / sqrt(D)`` per example,
+                :func:`~captum_robust.attr.embedding_sigma`). The base map is applied to one
+                score per token, the sum over ``D`` of ``|g|`` (its l1 norm; of ``g`` for a
+                subclass that overrides :meth:`map_from_gradients`), over the real tokens only.
+                Model arguments such as the attention mask go through
+                ``additional_forward_args``. Default None (float inputs).
+            token_mask (Tensor, optional): ``B x T``, 1 (True) for real tokens and 0 for
+                padding (a Hugging Face ``attention_mask`` fits); only with
+                ``embedding_layer``. Padding entries are 0 in every sample map, never count in
+                ``ceil(sparsity * n)`` (``n`` is each example's number of real tokens) nor in
+                the maximum of the scaled maps. Default None (every token real).
 
         Returns:
             Tensor or tuple[Tensor, ...]: the smoothed maps, in ``[0, 1]``, shaped like the
-            inputs, in the inputs' dtype.
+            inputs, in the inputs' dtype (with ``embedding_layer``: ``B x T``, one value per
+            token, in the embeddings' dtype).
         """
+        check_token_call(embedding_layer, token_mask)
+        if embedding_layer is not None:
+            with token_inputs(self, inputs, additional_forward_args, embedding_layer, token_mask, create_graph,
+                              surrogate) as tb:
+                (mean,), _, _ = smooth(
+                    (self,), (tb.embeddings,), target, None, n_samples, internal_batch_size, generator,
+                    create_graph, None, show_progress, tokens=tb,
+                )
+            return mean
         is_tuple, inputs_t, _, args = prepare_inputs(inputs, self.forward_func, additional_forward_args)
         check_model_dtype(surrogate, inputs_t)
         (mean,), _, _ = smooth(
@@ -221,15 +253,29 @@ class SmoothGradBase(GradientAttribution):
     def base_map(
         self, inputs: TensorOrTuple, target: TargetType = None, additional_forward_args: Any = None,
         create_graph: bool = False, surrogate: Optional[Callable[..., Any]] = None,
+        embedding_layer: Optional[nn.Module] = None, token_mask: Optional[Tensor] = None,
     ) -> TensorOrTuple:
         """The un-smoothed base map ``h(x)`` at the given inputs (no noise), shaped like them.
 
         Arguments as in :meth:`attribute`; ``target=None`` uses each input's argmax class.
+        With ``embedding_layer``, the ``B x T`` per-token map at the clean embeddings.
         """
-        is_tuple, inputs_t, _, args = prepare_inputs(inputs, self.forward_func, additional_forward_args)
-        check_model_dtype(surrogate, inputs_t)
+        check_token_call(embedding_layer, token_mask)
         if create_graph and not self.differentiable:
             raise ValueError(f"{type(self).__name__} is piecewise constant; create_graph=True is meaningless")
+        if embedding_layer is not None:
+            with token_inputs(self, inputs, additional_forward_args, embedding_layer, token_mask, create_graph,
+                              surrogate) as tb, torch.set_grad_enabled(create_graph):
+                emb = tb.embeddings if create_graph else tb.embeddings.detach()
+                target_t = row_target(target, (emb,), tb.model, tb.forward_args)
+                grads = gradient_rows(tb.model, [emb], tb.forward_args, target_t, create_graph)
+                _check_finite_gradients(grads, emb.shape[0])
+                rows, n = grads.shape[0], emb.shape[1]
+                signed = None if self._uses_abs() else token_scores(grads.reshape(rows, n, -1))
+                absolute = token_scores(grads.abs().reshape(rows, n, -1)) if self._uses_abs() else None
+                return token_maps(self, absolute, signed, tb.mask)
+        is_tuple, inputs_t, _, args = prepare_inputs(inputs, self.forward_func, additional_forward_args)
+        check_model_dtype(surrogate, inputs_t)
         who = type(self).__name__
         model = second_order_model(self.forward_func, who, create_graph) if surrogate is None else surrogate
         with call_mode(self.forward_func, who), call_mode(surrogate, f"{who} (surrogate)"), \
@@ -419,6 +465,7 @@ def attribute_with_shared_noise(
     methods: Sequence[SmoothGradBase], inputs: TensorOrTuple, target: TargetType = None,
     additional_forward_args: Any = None, n_samples: Optional[int] = None, internal_batch_size: Optional[int] = None,
     generator: Optional[torch.Generator] = None, show_progress: bool = False,
+    embedding_layer: Optional[nn.Module] = None, token_mask: Optional[Tensor] = None,
 ) -> List[TensorOrTuple]:
     """Several smoothed maps from the *same* noisy samples, with one gradient pass per sample.
 
@@ -434,6 +481,8 @@ def attribute_with_shared_noise(
             ``target``, ``additional_forward_args``, ``internal_batch_size``, ``generator`` and
             ``show_progress``.
         n_samples (int, optional): number of samples; default the first method's.
+        embedding_layer, token_mask: token models, as in :meth:`SmoothGradBase.attribute`
+            (the maps are then ``B x T``).
 
     Returns:
         list: one map (shaped like the inputs) per method, in order.
@@ -470,6 +519,12 @@ def attribute_with_shared_noise(
                 f"relative_sigma={m.relative_sigma} but {type(first).__name__} has sigma={first.sigma!r}, "
                 f"relative_sigma={first.relative_sigma}"
             )
+    check_token_call(embedding_layer, token_mask)
+    if embedding_layer is not None:
+        with token_inputs(first, inputs, additional_forward_args, embedding_layer, token_mask) as tb:
+            means, _, _ = smooth(methods, (tb.embeddings,), target, None, n_samples, internal_batch_size, generator,
+                                 False, None, show_progress, tokens=tb)
+        return list(means)
     is_tuple, inputs_t, _, args = prepare_inputs(inputs, first.forward_func, additional_forward_args)
     means, _, _ = smooth(
         methods, inputs_t, target, args, n_samples, internal_batch_size, generator,
