@@ -12,7 +12,11 @@ and a per-example result (a small dataclass of ``(B,)`` tensors):
 * :class:`AttributionPGD` -- PGD ascent on any differentiable attribution objective (the inner
   maximizer of the robust-attribution regularizers);
 * :class:`PGD` -- l-inf / l2 classifier attack with random start, restarts, best iterate;
-* :func:`softplus_surrogate` -- a smooth copy of a ReLU model for the attack gradients.
+* :func:`softplus_surrogate` -- a smooth copy of a ReLU model for the attack gradients;
+* :class:`TokenSwapAttack` -- greedy nearest-neighbour token swaps on token models (a discrete
+  adversary for text classifiers); :class:`TopKAttack` and :class:`L2TopKAttack` attack token
+  models in their embedding space with ``embedding_layer=`` (the returned tensor is then the
+  adversarial embeddings).
 
 Naming rule (one for every attack):
 
@@ -66,6 +70,7 @@ from captum_robust.robust.attacks._results import (
     ISAResult,
     ObjectiveResult,
     PGDResult,
+    TokenSwapResult,
 )
 from captum_robust.robust.attacks.aai import AAI
 from captum_robust.robust.attacks.attribution_pgd import AttributionPGD
@@ -74,6 +79,7 @@ from captum_robust.robust.attacks.isa import ISA
 from captum_robust.robust.attacks.l2_topk import L2TopKAttack
 from captum_robust.robust.attacks.pgd import PGD
 from captum_robust.robust.attacks.surrogate import softplus_surrogate
+from captum_robust.robust.attacks.token_swap import TokenSwapAttack
 
 __all__ = [
     "TopKAttack",
@@ -91,4 +97,6 @@ __all__ = [
     "ObjectiveResult",
     "PGDResult",
     "ISAResult",
+    "TokenSwapAttack",
+    "TokenSwapResult",
 ]

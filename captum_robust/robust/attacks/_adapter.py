@@ -14,10 +14,14 @@ from torch import Tensor, nn
 from captum_robust._utils.compiled import is_compiled, uncompiled, warn_uncompiled
 from captum_robust._utils.geometry import Tensors
 from captum_robust._utils.validation import check_int, check_kwargs
+from captum_robust.attr._core.tokens import token_scores
 from captum_robust.robust.attacks._base import unformat
 from captum_robust.robust.discrepancy import measure_function, prepare_maps
 
-__all__ = ["AttributionAdapter", "ghorbani_maps", "make_preparation", "apply_preparation", "make_measure"]
+__all__ = [
+    "AttributionAdapter", "ghorbani_maps", "make_preparation", "apply_preparation", "make_measure",
+    "prepare_token_maps", "rebind_model",
+]
 
 
 # --------------------------------------------------------------------------- map preparation and measures
@@ -58,6 +62,49 @@ def apply_preparation(prepare: Callable[[Tensor], Tensor], maps: Tensors) -> Ten
     if len(maps) == 1:
         return prepare(maps[0])
     return torch.cat([prepare(m).reshape(m.shape[0], -1) for m in maps], dim=1)
+
+
+def prepare_token_maps(spec: Any, prepare: Callable[[Tensor], Tensor], maps: Tensors, mask: Tensor) -> Tensor:
+    """Token maps (``B x T``) of attributions on an embedding output, prepared, padding 0.
+
+    A token's score is the sum of its attribution over the embedding dimension
+    (:func:`~captum_robust.attr._core.tokens.token_scores`); ``"ghorbani"`` takes its absolute
+    value scaled so the real tokens of each example sum to their number; other preparations are
+    applied to the ``B x T`` scores. Padding tokens get 0 (the measures mask them)."""
+    if len(maps) != 1 or maps[0].dim() < 3 or tuple(maps[0].shape[:2]) != tuple(mask.shape):
+        got = [tuple(m.shape) for m in maps]
+        raise ValueError(
+            f"with embedding_layer= the attribution must return one B x T x D map of the embedding output "
+            f"(B x T = {tuple(mask.shape)}), got shapes {got}"
+        )
+    scores = token_scores(maps[0], mask, 0.0)
+    if spec == "ghorbani":
+        a = scores.abs()
+        total = a.sum(dim=1, keepdim=True)
+        n = mask.sum(dim=1, keepdim=True).to(a.dtype)
+        return torch.where(total > 0, a * n / torch.where(total > 0, total, torch.ones_like(total)), a)
+    return prepare(scores).masked_fill(~mask, 0.0)
+
+
+def rebind_model(obj: Any, model: Any, replaced: nn.Module) -> Any:
+    """A shallow copy of the attribution ``obj`` whose references to ``model`` point to
+    ``replaced`` (the model with its embedding output replaced, of
+    :func:`~captum_robust.attr.embed_tokens`); references to submodules stay (the replaced
+    model runs them). ``ValueError`` when ``obj`` does not hold ``model`` itself."""
+    inner = uncompiled(model)
+    new = copy.copy(obj)
+    found = False
+    for key, value in vars(obj).items():
+        if uncompiled(value) is inner:
+            setattr(new, key, replaced)
+            found = True
+    if not found:
+        raise ValueError(
+            f"with embedding_layer= the attribution ({type(obj).__name__}) must be built on the model given to the "
+            "attack (its forward_func is the model itself), so that it can run on the embeddings; or pass a "
+            "callable (model, inputs, target, additional_forward_args) -> maps"
+        )
+    return new
 
 
 #: The measures an attack may report and select by: the rank-type members of

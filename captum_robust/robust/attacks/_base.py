@@ -201,6 +201,7 @@ class AttackCall:
     generator: Optional[torch.Generator] = None
     show_progress: bool = False
     options: Dict[str, Any] = field(default_factory=dict)
+    token_mask: Any = None
 
 
 class Attack:
@@ -219,7 +220,7 @@ class Attack:
     @log_usage()
     def perturb(
         self, inputs: TensorOrTuple, target: TargetType = None, additional_forward_args: Any = None,
-        generator: Optional[torch.Generator] = None, show_progress: bool = False,
+        generator: Optional[torch.Generator] = None, show_progress: bool = False, token_mask: Any = None,
     ) -> Tuple[TensorOrTuple, Any]:
         r"""Run the attack on a batch.
 
@@ -239,6 +240,11 @@ class Attack:
             generator (torch.Generator, optional): randomness of the random starts and of a
                 noisy attribution's gradient passes.
             show_progress (bool): a tqdm bar over the iterations (or restarts).
+            token_mask (Tensor, optional): for an attack built with ``embedding_layer=`` (whose
+                ``inputs`` are ``B x T`` token ids): ``B x T``, 1 (or True) for the real
+                tokens, 0 for padding, e.g. the Hugging Face ``attention_mask``; padding is
+                never perturbed, never in a top-k and masked in the measures. Default None:
+                every token is real. Refused without ``embedding_layer=``.
 
         Returns:
             (Tensor or tuple[Tensor, ...], AttackResult): the perturbed inputs, detached, in
@@ -257,7 +263,23 @@ class Attack:
                 parameters, a ``show_progress`` that is not a bool.
         """
         check_bool(show_progress, "show_progress")
-        return self._perturb(AttackCall(inputs, target, additional_forward_args, generator, show_progress))
+        call = AttackCall(inputs, target, additional_forward_args, generator, show_progress, token_mask=token_mask)
+        return self._dispatch(call)
+
+    def _dispatch(self, call: AttackCall) -> Tuple[TensorOrTuple, Any]:
+        """Token ids (an attack built with ``embedding_layer=``) or float inputs."""
+        if getattr(self, "embedding_layer", None) is not None:
+            return self._perturb_tokens(call)
+        if call.token_mask is not None:
+            raise ValueError(
+                f"token_mask= is for token ids, with an attack built with embedding_layer=; {type(self).__name__} "
+                "was built without one (pass embedding_layer= to the constructor, or drop token_mask)"
+            )
+        return self._perturb(call)
+
+    def _perturb_tokens(self, call: AttackCall) -> Tuple[TensorOrTuple, Any]:
+        """The attack on token ids through ``embedding_layer`` (attacks that support it)."""
+        raise NotImplementedError
 
     def _models(self) -> Tuple[Any, ...]:
         """The models the attack runs (for the dtype check): ``model`` and ``surrogate``."""

@@ -8,7 +8,7 @@ from typing import Any, Dict, List
 import torch
 from torch import Tensor
 
-__all__ = ["AttackResult", "AttributionAttackResult", "ObjectiveResult", "PGDResult", "ISAResult"]
+__all__ = ["AttackResult", "AttributionAttackResult", "ObjectiveResult", "PGDResult", "ISAResult", "TokenSwapResult"]
 
 
 def _describe(t: Tensor) -> str:
@@ -156,3 +156,55 @@ class ISAResult(AttackResult):
         """Alias of ``accepted`` (the naming rule of the attacks package): the target class was
         reached with margin ``tau``."""
         return self.accepted
+
+
+@dataclass
+class TokenSwapResult:
+    """Result of :class:`TokenSwapAttack` (one row per example, on the ids' device).
+
+    Attributes:
+        adversarial_ids (Tensor): ``B x T`` int64, the returned token ids (the clean ids where
+            no swap was accepted).
+        n_swaps (Tensor): ``(B,)`` int64, the number of positions swapped.
+        swapped (Tensor): ``B x T`` bool, the swapped positions.
+        clean_token_maps (Tensor): ``B x T`` token maps (the attribution summed over the
+            embedding dimension, padding 0) at the clean ids.
+        adversarial_token_maps (Tensor): ``B x T`` the same at the returned ids.
+        similarity (Tensor): ``(B,)`` the attack's ``measure`` between the prepared token maps of
+            the clean and the returned ids (padding masked); lower is a stronger attack.
+        objective (Tensor): ``(B,)`` the attack's objective at the returned ids (the prepared
+            map's mass on the clean top-``k`` tokens).
+        topk_intersection (Tensor): ``(B,)`` top-``measure_k`` intersection of the prepared token
+            maps (padding masked).
+        kendall (Tensor): ``(B,)`` Kendall's tau-b of the prepared token maps (padding masked).
+        labels (Tensor): ``(B,)`` int64, the class that must be kept (``target``, or the clean
+            prediction).
+        predictions (Tensor): ``(B,)`` int64, the model's class at the returned ids.
+        clean_predictions (Tensor): ``(B,)`` int64, the model's class at the clean ids.
+        prediction_kept (Tensor): ``(B,)`` bool, ``predictions == labels``.
+    """
+
+    adversarial_ids: Tensor
+    n_swaps: Tensor
+    swapped: Tensor
+    clean_token_maps: Tensor
+    adversarial_token_maps: Tensor
+    similarity: Tensor
+    objective: Tensor
+    topk_intersection: Tensor
+    kendall: Tensor
+    labels: Tensor
+    predictions: Tensor
+    clean_predictions: Tensor
+    prediction_kept: Tensor
+
+    def __len__(self) -> int:
+        return int(self.n_swaps.shape[0])
+
+    def as_dict(self) -> Dict[str, List[Any]]:
+        """The fields as JSON-serializable lists (one entry per example)."""
+        return {f.name: getattr(self, f.name).detach().cpu().tolist() for f in fields(self)}
+
+    def __repr__(self) -> str:
+        parts = ", ".join(f"{f.name}=<{_describe(getattr(self, f.name))}>" for f in fields(self))
+        return f"{type(self).__name__}(n={len(self)}, {parts})"

@@ -71,7 +71,13 @@ class TopKAttack(IterativeMapAttack):
         >>> x_adv, result = attack.perturb(torch.rand(4, 1, 28, 28))
         >>> result.similarity.shape            # top-100 intersection of each example
         torch.Size([4])
+
+    Token models: ``TopKAttack(model, Saliency(model), k=3, eps=0.5, norm="l2",
+    embedding_layer=model.bert.embeddings)`` attacks ``B x T`` token ids in the space of the
+    embedding output (see "Token models" in :class:`~captum_robust.robust.attacks._map_attack.MapAttack`).
     """
+
+    _token_support = True
 
     def __init__(
         self, model: Callable[..., Any], attribution: Any, k: int = 200, eps: float = 0.3, step_size: float = 0.01,
@@ -87,7 +93,8 @@ class TopKAttack(IterativeMapAttack):
 
     def _setup(self, ctx: _Context) -> Dict[str, Tensor]:
         self._check_k(ctx)
-        return {"mask": topk_mask(ctx.clean_prepared, self.k).to(ctx.clean_prepared.dtype)}
+        top = topk_mask(ctx.clean_prepared, self.k, mask=ctx.token_mask)  # padding never in the top-k
+        return {"mask": top.to(ctx.clean_prepared.dtype)}
 
     def _objective(self, prepared: Tensor, maps: Tensors, logits: Optional[Tensor], state: Dict[str, Tensor], ctx: _Context) -> Tensor:
         return (prepared * state["mask"]).reshape(prepared.shape[0], -1).sum(dim=1)

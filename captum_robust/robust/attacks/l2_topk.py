@@ -100,7 +100,14 @@ class L2TopKAttack(MapAttack):
         >>> x_adv, result = attack.perturb(x, generator=torch.Generator().manual_seed(0))
         >>> bool((result.norm <= 1.0 + 1e-5).all())
         True
+
+    Token models: ``embedding_layer=`` (see "Token models" in
+    :class:`~captum_robust.robust.attacks._map_attack.MapAttack`); ``rho`` is then the
+    :math:`\ell_2` radius on each example's embedding tensor, and the random starts leave the
+    padding embeddings unchanged.
     """
+
+    _token_support = True
 
     def __init__(
         self, model: Callable[..., Any], attribution: Any, k: int, rho: float, n_iterations: int = 20,
@@ -124,7 +131,8 @@ class L2TopKAttack(MapAttack):
 
     def _setup(self, ctx: _Context) -> Dict[str, Tensor]:
         self._check_k(ctx)
-        return {"mask": topk_mask(ctx.clean_prepared, self.k).to(ctx.clean_prepared.dtype)}
+        top = topk_mask(ctx.clean_prepared, self.k, mask=ctx.token_mask)  # padding never in the top-k
+        return {"mask": top.to(ctx.clean_prepared.dtype)}
 
     def _objective(self, prepared: Tensor, maps: Tensors, logits: Optional[Tensor], state: Dict[str, Tensor], ctx: _Context) -> Tensor:
         return (prepared * state["mask"]).reshape(prepared.shape[0], -1).sum(dim=1)
@@ -166,7 +174,9 @@ class L2TopKAttack(MapAttack):
         need = ~exhausted
         while bool(need.any()):
             idx = torch.nonzero(need).squeeze(1)
-            cand = random_on_sphere(tuple(c[idx] for c in ctx.x0), ctx.rho[idx], ctx.bounds, ctx.generator)
+            x0i = tuple(c[idx] for c in ctx.x0)
+            cand = random_on_sphere(x0i, ctx.rho[idx], ctx.bounds, ctx.generator)
+            cand = self._keep_padding(x0i, cand, self._mask_of(ctx, idx))
             ok = predict(self.model, cand, index_args(ctx.args, idx, b)) == ctx.pred0[idx]
             used[idx] += 1
             rows = idx[ok]
@@ -199,7 +209,8 @@ class L2TopKAttack(MapAttack):
             idx = run[pi]
             # ascent on D = descent on the top-k mass
             moved = tuple(xp[pi] - per_example(alpha[pi], xp) * g[pi] for xp, g in zip(x_prev, g_cur))
-            proposal = project(tuple(c[idx] for c in x0), moved, ctx.rho[idx], "l2", ctx.bounds)
+            x0i = tuple(c[idx] for c in x0)
+            proposal = self._keep_padding(x0i, project(x0i, moved, ctx.rho[idx], "l2", ctx.bounds), self._mask_of(ctx, idx))
             ok = predict(self.model, proposal, index_args(ctx.args, idx, b)) == ctx.pred0[idx]
             retries[pi] += (~ok).long()
             alpha[pi] = torch.where(ok, alpha[pi], alpha[pi] / 2)
