@@ -45,6 +45,7 @@ from captum_robust._utils.validation import (
     check_positive,
 )
 from captum_robust.attr._core._smoothing import ceil_fraction, check_values
+from captum_robust.attr._core.tokens import check_token_mask
 
 __all__ = [
     "hoeffding_margin",
@@ -461,7 +462,7 @@ def certified_rank(
         index (int, Tensor or None): flat element indices: an int (the same for every
             example), a (B,) tensor, a (B, m) tensor, or None for every element.
         rho, sigma, margin: as in :func:`topk_certificate`.
-        token_mask (Tensor, optional): B x n bool, False at padding tokens of a per-token map:
+        token_mask (Tensor, optional): B x n, 0 (False) at padding tokens of a per-token map:
             padding is not ranked (never above an element; ranks are capped at the number of
             real tokens, returned for padding indices). Default None.
 
@@ -501,6 +502,8 @@ def certified_rank(
     r = _per_example(check_values(rho, "rho", NONNEGATIVE), "rho", batch, flat)
     s = _per_example(check_values(sigma, "sigma", POSITIVE), "sigma", batch, flat)
     c = _per_example(check_values(margin, "margin", NONNEGATIVE), "margin", batch, flat)
+    if token_mask is not None:
+        token_mask = check_token_mask(token_mask, flat)  # 0/1 (an attention_mask) or bool, B x n
     z = flat.gather(1, idx)
     lower = torch.special.ndtr(torch.special.ndtri((z - c).clamp(0.0, 1.0)) - 2.0 * r / s) - c
     ascending = _masked_for_sort(flat, token_mask).sort(dim=1).values  # padding (-inf) is never greater

@@ -71,7 +71,9 @@ class TopKCertificate:
     With probability at least ``confidence`` (over the noise), for every example ``b`` and
     every :math:`\tilde x` with :math:`\|\tilde x - x_b\|_2 \le \rho`, the top-``k`` elements of
     the population smoothed map :math:`\bar h(\tilde x)` (smoothed with ``sigma[b]``) include
-    at least ``overlap[b]`` of the observed map's top-``k`` elements ``top_k[b]``.
+    at least ``overlap[b]`` of the observed map's top-``k`` elements ``top_k[b]``. For token
+    ids, :math:`\tilde x` is an embedding tensor (``T x D``) within ``rho`` of the example's
+    embeddings and the elements are its real tokens (``token_mask``).
 
     Attributes:
         overlap (Tensor): int64 (B,), the certified overlap :math:`R_\text{cert}` in [0, k].
@@ -83,7 +85,7 @@ class TopKCertificate:
         confidence (float): ``p``.
         n_samples (int): number of noisy samples of the map.
         top_k (Tensor): int64 (B, k) flat indices of the observed top-k, in descending order
-            (ties to the lowest index).
+            (ties to the lowest index); token positions for token ids, never padding.
         method (str): the smoothed attribution's class name.
         token_mask (Tensor or None): (B, T) bool, the real tokens of a token model
             (``embedding_layer=``; ``n_features`` is then the largest real token count, the
@@ -165,7 +167,9 @@ class CertifiedTopK(Attribution):
     distance ``rho`` of ``x`` has a population smoothed map whose top-K shares at least
     :math:`R_\text{cert}` elements with the observed top-K. Levine found the scaled and
     quadratic maps' certificates vacuous and the sparsified ones not. Which sigma enters the
-    certificate (several input tensors, ``relative_sigma``): see the module documentation.
+    certificate (several input tensors, ``relative_sigma``), and what it means for token ids
+    (``embedding_layer=``: the ball is in embedding space, the elements are the real tokens):
+    see the module documentation.
 
     Args:
         smoothed_attribution (SmoothGradBase): the smoothed method (its ``sigma`` and

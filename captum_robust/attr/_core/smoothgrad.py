@@ -109,7 +109,8 @@ class SmoothGradBase(GradientAttribution):
             tensor with one value per example, or a tuple with one of those per input tensor.
             With ``relative_sigma=True`` it is a fraction of each example's range
             ``max(x) - min(x)`` (Levine used 0.2 on CIFAR-10). Noise is never clipped to the
-            data range.
+            data range. For token ids (``embedding_layer=`` in :meth:`attribute`) it is in the
+            units of the embedding output, or relative to its norm (not to a range).
         n_samples (int): number of noisy samples ``q`` (Levine used 8192 for certificates).
             Default 512.
         relative_sigma (bool): interpret ``sigma`` relative to each example's (and each input
@@ -217,7 +218,7 @@ class SmoothGradBase(GradientAttribution):
                 padding included) with the model's embedding output replaced by the noisy
                 copy; ``sigma`` is in its units (``relative_sigma=True``: relative to the mean
                 real-token embedding norm, ``sigma * mean_t ||e_t|| / sqrt(D)`` per example,
-                :func:`~captum_robust.attr.embedding_sigma`). The base map is applied to one
+                :func:`~captum_robust.attr._core.tokens.embedding_sigma`). The base map is applied to one
                 score per token, the sum over ``D`` of ``|g|`` (its l1 norm; of ``g`` for a
                 subclass that overrides :meth:`map_from_gradients`), over the real tokens only.
                 Model arguments such as the attention mask go through
