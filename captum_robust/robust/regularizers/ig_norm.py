@@ -148,7 +148,7 @@ class _LossIGTerm(AttackTerm):
     # ----------------------------------------------------------------- IG of the loss
 
     def _loss_ig(
-        self, model: nn.Module, inputs: Tensor, target: Tensor, inputs_adv: Tensor, n_steps: int, method: str,
+        self, model: Callable[..., Any], inputs: Tensor, target: Tensor, inputs_adv: Tensor, n_steps: int, method: str,
         forward_args: Tuple[Any, ...] = (),
     ) -> Tensor:
         r""":math:`\mathrm{IG}^{\ell_y}(x, x')` (differentiable: ``create_graph=True``), the model called
@@ -212,11 +212,22 @@ class _LossIGTerm(AttackTerm):
 
     def _token_size_at(self, tokens: TokenBatch, y: Tensor, embeddings_adv: Tensor) -> Tensor:
         r""":meth:`_size_at` on token embeddings: the path from :math:`e` to :math:`e + \delta`,
-        :math:`\delta = e' - e` detached, so the term reaches the embedding weights through :math:`e`."""
+        :math:`\delta = e' - e` detached, so the term reaches the embedding weights through :math:`e`.
+
+        Computed as the IG of :math:`r \mapsto \ell(e + r)` from :math:`0` to :math:`\delta` (the same
+        numbers) with :math:`e` passed as a model argument: only the model arguments, not the path's two
+        end points, then carry the graph to the embedding weights, which keeps the parameter gradient exact
+        under ``internal_batch_size`` chunking (end points that both require grad do not)."""
         e = tokens.embeddings
         delta = (embeddings_adv - e).detach()
+        model = tokens.model
+
+        def shifted(r: Tensor, e_rows: Tensor, *args: Any) -> Any:
+            return model(e_rows + r, *args)
+
         with self.attribution_mode():
-            ig = self._loss_ig(tokens.model, e, y, e + delta, self.n_steps, self.method, tokens.forward_args)
+            ig = self._loss_ig(shifted, torch.zeros_like(delta), y, delta, self.n_steps, self.method,
+                               (e, *tokens.forward_args))
         return self._size(ig)
 
     # ----------------------------------------------------------------- inner attack

@@ -113,6 +113,27 @@ def test_ig_norm_at_fixed_point_equals_captum_layer_ig(size):
     torch.testing.assert_close(again, value, rtol=0, atol=0)
 
 
+def test_ig_norm_parameter_gradient_is_exact_under_chunking():
+    # the IG path's two end points both depend on the embedding weights; chunking the path
+    # (internal_batch_size) must not change the gradient. A first version passed both end points
+    # attached to the graph and was off by 50% on the embedding weights under chunking.
+    model, ids, mask, y = _bert()
+    e_adv = model.bert.embeddings(ids).detach()
+    e_adv = e_adv + 0.2 * torch.randn(e_adv.shape, generator=torch.Generator().manual_seed(4), dtype=e_adv.dtype)
+    grads = {}
+    for ibs in (None, 6, 9):
+        reg = IGNorm(model, eps=0.5, n_steps=8, internal_batch_size=ibs, embedding_layer=model.bert.embeddings)
+        value = reg.objective_at(ids, y, e_adv, additional_forward_args=(mask,), token_mask=mask)
+        grads[ibs] = torch.autograd.grad(value, _params(model), allow_unused=True)
+    word = model.bert.embeddings.word_embeddings.weight
+    i = next(i for i, p in enumerate(_params(model)) if p is word)
+    assert float(grads[None][i].abs().max()) > 1e-3
+    for ibs in (6, 9):
+        for a, b in zip(grads[ibs], grads[None]):
+            if b is not None:
+                torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
 @pytest.mark.parametrize("reduction", ["sum", "mean"])
 def test_saliency_stability_at_fixed_point_equals_hand_formula(reduction):
     model, ids, mask, y = _bert()
