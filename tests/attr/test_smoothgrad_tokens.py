@@ -373,3 +373,26 @@ def test_refusals():
         sg.attribute(ids, target=0, embedding_layer=model.emb, token_mask=torch.cat([mask[:1], mask[:1] * 0]))
     with pytest.raises(ValueError, match="piecewise constant"):
         SparsifiedSmoothGrad(model, 0.2, 0.5, 4).attribute(ids, target=0, embedding_layer=model.emb, create_graph=True)
+
+
+def test_diagnosis_with_padding_matches_the_unpadded_example_and_has_no_competitor_beyond_the_real_tokens():
+    from captum_robust.attr.certify import diagnose_certificate, topk_certificate
+
+    maps = torch.rand(2, 10, generator=_gen(7), dtype=torch.float64)
+    mask = torch.ones(2, 10, dtype=torch.bool)
+    mask[1, 8:] = False
+    maps[1, 8:] = 0.0
+    # K = 5, m = 2: the competitor has rank 2K - m + 1 = 9, a real token of example 0 but beyond the 8
+    # real tokens of example 1 (which shares 2K - 8 = 2 tokens with any top-5 anyway)
+    d = diagnose_certificate(maps, k=5, rho=0.05, sigma=0.5, n_samples=400, min_overlap=2, token_mask=mask)
+    ref = diagnose_certificate(maps[:1], k=5, rho=0.05, sigma=0.5, n_samples=400, min_overlap=2)  # n = 10 too
+    for name in ("overlap", "upper", "lower", "gap", "max_margin", "n_samples_needed", "sigma_needed", "radius"):
+        torch.testing.assert_close(getattr(d, name)[:1], getattr(ref, name), atol=0, rtol=0)
+    assert float(d.lower[1]) == -math.inf and float(d.max_margin[1]) == math.inf
+    assert float(d.radius[1]) == math.inf and int(d.n_samples_needed[1]) == 1
+    assert float(d.upper[1]) == float(maps[1, :8].sort(descending=True).values[1])
+    assert d.margin == pytest.approx(math.sqrt(math.log(2 * 10 / 0.05) / 800))
+    # without the mask the padding zeros would be competitors: example 1 then has a finite radius
+    plain = diagnose_certificate(maps, k=5, rho=0.05, sigma=0.5, n_samples=400, min_overlap=2)
+    assert math.isfinite(float(plain.radius[1]))
+    assert int(topk_certificate(maps[1:, :8], 5, 0.05, 0.5, d.margin)) == int(d.overlap[1])
