@@ -300,6 +300,9 @@ def test_bert_model_mode_restored_and_create_graph_matches_finite_differences():
     with pytest.warns(UserWarning, match="Dropout"):
         maps = sg.attribute(ids, generator=_gen(1), **kw)
     assert all(m.training for m in model.modules())  # mode restored
+    with pytest.warns(UserWarning, match="Dropout"), pytest.raises(ValueError, match="k=5 exceeds the 4 real"):
+        CertifiedTopK(SparsifiedSmoothGrad(model, 0.3, 0.3, 4), k=5, rho=0.1).attribute(ids, **kw)
+    assert all(m.training for m in model.modules())  # also when an error escapes
     model.eval()
     torch.testing.assert_close(maps, sg.attribute(ids, generator=_gen(1), **kw), atol=0, rtol=0)  # ran in eval
     # create_graph: the map is differentiable in the parameters (here the word embeddings, which the noisy
