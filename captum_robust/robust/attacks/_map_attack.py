@@ -173,8 +173,9 @@ class MapAttack(Attack):
             embedding output with ``embedding_layer=``).
         """
         if self.embedding_layer is not None:
-            tb, view = self._token_view(inputs, additional_forward_args, token_mask)
-            return view.attribution_maps(tb.embeddings, target, tb.forward_args)
+            with attack_mode(self.model, self.surrogate):  # warns naming the user's model
+                tb, view = self._token_view(inputs, additional_forward_args, token_mask)
+                return view.attribution_maps(tb.embeddings, target, tb.forward_args)
         self._no_token_mask(token_mask)
         with attack_mode(self.model, self.surrogate):
             clean = clean_batch(inputs, additional_forward_args)
@@ -224,7 +225,8 @@ class MapAttack(Attack):
             Tensor: ``(B,)`` similarities.
         """
         if self.embedding_layer is not None:
-            return self._token_similarity(inputs, inputs_adv, target, additional_forward_args, token_mask)
+            with attack_mode(self.model, self.surrogate):
+                return self._token_similarity(inputs, inputs_adv, target, additional_forward_args, token_mask)
         self._no_token_mask(token_mask)
         with attack_mode(self.model, self.surrogate):
             clean_inputs = clean_batch(inputs, additional_forward_args)
@@ -274,10 +276,11 @@ class MapAttack(Attack):
         return tb, view
 
     def _perturb_tokens(self, call: AttackCall) -> Tuple[TensorOrTuple, AttributionAttackResult]:
-        tb, view = self._token_view(call.inputs, call.additional_forward_args, call.token_mask)
-        emb_call = AttackCall(tb.embeddings, call.target, tb.forward_args, call.generator, call.show_progress,
-                              dict(call.options))
-        return view._perturb(emb_call)
+        with attack_mode(self.model, self.surrogate):
+            tb, view = self._token_view(call.inputs, call.additional_forward_args, call.token_mask)
+            emb_call = AttackCall(tb.embeddings, call.target, tb.forward_args, call.generator, call.show_progress,
+                                  dict(call.options))
+            return view._perturb(emb_call)
 
     def _token_similarity(
         self, ids: Any, adv: Any, target: TargetType, additional_forward_args: Any, token_mask: Any

@@ -87,6 +87,10 @@ class TokenSwapAttack(MapAttack):
             ``topk_intersection``); default ``k``.
         forbidden_ids (sequence of int): token ids never swapped in nor out (special tokens such
             as ``[CLS]``, ``[SEP]``); the table's ``padding_idx`` is added.
+
+    Hugging Face transformers need eager attention for the second derivatives of the attack
+    gradient (``config._attn_implementation = "eager"``; PyTorch's fused attention kernels
+    have no double backward), as for every attack on gradient-based maps.
         **kwargs: ``surrogate``, ``map_preparation`` (default ``"ghorbani"``),
             ``attribution_kwargs``, ``gradient_attribution_kwargs``, ``noise_seed`` of
             :class:`~captum_robust.robust.attacks._map_attack.MapAttack`.
@@ -99,15 +103,14 @@ class TokenSwapAttack(MapAttack):
     Example::
 
         >>> import torch
-        >>> from transformers import BertConfig, BertForSequenceClassification
         >>> from captum_robust.attr import Saliency
+        >>> from captum_robust.models import TokenBagClassifier
         >>> from captum_robust.robust.attacks import TokenSwapAttack
-        >>> cfg = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-        ...                  intermediate_size=32, max_position_embeddings=16, num_labels=3)
-        >>> model = BertForSequenceClassification(cfg).eval()
-        >>> ids, mask = torch.randint(1, 50, (2, 6)), torch.ones(2, 6, dtype=torch.long)
-        >>> attack = TokenSwapAttack(model, Saliency(model), model.bert.embeddings, k=2, max_swaps=2,
-        ...                          n_neighbours=5, forbidden_ids=(0,))
+        >>> model = TokenBagClassifier(vocab_size=50, n_classes=3, softplus=2.0).eval()
+        >>> ids = torch.tensor([[5, 7, 9, 11, 13, 0], [3, 4, 8, 12, 0, 0]])
+        >>> mask = (ids != 0).long()                      # 0 is the padding id
+        >>> attack = TokenSwapAttack(model, Saliency(model), model.embedding, k=2, max_swaps=2,
+        ...                          n_neighbours=5)
         >>> ids_adv, result = attack.perturb(ids, additional_forward_args=(mask,), token_mask=mask)
         >>> bool((result.n_swaps <= 2).all()), bool(result.prediction_kept.all())
         (True, True)
@@ -171,8 +174,8 @@ class TokenSwapAttack(MapAttack):
         return order[inverse]
 
     def _perturb_tokens(self, call: AttackCall) -> Tuple[Tensor, TokenSwapResult]:
-        tb, view = self._token_view(call.inputs, call.additional_forward_args, call.token_mask)
-        with attack_mode(view.model, view.surrogate):
+        with attack_mode(self.model, self.surrogate):
+            tb, view = self._token_view(call.inputs, call.additional_forward_args, call.token_mask)
             ctx = view._context(AttackCall(tb.embeddings, call.target, tb.forward_args, call.generator), call.target)
             ids, mask = tb.ids, ctx.token_mask
             forbidden = torch.tensor(self.forbidden_ids, dtype=ids.dtype, device=ids.device)

@@ -1,0 +1,213 @@
+"""TokenSwapAttack: the discrete adversary on token models (issue 16).
+
+Independent references written here: the nearest neighbours by brute-force distances between
+the rows of the vocabulary table, the saliency maps by autograd through a forward hook that
+replaces the embedding output, the masked measures by a sorted list / scipy, and, for
+``max_swaps=1`` with every candidate evaluated, an exhaustive search over all allowed single
+swaps."""
+
+import pytest
+import torch
+from scipy import stats
+
+transformers = pytest.importorskip("transformers", reason="transformers is needed for the token-model tests")
+
+from captum_robust.attr import Saliency  # noqa: E402
+from captum_robust.models import TokenBagClassifier  # noqa: E402
+from captum_robust.robust.attacks import TokenSwapAttack, TokenSwapResult  # noqa: E402
+
+V = 40
+
+
+def _bert(dtype=torch.float32):
+    torch.manual_seed(0)
+    cfg = transformers.BertConfig(
+        vocab_size=V, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+        max_position_embeddings=16, num_labels=3,
+    )
+    cfg._attn_implementation = "eager"
+    model = transformers.BertForSequenceClassification(cfg).to(dtype).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.5) if p.dim() > 1 else p.add_(torch.randn_like(p), alpha=0.2)
+    return model, model.bert.embeddings, model.bert.embeddings.word_embeddings
+
+
+def _bag(dtype=torch.float32):
+    torch.manual_seed(0)
+    model = TokenBagClassifier(vocab_size=V, embedding_dim=8, n_classes=3, hidden=16, softplus=2.0).to(dtype).eval()
+    with torch.no_grad():
+        model.embedding.weight.mul_(2.0)
+    return model, model.embedding, model.embedding
+
+
+def _batch(b=4, t=8):
+    g = torch.Generator().manual_seed(3)
+    ids = torch.randint(3, V, (b, t), generator=g)
+    lengths = torch.tensor([8, 6, 7, 5])[:b]
+    mask = (torch.arange(t)[None] < lengths[:, None]).long()
+    ids[:, 0] = 1  # a [CLS]-like special token, forbidden
+    ids[torch.arange(b), lengths - 1] = 2  # a [SEP]-like one
+    return ids.masked_fill(mask == 0, 0), mask
+
+
+def _logits(model, layer, ids, mask, emb=None):
+    h = layer.register_forward_hook(lambda mod, i, o: emb) if emb is not None else None
+    try:
+        out = model(ids, mask)
+    finally:
+        if h is not None:
+            h.remove()
+    return out.logits if hasattr(out, "logits") else out
+
+
+def _prepared_maps(model, layer, ids, mask, target):
+    """Ghorbani-prepared token saliency maps (|grad| summed over D, abs, scaled over the real tokens)."""
+    got = []
+    h = layer.register_forward_hook(lambda mod, i, o: got.append(o.detach()))
+    with torch.no_grad():
+        model(ids, mask)
+    h.remove()
+    e = got[0].clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(_logits(model, layer, ids, mask, e).gather(1, target[:, None]).sum(), e)
+    s = g.abs().sum(-1) * mask
+    return s * mask.sum(1, keepdim=True) / s.sum(1, keepdim=True)
+
+
+def _top(v, m, k):
+    idx = m.nonzero().flatten().tolist()
+    return set(sorted(idx, key=lambda j: (-float(v[j]), j))[: min(k, len(idx))])
+
+
+def _topk(a, b, m, k):
+    return len(_top(a, m, k) & _top(b, m, k)) / min(k, int(m.sum()))
+
+
+def _nearest(word, token, n, forbidden):
+    w = word.weight.detach().double()
+    d = ((w - w[token]) ** 2).sum(1)
+    d[list(forbidden)] = float("inf")
+    d[token] = float("inf")
+    return torch.sort(d, stable=True).indices[:n].tolist()
+
+
+FORBIDDEN = (0, 1, 2)
+
+
+@pytest.mark.parametrize("make", [_bert, _bag], ids=["bert", "bag"])
+def test_invariants_and_reported_ranking_change(make):
+    model, layer, word = make()
+    ids, mask = _batch()
+    attack = TokenSwapAttack(model, Saliency(model), layer, k=3, max_swaps=3, n_neighbours=6,
+                             candidates_per_step=10, forbidden_ids=(1, 2))
+    assert attack.word_embeddings is word and attack.forbidden_ids == FORBIDDEN  # padding_idx 0 added
+    ids_adv, res = attack.perturb(ids, additional_forward_args=(mask,), token_mask=mask)
+    assert isinstance(res, TokenSwapResult) and torch.equal(res.adversarial_ids, ids_adv)
+    label = _logits(model, layer, ids, mask).argmax(1)
+    # the label kept (the model run by hand on the adversarial ids)
+    assert torch.equal(_logits(model, layer, ids_adv, mask).argmax(1), label)
+    assert bool(res.prediction_kept.all()) and torch.equal(res.labels, label)
+    changed = ids_adv != ids
+    assert torch.equal(changed, res.swapped) and torch.equal(changed.sum(1), res.n_swaps)
+    assert bool((res.n_swaps <= 3).all()) and int(res.n_swaps.sum()) > 0
+    # padding and forbidden tokens untouched, never swapped in
+    assert not bool((changed & (mask == 0)).any())
+    assert not bool((changed & torch.isin(ids, torch.tensor(FORBIDDEN))).any())
+    assert not bool(torch.isin(ids_adv[changed], torch.tensor(FORBIDDEN)).any())
+    # every swapped token is among the n nearest of the original one
+    for b, t in changed.nonzero().tolist():
+        assert int(ids_adv[b, t]) in _nearest(word, int(ids[b, t]), 6, FORBIDDEN)
+    # the reported maps and ranking change, recomputed by hand
+    clean, adv = (_prepared_maps(model, layer, x, mask, label) for x in (ids, ids_adv))
+    ref_topk = torch.tensor([_topk(clean[i], adv[i], mask[i], 3) for i in range(4)])
+    ref_tau = torch.tensor([stats.kendalltau(clean[i][mask[i].bool()].numpy(), adv[i][mask[i].bool()].numpy()).statistic
+                            for i in range(4)])
+    torch.testing.assert_close(res.topk_intersection, ref_topk, atol=1e-6, rtol=0)
+    torch.testing.assert_close(res.similarity, ref_topk, atol=1e-6, rtol=0)
+    torch.testing.assert_close(res.kendall, ref_tau.float(), atol=1e-5, rtol=0)
+    torch.testing.assert_close(attack.similarity(ids, ids_adv, additional_forward_args=(mask,), token_mask=mask),
+                               res.similarity)
+    assert float(res.similarity.mean()) < 1.0
+    # deterministic
+    again, res2 = attack.perturb(ids, additional_forward_args=(mask,), token_mask=mask)
+    assert torch.equal(again, ids_adv) and torch.equal(res2.similarity, res.similarity)
+
+
+def _exhaustive(model, layer, word, ids, mask, n, k):
+    """The best allowed single swap of every example by trying them all (None where none improves)."""
+    label = _logits(model, layer, ids, mask).argmax(1)
+    clean = _prepared_maps(model, layer, ids, mask, label)
+    out = ids.clone()
+    for i in range(ids.shape[0]):
+        top0 = _top(clean[i], mask[i], k)
+        cands = []
+        for t in mask[i].nonzero().flatten().tolist():
+            if int(ids[i, t]) in FORBIDDEN:
+                continue
+            for w in _nearest(word, int(ids[i, t]), n, FORBIDDEN):
+                c = ids[i].clone()
+                c[t] = w
+                cands.append(c)
+        c = torch.stack(cands)
+        m = mask[i].expand_as(c)
+        lab = label[i].expand(c.shape[0])
+        keep = _logits(model, layer, c, m).argmax(1) == lab
+        maps = _prepared_maps(model, layer, c, m, lab)
+        best, best_key = None, (_topk(clean[i], clean[i], mask[i], k), float(clean[i][list(top0)].sum()))
+        for j in range(c.shape[0]):
+            key = (_topk(clean[i], maps[j], mask[i], k), float(maps[j][list(top0)].sum()))
+            if keep[j] and key < best_key:
+                best, best_key = j, key
+        if best is not None:
+            out[i] = c[best]
+    return out
+
+
+@pytest.mark.parametrize("make", [_bert, _bag], ids=["bert", "bag"])
+def test_single_exhaustive_swap_equals_brute_force(make):
+    model, layer, word = make(torch.float64)
+    ids, mask = _batch()
+    attack = TokenSwapAttack(model, Saliency(model), layer, k=2, max_swaps=1, n_neighbours=5,
+                             candidates_per_step=None, forbidden_ids=(1, 2))
+    ids_adv, res = attack.perturb(ids, additional_forward_args=(mask,), token_mask=mask)
+    ref = _exhaustive(model, layer, word, ids, mask, 5, 2)
+    assert torch.equal(ids_adv, ref)
+    assert int(res.n_swaps.sum()) >= 2  # not a trivial agreement on "no swap"
+
+
+def test_target_label_mode_and_refusals():
+    model, layer, word = _bert()
+    model.train()
+    ids, mask = _batch()
+    pred = _logits(model.eval(), layer, ids, mask).argmax(1)
+    model.train()
+    other = (pred + 1) % 3
+    attack = TokenSwapAttack(model, Saliency(model), layer, k=3, max_swaps=2, n_neighbours=6, forbidden_ids=(1, 2))
+    with pytest.warns(UserWarning, match="training mode"):
+        ids_adv, res = attack.perturb(ids, target=other, additional_forward_args=(mask,), token_mask=mask)
+    assert model.training  # restored
+    # the label is the target: a swap is only accepted where the prediction becomes/stays the target
+    assert torch.equal(res.labels, other)
+    done = res.n_swaps > 0
+    assert torch.equal(res.predictions[done], other[done])
+    assert torch.equal(res.prediction_kept, res.predictions == other)
+    model.eval()
+    with pytest.raises(ValueError, match="n_neighbours must be at most 36"):
+        TokenSwapAttack(model, Saliency(model), layer, n_neighbours=37, forbidden_ids=(1, 2))
+    with pytest.raises(ValueError, match="forbidden_ids"):
+        TokenSwapAttack(model, Saliency(model), layer, forbidden_ids=(V,))
+    with pytest.raises(TypeError, match="nn.Embedding"):
+        TokenSwapAttack(model, Saliency(model), layer, word_embeddings=layer)
+    with pytest.raises(TypeError, match="integer tensor"):
+        attack.perturb(ids.float(), additional_forward_args=(mask,))
+
+
+def test_docstring_example_runs():
+    import doctest
+
+    from captum_robust.robust.attacks import token_swap
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        result = doctest.testmod(token_swap, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0
