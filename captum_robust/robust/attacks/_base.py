@@ -253,6 +253,9 @@ class Attack:
             :class:`~captum_robust.robust.attacks.AttributionAttackResult` for the attacks on
             maps, a :class:`~captum_robust.robust.attacks.PGDResult` for ``PGD``, an
             :class:`~captum_robust.robust.attacks.ObjectiveResult` for ``AttributionPGD``.
+            With ``embedding_layer=`` the perturbed tensor is the adversarial *embeddings*
+            ``B x T x D`` (the ids are unchanged; ``TokenSwapAttack`` returns ids and a
+            :class:`~captum_robust.robust.attacks.TokenSwapResult`).
 
         Raises:
             ValueError: an empty batch, NaN/inf inputs, inputs on the ``meta`` device, inputs
