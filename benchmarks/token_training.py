@@ -52,7 +52,6 @@ _HERE = str(Path(__file__).resolve().parent)
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 from _common import (  # noqa: E402
-    RESULTS,
     add_common_args,
     check_threads,
     fmt,

@@ -152,12 +152,19 @@ class _LossIGTerm(AttackTerm):
         forward_args: Tuple[Any, ...] = (),
     ) -> Tensor:
         r""":math:`\mathrm{IG}^{\ell_y}(x, x')` (differentiable: ``create_graph=True``), the model called
-        as ``model(r, *forward_args)`` (token models: the embedding-replaced model and its ids)."""
+        as ``model(r, *forward_args)`` (token models: the embedding-replaced model and its ids).
+
+        Every evaluation of the model runs inside :meth:`attribution_mode`, also the recomputation of
+        a chunk (``internal_batch_size``) in the backward pass, which happens after this call has
+        returned, when the model is back in the user's mode: otherwise Dropout would draw new masks
+        and BatchNorm use (and update) batch statistics there, and the parameter gradient would not
+        be that of the value."""
         checked = []
 
         def loss(r: Tensor, *rest: Any) -> Tensor:
             *args, t = rest
-            logits = classification_outputs(model(r, *args))
+            with self.attribution_mode():
+                logits = classification_outputs(model(r, *args))
             if not checked:  # once per call (one device sync), not per chunk
                 check_num_classes(t, logits.shape[1])
                 checked.append(True)
