@@ -176,3 +176,20 @@ def test_errors():
         ig.attribute(ids, target=0, additional_forward_args=(mask,))
     with pytest.raises(ValueError, match="B x T x D"):
         token_attributions(torch.ones(3))
+
+
+def test_train_mode_model_is_explained_in_eval_mode_and_left_in_train_mode():
+    # the embeddings of the inputs and of the baselines are computed in eval mode as well: with the
+    # embedding dropout active they would be random (hidden_dropout_prob 0.5 makes that visible)
+    model, ids, mask = _bert(torch.float64)
+    model.config.hidden_dropout_prob = 0.5
+    for m in model.modules():
+        if isinstance(m, nn.Dropout):
+            m.p = 0.5
+    kw = dict(baselines=1, target=0, embedding_layer=model.bert.embeddings, additional_forward_args=(mask,), n_steps=8)
+    ref = BatchedIntegratedGradients(model.eval()).attribute(ids, **kw)
+    model.train()
+    with pytest.warns(UserWarning):
+        got = BatchedIntegratedGradients(model).attribute(ids, **kw)
+    torch.testing.assert_close(got, ref, atol=1e-12, rtol=0)
+    assert all(m.training for m in model.modules())

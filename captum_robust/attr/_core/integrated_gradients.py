@@ -327,26 +327,28 @@ class BatchedIntegratedGradients(GradientAttribution):
                 "pass one of them"
             )
         check_bool(create_graph, "create_graph")
-        model = second_order_model(self.forward_func, "Integrated Gradients", True)
-        tokens = embed_tokens(model, embedding_layer, inputs, additional_forward_args, create_graph=create_graph)
-        ids, args, emb_x = tokens.ids, tokens.args, tokens.embeddings
-        base_ids: Optional[Tensor] = None
-        if baselines is not None:
-            if isinstance(baselines, tuple) and len(baselines) == 1:
-                baselines = baselines[0]
-            (base_ids,) = _format_baselines(baselines, (ids,), False)
-            base_ids = base_ids.expand(ids.shape)
-        with torch.set_grad_enabled(create_graph):
-            emb_b = (
-                torch.zeros_like(emb_x) if base_ids is None else embedding_output(model, embedding_layer, base_ids, args)
+        # embeddings (input and baseline) in eval mode too: the embedding dropout of a model left in train mode
+        with call_mode(self.forward_func, "Integrated Gradients"):
+            model = second_order_model(self.forward_func, "Integrated Gradients", True)
+            tokens = embed_tokens(model, embedding_layer, inputs, additional_forward_args, create_graph=create_graph)
+            ids, args, emb_x = tokens.ids, tokens.args, tokens.embeddings
+            base_ids: Optional[Tensor] = None
+            if baselines is not None:
+                if isinstance(baselines, tuple) and len(baselines) == 1:
+                    baselines = baselines[0]
+                (base_ids,) = _format_baselines(baselines, (ids,), False)
+                base_ids = base_ids.expand(ids.shape)
+            with torch.set_grad_enabled(create_graph):
+                emb_b = (
+                    torch.zeros_like(emb_x) if base_ids is None else embedding_output(model, embedding_layer, base_ids, args)
+                )
+            inner = BatchedIntegratedGradients(tokens.model, self.multiplies_by_inputs)
+            return inner.attribute(
+                emb_x, baselines=emb_b, target=target, additional_forward_args=(ids, *args), n_steps=n_steps,
+                method=method, internal_batch_size=internal_batch_size,
+                return_convergence_delta=return_convergence_delta, create_graph=create_graph,
+                show_progress=show_progress,
             )
-        inner = BatchedIntegratedGradients(tokens.model, self.multiplies_by_inputs)
-        return inner.attribute(
-            emb_x, baselines=emb_b, target=target, additional_forward_args=(ids, *args), n_steps=n_steps,
-            method=method, internal_batch_size=internal_batch_size,
-            return_convergence_delta=return_convergence_delta, create_graph=create_graph,
-            show_progress=show_progress,
-        )
 
 
 def _format_baselines(baselines: BaselineType, inputs: Tuple[Tensor, ...], is_tuple: bool) -> Tuple[Tensor, ...]:
