@@ -296,7 +296,9 @@ class MapAttack(Attack):
         else:
             tb_adv = self._embed(adv, additional_forward_args, token_mask)
             if tb_adv.ids.shape != tb.ids.shape:
-                raise ValueError(f"inputs_adv must have the ids' shape {tuple(tb.ids.shape)}, got {tuple(tb_adv.ids.shape)}")
+                raise ValueError(
+                    f"inputs_adv must have the ids' shape {tuple(tb.ids.shape)}, got {tuple(tb_adv.ids.shape)}"
+                )
             emb_adv, args_adv = tb_adv.embeddings, tb_adv.forward_args
         mask = view._token_mask
         with attack_mode(view.model, view.surrogate):

@@ -156,7 +156,9 @@ class TokenSwapAttack(MapAttack):
         top = topk_mask(ctx.clean_prepared, self.k, mask=ctx.token_mask)
         return {"mask": top.to(ctx.clean_prepared.dtype)}
 
-    def _objective(self, prepared: Tensor, maps: Tensors, logits: Optional[Tensor], state: Dict[str, Tensor], ctx: _Context) -> Tensor:
+    def _objective(
+        self, prepared: Tensor, maps: Tensors, logits: Optional[Tensor], state: Dict[str, Tensor], ctx: _Context
+    ) -> Tensor:
         return (prepared * state["mask"]).reshape(prepared.shape[0], -1).sum(dim=1)
 
     # ------------------------------------------------------------------ the attack
@@ -188,7 +190,8 @@ class TokenSwapAttack(MapAttack):
                 if not bool(active.any()):
                     break
                 idx = active.nonzero().flatten()
-                improved, pos, tok, sim, obj = self._step(tb, view, ctx, cur, idx, nbrs, movable & ~swapped, cur_sim, cur_obj)
+                free = movable & ~swapped
+                improved, pos, tok, sim, obj = self._step(tb, view, ctx, cur, idx, nbrs, free, cur_sim, cur_obj)
                 rows = idx[improved]
                 cur[rows, pos] = tok
                 swapped[rows, pos] = True
@@ -276,7 +279,9 @@ class TokenSwapAttack(MapAttack):
             obj = view._objective(prepared, maps, logits, view._sub(ctx.state, ex), _sub_context(ctx, ex)).detach()
         return pred, prepared, obj, maps
 
-    def _score(self, tb: TokenBatch, view: MapAttack, ctx: _Context, ids: Tensor, ex: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    def _score(
+        self, tb: TokenBatch, view: MapAttack, ctx: _Context, ids: Tensor, ex: Tensor
+    ) -> Tuple[Tensor, Tensor, Tensor]:
         pred, prepared, obj, _ = self._evaluate_ids(tb, view, ctx, ids, ex)
         sim = view._compare(ctx.clean_prepared[ex], prepared, ctx.token_mask[ex])
         return sim, obj, pred
@@ -289,8 +294,10 @@ class TokenSwapAttack(MapAttack):
         k = min(self.measure_k if self.measure_k is not None else self.k, clean.shape[1])
         return TokenSwapResult(
             adversarial_ids=cur, n_swaps=swapped.sum(dim=1), swapped=swapped,
-            clean_token_maps=token_scores(ctx.clean_maps[0], mask, 0.0), adversarial_token_maps=token_scores(maps[0], mask, 0.0),
+            clean_token_maps=token_scores(ctx.clean_maps[0], mask, 0.0),
+            adversarial_token_maps=token_scores(maps[0], mask, 0.0),
             similarity=view._compare(clean, prepared, mask), objective=obj,
-            topk_intersection=topk_intersection(clean, prepared, k, mask=mask), kendall=kendall_tau(clean, prepared, mask=mask),
+            topk_intersection=topk_intersection(clean, prepared, k, mask=mask),
+            kendall=kendall_tau(clean, prepared, mask=mask),
             labels=ctx.target, predictions=pred, clean_predictions=ctx.pred0, prediction_kept=pred == ctx.target,
         )

@@ -124,7 +124,8 @@ def topk_mask(maps: Tensor, k: int, mask: Optional[Tensor] = None) -> Tensor:
         if not isinstance(maps, Tensor) or maps.dim() < 2:
             check_maps(maps, "maps", floating=False)
         valid = check_mask(mask, maps)
-        filled = torch.where(valid.reshape(maps.shape), maps.detach(), torch.zeros((), dtype=maps.dtype))
+        zero = torch.zeros((), dtype=maps.dtype, device=maps.device)
+        filled = torch.where(valid.reshape(maps.shape), maps.detach(), zero)
         flat = flatten_maps(check_maps(filled, "maps", floating=False))
         with torch.no_grad():
             return masked_topk_mask(flat, valid, check_k(k, flat.shape[1])).reshape(maps.shape)
