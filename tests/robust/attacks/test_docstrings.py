@@ -7,12 +7,12 @@ import torch
 
 import captum_robust.robust.attacks as attacks
 import captum_robust.robust.evaluation as evaluation
-from captum_robust.robust.attacks import aai, attribution_pgd, feature_importance, isa, l2_topk, pgd, surrogate
+from captum_robust.robust.attacks import aai, attribution_pgd, feature_importance, isa, l2_topk, pgd, surrogate, token_swap
 from tests.robust.attacks._models import one_thread
 
 
 @pytest.mark.parametrize(
-    "module", [attacks, feature_importance, aai, isa, l2_topk, pgd, attribution_pgd, surrogate, evaluation],
+    "module", [attacks, feature_importance, aai, isa, l2_topk, pgd, attribution_pgd, surrogate, token_swap, evaluation],
     ids=lambda m: m.__name__,
 )
 def test_docstring_examples(module):
