@@ -18,12 +18,18 @@ Whole objectives that replace your loss: :class:`IGSumNorm` (Chen), :class:`IntA
 :math:`\ell_2`), :class:`TRADESLoss` (Zhang et al.), :class:`DistillationLoss` (defensive
 distillation). :class:`EpsilonSchedule` gives the warm-up of epsilon every paper uses.
 
+Token models (text classifiers): :class:`IGNorm`, :class:`InputGradientRegularizer` and
+:class:`SaliencyStability` take ``embedding_layer=`` (e.g. ``model.bert.embeddings``) and are then
+called with ``B x T`` token ids, ``additional_forward_args=(attention_mask,)`` and
+``token_mask=attention_mask``; they work on the embedding output, train the embedding weights, and
+never perturb padding (:mod:`~captum_robust.robust.regularizers._tokens`).
+
 Where each lives: ``ig_norm`` (IG-Norm, IG-Sum-Norm), ``int_family`` (Int, Int2, IntOneClass)
 and ``int_adversarial`` (IntAdv, Int2Adv) on the shared ``_int_base``, ``saliency``
 (SaliencyAlignment, SaliencyStability), ``input_gradient``, ``adversarial`` (PGD-AT, TRADES),
 ``distillation``; ``_base`` holds :class:`RobustTerm`, the schedule and the argument checks,
-``_inner`` the inner attack's settings. The old module names ``chen``, ``boopathy`` and
-``gradient`` re-export their classes.
+``_inner`` the inner attack's settings, ``_tokens`` the token-model helpers. The old module
+names ``chen``, ``boopathy`` and ``gradient`` re-export their classes.
 
 Example::
 
