@@ -283,6 +283,55 @@ def test_training_step_reaches_classifier_encoder_and_used_embeddings(kind):
         assert torch.equal(b, buffers[name]), name
 
 
+def _other(kind):
+    torch.manual_seed(0)
+    if kind == "distilbert":
+        cfg = transformers.DistilBertConfig(vocab_size=50, dim=16, n_layers=1, n_heads=2, hidden_dim=32,
+                                            max_position_embeddings=16, num_labels=3)
+        cfg._attn_implementation = "eager"
+        model = transformers.DistilBertForSequenceClassification(cfg).double()
+        layer, pad = model.distilbert.embeddings, 0
+    else:
+        cfg = transformers.RobertaConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                         intermediate_size=32, max_position_embeddings=20, num_labels=3,
+                                         pad_token_id=1)
+        cfg._attn_implementation = "eager"
+        model = transformers.RobertaForSequenceClassification(cfg).double()
+        layer, pad = model.roberta.embeddings, 1
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.5) if p.dim() > 1 else p.add_(torch.randn_like(p), alpha=0.2)
+    _, ids, mask, y = _bert()
+    ids = ids.clamp_min(2)
+    ids[mask == 0] = pad
+    return model.eval(), layer, ids, mask, y
+
+
+@pytest.mark.parametrize("kind", ["distilbert", "roberta"])
+def test_other_architectures(kind):
+    model, layer, ids, mask, y = _other(kind)
+    reg = InputGradientRegularizer(model, embedding_layer=layer)
+    value = reg(ids, y, additional_forward_args=(mask,), token_mask=mask)
+    captured = {}
+    h = layer.register_forward_hook(lambda m, i, o: captured.setdefault("e", o))
+    try:
+        logits = model(ids, attention_mask=mask).logits
+    finally:
+        h.remove()
+    (g,) = torch.autograd.grad(F.cross_entropy(logits, y, reduction="sum"), captured["e"])
+    ref = (g * mask[..., None]).pow(2).sum(dim=(1, 2)).mean()
+    assert float(ref) > 1e-3
+    torch.testing.assert_close(value.detach(), ref, rtol=1e-10, atol=0)
+    ig = IGNorm(model, eps=0.3, n_steps=4, attack_n_steps=2, n_iterations=2, step_size=0.15, embedding_layer=layer,
+                generator=torch.Generator().manual_seed(0))
+    term = ig(ids, y, additional_forward_args=(mask,), token_mask=mask)
+    delta = ig.last_adversarial - layer(ids).detach()
+    assert float(delta[mask == 0].abs().max()) == 0.0 and 0.15 < float(delta.abs().max()) <= 0.3 + 1e-12
+    term.backward()
+    used = torch.unique(ids[mask == 1])
+    assert bool((layer.word_embeddings.weight.grad[used].abs().sum(dim=1) > 0).all())
+
+
 # --------------------------------------------------------------------------- errors
 
 
