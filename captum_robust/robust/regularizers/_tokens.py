@@ -24,7 +24,16 @@ whole ``T x D`` embedding tensor of each example (:math:`\ell_\infty`: its large
 :math:`\ell_2`: the norm of the flattened tensor). ``eps`` is *absolute*, in the units of the embedding
 output (a BERT embedding output is LayerNorm-ed: its coordinates have a standard deviation of about 1,
 so a token's norm is about :math:`\sqrt D`); there is no data box (``clip_min``/``clip_max`` are
-ignored). Padding positions are never perturbed: the attack objective and the model see :math:`e` there
+ignored). With ``relative_eps=True`` (:class:`IGNorm`, :class:`SaliencyStability`) ``eps`` (and
+``step_size``) are instead fractions of each example's embedding size (:func:`radius_scale`):
+:math:`\epsilon_b = \epsilon \cdot \bar n_b / \sqrt D` for :math:`\ell_\infty` (the root mean
+square coordinate of the real tokens' embeddings, :math:`\bar n_b` their mean norm; the scale of
+:func:`~captum_robust.attr._core.tokens.embedding_sigma`) and :math:`\epsilon_b = \epsilon \cdot
+\bar n_b \sqrt{L_b}` for :math:`\ell_2` (about the norm of the :math:`L_b` real embeddings), so
+``eps=0.1`` moves the embeddings by about 10% whatever their scale; the attack runs on
+:math:`u = e\,\epsilon / \epsilon_b` with the radius :math:`\epsilon`, an exact change of variables
+(per example, the same iterates as the absolute attack with :math:`\epsilon_b`). Padding positions are
+never perturbed: the attack objective and the model see :math:`e` there
 whatever the iterate holds, and the returned points (``last_adversarial``, the adversarial
 *embeddings*) equal :math:`e` at padding. (An :math:`\ell_2` random start spreads over every coordinate,
 the padding ones included, so its effective radius on the real tokens is a little smaller.)
@@ -41,9 +50,12 @@ import torch
 from torch import Tensor, nn
 
 from captum_robust._utils.validation import check_submodule
-from captum_robust.attr._core.tokens import TokenBatch
+from captum_robust.attr._core.tokens import TokenBatch, embedding_sigma
 
-__all__ = ["check_embedding_layer", "refuse_token_arguments", "real_tokens", "keep_padding", "MaskedTokenModel"]
+__all__ = [
+    "check_embedding_layer", "refuse_token_arguments", "real_tokens", "keep_padding", "zero_padding", "radius_scale",
+    "MaskedTokenModel",
+]
 
 
 def check_embedding_layer(model: nn.Module, embedding_layer: Any, surrogate: Any = None) -> Optional[nn.Module]:
@@ -58,6 +70,35 @@ def check_embedding_layer(model: nn.Module, embedding_layer: Any, surrogate: Any
             "module); token models are usually smooth (GELU): pass surrogate=None"
         )
     return embedding_layer
+
+
+def check_relative_eps(relative_eps: Any, embedding_layer: Optional[nn.Module]) -> bool:
+    """``relative_eps``: a bool, True only with an ``embedding_layer``."""
+    if not isinstance(relative_eps, bool):
+        raise TypeError(f"relative_eps must be True or False, got {type(relative_eps).__name__}")
+    if relative_eps and embedding_layer is None:
+        raise ValueError(
+            "relative_eps=True scales eps by the size of the token embeddings: it needs embedding_layer= (for float "
+            "inputs eps is in the units of the inputs)"
+        )
+    return relative_eps
+
+
+def radius_scale(embeddings: Tensor, mask: Tensor, norm: str) -> Tensor:
+    r"""Per example, the absolute radius of a relative radius 1, shape ``(B,)``: :math:`\bar n_b / \sqrt D`
+    for ``"linf"`` (:func:`~captum_robust.attr._core.tokens.embedding_sigma` with sigma 1), times
+    :math:`\sqrt{L_b D}` for ``"l2"`` (:math:`\bar n_b` the mean norm of the :math:`L_b` real tokens'
+    embeddings)."""
+    scale = embedding_sigma(1.0, embeddings.detach(), mask)
+    if norm == "l2":
+        d = embeddings.shape[-1]
+        scale = scale * (mask.sum(dim=1).to(scale.dtype) * d).sqrt()
+    return scale
+
+
+def per_row(values: Tensor, like: Tensor) -> Tensor:
+    """``(B,)`` values shaped to broadcast over ``like`` (``B x ...``)."""
+    return values.reshape((-1,) + (1,) * (like.dim() - 1))
 
 
 def refuse_token_arguments(additional_forward_args: Any, token_mask: Any) -> None:
@@ -96,13 +137,14 @@ def zero_padding(maps: Tensor, mask: Tensor) -> Tensor:
 
 
 class MaskedTokenModel(nn.Module):
-    """``forward(e, e0, mask, ids, *args)``: the embedding-replaced model at ``e`` with the padding
-    positions taken from ``e0``; the clean embeddings and the mask travel as (batch-indexed) model
-    arguments, so an attack on ``e`` can neither move nor see the padding."""
+    """``forward(u, e0, mask, scale, ids, *args)``: the embedding-replaced model at ``e = u * scale``
+    (``scale``: ``(B,)``, ones for an absolute radius) with the padding positions taken from ``e0``; the
+    clean embeddings, the mask and the scale travel as (batch-indexed) model arguments, so an attack on
+    ``u`` can neither move nor see the padding."""
 
     def __init__(self, replaced: nn.Module) -> None:
         super().__init__()
         self.replaced = replaced
 
-    def forward(self, e: Tensor, e0: Tensor, mask: Tensor, ids: Tensor, *args: Any) -> Any:
-        return self.replaced(keep_padding(e, e0, mask), ids, *args)
+    def forward(self, u: Tensor, e0: Tensor, mask: Tensor, scale: Tensor, ids: Tensor, *args: Any) -> Any:
+        return self.replaced(keep_padding(u * per_row(scale, u), e0, mask), ids, *args)

@@ -100,7 +100,8 @@ from captum_robust.robust.regularizers._base import (
     unchanged_buffers,
 )
 from captum_robust.robust.regularizers._inner import AttackTerm
-from captum_robust.robust.regularizers._tokens import keep_padding, real_tokens, refuse_token_arguments
+from captum_robust.robust.regularizers._tokens import MaskedTokenModel, check_relative_eps, keep_padding, per_row
+from captum_robust.robust.regularizers._tokens import radius_scale, real_tokens, refuse_token_arguments
 
 __all__ = ["IGNorm", "IGSumNorm"]
 
@@ -239,7 +240,10 @@ class _LossIGTerm(AttackTerm):
 
     # ----------------------------------------------------------------- inner attack
 
-    def _attack_objective(self, model: nn.Module, mask: Optional[Tensor] = None) -> Callable[..., Tensor]:
+    #: token models: ``eps`` and ``step_size`` relative to the embeddings' size (:class:`IGNorm`'s option)
+    relative_eps = False
+
+    def _attack_objective(self, model: nn.Module, tokens: bool = False) -> Callable[..., Tensor]:
         raise NotImplementedError  # pragma: no cover - abstract
 
     @contextlib.contextmanager
@@ -253,14 +257,18 @@ class _LossIGTerm(AttackTerm):
     def _attack(self, inputs: Tensor, y: Tensor, eps: float,
                 tokens: Optional[TokenBatch] = None) -> Tuple[Tensor, Tensor]:
         """Best of ``n_restarts`` AttributionPGD runs per example: ``(x', objective)``; with ``tokens``
-        on their embeddings (``inputs``), without a data box, the padding kept (:mod:`._tokens`)."""
+        on their embeddings (``inputs``), without a data box, the padding kept, in the coordinates
+        ``e / scale`` (``scale``: ones, or :func:`._tokens.radius_scale` with ``relative_eps``)."""
         if tokens is None:
             model, args, mask = self.surrogate if self.surrogate is not None else self.module, None, None
             attacker = self.attribution_pgd(self._attack_objective(model), eps, keep_best=True)
         else:
-            model, args, mask = tokens.model, tokens.forward_args, real_tokens(tokens)
-            attacker = self.attribution_pgd(self._attack_objective(model, mask), eps, model=model, box=False,
-                                            keep_best=True)
+            model, mask = tokens.model, real_tokens(tokens)
+            scale = radius_scale(inputs, mask, self.norm) if self.relative_eps else inputs.new_ones(inputs.shape[0])
+            args = (inputs, mask, scale, *tokens.forward_args)
+            inputs = inputs / per_row(scale, inputs)
+            attacker = self.attribution_pgd(self._attack_objective(model, tokens=True), eps,
+                                            model=MaskedTokenModel(model), box=False, keep_best=True)
         best_x: Optional[Tensor] = None
         best_value: Optional[Tensor] = None
         # eval_mode=False: the attack runs in the user's mode on copies of the buffers (BatchNorm's
@@ -277,8 +285,9 @@ class _LossIGTerm(AttackTerm):
                 best_x = torch.where(better.reshape((-1,) + (1,) * (x_adv.dim() - 1)), x_adv, best_x)
                 best_value = torch.where(better, value, best_value)
         assert best_x is not None and best_value is not None
-        if mask is not None:
-            best_x = keep_padding(best_x, inputs, mask)
+        if args is not None:  # back to embeddings
+            e0, mask, scale = args[:3]
+            best_x = keep_padding(best_x * per_row(scale, best_x), e0, mask)
         return best_x.detach(), best_value.detach()
 
 
@@ -319,6 +328,10 @@ class IGNorm(_LossIGTerm):
             :math:`\delta` in the ``eps``-ball of the ``T x D`` embedding tensor (absolute, embedding
             units), zero at padding, no data box: the IG path runs from :math:`e` to :math:`e'`
             (:mod:`~captum_robust.robust.regularizers._tokens`). ``last_adversarial`` holds :math:`e'`.
+        relative_eps (bool): token models: ``eps`` and ``step_size`` as fractions of each example's
+            embedding size (linf: the root mean square coordinate of its real tokens' embeddings; l2:
+            about the norm of its real embeddings); ``last_stats["eps_embedding"]`` holds the mean
+            absolute radius. Default False (absolute).
 
     ``last_stats`` holds ``"ig_norm"`` (mean :math:`s(\mathrm{IG})` at :math:`x'`, outer quadrature, without
     :math:`\lambda`) and ``"attack_objective"`` (mean attack objective at :math:`x'`, attack quadrature).
@@ -344,7 +357,8 @@ class IGNorm(_LossIGTerm):
                  size: str = "l1", internal_batch_size: Union[None, int, str] = None,
                  surrogate: Optional[nn.Module] = None, auto_step: bool = True, eval_mode: bool = True,
                  generator: Optional[torch.Generator] = None, clip_min: Any = 0.0, clip_max: Any = 1.0,
-                 random_start: Union[bool, str] = True, embedding_layer: Optional[nn.Module] = None) -> None:
+                 random_start: Union[bool, str] = True, embedding_layer: Optional[nn.Module] = None,
+                 relative_eps: bool = False) -> None:
         super().__init__(model, eps, n_steps=n_steps, method=method, attack_n_steps=attack_n_steps,
                          attack_method=attack_method, n_iterations=n_iterations, step_size=step_size, norm=norm,
                          n_restarts=n_restarts, size=size, internal_batch_size=internal_batch_size,
@@ -352,15 +366,18 @@ class IGNorm(_LossIGTerm):
                          clip_min=clip_min, clip_max=clip_max, random_start=random_start)
         self.lam = check_weight(lam, "lam")
         self._use_embedding_layer(embedding_layer, surrogate)
+        self.relative_eps = check_relative_eps(relative_eps, embedding_layer)
 
     def _stationary_start(self) -> bool:
         return True  # IG(x, x) = 0 and the gradient of its size vanishes there
 
-    def _attack_objective(self, model: nn.Module, mask: Optional[Tensor] = None) -> Callable[..., Tensor]:
+    def _attack_objective(self, model: nn.Module, tokens: bool = False) -> Callable[..., Tensor]:
         def objective(x_adv: Tensor, x: Tensor, y: Tensor, args: Any) -> Tensor:
-            if mask is not None:  # token embeddings: the padding stays where it is
-                x_adv = keep_padding(x_adv, x, mask)
-            forward_args = () if args is None else tuple(args)
+            forward_args: Tuple[Any, ...] = ()
+            if tokens:  # x_adv = e' / scale; the padding stays where it is (_attack's arguments)
+                x, mask, scale, *rest = args
+                x_adv = keep_padding(x_adv * per_row(scale, x_adv), x, mask)
+                forward_args = tuple(rest)
             ig = self._loss_ig(model, x, y, x_adv, self.attack_n_steps, self.attack_method, forward_args)
             return self._size(ig)
 
@@ -399,12 +416,14 @@ class IGNorm(_LossIGTerm):
         e0 = tokens.embeddings.detach()
         if eps == 0:
             self.last_adversarial = e0.clone()
-            self.last_stats = {"ig_norm": 0.0, "attack_objective": 0.0}
+            self.last_stats = {"ig_norm": 0.0, "attack_objective": 0.0, "eps_embedding": 0.0}
             return torch.zeros((), dtype=e0.dtype, device=e0.device)
         e_adv, attack_value = self._attack(e0, target, eps, tokens)
         size = self._token_size_at(tokens, target, e_adv)
         self.last_adversarial = e_adv
-        self.last_stats = {"ig_norm": float(size.detach().mean()), "attack_objective": float(attack_value.mean())}
+        scale = float(radius_scale(e0, real_tokens(tokens), self.norm).mean()) if self.relative_eps else 1.0
+        self.last_stats = {"ig_norm": float(size.detach().mean()), "attack_objective": float(attack_value.mean()),
+                           "eps_embedding": eps * scale}
         return self.lam * size.mean()
 
     def extra_repr(self) -> str:
@@ -468,7 +487,7 @@ class IGSumNorm(_LossIGTerm):
                          clip_min=clip_min, clip_max=clip_max, random_start=random_start)
         self.beta = check_weight(beta, "beta")
 
-    def _attack_objective(self, model: nn.Module, mask: Optional[Tensor] = None) -> Callable[..., Tensor]:
+    def _attack_objective(self, model: nn.Module, tokens: bool = False) -> Callable[..., Tensor]:
         def objective(x_adv: Tensor, x: Tensor, y: Tensor, args: Any) -> Tensor:
             loss = F.cross_entropy(classification_outputs(model(x_adv)), y, reduction="none")
             if self.beta == 0:

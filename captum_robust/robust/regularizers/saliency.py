@@ -84,8 +84,8 @@ from captum_robust.robust.regularizers._base import (
     class_scores,
 )
 from captum_robust.robust.regularizers._inner import attack_state
-from captum_robust.robust.regularizers._tokens import MaskedTokenModel, keep_padding, real_tokens
-from captum_robust.robust.regularizers._tokens import refuse_token_arguments
+from captum_robust.robust.regularizers._tokens import MaskedTokenModel, check_relative_eps, keep_padding, per_row
+from captum_robust.robust.regularizers._tokens import radius_scale, real_tokens, refuse_token_arguments
 
 __all__ = ["SaliencyAlignment", "SaliencyStability"]
 
@@ -221,7 +221,8 @@ def token_saliency(model: Any, embeddings: Tensor, target: Tensor, forward_args:
 
 def _token_gradient_map(model: Any, inputs: Tensor, target: Tensor, args: Tuple[Any, ...]) -> Tensor:
     """The attack's map in token mode: :func:`token_saliency` of a :class:`MaskedTokenModel`, whose
-    arguments are ``(e0, mask, ids, *args)``."""
+    arguments are ``(e0, mask, scale, ids, *args)`` (the map in ``u`` is the map in ``e`` times the
+    example's scale: the same top-k and the same normalised map)."""
     return token_saliency(model, inputs, target, tuple(args), args[1], create_graph=True)
 
 
@@ -268,6 +269,9 @@ class SaliencyStability(RobustTerm):
             units), zero at padding, no data box; :math:`k` (``sparsity``) counts the real tokens of the
             shortest example; ``reduction="mean"`` divides by each example's number of real tokens
             (:mod:`~captum_robust.robust.regularizers._tokens`). ``last_adversarial`` holds :math:`\tilde e`.
+        relative_eps (bool): token models: ``rho`` as a fraction of each example's embedding size
+            (about the norm of its real tokens' embeddings); ``last_stats["eps_embedding"]`` holds the
+            mean absolute radius. Default False (absolute).
 
     ``last_stats`` holds ``"distance"`` (mean :math:`\lVert g(\tilde x) - g(x) \rVert^2`, without :math:`\lambda`),
     ``"attack_success"`` (fraction perturbed) and ``"topk_overlap"`` (mean top-k overlap, as the attack reports).
@@ -292,7 +296,8 @@ class SaliencyStability(RobustTerm):
                  target_class: str = "label", random_start: Union[bool, str] = True, auto_step: bool = True,
                  eval_mode: bool = True,
                  generator: Optional[torch.Generator] = None, clip_min: BoundType = 0.0,
-                 clip_max: BoundType = 1.0, embedding_layer: Optional[nn.Module] = None) -> None:
+                 clip_max: BoundType = 1.0, embedding_layer: Optional[nn.Module] = None,
+                 relative_eps: bool = False) -> None:
         if not isinstance(rho, EpsilonSchedule):
             rho = check_weight(rho, "rho")
         super().__init__(model, rho, auto_step=auto_step, eval_mode=eval_mode, generator=generator)
@@ -311,6 +316,7 @@ class SaliencyStability(RobustTerm):
         self.clip_min = clip_min
         self.clip_max = clip_max
         self._use_embedding_layer(embedding_layer, surrogate)
+        self.relative_eps = check_relative_eps(relative_eps, embedding_layer)
         if surrogate is None and _has_relu(self.module):
             warnings.warn(
                 f"{type(self.module).__name__} has nn.ReLU modules: the L2 top-k attack differentiates the input "
@@ -398,6 +404,12 @@ class SaliencyStability(RobustTerm):
             )
         return self.k
 
+    def _token_scale(self, tokens: TokenBatch) -> float:
+        """The mean absolute radius of a radius 1 (1 unless ``relative_eps``)."""
+        if not self.relative_eps:
+            return 1.0
+        return float(radius_scale(tokens.embeddings.detach(), real_tokens(tokens), "l2").mean())
+
     def _token_classes(self, tokens: TokenBatch, target: Tensor) -> Tensor:
         if self.target_class == "label":
             return target
@@ -407,8 +419,10 @@ class SaliencyStability(RobustTerm):
 
     def _token_attack(self, tokens: TokenBatch, classes: Tensor, rho: float) -> Tuple[Tensor, Any]:
         r"""The :math:`\ell_2` top-k attack on the per-token maps, on the embeddings: the ball on the
-        ``T x D`` tensor, no data box, the padding neither moved nor seen (:class:`MaskedTokenModel`)."""
+        ``T x D`` tensor, no data box, the padding neither moved nor seen (:class:`MaskedTokenModel`); in
+        the coordinates ``e / scale`` (``scale``: ones, or :func:`radius_scale` with ``relative_eps``)."""
         mask, e0 = real_tokens(tokens), tokens.embeddings.detach()
+        scale = radius_scale(e0, mask, "l2") if self.relative_eps else e0.new_ones(e0.shape[0])
         masked = MaskedTokenModel(tokens.model)
         attack = L2TopKAttack(
             masked, _token_gradient_map, k=self._token_k(mask), rho=rho, n_iterations=self.n_iterations,
@@ -416,9 +430,10 @@ class SaliencyStability(RobustTerm):
             clip_min=None, clip_max=None, random_start=self.random_start,
         )
         with attack_state(self.module, True), preserved_model_state(masked, train=False):
-            e_adv, result = attack.perturb(e0, target=classes, additional_forward_args=(e0, mask, *tokens.forward_args),
+            u_adv, result = attack.perturb(e0 / per_row(scale, e0), target=classes,
+                                           additional_forward_args=(e0, mask, scale, *tokens.forward_args),
                                            generator=self.generator)
-        return keep_padding(e_adv.detach(), e0, mask), result
+        return keep_padding(u_adv.detach() * per_row(scale, e0), e0, mask), result
 
     def _token_term(self, tokens: TokenBatch, classes: Tensor, embeddings_adv: Tensor) -> Tuple[Tensor, Tensor]:
         r"""The term on per-token maps: both at :math:`e` and :math:`e + \delta` (:math:`\delta`
@@ -436,7 +451,7 @@ class SaliencyStability(RobustTerm):
         e0 = tokens.embeddings.detach()
         if eps == 0 or self.lam == 0:
             self.last_adversarial = e0.clone()
-            self.last_stats = {"distance": 0.0, "attack_success": 0.0, "topk_overlap": 1.0}
+            self.last_stats = {"distance": 0.0, "attack_success": 0.0, "topk_overlap": 1.0, "eps_embedding": 0.0}
             return torch.zeros((), dtype=e0.dtype, device=e0.device)
         classes = self._token_classes(tokens, target)
         e_adv, result = self._token_attack(tokens, classes, eps)
@@ -446,6 +461,7 @@ class SaliencyStability(RobustTerm):
             "distance": float(distance.detach().mean()),
             "attack_success": float(result.accepted.double().mean()),
             "topk_overlap": float(result.similarity.double().mean()),
+            "eps_embedding": eps * self._token_scale(tokens),
         }
         return value
 

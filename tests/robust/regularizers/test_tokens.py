@@ -238,6 +238,54 @@ def test_saliency_stability_attack_respects_the_ball_and_the_padding():
             ids, y, additional_forward_args=(mask,), token_mask=mask)
 
 
+def _scale(layer, ids, mask, norm):
+    """The absolute radius of a relative radius 1, written out: the mean norm of the real tokens'
+    embeddings over sqrt(D) (linf), times sqrt(real tokens x D) (l2)."""
+    e = layer(ids).detach()
+    norms = e.norm(dim=2)
+    mean = (norms * mask).sum(dim=1) / mask.sum(dim=1)
+    d = e.shape[2]
+    return mean / d ** 0.5 if norm == "linf" else mean * mask.sum(dim=1).to(e.dtype).sqrt()
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_relative_eps_is_the_absolute_attack_in_rescaled_coordinates(norm):
+    model, ids, mask, y = _bert()
+    layer = model.bert.embeddings.word_embeddings  # raw embeddings: their norms differ between examples
+    eps, step = (0.2, 0.05) if norm == "linf" else (0.1, 0.03)
+    scale = _scale(layer, ids, mask, norm)
+    assert float(scale.max() / scale.min()) > 1.05  # the examples get different radii
+    kw = dict(n_steps=4, attack_n_steps=4, n_iterations=5, norm=norm, embedding_layer=layer)
+    rel = IGNorm(model, eps=eps, step_size=step, relative_eps=True, generator=torch.Generator().manual_seed(0), **kw)
+    rel(ids, y, additional_forward_args=(mask,), token_mask=mask)
+    delta = rel.last_adversarial - layer(ids).detach()
+    size = delta.abs().amax(dim=(1, 2)) if norm == "linf" else delta.flatten(1).norm(dim=1)
+    assert bool((size <= eps * scale * (1 + 1e-9)).all()) and bool((size > 0.5 * eps * scale).all())
+    assert float(delta[mask == 0].abs().max()) == 0.0
+    assert rel.last_stats["eps_embedding"] == pytest.approx(eps * float(scale.mean()), rel=1e-12)
+    for b in range(3):  # one example at a time: the absolute attack with eps * scale_b, step * scale_b
+        s = float(scale[b])
+        ab = IGNorm(model, eps=eps * s, step_size=step * s, generator=torch.Generator().manual_seed(0), **kw)
+        one = IGNorm(model, eps=eps, step_size=step, relative_eps=True, generator=torch.Generator().manual_seed(0),
+                     **kw)
+        ab(ids[b:b + 1], y[b:b + 1], additional_forward_args=(mask[b:b + 1],), token_mask=mask[b:b + 1])
+        one(ids[b:b + 1], y[b:b + 1], additional_forward_args=(mask[b:b + 1],), token_mask=mask[b:b + 1])
+        torch.testing.assert_close(one.last_adversarial, ab.last_adversarial, rtol=0, atol=1e-9 * s)
+
+
+def test_relative_rho_of_saliency_stability():
+    model, ids, mask, y = _bert(torch.float32)
+    scale = _scale(model.bert.embeddings, ids, mask, "l2")
+    reg = SaliencyStability(model, rho=0.2, n_iterations=3, n_restarts=1, relative_eps=True,
+                            embedding_layer=model.bert.embeddings, generator=torch.Generator().manual_seed(0))
+    reg(ids, y, additional_forward_args=(mask,), token_mask=mask)
+    delta = reg.last_adversarial - model.bert.embeddings(ids).detach()
+    norms = delta.flatten(1).norm(dim=1)
+    assert bool((norms <= 0.2 * scale * (1 + 1e-5)).all())
+    assert float(norms.max()) > 0.2 * float(scale.min())  # more than the smallest absolute radius: scaled
+    assert float(delta[mask == 0].abs().max()) == 0.0
+
+
 # --------------------------------------------------------------------------- one training step
 
 
@@ -245,8 +293,8 @@ def _make(kind, model):
     layer = model.bert.embeddings
     g = torch.Generator().manual_seed(0)
     if kind == "ig_norm":
-        return IGNorm(model, eps=0.3, n_steps=4, attack_n_steps=2, n_iterations=2, step_size=0.15, embedding_layer=layer,
-                      generator=g)
+        return IGNorm(model, eps=0.3, n_steps=4, attack_n_steps=2, n_iterations=2, step_size=0.15,
+                      embedding_layer=layer, generator=g)
     if kind == "input_gradient":
         return InputGradientRegularizer(model, lam=1.0, embedding_layer=layer)
     return SaliencyStability(model, lam=10.0, rho=1.0, n_iterations=2, n_restarts=1, embedding_layer=layer, generator=g)
@@ -277,7 +325,8 @@ def test_training_step_reaches_classifier_encoder_and_used_embeddings(kind):
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     opt.step()
     assert not torch.equal(model.classifier.weight, before["classifier.weight"])
-    assert not torch.equal(model.bert.embeddings.word_embeddings.weight[used], before["bert.embeddings.word_embeddings.weight"][used])
+    word_before = before["bert.embeddings.word_embeddings.weight"]
+    assert not torch.equal(model.bert.embeddings.word_embeddings.weight[used], word_before[used])
     assert {name: m.training for name, m in model.named_modules()} == modes
     for name, b in model.named_buffers():
         assert torch.equal(b, buffers[name]), name
@@ -355,6 +404,10 @@ def test_clear_errors():
         IGNorm(model, embedding_layer=torch.nn.Embedding(5, 16))
     with pytest.raises(TypeError, match="embedding_layer must be a torch.nn.Module"):
         InputGradientRegularizer(model, embedding_layer="bert.embeddings")
+    with pytest.raises(ValueError, match="relative_eps=True scales eps by the size of the token embeddings"):
+        IGNorm(model, relative_eps=True)
+    with pytest.raises(TypeError, match="relative_eps must be True or False"):
+        SaliencyStability(model, relative_eps=1, embedding_layer=layer)
     with pytest.raises(ValueError, match="surrogate= is not supported with embedding_layer="):
         SaliencyStability(model, surrogate=model, embedding_layer=layer)
     plain = InputGradientRegularizer(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3)))
