@@ -321,8 +321,10 @@ class SaliencyStability(RobustTerm):
             warnings.warn(
                 f"{type(self.module).__name__} has nn.ReLU modules: the L2 top-k attack differentiates the input "
                 "gradient, whose derivative vanishes almost everywhere through ReLU, so it would only try random "
-                "starts. Pass surrogate=softplus_surrogate(model) (shares the weights) or train a softplus network "
-                "(as Levine et al. did).",
+                + ("starts. Train a smooth network (GELU, softplus); surrogate= is not supported with "
+                   "embedding_layer=." if embedding_layer is not None else
+                   "starts. Pass surrogate=softplus_surrogate(model) (shares the weights) or train a softplus network "
+                   "(as Levine et al. did)."),
                 UserWarning,
                 stacklevel=2,
             )
