@@ -33,10 +33,16 @@ import time
 import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
+from captum.attr import LayerIntegratedGradients
+from transformers import BertConfig, BertForSequenceClassification
 
-from captum_robust.attr import BatchedIntegratedGradients, token_attributions
+from captum_robust.attr import (
+    BatchedIntegratedGradients, CertifiedTopK, SparsifiedSmoothGrad, embed_tokens, token_attributions,
+)
 from captum_robust.data import make_token_task
 from captum_robust.models import TokenBagClassifier
+from captum_robust.robust.attacks import TokenSwapAttack, TopKAttack
+from captum_robust.robust.regularizers import IGNorm
 
 torch.set_num_threads(1)  # a tiny model: one thread is as fast, and robust to busy machines
 train_task = make_token_task(1600, n_classes=2, vocab_size=50, seq_len=16, seed=0)
@@ -134,8 +140,6 @@ fig.tight_layout()
 # 60% of its typical size. The sequences below hold one signal token each, so the clean top-1 token
 # *is* the signal: can the attack hide it?
 
-from captum_robust.robust.attacks import TokenSwapAttack, TopKAttack
-
 single = test_task.subset(test_task.n_important == 1).subset(slice(0, 100))
 
 
@@ -160,8 +164,6 @@ print(f"three attacks in {time.perf_counter() - start:.1f} s")
 # %%
 # The attacked maps of the last radius, computed on the adversarial embeddings (the model with its
 # embedding output replaced by ``e_adv``): the same IG, now explaining :math:`e_{adv}`.
-
-from captum_robust.attr import embed_tokens  # noqa: E402
 
 tokens = embed_tokens(model, model.embedding, single.ids, (single.attention_mask,))
 adv_attr = BatchedIntegratedGradients(tokens.model).attribute(
@@ -217,8 +219,6 @@ print(f"token swaps: {swapped.n_swaps.double().mean():.1f} per sequence ({time.p
 # tensor within :math:`\ell_2` distance ``rho`` of the clean one (the whole ``T x D`` tensor), the
 # smoothed map keeps at least ``overlap`` of its top-k tokens. Padding is never in a top-k.
 
-from captum_robust.attr import CertifiedTopK, SparsifiedSmoothGrad  # noqa: E402
-
 ssg = SparsifiedSmoothGrad(model, sparsity=0.1, sigma=0.25, n_samples=512, relative_sigma=True)
 sub = test_task.subset(slice(0, 64))
 for rho in (0.05, 0.1, 0.2):
@@ -246,8 +246,6 @@ print(f"the smoothed gradient map's top-1 token is a signal token in {top_is_sig
 # embeddings and the worst point of an :math:`\ell_\infty` ball of 0.5 around them (embedding units),
 # found by a short inner attack. The model trained above is trained for 300 more steps twice, on
 # the same batches, with and without the term (on 64 examples of each batch), and attacked as above.
-
-from captum_robust.robust.regularizers import IGNorm  # noqa: E402
 
 
 def finetune(init, with_ig_norm):
@@ -296,9 +294,6 @@ fig.tight_layout()
 # (word, position and segment embeddings and their LayerNorm), the attention mask passed as an
 # additional argument. Eager attention is needed wherever a method differentiates twice (attacks,
 # regularizers); the result equals Captum's ``LayerIntegratedGradients``.
-
-from captum.attr import LayerIntegratedGradients  # noqa: E402
-from transformers import BertConfig, BertForSequenceClassification  # noqa: E402
 
 config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
                     max_position_embeddings=16, num_labels=2)
