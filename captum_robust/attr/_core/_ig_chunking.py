@@ -122,12 +122,23 @@ class _RecomputedChunk(torch.autograd.Function):
         result: List[Optional[Tensor]] = [None] * len(tensors)
         if wanted:
             with torch.enable_grad(), ctx.rng.restored():
-                outs = ctx.path.evaluate(tensors[: ctx.n_declared], ctx.rect, create_graph=True)
+                # The declared tensors enter the recomputation as fresh graph nodes, so the gradient
+                # of each counts only its own use here: when one declared tensor depends on another
+                # (inputs x + d and baselines x from one graph) or on a parameter, the paths between
+                # them belong to the outer graph, which autograd follows once more after this
+                # backward returns (without the cut they were counted twice). Detached leaves for a
+                # first-order backward; views (still attached, for higher derivatives) otherwise.
+                declared = [
+                    t.view_as(t) if outer_create_graph else t.detach().requires_grad_(t.requires_grad)
+                    for t in tensors[: ctx.n_declared]
+                ]
+                targets = [declared[i] if i < ctx.n_declared else tensors[i] for i in wanted]
+                outs = ctx.path.evaluate(tuple(declared), ctx.rect, create_graph=True)
                 pairs = [(o, g) for o, g in zip(outs, grad_outputs) if g is not None and o.requires_grad]
                 if pairs:
                     grads = torch.autograd.grad(
                         [o for o, _ in pairs],
-                        [tensors[i] for i in wanted],
+                        targets,
                         [g for _, g in pairs],
                         create_graph=outer_create_graph,
                         allow_unused=True,
