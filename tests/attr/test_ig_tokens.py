@@ -193,3 +193,36 @@ def test_train_mode_model_is_explained_in_eval_mode_and_left_in_train_mode():
         got = BatchedIntegratedGradients(model).attribute(ids, **kw)
     torch.testing.assert_close(got, ref, atol=1e-12, rtol=0)
     assert all(m.training for m in model.modules())
+
+
+@pytest.mark.parametrize("arch", ["distilbert", "roberta"])
+def test_equals_captum_layer_ig_on_other_encoders(arch):
+    torch.manual_seed(0)
+    if arch == "distilbert":
+        cfg = transformers.DistilBertConfig(vocab_size=50, dim=16, n_layers=1, n_heads=2, hidden_dim=32,
+                                            max_position_embeddings=16, num_labels=3)
+        cfg._attn_implementation = "eager"
+        model = transformers.DistilBertForSequenceClassification(cfg).double().eval()
+        layer = model.distilbert.embeddings
+    else:
+        cfg = transformers.RobertaConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                         intermediate_size=32, max_position_embeddings=20, num_labels=3)
+        cfg._attn_implementation = "eager"
+        model = transformers.RobertaForSequenceClassification(cfg).double().eval()
+        layer = model.roberta.embeddings
+    with torch.no_grad():  # see _bert: larger weights, non-zero biases
+        for p in model.parameters():
+            p.normal_(0, 0.5) if p.dim() > 1 else p.add_(torch.randn_like(p), alpha=0.2)
+    ids = torch.randint(3, 50, (2, 7), generator=torch.Generator().manual_seed(4))
+    mask = torch.ones(2, 7, dtype=torch.long)
+    mask[0, 5:] = 0
+    target = torch.tensor([2, 0])
+    ours = BatchedIntegratedGradients(model).attribute(
+        ids, baselines=1, target=target, embedding_layer=layer, additional_forward_args=(mask,), n_steps=32,
+        method="gausslegendre")
+    ref = LayerIntegratedGradients(lambda i, m: model(i, attention_mask=m).logits, layer).attribute(
+        ids, baselines=torch.ones_like(ids), target=target, additional_forward_args=(mask,), n_steps=32,
+        method="gausslegendre")
+    assert ref.abs().max() > 1e-2
+    # Captum's float32 step sizes (see test_equals_captum_layer_ig)
+    torch.testing.assert_close(ours, ref, atol=1e-7 * float(ref.abs().max()), rtol=0)
