@@ -112,7 +112,8 @@ def show_tokens(ax, ids_row, scores_row, important_row, title):
     vmax = float(scores_row[:n].abs().max())
     ax.imshow(scores_row[:n].unsqueeze(0).detach().numpy(), cmap="RdBu_r", vmin=-vmax, vmax=vmax, aspect="auto")
     for t in range(n):
-        ax.text(t, 0, str(int(ids_row[t])), ha="center", va="center", fontsize=8)
+        dark = abs(float(scores_row[t])) > 0.6 * vmax
+        ax.text(t, 0, str(int(ids_row[t])), ha="center", va="center", fontsize=8, color="white" if dark else "black")
         if important_row[t]:
             ax.add_patch(plt.Rectangle((t - 0.5, -0.5), 1, 1, fill=False, lw=2, ec="black"))
     ax.set_xlim(-0.5, ids_row.shape[0] - 0.5)
