@@ -11,7 +11,8 @@ from captum_robust.attr._core.integrated_gradients import BatchedIntegratedGradi
 from captum_robust.attr._core.layer_finder import CAMLayers, find_cam_layers
 from captum_robust.attr._core.reshape import vit_reshape_transform
 from captum_robust.attr._core.saliency import Saliency
-from captum_robust.attr._core.tokens import TokenBatch, embed_tokens, token_attributions
+from captum_robust.attr._core.tokens import TokenBatch, check_token_mask, embed_tokens, embedding_sigma, token_attributions
+from captum_robust.attr._core.tokens import token_scores
 from captum_robust.attr._core.smoothgrad import (
     QuadraticSmoothGrad,
     RelaxedSparsifiedSmoothGrad,
@@ -38,5 +39,8 @@ __all__ = [
     "token_attributions",
     "TokenBatch",
     "embed_tokens",
+    "embedding_sigma",
+    "token_scores",
+    "check_token_mask",
     "attribute_with_shared_noise",
 ]

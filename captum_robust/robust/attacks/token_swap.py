@@ -87,13 +87,13 @@ class TokenSwapAttack(MapAttack):
             ``topk_intersection``); default ``k``.
         forbidden_ids (sequence of int): token ids never swapped in nor out (special tokens such
             as ``[CLS]``, ``[SEP]``); the table's ``padding_idx`` is added.
+        **kwargs: ``surrogate``, ``map_preparation`` (default ``"ghorbani"``),
+            ``attribution_kwargs``, ``gradient_attribution_kwargs``, ``noise_seed`` of
+            :class:`~captum_robust.robust.attacks._map_attack.MapAttack`.
 
     Hugging Face transformers need eager attention for the second derivatives of the attack
     gradient (``config._attn_implementation = "eager"``; PyTorch's fused attention kernels
     have no double backward), as for every attack on gradient-based maps.
-        **kwargs: ``surrogate``, ``map_preparation`` (default ``"ghorbani"``),
-            ``attribution_kwargs``, ``gradient_attribution_kwargs``, ``noise_seed`` of
-            :class:`~captum_robust.robust.attacks._map_attack.MapAttack`.
 
     ``perturb(ids, target=None, additional_forward_args=None, generator=None,
     show_progress=False, token_mask=None)`` returns ``(adversarial_ids, result)``, a
