@@ -45,20 +45,33 @@ from captum_robust.robust.discrepancy import kendall_tau, topk_intersection, top
 __all__ = ["TokenSwapAttack"]
 
 
-def _find_word_embeddings(layer: nn.Module, given: Optional[nn.Module]) -> nn.Embedding:
+def _find_word_embeddings(model: Any, layer: nn.Module, given: Optional[nn.Module]) -> nn.Embedding:
+    """The vocabulary table: ``given``, the layer itself, its only ``nn.Embedding``, or the
+    model's ``get_input_embeddings()`` (Hugging Face) among several; otherwise an error (the
+    largest table is not a safe guess: BERT's 512 position embeddings outnumber a small vocabulary)."""
     if given is not None:
         if not isinstance(given, nn.Embedding):
             raise TypeError(f"word_embeddings must be an nn.Embedding (the vocabulary table), got {type(given).__name__}")
         return given
     if isinstance(layer, nn.Embedding):
         return layer
-    tables = [m for m in layer.modules() if isinstance(m, nn.Embedding)]
+    tables = [(n, m) for n, m in layer.named_modules() if isinstance(m, nn.Embedding)]
     if not tables:
         raise ValueError(
             f"embedding_layer ({type(layer).__name__}) holds no nn.Embedding; pass word_embeddings=, the table "
             "whose rows are the vocabulary"
         )
-    return max(tables, key=lambda m: m.num_embeddings)  # the first of the largest: the word table
+    if len(tables) == 1:
+        return tables[0][1]
+    getter = getattr(model, "get_input_embeddings", None)
+    found = getter() if callable(getter) else None
+    if isinstance(found, nn.Embedding) and any(m is found for _, m in tables):
+        return found
+    names = ", ".join(f"{n} ({m.num_embeddings} rows)" for n, m in tables)
+    raise ValueError(
+        f"embedding_layer ({type(layer).__name__}) holds several nn.Embedding tables: {names}; pass "
+        "word_embeddings=, the one whose rows are the vocabulary"
+    )
 
 
 class TokenSwapAttack(MapAttack):
@@ -75,7 +88,9 @@ class TokenSwapAttack(MapAttack):
             explains (e.g. ``model.bert.embeddings``).
         word_embeddings (nn.Embedding, optional): the vocabulary table; default
             ``embedding_layer`` itself if it is an ``nn.Embedding``, else its ``nn.Embedding``
-            submodule with the most rows (``bert.embeddings.word_embeddings``).
+            only ``nn.Embedding`` submodule, or among several the model's
+            ``get_input_embeddings()`` (Hugging Face: ``bert.embeddings.word_embeddings``);
+            otherwise pass it.
         k (int): size of the clean top set whose mass the objective measures. Default 3.
         max_swaps (int): at most this many positions swapped per example. Default 3.
         n_neighbours (int): candidate tokens per position. Default 10.
@@ -131,7 +146,7 @@ class TokenSwapAttack(MapAttack):
             model, attribution, measure=measure, measure_k=self.k if measure_k is None else measure_k,
             map_preparation=map_preparation, embedding_layer=embedding_layer, **kwargs,
         )
-        self.word_embeddings = _find_word_embeddings(embedding_layer, word_embeddings)
+        self.word_embeddings = _find_word_embeddings(model, embedding_layer, word_embeddings)
         check_submodule(model, self.word_embeddings, "word_embeddings")
         self.max_swaps = check_int(max_swaps, "max_swaps", 1)
         self.n_neighbours = check_int(n_neighbours, "n_neighbours", 1)

@@ -255,3 +255,32 @@ def test_kendall_measure():
     ids_adv, res = attack.perturb(ids, additional_forward_args=(mask,), token_mask=mask)
     torch.testing.assert_close(res.similarity, res.kendall)
     assert float(res.kendall.mean()) < 1.0 and bool((res.n_swaps > 0).any())
+
+
+def test_vocabulary_table_is_the_models_input_embeddings_not_the_largest():
+    # 64 position embeddings outnumber a 30-token vocabulary: the table is get_input_embeddings()
+    torch.manual_seed(0)
+    cfg = transformers.BertConfig(vocab_size=30, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                                  intermediate_size=16, max_position_embeddings=64, num_labels=2)
+    cfg._attn_implementation = "eager"
+    model = transformers.BertForSequenceClassification(cfg).eval()
+    attack = TokenSwapAttack(model, Saliency(model), model.bert.embeddings, n_neighbours=5)
+    assert attack.word_embeddings is model.bert.embeddings.word_embeddings
+    ids = torch.randint(1, 30, (2, 6))
+    adv, res = attack.perturb(ids, additional_forward_args=(torch.ones_like(ids),))
+    assert int(adv.max()) < 30 and bool(res.prediction_kept.all())
+
+    class TwoTables(torch.nn.Module):  # no get_input_embeddings: ambiguous, so an error naming both
+        def __init__(self):
+            super().__init__()
+            self.emb = torch.nn.Module()
+            self.emb.tok, self.emb.pos = torch.nn.Embedding(30, 4), torch.nn.Embedding(64, 4)
+            self.head = torch.nn.Linear(4, 2)
+
+        def forward(self, ids):
+            return self.head((self.emb.tok(ids) + self.emb.pos.weight[: ids.shape[1]]).mean(1))
+
+    two = TwoTables()
+    with pytest.raises(ValueError, match=r"tok \(30 rows\), pos \(64 rows\); pass word_embeddings="):
+        TokenSwapAttack(two, Saliency(two), two.emb)
+    assert TokenSwapAttack(two, Saliency(two), two.emb, word_embeddings=two.emb.tok).word_embeddings is two.emb.tok
