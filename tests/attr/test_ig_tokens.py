@@ -13,22 +13,12 @@ transformers = pytest.importorskip("transformers", reason="transformers is neede
 from captum.attr import LayerIntegratedGradients  # noqa: E402
 
 from captum_robust.attr import BatchedIntegratedGradients, token_attributions  # noqa: E402
+from tests.helpers.text_models import tiny_text_classifier  # noqa: E402
 
 
 def _bert(dtype=torch.float32, seed=0):
-    torch.manual_seed(seed)
-    cfg = transformers.BertConfig(
-        vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-        max_position_embeddings=16, num_labels=3,
-    )
-    cfg._attn_implementation = "eager"
-    model = transformers.BertForSequenceClassification(cfg).to(dtype).eval()
-    # larger weights than the default init so that the attributions are far from 0, and non-zero
-    # biases: with the default zero biases the encoder is scale-invariant in its input (LayerNorm), so
-    # F(alpha * e) is constant for alpha > 0 and jumps at alpha = 0, which no quadrature integrates
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.5) if p.dim() > 1 else p.add_(torch.randn_like(p), alpha=0.2)
+    # large weights and random biases (tests/helpers/text_models.py says why)
+    model, _ = tiny_text_classifier("bert", dtype, seed)
     ids = torch.randint(1, 50, (2, 6), generator=torch.Generator().manual_seed(1))
     mask = torch.ones(2, 6, dtype=torch.long)
     mask[1, 4:] = 0  # padding in the second example
@@ -197,22 +187,7 @@ def test_train_mode_model_is_explained_in_eval_mode_and_left_in_train_mode():
 
 @pytest.mark.parametrize("arch", ["distilbert", "roberta"])
 def test_equals_captum_layer_ig_on_other_encoders(arch):
-    torch.manual_seed(0)
-    if arch == "distilbert":
-        cfg = transformers.DistilBertConfig(vocab_size=50, dim=16, n_layers=1, n_heads=2, hidden_dim=32,
-                                            max_position_embeddings=16, num_labels=3)
-        cfg._attn_implementation = "eager"
-        model = transformers.DistilBertForSequenceClassification(cfg).double().eval()
-        layer = model.distilbert.embeddings
-    else:
-        cfg = transformers.RobertaConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                                         intermediate_size=32, max_position_embeddings=20, num_labels=3)
-        cfg._attn_implementation = "eager"
-        model = transformers.RobertaForSequenceClassification(cfg).double().eval()
-        layer = model.roberta.embeddings
-    with torch.no_grad():  # see _bert: larger weights, non-zero biases
-        for p in model.parameters():
-            p.normal_(0, 0.5) if p.dim() > 1 else p.add_(torch.randn_like(p), alpha=0.2)
+    model, layer = tiny_text_classifier(arch, torch.float64)
     ids = torch.randint(3, 50, (2, 7), generator=torch.Generator().manual_seed(4))
     mask = torch.ones(2, 7, dtype=torch.long)
     mask[0, 5:] = 0

@@ -24,6 +24,7 @@ from captum_robust.attr import (
 )
 from captum_robust.attr._core.smoothgrad import SmoothGradBase, attribute_with_shared_noise
 from captum_robust.attr._core.tokens import embed_tokens
+from tests.helpers.text_models import tiny_text_classifier
 
 transformers = pytest.importorskip("transformers", reason="transformers is needed for the token-model tests")
 
@@ -50,16 +51,7 @@ def _linear(seed=0):
 
 
 def _bert(dtype=torch.float64, seed=0):
-    torch.manual_seed(seed)
-    cfg = transformers.BertConfig(
-        vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-        max_position_embeddings=16, num_labels=3,
-    )
-    cfg._attn_implementation = "eager"
-    model = transformers.BertForSequenceClassification(cfg).to(dtype).eval()
-    with torch.no_grad():  # non-zero biases: with zero biases the encoder is LayerNorm scale-invariant
-        for p in model.parameters():
-            p.normal_(0, 0.5) if p.dim() > 1 else p.add_(torch.randn_like(p), alpha=0.2)
+    model, _ = tiny_text_classifier("bert", dtype, seed)
     ids = torch.randint(1, 50, (2, 6), generator=torch.Generator().manual_seed(seed + 1))
     mask = torch.ones(2, 6, dtype=torch.long)
     mask[1, 4:] = 0
@@ -327,19 +319,7 @@ def test_bert_model_mode_restored_and_create_graph_matches_finite_differences():
 
 @pytest.mark.parametrize("arch", ["distilbert", "roberta"])
 def test_other_architectures(arch):
-    torch.manual_seed(0)
-    if arch == "distilbert":
-        cfg = transformers.DistilBertConfig(vocab_size=50, dim=16, n_layers=1, n_heads=2, hidden_dim=32,
-                                            max_position_embeddings=16, num_labels=3)
-        cfg._attn_implementation = "eager"
-        model = transformers.DistilBertForSequenceClassification(cfg).eval()
-        layer = model.distilbert.embeddings
-    else:
-        cfg = transformers.RobertaConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                                         intermediate_size=32, max_position_embeddings=20, num_labels=3)
-        cfg._attn_implementation = "eager"
-        model = transformers.RobertaForSequenceClassification(cfg).eval()
-        layer = model.roberta.embeddings
+    model, layer = tiny_text_classifier(arch, large_weights=False)
     ids = torch.randint(3, 50, (2, 7), generator=_gen(4))
     mask = torch.ones(2, 7, dtype=torch.long)
     mask[0, 5:] = 0

@@ -15,22 +15,14 @@ transformers = pytest.importorskip("transformers", reason="transformers is neede
 from captum_robust.attr import Saliency  # noqa: E402
 from captum_robust.models import TokenBagClassifier  # noqa: E402
 from captum_robust.robust.attacks import TokenSwapAttack, TokenSwapResult  # noqa: E402
+from tests.helpers.text_models import tiny_text_classifier  # noqa: E402
 
 V = 40
 
 
 def _bert(dtype=torch.float32):
-    torch.manual_seed(0)
-    cfg = transformers.BertConfig(
-        vocab_size=V, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-        max_position_embeddings=16, num_labels=3,
-    )
-    cfg._attn_implementation = "eager"
-    model = transformers.BertForSequenceClassification(cfg).to(dtype).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.5) if p.dim() > 1 else p.add_(torch.randn_like(p), alpha=0.2)
-    return model, model.bert.embeddings, model.bert.embeddings.word_embeddings
+    model, layer = tiny_text_classifier("bert", dtype, vocab_size=V)
+    return model, layer, layer.word_embeddings
 
 
 def _bag(dtype=torch.float32):
@@ -259,11 +251,7 @@ def test_kendall_measure():
 
 def test_vocabulary_table_is_the_models_input_embeddings_not_the_largest():
     # 64 position embeddings outnumber a 30-token vocabulary: the table is get_input_embeddings()
-    torch.manual_seed(0)
-    cfg = transformers.BertConfig(vocab_size=30, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
-                                  intermediate_size=16, max_position_embeddings=64, num_labels=2)
-    cfg._attn_implementation = "eager"
-    model = transformers.BertForSequenceClassification(cfg).eval()
+    model, _ = tiny_text_classifier("bert", vocab_size=30, max_position_embeddings=64)
     attack = TokenSwapAttack(model, Saliency(model), model.bert.embeddings, n_neighbours=5)
     assert attack.word_embeddings is model.bert.embeddings.word_embeddings
     ids = torch.randint(1, 30, (2, 6))

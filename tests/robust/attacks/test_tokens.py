@@ -17,21 +17,13 @@ transformers = pytest.importorskip("transformers", reason="transformers is neede
 
 from captum_robust.attr import Saliency  # noqa: E402
 from captum_robust.models import TokenBagClassifier  # noqa: E402
+from tests.helpers.text_models import tiny_text_classifier  # noqa: E402
 from captum_robust.robust.attacks import L2TopKAttack, MassCenterAttack, PGD, TopKAttack  # noqa: E402
 
 
 def _bert(seed=0):
-    torch.manual_seed(seed)
-    cfg = transformers.BertConfig(
-        vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-        max_position_embeddings=16, num_labels=3,
-    )
-    cfg._attn_implementation = "eager"
-    model = transformers.BertForSequenceClassification(cfg).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.5) if p.dim() > 1 else p.add_(torch.randn_like(p), alpha=0.2)
-    return model, model.bert.embeddings, lambda ids, m, emb=None: _logits(model, model.bert.embeddings, ids, m, emb)
+    model, layer = tiny_text_classifier("bert", seed=seed)
+    return model, layer, lambda ids, m, emb=None: _logits(model, layer, ids, m, emb)
 
 
 def _bag(seed=0):

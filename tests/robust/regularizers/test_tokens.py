@@ -14,20 +14,11 @@ transformers = pytest.importorskip("transformers", reason="transformers is neede
 from captum.attr import LayerIntegratedGradients  # noqa: E402
 
 from captum_robust.robust.regularizers import IGNorm, InputGradientRegularizer, SaliencyStability  # noqa: E402
+from tests.helpers.text_models import tiny_text_classifier  # noqa: E402
 
 
 def _bert(dtype=torch.float64, seed=0):
-    torch.manual_seed(seed)
-    cfg = transformers.BertConfig(
-        vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-        max_position_embeddings=16, num_labels=3,
-    )
-    cfg._attn_implementation = "eager"  # double backward
-    model = transformers.BertForSequenceClassification(cfg).to(dtype).eval()
-    # larger weights and non-zero biases (with zero biases the encoder is LayerNorm scale-invariant)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.5) if p.dim() > 1 else p.add_(torch.randn_like(p), alpha=0.2)
+    model, _ = tiny_text_classifier("bert", dtype, seed)  # eager attention, large weights, random biases
     ids = torch.randint(1, 50, (3, 7), generator=torch.Generator().manual_seed(1))
     mask = torch.ones(3, 7, dtype=torch.long)
     mask[1, 5:] = 0
@@ -333,27 +324,12 @@ def test_training_step_reaches_classifier_encoder_and_used_embeddings(kind):
 
 
 def _other(kind):
-    torch.manual_seed(0)
-    if kind == "distilbert":
-        cfg = transformers.DistilBertConfig(vocab_size=50, dim=16, n_layers=1, n_heads=2, hidden_dim=32,
-                                            max_position_embeddings=16, num_labels=3)
-        cfg._attn_implementation = "eager"
-        model = transformers.DistilBertForSequenceClassification(cfg).double()
-        layer, pad = model.distilbert.embeddings, 0
-    else:
-        cfg = transformers.RobertaConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                                         intermediate_size=32, max_position_embeddings=20, num_labels=3,
-                                         pad_token_id=1)
-        cfg._attn_implementation = "eager"
-        model = transformers.RobertaForSequenceClassification(cfg).double()
-        layer, pad = model.roberta.embeddings, 1
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.5) if p.dim() > 1 else p.add_(torch.randn_like(p), alpha=0.2)
+    pad = 0 if kind == "distilbert" else 1
+    model, layer = tiny_text_classifier(kind, torch.float64, **({} if kind == "distilbert" else {"pad_token_id": 1}))
     _, ids, mask, y = _bert()
     ids = ids.clamp_min(2)
     ids[mask == 0] = pad
-    return model.eval(), layer, ids, mask, y
+    return model, layer, ids, mask, y
 
 
 @pytest.mark.parametrize("kind", ["distilbert", "roberta"])
