@@ -204,6 +204,13 @@ def test_relative_sigma_is_relative_to_the_embedding_norm():
                                                          generator=_gen())
     torch.testing.assert_close(cert.sigma, hand, atol=1e-6, rtol=1e-6)
     assert cert.overlap.tolist() == [2 if float(t) > rho else 0 for t in thresholds]
+    # the public sigma helpers give the same numbers for token ids (absolute and relative)
+    torch.testing.assert_close(ssg.smoothing_sigma(ids, embedding_layer=model.emb, token_mask=mask), hand,
+                               atol=1e-6, rtol=1e-6)
+    (abs_sig,) = SparsifiedSmoothGrad(model, 0.2, 0.3, q).absolute_sigmas(ids, embedding_layer=model.emb)
+    assert abs_sig.tolist() == pytest.approx([0.3, 0.3])
+    with pytest.raises(ValueError, match="token_mask is only meaningful with embedding_layer"):
+        ssg.smoothing_sigma(e, token_mask=mask)
 
 
 def test_k_as_fraction_uses_the_shortest_real_length_and_too_large_k_names_the_example():

@@ -73,6 +73,7 @@ from captum_robust.attr._core._smoothing import (  # noqa: F401
     smooth,
     token_inputs,
     token_maps,
+    token_sigmas,
     top_count_mask,
     unflatten,
 )
@@ -155,25 +156,38 @@ class SmoothGradBase(GradientAttribution):
         return type(self).map_from_gradients is SmoothGradBase.map_from_gradients
 
     # ------------------------------------------------------------------ noise scale
-    def absolute_sigmas(self, inputs: TensorOrTuple) -> Tuple[Tensor, ...]:
+    def absolute_sigmas(
+        self, inputs: TensorOrTuple, additional_forward_args: Any = None, embedding_layer: Optional[nn.Module] = None,
+        token_mask: Optional[Tensor] = None,
+    ) -> Tuple[Tensor, ...]:
         """The noise standard deviation actually used, one B-vector per input tensor.
 
         With ``relative_sigma=True`` this is ``sigma * (max(x_b) - min(x_b))`` per example
         (computed from the detached input). Raises ``ValueError`` if some example has a
-        zero range (the noise would be zero).
+        zero range (the noise would be zero). With ``embedding_layer=`` (token ids, as in
+        :meth:`attribute`) it is the one B-vector of the noise on the embeddings: with
+        ``relative_sigma=True``, ``sigma`` times the mean real-token embedding norm over
+        ``sqrt(D)``.
         """
+        check_token_call(embedding_layer, token_mask)
+        if embedding_layer is not None:
+            with token_inputs(self, inputs, additional_forward_args, embedding_layer, token_mask) as tb:
+                return (token_sigmas(self.sigma, self.relative_sigma, tb.embeddings, tb.mask),)
         _, inputs_t, _, _ = prepare_inputs(inputs, None)
         return absolute_sigmas(self.sigma, self.relative_sigma, inputs_t)
 
-    def smoothing_sigma(self, inputs: TensorOrTuple) -> Tensor:
+    def smoothing_sigma(
+        self, inputs: TensorOrTuple, additional_forward_args: Any = None, embedding_layer: Optional[nn.Module] = None,
+        token_mask: Optional[Tensor] = None,
+    ) -> Tensor:
         """Per example, the smallest noise standard deviation over the input tensors (B,).
 
         This is the sigma that enters the certificate: for noise with different standard
         deviations on different input tensors, the floor computed with the smallest one is
-        sound because the whitened perturbation has norm at most ``rho / sigma_min``.
+        sound because the whitened perturbation has norm at most ``rho / sigma_min``. Token
+        ids: as :meth:`absolute_sigmas` with ``embedding_layer=``.
         """
-        _, inputs_t, _, _ = prepare_inputs(inputs, None)
-        return effective_sigma(absolute_sigmas(self.sigma, self.relative_sigma, inputs_t))
+        return effective_sigma(self.absolute_sigmas(inputs, additional_forward_args, embedding_layer, token_mask))
 
     @log_usage()
     def attribute(
