@@ -18,7 +18,7 @@ Whole objectives that replace your loss: :class:`IGSumNorm` (Chen), :class:`IntA
 :math:`\ell_2`), :class:`TRADESLoss` (Zhang et al.), :class:`DistillationLoss` (defensive
 distillation). :class:`EpsilonSchedule` gives the warm-up of epsilon every paper uses.
 
-Token models (text classifiers): :class:`IGNorm`, :class:`InputGradientRegularizer` and
+Token models (text classifiers): :class:`IGNorm`, :class:`IGSumNorm`, :class:`InputGradientRegularizer` and
 :class:`SaliencyStability` take ``embedding_layer=`` (e.g. ``model.bert.embeddings``) and are then
 called with ``B x T`` token ids, ``additional_forward_args=(attention_mask,)`` and
 ``token_mask=attention_mask``; they work on the embedding output, train the embedding weights, and

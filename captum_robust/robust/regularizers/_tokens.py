@@ -1,6 +1,6 @@
-r"""Token models in the regularizers (issue 16): ``embedding_layer=``.
+r"""Token models in the regularizers: ``embedding_layer=``.
 
-:class:`~captum_robust.robust.regularizers.IGNorm`,
+:class:`~captum_robust.robust.regularizers.IGNorm`, :class:`~captum_robust.robust.regularizers.IGSumNorm`,
 :class:`~captum_robust.robust.regularizers.InputGradientRegularizer` and
 :class:`~captum_robust.robust.regularizers.SaliencyStability` built with ``embedding_layer=`` (the
 module inside the model whose output is the ``B x T x D`` embeddings, e.g. ``model.bert.embeddings``)

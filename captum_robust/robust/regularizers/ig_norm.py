@@ -479,20 +479,28 @@ class IGSumNorm(_LossIGTerm):
                  size: str = "l1", internal_batch_size: Union[None, int, str] = None,
                  surrogate: Optional[nn.Module] = None, auto_step: bool = True, eval_mode: bool = True,
                  generator: Optional[torch.Generator] = None, clip_min: Any = 0.0, clip_max: Any = 1.0,
-                 random_start: Union[bool, str] = True) -> None:
+                 random_start: Union[bool, str] = True, embedding_layer: Optional[nn.Module] = None,
+                 relative_eps: bool = False) -> None:
         super().__init__(model, eps, n_steps=n_steps, method=method, attack_n_steps=attack_n_steps,
                          attack_method=attack_method, n_iterations=n_iterations, step_size=step_size, norm=norm,
                          n_restarts=n_restarts, size=size, internal_batch_size=internal_batch_size,
                          surrogate=surrogate, auto_step=auto_step, eval_mode=eval_mode, generator=generator,
                          clip_min=clip_min, clip_max=clip_max, random_start=random_start)
         self.beta = check_weight(beta, "beta")
+        self._use_embedding_layer(embedding_layer, surrogate)
+        self.relative_eps = check_relative_eps(relative_eps, embedding_layer)
 
     def _attack_objective(self, model: nn.Module, tokens: bool = False) -> Callable[..., Tensor]:
         def objective(x_adv: Tensor, x: Tensor, y: Tensor, args: Any) -> Tensor:
-            loss = F.cross_entropy(classification_outputs(model(x_adv)), y, reduction="none")
+            forward_args: Tuple[Any, ...] = ()
+            if tokens:  # x_adv = e' / scale; the padding stays where it is (_attack's arguments)
+                x, mask, scale, *rest = args
+                x_adv = keep_padding(x_adv * per_row(scale, x_adv), x, mask)
+                forward_args = tuple(rest)
+            loss = F.cross_entropy(classification_outputs(model(x_adv, *forward_args)), y, reduction="none")
             if self.beta == 0:
                 return loss
-            ig = self._loss_ig(model, x, y, x_adv, self.attack_n_steps, self.attack_method)
+            ig = self._loss_ig(model, x, y, x_adv, self.attack_n_steps, self.attack_method, forward_args)
             return loss + self.beta * self._size(ig)
 
         return objective
@@ -510,7 +518,8 @@ class IGSumNorm(_LossIGTerm):
             size = self._size_at(inputs, y, inputs_adv)
         return loss_adv, size
 
-    def objective_at(self, inputs: Tensor, target: Any, inputs_adv: Tensor) -> Tensor:
+    def objective_at(self, inputs: Tensor, target: Any, inputs_adv: Tensor, additional_forward_args: Any = None,
+                     token_mask: Any = None) -> Tensor:
         r"""The objective at a given :math:`x'`: :math:`\mathrm{mean}_b [\ell(x'_b, y_b) +
         \beta\, s(\mathrm{IG}^{\ell_y}(x_b, x'_b))]`, differentiable with respect to the
         parameters (the loss part through ``model`` in its current mode, the IG part through
@@ -519,11 +528,20 @@ class IGSumNorm(_LossIGTerm):
         Args:
             inputs (Tensor): the clean batch :math:`x`.
             target (Tensor): labels, integer ``(B,)``.
-            inputs_adv (Tensor): the points :math:`x'`, shaped like ``inputs``.
+            inputs_adv (Tensor): the points :math:`x'`, shaped like ``inputs`` (token models: the
+                ``B x T x D`` embeddings :math:`e'`, see :meth:`IGNorm.size_at`).
+            additional_forward_args, token_mask: as in :meth:`forward` (token models only).
 
         Returns:
             Tensor: a 0-dim tensor.
         """
+        if self.embedding_layer is not None:
+            tokens, y = self._check_tokens(inputs, target, additional_forward_args, token_mask)
+            e_adv = check_adversarial(tokens.embeddings, inputs_adv)
+            e_adv = keep_padding(e_adv, tokens.embeddings.detach(), real_tokens(tokens))
+            loss_adv, size = self._token_parts(tokens, y, e_adv)
+            return (loss_adv + self.beta * size).mean()
+        refuse_token_arguments(additional_forward_args, token_mask)
         inputs, y = self._check_inputs(inputs, target)
         inputs_adv = check_adversarial(inputs, inputs_adv, strict=True)
         loss_adv, size = self._parts(inputs, y, inputs_adv)
@@ -545,6 +563,42 @@ class IGSumNorm(_LossIGTerm):
             "loss_adv": float(loss_adv.detach().mean()),
             "ig_norm": float(size.detach().mean()),
             "attack_objective": float(attack_value.mean()),
+        }
+        return value
+
+    def _token_parts(self, tokens: TokenBatch, y: Tensor, embeddings_adv: Tensor,
+                     with_ig: bool = True) -> Tuple[Tensor, Tensor]:
+        r""":meth:`_parts` on token embeddings: the loss at :math:`e + \delta` (:math:`\delta = e' - e`
+        detached, so it reaches the embedding weights through :math:`e`) through the embedding-replaced
+        model in the user's mode, and the IG size (:meth:`_token_size_at`)."""
+        e = tokens.embeddings
+        logits = classification_outputs(tokens.model(e + (embeddings_adv - e).detach(), *tokens.forward_args))
+        loss_adv = F.cross_entropy(logits, y, reduction="none")
+        if not with_ig:
+            return loss_adv, torch.zeros_like(loss_adv)
+        if self.beta == 0:
+            return loss_adv, self._token_size_at(tokens, y, embeddings_adv).detach()
+        return loss_adv, self._token_size_at(tokens, y, embeddings_adv)
+
+    def _forward_tokens(self, tokens: TokenBatch, target: Tensor, eps: float) -> Tensor:
+        e0 = tokens.embeddings.detach()
+        if eps == 0:
+            loss_adv, _ = self._token_parts(tokens, target, e0, with_ig=False)
+            value = loss_adv.mean()
+            self.last_adversarial = e0.clone()
+            loss = float(value.detach())
+            self.last_stats = {"loss_adv": loss, "ig_norm": 0.0, "attack_objective": loss, "eps_embedding": 0.0}
+            return value
+        e_adv, attack_value = self._attack(e0, target, eps, tokens)
+        loss_adv, size = self._token_parts(tokens, target, e_adv)
+        value = (loss_adv + self.beta * size).mean()
+        self.last_adversarial = e_adv
+        scale = float(radius_scale(e0, real_tokens(tokens), self.norm).mean()) if self.relative_eps else 1.0
+        self.last_stats = {
+            "loss_adv": float(loss_adv.detach().mean()),
+            "ig_norm": float(size.detach().mean()),
+            "attack_objective": float(attack_value.mean()),
+            "eps_embedding": eps * scale,
         }
         return value
 

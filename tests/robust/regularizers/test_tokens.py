@@ -13,7 +13,7 @@ import torch.nn.functional as F
 transformers = pytest.importorskip("transformers", reason="transformers is needed for the token-model tests")
 from captum.attr import LayerIntegratedGradients  # noqa: E402
 
-from captum_robust.robust.regularizers import IGNorm, InputGradientRegularizer, SaliencyStability  # noqa: E402
+from captum_robust.robust.regularizers import IGNorm, IGSumNorm, InputGradientRegularizer, SaliencyStability  # noqa: E402
 from tests.helpers.text_models import tiny_text_classifier  # noqa: E402
 
 
@@ -177,6 +177,46 @@ def test_saliency_stability_at_fixed_point_equals_hand_formula(reduction):
     torch.testing.assert_close(value, ref, rtol=1e-9, atol=0)
 
 
+@pytest.mark.parametrize("beta", [0.0, 0.4])
+def test_ig_sum_norm_at_fixed_point_equals_loss_plus_captum_layer_ig(beta):
+    model, ids, mask, y = _bert()
+    ids_adv = ids.clone()
+    ids_adv[0, 2], ids_adv[1, 1], ids_adv[2, 0] = 7, 11, 13
+    e_adv = model.bert.embeddings(ids_adv).detach()
+    reg = IGSumNorm(model, eps=0.5, beta=beta, n_steps=8, embedding_layer=model.bert.embeddings)
+    value = reg.objective_at(ids, y, e_adv, additional_forward_args=(mask,), token_mask=mask)
+
+    def loss(i, m, t):
+        return F.cross_entropy(model(i, attention_mask=m).logits, t, reduction="none")
+
+    ig = LayerIntegratedGradients(loss, model.bert.embeddings).attribute(
+        ids_adv, baselines=ids, additional_forward_args=(mask, y), n_steps=8, method="riemann_right")
+    with torch.no_grad():
+        ref = (loss(ids_adv, mask, y) + beta * ig.abs().sum(dim=(1, 2))).mean()
+    assert float(ig.abs().sum()) > 1e-2
+    torch.testing.assert_close(value, ref.to(value.dtype), rtol=1e-7, atol=0)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_ig_sum_norm_attack_respects_the_ball_and_the_padding_and_reports_its_point(norm):
+    model, ids, mask, y = _bert(torch.float32)
+    eps = 0.4 if norm == "linf" else 2.0
+    reg = IGSumNorm(model, eps=eps, beta=0.3, n_steps=8, attack_n_steps=4, n_iterations=10, step_size=eps / 4,
+                    norm=norm, embedding_layer=model.bert.embeddings, generator=torch.Generator().manual_seed(0))
+    value = reg(ids, y, additional_forward_args=(mask,), token_mask=mask)
+    e0 = model.bert.embeddings(ids).detach()
+    delta = reg.last_adversarial - e0
+    size = delta.abs().amax(dim=(1, 2)) if norm == "linf" else delta.flatten(1).norm(dim=1)
+    assert bool((size <= eps * (1 + 1e-5)).all()) and bool((size > 0).all())
+    assert float(delta[mask == 0].abs().max()) == 0.0
+    again = reg.objective_at(ids, y, reg.last_adversarial, additional_forward_args=(mask,), token_mask=mask)
+    torch.testing.assert_close(again, value, rtol=1e-5, atol=0)
+    clean = reg.objective_at(ids, y, e0, additional_forward_args=(mask,), token_mask=mask)
+    assert float(value.detach()) > float(clean.detach())  # the attack raised the objective over x' = x
+    s = reg.last_stats
+    assert s["value"] == pytest.approx(s["loss_adv"] + 0.3 * s["ig_norm"], rel=1e-5)
+
+
 def test_ig_norm_zero_radius_is_zero():
     model, ids, mask, y = _bert()
     reg = IGNorm(model, eps=0.0, embedding_layer=model.bert.embeddings)
@@ -286,12 +326,15 @@ def _make(kind, model):
     if kind == "ig_norm":
         return IGNorm(model, eps=0.3, n_steps=4, attack_n_steps=2, n_iterations=2, step_size=0.15,
                       embedding_layer=layer, generator=g)
+    if kind == "ig_sum_norm":
+        return IGSumNorm(model, eps=0.3, beta=0.5, n_steps=4, attack_n_steps=2, n_iterations=2, step_size=0.15,
+                         embedding_layer=layer, generator=g)
     if kind == "input_gradient":
         return InputGradientRegularizer(model, lam=1.0, embedding_layer=layer)
     return SaliencyStability(model, lam=10.0, rho=1.0, n_iterations=2, n_restarts=1, embedding_layer=layer, generator=g)
 
 
-@pytest.mark.parametrize("kind", ["ig_norm", "input_gradient", "saliency_stability"])
+@pytest.mark.parametrize("kind", ["ig_norm", "ig_sum_norm", "input_gradient", "saliency_stability"])
 def test_training_step_reaches_classifier_encoder_and_used_embeddings(kind):
     model, ids, mask, y = _bert(torch.float32)
     model.train()
