@@ -206,18 +206,13 @@ def classification_outputs(outputs: Any) -> Tensor:
     Raises:
         ValueError: no tensor of scores could be found, or it is not 2-D (batch, classes).
     """
-    scores = outputs
+    scores = output_tensor(outputs)
     if not isinstance(scores, Tensor):
-        if isinstance(scores, Mapping) and isinstance(scores.get("logits"), Tensor):
-            scores = scores["logits"]
-        elif isinstance(getattr(scores, "logits", None), Tensor):
-            scores = scores.logits
-        else:
-            raise ValueError(
-                "the forward function must return class scores of shape (batch, classes): a tensor, an object "
-                f"with a .logits tensor or a dict with 'logits', got {type(outputs).__name__}; wrap the model, "
-                "e.g. lambda *x: model(*x)[0]"
-            )
+        raise ValueError(
+            "the forward function must return class scores of shape (batch, classes): a tensor, an object "
+            f"with a .logits tensor or a dict with 'logits', got {type(outputs).__name__}; wrap the model, "
+            "e.g. lambda *x: model(*x)[0]"
+        )
     if scores.dim() != 2:
         where = "" if scores is outputs else " (the .logits of the model's output)"
         raise ValueError(
