@@ -45,3 +45,42 @@ def tiny_text_classifier(arch="bert", dtype=torch.float32, seed=0, vocab_size=50
             for p in model.parameters():
                 p.normal_(0, 0.5) if p.dim() > 1 else p.add_(torch.randn_like(p), alpha=0.2)
     return model, model.get_submodule(EMBEDDINGS[arch])
+
+
+def logits_with_embeddings(model, layer, ids, mask, emb=None):
+    """``model(ids, mask)``'s logits with ``layer``'s output replaced by ``emb`` (None: unchanged)."""
+    h = layer.register_forward_hook(lambda mod, i, o: emb) if emb is not None else None
+    try:
+        out = model(ids, mask)
+    finally:
+        if h is not None:
+            h.remove()
+    return out.logits if hasattr(out, "logits") else out
+
+
+def embedding_output(model, layer, ids, mask):
+    """``layer``'s output (detached) when ``model(ids, mask)`` runs."""
+    got = []
+    h = layer.register_forward_hook(lambda mod, i, o: got.append(o.detach()))
+    try:
+        with torch.no_grad():
+            model(ids, mask)
+    finally:
+        h.remove()
+    return got[0]
+
+
+def top_tokens(values, mask, k):
+    """The set of the ``min(k, n)`` largest of the ``n`` masked-in entries of one map (a stable
+    descending order: ties to the lower index), by sorting a list."""
+    idx = mask.nonzero().flatten().tolist()
+    return set(sorted(idx, key=lambda j: (-float(values[j]), j))[: min(k, len(idx))])
+
+
+def brute_topk_intersection(a, b, mask, k, dtype=torch.float32):
+    """The masked top-``k`` intersection of each row pair of ``a`` and ``b``, by :func:`top_tokens`."""
+    out = []
+    for i in range(a.shape[0]):
+        n = min(k, int(mask[i].sum()))
+        out.append(len(top_tokens(a[i], mask[i], k) & top_tokens(b[i], mask[i], k)) / n)
+    return torch.tensor(out, dtype=dtype)

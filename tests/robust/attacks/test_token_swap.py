@@ -15,7 +15,9 @@ transformers = pytest.importorskip("transformers", reason="transformers is neede
 from captum_robust.attr import Saliency  # noqa: E402
 from captum_robust.models import TokenBagClassifier  # noqa: E402
 from captum_robust.robust.attacks import TokenSwapAttack, TokenSwapResult  # noqa: E402
-from tests.helpers.text_models import tiny_text_classifier  # noqa: E402
+from tests.helpers.text_models import (  # noqa: E402
+    brute_topk_intersection, embedding_output, logits_with_embeddings, tiny_text_classifier, top_tokens,
+)
 
 V = 40
 
@@ -43,36 +45,12 @@ def _batch(b=4, t=8):
     return ids.masked_fill(mask == 0, 0), mask
 
 
-def _logits(model, layer, ids, mask, emb=None):
-    h = layer.register_forward_hook(lambda mod, i, o: emb) if emb is not None else None
-    try:
-        out = model(ids, mask)
-    finally:
-        if h is not None:
-            h.remove()
-    return out.logits if hasattr(out, "logits") else out
-
-
 def _prepared_maps(model, layer, ids, mask, target):
     """Ghorbani-prepared token saliency maps (|grad| summed over D, abs, scaled over the real tokens)."""
-    got = []
-    h = layer.register_forward_hook(lambda mod, i, o: got.append(o.detach()))
-    with torch.no_grad():
-        model(ids, mask)
-    h.remove()
-    e = got[0].clone().requires_grad_(True)
-    (g,) = torch.autograd.grad(_logits(model, layer, ids, mask, e).gather(1, target[:, None]).sum(), e)
+    e = embedding_output(model, layer, ids, mask).clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(logits_with_embeddings(model, layer, ids, mask, e).gather(1, target[:, None]).sum(), e)
     s = g.abs().sum(-1) * mask
     return s * mask.sum(1, keepdim=True) / s.sum(1, keepdim=True)
-
-
-def _top(v, m, k):
-    idx = m.nonzero().flatten().tolist()
-    return set(sorted(idx, key=lambda j: (-float(v[j]), j))[: min(k, len(idx))])
-
-
-def _topk(a, b, m, k):
-    return len(_top(a, m, k) & _top(b, m, k)) / min(k, int(m.sum()))
 
 
 def _nearest(word, token, n, forbidden):
@@ -95,9 +73,9 @@ def test_invariants_and_reported_ranking_change(make):
     assert attack.word_embeddings is word and attack.forbidden_ids == FORBIDDEN  # padding_idx 0 added
     ids_adv, res = attack.perturb(ids, additional_forward_args=(mask,), token_mask=mask)
     assert isinstance(res, TokenSwapResult) and torch.equal(res.adversarial_ids, ids_adv)
-    label = _logits(model, layer, ids, mask).argmax(1)
+    label = logits_with_embeddings(model, layer, ids, mask).argmax(1)
     # the label kept (the model run by hand on the adversarial ids)
-    assert torch.equal(_logits(model, layer, ids_adv, mask).argmax(1), label)
+    assert torch.equal(logits_with_embeddings(model, layer, ids_adv, mask).argmax(1), label)
     assert bool(res.prediction_kept.all()) and torch.equal(res.labels, label)
     changed = ids_adv != ids
     assert torch.equal(changed, res.swapped) and torch.equal(changed.sum(1), res.n_swaps)
@@ -111,7 +89,7 @@ def test_invariants_and_reported_ranking_change(make):
         assert int(ids_adv[b, t]) in _nearest(word, int(ids[b, t]), 6, FORBIDDEN)
     # the reported maps and ranking change, recomputed by hand
     clean, adv = (_prepared_maps(model, layer, x, mask, label) for x in (ids, ids_adv))
-    ref_topk = torch.tensor([_topk(clean[i], adv[i], mask[i], 3) for i in range(4)])
+    ref_topk = brute_topk_intersection(clean, adv, mask, 3)
     ref_tau = torch.tensor([stats.kendalltau(clean[i][mask[i].bool()].numpy(), adv[i][mask[i].bool()].numpy()).statistic
                             for i in range(4)])
     torch.testing.assert_close(res.topk_intersection, ref_topk, atol=1e-6, rtol=0)
@@ -127,11 +105,11 @@ def test_invariants_and_reported_ranking_change(make):
 
 def _exhaustive(model, layer, word, ids, mask, n, k):
     """The best allowed single swap of every example by trying them all (None where none improves)."""
-    label = _logits(model, layer, ids, mask).argmax(1)
+    label = logits_with_embeddings(model, layer, ids, mask).argmax(1)
     clean = _prepared_maps(model, layer, ids, mask, label)
     out = ids.clone()
     for i in range(ids.shape[0]):
-        top0 = _top(clean[i], mask[i], k)
+        top0 = top_tokens(clean[i], mask[i], k)
         cands = []
         for t in mask[i].nonzero().flatten().tolist():
             if int(ids[i, t]) in FORBIDDEN:
@@ -143,11 +121,14 @@ def _exhaustive(model, layer, word, ids, mask, n, k):
         c = torch.stack(cands)
         m = mask[i].expand_as(c)
         lab = label[i].expand(c.shape[0])
-        keep = _logits(model, layer, c, m).argmax(1) == lab
+        keep = logits_with_embeddings(model, layer, c, m).argmax(1) == lab
         maps = _prepared_maps(model, layer, c, m, lab)
-        best, best_key = None, (_topk(clean[i], clean[i], mask[i], k), float(clean[i][list(top0)].sum()))
+        def topk(v):
+            return float(brute_topk_intersection(clean[i][None], v[None], mask[i][None], k, torch.float64))
+
+        best, best_key = None, (topk(clean[i]), float(clean[i][list(top0)].sum()))
         for j in range(c.shape[0]):
-            key = (_topk(clean[i], maps[j], mask[i], k), float(maps[j][list(top0)].sum()))
+            key = (topk(maps[j]), float(maps[j][list(top0)].sum()))
             if keep[j] and key < best_key:
                 best, best_key = j, key
         if best is not None:
@@ -171,7 +152,7 @@ def test_target_label_mode_and_refusals():
     model, layer, word = _bert()
     model.train()
     ids, mask = _batch()
-    pred = _logits(model.eval(), layer, ids, mask).argmax(1)
+    pred = logits_with_embeddings(model.eval(), layer, ids, mask).argmax(1)
     model.train()
     other = (pred + 1) % 3
     attack = TokenSwapAttack(model, Saliency(model), layer, k=3, max_swaps=2, n_neighbours=6, forbidden_ids=(1, 2))
@@ -218,11 +199,11 @@ def test_word_embedding_gradient_matches_finite_differences():
         tb, view = attack._token_view(ids, (mask,), mask)
         ctx = view._context(AttackCall(tb.embeddings, None, tb.forward_args), None)
         grad = attack._word_gradient(tb, view, ctx, ids.clone(), torch.arange(4))
-    label = _logits(model, layer, ids, mask).argmax(1)
+    label = logits_with_embeddings(model, layer, ids, mask).argmax(1)
     clean = _prepared_maps(model, layer, ids, mask, label)
     top = torch.zeros_like(clean)
     for i in range(4):
-        top[i, list(_top(clean[i], mask[i], 3))] = 1.0
+        top[i, list(top_tokens(clean[i], mask[i], 3))] = 1.0
 
     def objective(delta):
         h = word.register_forward_hook(lambda mod, i, o: o + delta)

@@ -17,41 +17,22 @@ transformers = pytest.importorskip("transformers", reason="transformers is neede
 
 from captum_robust.attr import Saliency  # noqa: E402
 from captum_robust.models import TokenBagClassifier  # noqa: E402
-from tests.helpers.text_models import tiny_text_classifier  # noqa: E402
+from tests.helpers.text_models import (  # noqa: E402
+    brute_topk_intersection, embedding_output, logits_with_embeddings, tiny_text_classifier,
+)
 from captum_robust.robust.attacks import L2TopKAttack, MassCenterAttack, PGD, TopKAttack  # noqa: E402
 
 
 def _bert(seed=0):
     model, layer = tiny_text_classifier("bert", seed=seed)
-    return model, layer, lambda ids, m, emb=None: _logits(model, layer, ids, m, emb)
+    return model, layer, lambda ids, m, emb=None: logits_with_embeddings(model, layer, ids, m, emb)
 
 
 def _bag(seed=0):
     torch.manual_seed(seed)
     model = TokenBagClassifier(vocab_size=50, embedding_dim=8, n_classes=3, hidden=16, softplus=2.0).eval()
-    return model, model.embedding, lambda ids, m, emb=None: _logits(model, model.embedding, ids, m, emb)
-
-
-def _logits(model, layer, ids, mask, emb=None):
-    """The model's logits with the embedding output replaced by ``emb`` (None: unchanged)."""
-    h = layer.register_forward_hook(lambda mod, i, o: emb) if emb is not None else None
-    try:
-        out = model(ids, mask)
-    finally:
-        if h is not None:
-            h.remove()
-    return out.logits if hasattr(out, "logits") else out
-
-
-def _embeddings(layer, ids, model, mask):
-    got = []
-    h = layer.register_forward_hook(lambda mod, i, o: got.append(o.detach()))
-    try:
-        with torch.no_grad():
-            model(ids, mask)
-    finally:
-        h.remove()
-    return got[0]
+    layer = model.embedding
+    return model, layer, lambda ids, m, emb=None: logits_with_embeddings(model, layer, ids, m, emb)
 
 
 def _batch(seed=1, b=6, t=8):
@@ -72,16 +53,6 @@ def _token_saliency(logits_fn, ids, mask, emb, target):
 def _ghorbani(scores, mask):
     a = scores.abs() * mask
     return a * mask.sum(1, keepdim=True) / a.sum(1, keepdim=True)
-
-
-def _brute_topk(a, b, mask, k):
-    out = []
-    for i in range(a.shape[0]):
-        idx = mask[i].nonzero().flatten().tolist()
-        kb = min(k, len(idx))
-        top = lambda v: set(sorted(idx, key=lambda j: (-float(v[j]), j))[:kb])  # noqa: E731
-        out.append(len(top(a[i]) & top(b[i])) / kb)
-    return torch.tensor(out)
 
 
 def _brute_kendall(a, b, mask):
@@ -106,7 +77,7 @@ def _attacks(model, layer, eps, measure="topk"):
 def test_embedding_attacks_invariants_and_reported_similarity(make, measure):
     model, layer, logits_fn = make()
     ids, mask = _batch()
-    clean_emb = _embeddings(layer, ids, model, mask)
+    clean_emb = embedding_output(model, layer, ids, mask)
     pred0 = logits_fn(ids, mask).argmax(1)
     clean_map = _ghorbani(_token_saliency(logits_fn, ids, mask, clean_emb, pred0), mask)
     sims = {}
@@ -127,7 +98,10 @@ def test_embedding_attacks_invariants_and_reported_similarity(make, measure):
         assert torch.equal(adv[pad], clean_emb[pad]), name
         # the reported similarity recomputed by hand
         adv_map = _ghorbani(_token_saliency(logits_fn, ids, mask, adv, pred0), mask)
-        ref = _brute_topk(clean_map, adv_map, mask, 3) if measure == "topk" else _brute_kendall(clean_map, adv_map, mask)
+        if measure == "topk":
+            ref = brute_topk_intersection(clean_map, adv_map, mask, 3)
+        else:
+            ref = _brute_kendall(clean_map, adv_map, mask)
         torch.testing.assert_close(res.similarity, ref.to(res.similarity.dtype), atol=1e-5, rtol=0, equal_nan=True)
         torch.testing.assert_close(attack.similarity(ids, adv, additional_forward_args=(mask,), token_mask=mask),
                                    res.similarity, atol=1e-6, rtol=0, equal_nan=True)
@@ -143,7 +117,7 @@ def test_embedding_attacks_invariants_and_reported_similarity(make, measure):
 def test_eps_zero_changes_nothing(make):
     model, layer, logits_fn = make()
     ids, mask = _batch()
-    clean_emb = _embeddings(layer, ids, model, mask)
+    clean_emb = embedding_output(model, layer, ids, mask)
     for name, attack in _attacks(model, layer, 0.0).items():
         if name == "l2topk":
             continue  # rho must be > 0
@@ -163,7 +137,7 @@ def test_helpers_in_token_mode_and_model_state():
         maps = attack.attribution_maps(ids, additional_forward_args=(mask,), token_mask=mask)
     assert model.training
     model.eval()
-    clean_emb = _embeddings(layer, ids, model, mask)
+    clean_emb = embedding_output(model, layer, ids, mask)
     pred0 = logits_fn(ids, mask).argmax(1)
     e = clean_emb.clone().requires_grad_(True)
     (g,) = torch.autograd.grad(logits_fn(ids, mask, e).gather(1, pred0[:, None]).sum(), e)
@@ -187,14 +161,14 @@ def test_surrogate_in_token_mode():
     attack = TopKAttack(model, sal, k=3, eps=0.5, step_size=0.1, n_iterations=8, norm="l2",
                         embedding_layer=model.embedding, surrogate=softplus_surrogate(model, beta=2.0))
     adv, res = attack.perturb(ids, additional_forward_args=(mask,), token_mask=mask)
-    logits_fn = lambda i, m, emb=None: _logits(model, model.embedding, i, m, emb)  # noqa: E731
-    clean_emb = _embeddings(model.embedding, ids, model, mask)
+    logits_fn = lambda i, m, emb=None: logits_with_embeddings(model, model.embedding, i, m, emb)  # noqa: E731
+    clean_emb = embedding_output(model, model.embedding, ids, mask)
     pred0 = logits_fn(ids, mask).argmax(1)
     assert torch.equal(logits_fn(ids, mask, adv).argmax(1), pred0)
     a = _ghorbani(_token_saliency(logits_fn, ids, mask, clean_emb, pred0), mask)
     b = _ghorbani(_token_saliency(logits_fn, ids, mask, adv, pred0), mask)
     # reported on the real (ReLU) model
-    torch.testing.assert_close(res.similarity, _brute_topk(a, b, mask, 3), atol=1e-6, rtol=0)
+    torch.testing.assert_close(res.similarity, brute_topk_intersection(a, b, mask, 3), atol=1e-6, rtol=0)
     assert float(res.similarity.mean()) < 1.0
 
 

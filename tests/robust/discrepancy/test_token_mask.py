@@ -9,6 +9,7 @@ import torch
 from scipy import stats
 
 from captum_robust.robust.discrepancy import kendall_tau, measure_function, spearman, topk_intersection, topk_mask
+from tests.helpers.text_models import brute_topk_intersection
 
 
 def _batch(seed, b=7, n=9, levels=None):
@@ -29,17 +30,6 @@ def _batch(seed, b=7, n=9, levels=None):
     return a, c, mask
 
 
-def _brute_topk(a, c, mask, k):
-    out = []
-    for i in range(a.shape[0]):
-        idx = mask[i].nonzero().flatten().tolist()
-        kb = min(k, len(idx))
-        # stable descending order: ties to the lower index
-        top = lambda v: set(sorted(idx, key=lambda j: (-float(v[j]), j))[:kb])  # noqa: E731
-        out.append(len(top(a[i]) & top(c[i])) / kb)
-    return torch.tensor(out, dtype=torch.float64)
-
-
 def _scipy(fn, a, c, mask, **kw):
     out = []
     with warnings.catch_warnings():
@@ -56,7 +46,7 @@ def test_topk_intersection_masked_equals_brute_force(levels, k):
     for seed in range(4):
         a, c, mask = _batch(seed, levels=levels)
         ours = topk_intersection(a, c, k, mask=mask)
-        torch.testing.assert_close(ours, _brute_topk(a, c, mask, k), atol=1e-12, rtol=0)
+        torch.testing.assert_close(ours, brute_topk_intersection(a, c, mask, k, torch.float64), atol=1e-12, rtol=0)
         # the mask selects exactly min(k, n_b) real entries with the tie rule of the brute force
         sel = topk_mask(a, k, mask=mask)
         assert not bool((sel & ~mask).any())
