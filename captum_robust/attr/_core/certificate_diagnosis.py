@@ -241,7 +241,7 @@ def diagnose_certificate(
     flat = _flat_map(smoothed_map).double()
     batch, n_map = flat.shape
     if token_mask is not None:
-        token_mask = check_token_mask(token_mask, flat).to(flat.device)
+        token_mask = check_token_mask(token_mask, flat)
         counts = token_mask.sum(dim=1)
         n, kk = int(counts.max()), resolve_token_k(k, counts)  # the margin's n: real tokens (see CertifiedTopK)
     else:

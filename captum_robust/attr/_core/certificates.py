@@ -132,12 +132,11 @@ def resolve_token_k(k: Union[int, float], counts: Tensor) -> int:
 
 
 def _masked_for_sort(flat: Tensor, token_mask: Optional[Tensor]) -> Tensor:
-    """``flat`` (B x T) with padding entries at ``-inf``: last in every order, never a competitor."""
+    """``flat`` (B x T) with padding entries at ``-inf``: last in every order, never a competitor.
+    ``token_mask`` is the bool B x T mask its callers have already checked
+    (:func:`~captum_robust.attr._core.tokens.check_token_mask`)."""
     if token_mask is None:
         return flat
-    if tuple(token_mask.shape) != tuple(flat.shape) or token_mask.dtype != torch.bool:
-        raise ValueError(f"token_mask must be a bool tensor of the map's shape {tuple(flat.shape)}, got "
-                         f"{tuple(token_mask.shape)} {token_mask.dtype}")
     return flat.masked_fill(~token_mask.to(flat.device), -math.inf)
 
 
@@ -509,10 +508,10 @@ def certified_rank(
     ascending = _masked_for_sort(flat, token_mask).sort(dim=1).values  # padding (-inf) is never greater
     n_le = torch.searchsorted(ascending.contiguous(), lower.contiguous(), right=True)  # elements <= lower
     n_greater = n - n_le
-    real = n if token_mask is None else token_mask.sum(dim=1, keepdim=True).to(flat.device)
+    real = n if token_mask is None else token_mask.sum(dim=1, keepdim=True)
     rank = torch.minimum(n_greater + 1, torch.as_tensor(real, device=flat.device))
     if token_mask is not None:
-        rank = torch.where(token_mask.to(flat.device).gather(1, idx), rank, real)
+        rank = torch.where(token_mask.gather(1, idx), rank, real)
     return rank.reshape(out_shape)
 
 
