@@ -367,7 +367,7 @@ class RobustTerm(nn.Module):
             ``False``: at the clean input. See :mod:`~captum_robust.robust.regularizers._inner`.
         clip_min, clip_max (float, Tensor or None): the data box, checked at construction.
             Default [0, 1]. Ignored with ``embedding_layer=`` (no box in embedding space).
-        embedding_layer (nn.Module, optional): for token models (``IGNorm``,
+        embedding_layer (nn.Module, optional): for token models (``IGNorm``, ``IGSumNorm``,
             ``InputGradientRegularizer``, ``SaliencyStability``): the module embedding the token
             ids; the call then takes ``B x T`` ids, ``additional_forward_args`` and ``token_mask``
             (see :mod:`~captum_robust.robust.regularizers._tokens`). Default None.

@@ -180,7 +180,8 @@ class LossIGTerm(AttackTerm):
 
     # ----------------------------------------------------------------- inner attack
 
-    #: token models: ``eps`` and ``step_size`` relative to the embeddings' size (:class:`IGNorm`'s option)
+    #: token models: ``eps`` and ``step_size`` relative to the embeddings' size (an option of
+    #: :class:`IGNorm` and :class:`IGSumNorm`)
     relative_eps = False
 
     def _attack_objective(self, model: nn.Module, tokens: bool = False) -> Callable[..., Tensor]:

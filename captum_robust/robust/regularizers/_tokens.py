@@ -24,8 +24,8 @@ whole ``T x D`` embedding tensor of each example (:math:`\ell_\infty`: its large
 :math:`\ell_2`: the norm of the flattened tensor). ``eps`` is *absolute*, in the units of the embedding
 output (a BERT embedding output is LayerNorm-ed: its coordinates have a standard deviation of about 1,
 so a token's norm is about :math:`\sqrt D`); there is no data box (``clip_min``/``clip_max`` are
-ignored). With ``relative_eps=True`` (:class:`IGNorm`, :class:`SaliencyStability`) ``eps`` (and
-``step_size``) are instead fractions of each example's embedding size (:func:`radius_scale`):
+ignored). With ``relative_eps=True`` (:class:`IGNorm`, :class:`IGSumNorm`, :class:`SaliencyStability`)
+``eps`` (and ``step_size``) are instead fractions of each example's embedding size (:func:`radius_scale`):
 :math:`\epsilon_b = \epsilon \cdot \bar n_b / \sqrt D` for :math:`\ell_\infty` (the root mean
 square coordinate of the real tokens' embeddings, :math:`\bar n_b` their mean norm; the scale of
 :func:`~captum_robust.attr._core.tokens.embedding_sigma`) and :math:`\epsilon_b = \epsilon \cdot
