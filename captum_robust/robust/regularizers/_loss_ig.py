@@ -171,13 +171,6 @@ class LossIGTerm(AttackTerm):
         e0, mask, scale, *rest = args
         return keep_padding(x_adv * per_row(scale, x_adv), e0, mask), e0, tuple(rest)
 
-    def _eps_embedding(self, eps: float, embeddings: Tensor, tokens: TokenBatch) -> float:
-        """The radius in embedding units (``last_stats["eps_embedding"]``): ``eps`` times the mean
-        scale with ``relative_eps``."""
-        if not self.relative_eps:
-            return eps
-        return eps * float(radius_scale(embeddings, real_tokens(tokens), self.norm).mean())
-
     # ----------------------------------------------------------------- inner attack
 
     #: token models: ``eps`` and ``step_size`` relative to the embeddings' size (an option of
@@ -223,7 +216,7 @@ class LossIGTerm(AttackTerm):
                     best_x, best_value = x_adv, value
                     continue
                 better = value > best_value
-                best_x = torch.where(better.reshape((-1,) + (1,) * (x_adv.dim() - 1)), x_adv, best_x)
+                best_x = torch.where(per_row(better, x_adv), x_adv, best_x)
                 best_value = torch.where(better, value, best_value)
         assert best_x is not None and best_value is not None
         if args is not None:  # back to embeddings

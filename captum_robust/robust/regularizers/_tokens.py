@@ -54,7 +54,7 @@ from captum_robust.attr._core.tokens import TokenBatch, embedding_sigma
 
 __all__ = [
     "check_embedding_layer", "refuse_token_arguments", "real_tokens", "keep_padding", "zero_padding", "radius_scale",
-    "MaskedTokenModel",
+    "eps_embedding", "MaskedTokenModel",
 ]
 
 
@@ -94,6 +94,14 @@ def radius_scale(embeddings: Tensor, mask: Tensor, norm: str) -> Tensor:
         d = embeddings.shape[-1]
         scale = scale * (mask.sum(dim=1).to(scale.dtype) * d).sqrt()
     return scale
+
+
+def eps_embedding(eps: float, tokens: TokenBatch, norm: str, relative: bool) -> float:
+    """The radius in embedding units (``last_stats["eps_embedding"]``): ``eps``, or with a relative
+    radius ``eps`` times the batch mean of :func:`radius_scale`."""
+    if not relative:
+        return eps
+    return eps * float(radius_scale(tokens.embeddings.detach(), real_tokens(tokens), norm).mean())
 
 
 def per_row(values: Tensor, like: Tensor) -> Tensor:

@@ -94,7 +94,7 @@ from captum_robust.robust.regularizers._base import (
     check_weight,
 )
 from captum_robust.robust.regularizers._loss_ig import LossIGTerm
-from captum_robust.robust.regularizers._tokens import check_relative_eps, keep_padding
+from captum_robust.robust.regularizers._tokens import check_relative_eps, eps_embedding, keep_padding
 from captum_robust.robust.regularizers._tokens import real_tokens, refuse_token_arguments
 
 __all__ = ["IGNorm", "IGSumNorm"]
@@ -226,7 +226,7 @@ class IGNorm(LossIGTerm):
         size = self._token_size_at(tokens, target, e_adv)
         self.last_adversarial = e_adv
         self.last_stats = {"ig_norm": float(size.detach().mean()), "attack_objective": float(attack_value.mean()),
-                           "eps_embedding": self._eps_embedding(eps, e0, tokens)}
+                           "eps_embedding": eps_embedding(eps, tokens, self.norm, self.relative_eps)}
         return self.lam * size.mean()
 
     def extra_repr(self) -> str:
@@ -396,7 +396,7 @@ class IGSumNorm(LossIGTerm):
             "loss_adv": float(loss_adv.detach().mean()),
             "ig_norm": float(size.detach().mean()),
             "attack_objective": float(attack_value.mean()),
-            "eps_embedding": self._eps_embedding(eps, e0, tokens),
+            "eps_embedding": eps_embedding(eps, tokens, self.norm, self.relative_eps),
         }
         return value
 

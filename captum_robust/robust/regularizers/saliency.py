@@ -85,7 +85,7 @@ from captum_robust.robust.regularizers._base import (
 )
 from captum_robust.robust.regularizers._inner import attack_state
 from captum_robust.robust.regularizers._tokens import MaskedTokenModel, check_relative_eps, keep_padding, per_row
-from captum_robust.robust.regularizers._tokens import radius_scale, real_tokens, refuse_token_arguments
+from captum_robust.robust.regularizers._tokens import eps_embedding, radius_scale, real_tokens, refuse_token_arguments
 
 __all__ = ["SaliencyAlignment", "SaliencyStability"]
 
@@ -406,12 +406,6 @@ class SaliencyStability(RobustTerm):
             )
         return self.k
 
-    def _token_scale(self, tokens: TokenBatch) -> float:
-        """The mean absolute radius of a radius 1 (1 unless ``relative_eps``)."""
-        if not self.relative_eps:
-            return 1.0
-        return float(radius_scale(tokens.embeddings.detach(), real_tokens(tokens), "l2").mean())
-
     def _token_classes(self, tokens: TokenBatch, target: Tensor) -> Tensor:
         if self.target_class == "label":
             return target
@@ -463,7 +457,7 @@ class SaliencyStability(RobustTerm):
             "distance": float(distance.detach().mean()),
             "attack_success": float(result.accepted.double().mean()),
             "topk_overlap": float(result.similarity.double().mean()),
-            "eps_embedding": eps * self._token_scale(tokens),
+            "eps_embedding": eps_embedding(eps, tokens, "l2", self.relative_eps),
         }
         return value
 
