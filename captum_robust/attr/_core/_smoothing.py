@@ -256,6 +256,14 @@ def token_sigmas(spec: SigmaType, relative: bool, embeddings: Tensor, mask: Opti
     return absolute * embedding_sigma(1.0, embeddings, mask).to(absolute.dtype) if relative else absolute
 
 
+def token_score_rows(methods: Sequence[Any], grads: Tensor, abs_grads: Optional[Tensor], n: int) -> Tuple[Any, Any]:
+    """:func:`token_maps`' scores of gradient rows (rows x T*D, ``n = T``): the sums over D of ``|g|``
+    (if some method uses it; ``abs_grads`` if computed) and of ``g`` (if some method does not), else None."""
+    g, uses_abs = grads.reshape(grads.shape[0], n, -1), [m._uses_abs() for m in methods]
+    absolute = token_scores(g.abs() if abs_grads is None else abs_grads.reshape(g.shape)) if any(uses_abs) else None
+    return absolute, None if all(uses_abs) else token_scores(g)
+
+
 def token_maps(method: Any, abs_scores: Optional[Tensor], scores: Optional[Tensor], mask: Optional[Tensor]) -> Tensor:
     """``method``'s base map of per-token scores (rows x T), applied to each row's real tokens only.
 
@@ -559,9 +567,7 @@ class _SamplingLoop:
         _check_finite_gradients(grads, batch)
         abs_grads = grads.abs() if any(m._uses_abs() for m in self.methods) else None
         if self.tokens:
-            rows, n = grads.shape[0], self.n_features
-            abs_scores = None if abs_grads is None else token_scores(abs_grads.reshape(rows, n, -1))
-            scores = token_scores(grads.reshape(rows, n, -1)) if not all(m._uses_abs() for m in self.methods) else None
+            abs_scores, scores = token_score_rows(self.methods, grads, abs_grads, self.n_features)
             mask = None if self.token_mask is None else self.token_mask.repeat(s, 1)
         for i, method in enumerate(self.methods):
             if self.tokens:

@@ -73,11 +73,11 @@ from captum_robust.attr._core._smoothing import (  # noqa: F401
     smooth,
     token_inputs,
     token_maps,
+    token_score_rows,
     token_sigmas,
     top_count_mask,
     unflatten,
 )
-from captum_robust.attr._core.tokens import token_scores
 
 __all__ = [
     "SmoothGradBase",
@@ -281,13 +281,11 @@ class SmoothGradBase(GradientAttribution):
         if embedding_layer is not None:
             with token_inputs(self, inputs, additional_forward_args, embedding_layer, token_mask, create_graph,
                               surrogate) as tb, torch.set_grad_enabled(create_graph):
-                emb = tb.embeddings if create_graph else tb.embeddings.detach()
+                emb = tb.embeddings  # detached by embed_tokens unless create_graph
                 target_t = row_target(target, (emb,), tb.model, tb.forward_args)
                 grads = gradient_rows(tb.model, [emb], tb.forward_args, target_t, create_graph)
                 _check_finite_gradients(grads, emb.shape[0])
-                rows, n = grads.shape[0], emb.shape[1]
-                signed = None if self._uses_abs() else token_scores(grads.reshape(rows, n, -1))
-                absolute = token_scores(grads.abs().reshape(rows, n, -1)) if self._uses_abs() else None
+                absolute, signed = token_score_rows((self,), grads, None, emb.shape[1])
                 return token_maps(self, absolute, signed, tb.mask)
         is_tuple, inputs_t, _, args = prepare_inputs(inputs, self.forward_func, additional_forward_args)
         check_model_dtype(surrogate, inputs_t)
