@@ -22,8 +22,24 @@ def _describe(t: Tensor) -> str:
     return f"mean {float(finite.mean()):.4g}"
 
 
-@dataclass
-class AttackResult:
+class _PerExample:
+    """``len``, ``as_dict`` and a short ``repr`` of a result dataclass whose fields are tensors
+    with one row per example (the first field's rows are the examples)."""
+
+    def __len__(self) -> int:
+        return int(getattr(self, fields(self)[0].name).shape[0])
+
+    def as_dict(self) -> Dict[str, List[Any]]:
+        """The fields as JSON-serializable lists (one entry per example)."""
+        return {f.name: getattr(self, f.name).detach().cpu().tolist() for f in fields(self)}
+
+    def __repr__(self) -> str:
+        parts = ", ".join(f"{f.name}=<{_describe(getattr(self, f.name))}>" for f in fields(self))
+        return f"{type(self).__name__}(n={len(self)}, {parts})"
+
+
+@dataclass(repr=False)
+class AttackResult(_PerExample):
     """Per-example outcome of an attack: every field is a ``(B,)`` tensor on the inputs' device.
 
     Attributes:
@@ -47,17 +63,6 @@ class AttackResult:
     best_step: Tensor
     predictions: Tensor
     clean_predictions: Tensor
-
-    def __len__(self) -> int:
-        return int(self.accepted.shape[0])
-
-    def as_dict(self) -> Dict[str, List[Any]]:
-        """The fields as JSON-serializable lists (one entry per example)."""
-        return {f.name: getattr(self, f.name).detach().cpu().tolist() for f in fields(self)}
-
-    def __repr__(self) -> str:
-        parts = ", ".join(f"{f.name}=<{_describe(getattr(self, f.name))}>" for f in fields(self))
-        return f"{type(self).__name__}(n={len(self)}, {parts})"
 
 
 @dataclass(repr=False)
@@ -158,8 +163,8 @@ class ISAResult(AttackResult):
         return self.accepted
 
 
-@dataclass
-class TokenSwapResult:
+@dataclass(repr=False)
+class TokenSwapResult(_PerExample):
     """Result of :class:`TokenSwapAttack` (one row per example, on the ids' device).
 
     Attributes:
@@ -197,14 +202,3 @@ class TokenSwapResult:
     predictions: Tensor
     clean_predictions: Tensor
     prediction_kept: Tensor
-
-    def __len__(self) -> int:
-        return int(self.n_swaps.shape[0])
-
-    def as_dict(self) -> Dict[str, List[Any]]:
-        """The fields as JSON-serializable lists (one entry per example)."""
-        return {f.name: getattr(self, f.name).detach().cpu().tolist() for f in fields(self)}
-
-    def __repr__(self) -> str:
-        parts = ", ".join(f"{f.name}=<{_describe(getattr(self, f.name))}>" for f in fields(self))
-        return f"{type(self).__name__}(n={len(self)}, {parts})"
