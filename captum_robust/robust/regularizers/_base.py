@@ -22,7 +22,8 @@ from captum_robust._utils.validation import (
     check_nonnegative,
 )
 from captum_robust.attr._core.tokens import TokenBatch, embed_tokens
-from captum_robust.robust.regularizers._tokens import check_embedding_layer, refuse_token_arguments
+from captum_robust.robust.regularizers._tokens import check_embedding_layer, keep_padding, real_tokens
+from captum_robust.robust.regularizers._tokens import refuse_token_arguments
 
 __all__ = [
     "EpsilonSchedule",
@@ -33,6 +34,7 @@ __all__ = [
     "check_target",
     "check_num_classes",
     "check_adversarial",
+    "check_token_adversarial",
     "class_scores",
     "check_surrogate",
     "check_teacher",
@@ -239,6 +241,13 @@ def check_adversarial(inputs: Tensor, inputs_adv: Any, *, strict: bool = False) 
         )
     check_finite(inputs_adv, "inputs_adv")
     return fresh(inputs_adv).to(dtype=inputs.dtype, device=inputs.device)
+
+
+def check_token_adversarial(tokens: TokenBatch, inputs_adv: Any) -> Tensor:
+    """``inputs_adv`` of a token model's ``objective_at``/``size_at``: end-point embeddings shaped like
+    ``tokens.embeddings`` (:func:`check_adversarial`), with the clean embeddings at the padding positions."""
+    e_adv = check_adversarial(tokens.embeddings, inputs_adv)
+    return keep_padding(e_adv, tokens.embeddings.detach(), real_tokens(tokens))
 
 
 @contextlib.contextmanager

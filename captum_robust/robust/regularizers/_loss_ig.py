@@ -21,6 +21,7 @@ from captum_robust.robust.regularizers._base import (
     check_adversarial,
     check_num_classes,
     check_surrogate,
+    check_token_adversarial,
     unchanged_buffers,
 )
 from captum_robust.robust.regularizers._inner import AttackTerm
@@ -130,8 +131,7 @@ class LossIGTerm(AttackTerm):
         """
         if self.embedding_layer is not None:
             tokens, y = self._check_tokens(inputs, target, additional_forward_args, token_mask)
-            e_adv = check_adversarial(tokens.embeddings, inputs_adv)
-            return self._token_size_at(tokens, y, keep_padding(e_adv, tokens.embeddings.detach(), real_tokens(tokens)))
+            return self._token_size_at(tokens, y, check_token_adversarial(tokens, inputs_adv))
         refuse_token_arguments(additional_forward_args, token_mask)
         inputs, y = self._check_inputs(inputs, target)
         inputs_adv = check_adversarial(inputs, inputs_adv, strict=True)

@@ -91,11 +91,11 @@ from captum_robust.robust.regularizers._base import (
     EpsType,
     check_adversarial,
     check_num_classes,
+    check_token_adversarial,
     check_weight,
 )
 from captum_robust.robust.regularizers._loss_ig import LossIGTerm
-from captum_robust.robust.regularizers._tokens import check_relative_eps, eps_embedding, keep_padding
-from captum_robust.robust.regularizers._tokens import real_tokens, refuse_token_arguments
+from captum_robust.robust.regularizers._tokens import check_relative_eps, eps_embedding, refuse_token_arguments
 
 __all__ = ["IGNorm", "IGSumNorm"]
 
@@ -336,9 +336,7 @@ class IGSumNorm(LossIGTerm):
         """
         if self.embedding_layer is not None:
             tokens, y = self._check_tokens(inputs, target, additional_forward_args, token_mask)
-            e_adv = check_adversarial(tokens.embeddings, inputs_adv)
-            e_adv = keep_padding(e_adv, tokens.embeddings.detach(), real_tokens(tokens))
-            loss_adv, size = self._token_parts(tokens, y, e_adv)
+            loss_adv, size = self._token_parts(tokens, y, check_token_adversarial(tokens, inputs_adv))
             return (loss_adv + self.beta * size).mean()
         refuse_token_arguments(additional_forward_args, token_mask)
         inputs, y = self._check_inputs(inputs, target)

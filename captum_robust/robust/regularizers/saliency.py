@@ -80,6 +80,7 @@ from captum_robust.robust.regularizers._base import (
     check_num_classes,
     check_surrogate,
     check_teacher,
+    check_token_adversarial,
     check_weight,
     class_scores,
 )
@@ -479,8 +480,7 @@ class SaliencyStability(RobustTerm):
         """
         if self.embedding_layer is not None:
             tokens, y = self._check_tokens(inputs, target, additional_forward_args, token_mask)
-            e_adv = keep_padding(check_adversarial(tokens.embeddings, inputs_adv), tokens.embeddings.detach(),
-                                 real_tokens(tokens))
+            e_adv = check_token_adversarial(tokens, inputs_adv)
             return self._token_term(tokens, self._token_classes(tokens, y), e_adv)[0]
         refuse_token_arguments(additional_forward_args, token_mask)
         inputs, y = self._check_inputs(inputs, target)
