@@ -344,7 +344,7 @@ class BatchedIntegratedGradients(GradientAttribution):
                 )
             inner = BatchedIntegratedGradients(tokens.model, self.multiplies_by_inputs)
             return inner.attribute(
-                emb_x, baselines=emb_b, target=target, additional_forward_args=(ids, *args), n_steps=n_steps,
+                emb_x, baselines=emb_b, target=target, additional_forward_args=tokens.forward_args, n_steps=n_steps,
                 method=method, internal_batch_size=internal_batch_size,
                 return_convergence_delta=return_convergence_delta, create_graph=create_graph,
                 show_progress=show_progress,
