@@ -10,8 +10,8 @@ The two bisections, per example and batched:
    ``n_eps_rounds`` times at the midpoint of the bracket ``[lo, hi]``, success lowering
    ``hi``; :math:`\epsilon^* = hi`, within ``eps_max / 2**n_eps_rounds`` of the smallest size
    at which this attack succeeds *when success is monotone in* :math:`\epsilon`. It need not be
-   (a larger ball changes the step size and the path; on 2 of 8 digits the attack succeeded at
-   0.0670, failed at 0.0680-0.0695 and succeeded again from 0.0700), so the attack then tries
+   (a larger ball changes the step size and the path, so a size can fail between two that
+   succeed; ``tests/robust/attacks/test_isa.py`` builds such a model), so the attack then tries
    ``n_monotone_checks`` sizes below :math:`\epsilon^*`, at :math:`(1 - 2^{-j})\,\epsilon^*`
    for :math:`j = 1, \dots` (0.5, 0.75, 0.875, ... of it): where one succeeds, success is not
    monotone for that example, the result's ``non_monotone`` is True and :math:`\epsilon^*`
