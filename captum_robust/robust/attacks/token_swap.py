@@ -306,7 +306,7 @@ class TokenSwapAttack(MapAttack):
         pred, prepared, obj, maps = self._evaluate_ids(tb, view, ctx, cur, every)
         mask = ctx.token_mask
         clean = ctx.clean_prepared
-        k = min(self.measure_k if self.measure_k is not None else self.k, clean.shape[1])
+        k = min(self.measure_k, clean.shape[1])  # measure_k: k unless given (the constructor)
         return TokenSwapResult(
             adversarial_ids=cur, n_swaps=swapped.sum(dim=1), swapped=swapped,
             clean_token_maps=token_scores(ctx.clean_maps[0], mask, 0.0),
