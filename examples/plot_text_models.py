@@ -51,8 +51,8 @@ print(f"signal ids per class: {train_task.signal_tokens.tolist()}")
 print(f"first sequence: ids {train_task.ids[0].tolist()}, label {int(train_task.labels[0])}")
 
 
-def train(task, steps=300, regularizer=None, weight=0.0, seed=0):
-    """Adam on the cross-entropy (plus ``weight * regularizer(...)``), batches of 128."""
+def train(task, steps=300, seed=0):
+    """Adam on the cross-entropy, batches of 128."""
     torch.manual_seed(seed)
     # softplus: a smooth MLP, so that attacks and regularizers see non-zero second derivatives
     model = TokenBagClassifier(task.vocab_size, embedding_dim=16, n_classes=task.n_classes, hidden=32, softplus=5.0)
@@ -62,8 +62,6 @@ def train(task, steps=300, regularizer=None, weight=0.0, seed=0):
         idx = torch.randint(0, len(task), (128,), generator=order)
         ids, mask, y = task.ids[idx], task.attention_mask[idx], task.labels[idx]
         loss = F.cross_entropy(model(ids, mask), y)
-        if regularizer is not None:
-            loss = loss + weight * regularizer(model, ids, mask, y)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
