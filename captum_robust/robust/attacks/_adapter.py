@@ -240,11 +240,11 @@ class AttributionAdapter:
             else:
                 self.gradient_attribution = attribution
             if surrogate is not None:
-                inner = uncompiled(model)
+                names = {id(m): n for n, m in uncompiled(model).named_modules()}  # once, not per argument
                 self.gradient_kwargs_modules = {
-                    k: submodule_like(surrogate, dict((id(m), n) for n, m in inner.named_modules())[id(v)])
+                    k: submodule_like(surrogate, names[id(v)])
                     for k, v in {**self.kwargs, **self.gradient_kwargs}.items()
-                    if isinstance(v, nn.Module) and any(v is m for m in inner.modules())
+                    if isinstance(v, nn.Module) and id(v) in names
                 }
             else:
                 self.gradient_kwargs_modules = {}
