@@ -87,8 +87,8 @@ class TokenSwapAttack(MapAttack):
         embedding_layer (nn.Module): the module of ``model`` whose output the attribution
             explains (e.g. ``model.bert.embeddings``).
         word_embeddings (nn.Embedding, optional): the vocabulary table; default
-            ``embedding_layer`` itself if it is an ``nn.Embedding``, else its ``nn.Embedding``
-            only ``nn.Embedding`` submodule, or among several the model's
+            ``embedding_layer`` itself if it is an ``nn.Embedding``, else its only
+            ``nn.Embedding`` submodule, or among several the model's
             ``get_input_embeddings()`` (Hugging Face: ``bert.embeddings.word_embeddings``);
             otherwise pass it.
         k (int): size of the clean top set whose mass the objective measures. Default 3.
@@ -102,9 +102,10 @@ class TokenSwapAttack(MapAttack):
             ``topk_intersection``); default ``k``.
         forbidden_ids (sequence of int): token ids never swapped in nor out (special tokens such
             as ``[CLS]``, ``[SEP]``); the table's ``padding_idx`` is added.
-        **kwargs: ``surrogate``, ``map_preparation`` (default ``"ghorbani"``),
-            ``attribution_kwargs``, ``gradient_attribution_kwargs``, ``noise_seed`` of
-            :class:`~captum_robust.robust.attacks._map_attack.MapAttack`.
+        map_preparation: as :class:`~captum_robust.robust.attacks._map_attack.MapAttack`'s.
+            Default ``"ghorbani"``.
+        **kwargs: ``surrogate``, ``attribution_kwargs``, ``gradient_attribution_kwargs``,
+            ``noise_seed`` of :class:`~captum_robust.robust.attacks._map_attack.MapAttack`.
 
     Hugging Face transformers need eager attention for the second derivatives of the attack
     gradient (``config._attn_implementation = "eager"``; PyTorch's fused attention kernels
