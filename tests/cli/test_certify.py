@@ -1,7 +1,5 @@
 """`captum-robust certify` on a tiny user model written into a temporary folder."""
 
-import contextlib
-import io
 import json
 import math
 import os
@@ -11,7 +9,7 @@ import pytest
 import torch
 
 from captum_robust.attr.certify import certified_radius
-from captum_robust.cli import main
+from tests.cli._run import run_cli as _run
 
 FACTORY = """
 from torch import nn
@@ -21,13 +19,6 @@ def make():
     return nn.Sequential(nn.Conv2d(1, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 10, 3, padding=1),
                          nn.AdaptiveAvgPool2d(1), nn.Flatten())
 """
-
-
-def _run(argv):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(argv)
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,4 @@
-import contextlib
 import importlib.metadata
-import io
 import re
 
 import pytest
@@ -9,13 +7,7 @@ import torch
 from captum_robust.cli import main
 from captum_robust.data import load_digits
 from captum_robust.models import Small
-
-
-def _run(argv):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(argv)
-    return code, out.getvalue(), err.getvalue()
+from tests.cli._run import run_cli as _run
 
 
 @pytest.fixture(scope="module")

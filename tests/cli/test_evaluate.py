@@ -1,7 +1,5 @@
 """`captum-robust evaluate` on a tiny user model written into a temporary folder."""
 
-import contextlib
-import io
 import json
 import math
 import textwrap
@@ -9,7 +7,7 @@ import textwrap
 import pytest
 import torch
 
-from captum_robust.cli import main
+from tests.cli._run import run_cli as _run
 
 FACTORY = textwrap.dedent(
     """
@@ -45,13 +43,6 @@ FACTORY = textwrap.dedent(
         raise RuntimeError("factory exploded")
     """
 )
-
-
-def _run(argv):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(argv)
-    return code, out.getvalue(), err.getvalue()
 
 
 def _train(model, size=8, epochs=12):

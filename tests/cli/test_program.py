@@ -1,8 +1,6 @@
 """The command as a program (issue 18): one-line errors with exit 2 for bad input, Ctrl-C (exit 130,
 nothing left behind), atomic outputs, --overwrite, the torchrun join timeout, NaN weights."""
 
-import contextlib
-import io
 import json
 import os
 import signal
@@ -16,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from captum_robust.cli import main
 from captum_robust.cli._runtime import OutputFolder, UsageError, deferred_interrupt
+from tests.cli._run import run_cli as _run
 
 FACTORY = """
 from torch import nn
@@ -30,13 +28,6 @@ def make():
 REPO = Path(__file__).resolve().parents[2]
 CERTIFY = ["certify", "--model", "prog_net:make", "--weights", "w.pt", "--image-size", "8", "--examples", "4",
            "--batch-size", "2", "--n-samples", "50", "--k", "0.25", "--no-progress"]
-
-
-def _run(argv):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(argv)
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture

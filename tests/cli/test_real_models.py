@@ -2,8 +2,6 @@
 ImageNet-style normalisation (--normalize), Grad-CAM / Grad-CAM++ with --layer or a found layer,
 and a Hugging Face model (outputs with .logits) built from a tiny config with random weights."""
 
-import contextlib
-import io
 import json
 import textwrap
 
@@ -11,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from captum_robust.cli import main
+from tests.cli._run import run_cli as _run
 
 Image = pytest.importorskip("PIL.Image")
 
@@ -55,13 +53,6 @@ FACTORY = textwrap.dedent(
         return ResNetForImageClassification(config)
     """
 )
-
-
-def _run(argv):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(argv)
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")
