@@ -27,7 +27,7 @@ from torch import Tensor
 from captum_robust.robust.discrepancy._checks import check_k, check_maps, check_same_shape, flatten_maps
 from captum_robust.robust.discrepancy._checks import result_dtype, split_rows
 
-__all__ = ["check_mask", "masked_topk_mask", "masked_topk_intersection", "masked_kendall_tau", "masked_spearman"]
+__all__ = ["check_mask", "check_batched", "masked_maps", "masked_topk_mask", "masked_topk_intersection", "masked_kendall_tau", "masked_spearman"]
 
 # elements of the B x n x n pair tensors computed at once
 _PAIR_BUDGET = 1 << 22
@@ -60,23 +60,27 @@ def check_mask(mask: Any, maps: Tensor, name: str = "mask") -> Tensor:
     return mask
 
 
+def check_batched(maps: Any, name: str) -> None:
+    """The checks that come before the mask's: a tensor with a batch dimension."""
+    if not isinstance(maps, Tensor) or maps.dim() < 2:
+        check_maps(maps, name)  # raises the type or batch-dimension error
+
+
+def masked_maps(maps: Tensor, mask: Tensor, name: str) -> Tensor:
+    """``maps`` detached with the masked-out entries zeroed (so only the masked-in ones must be
+    finite), checked, flattened to ``B x n``; ``mask`` is :func:`check_mask`'s."""
+    zero = torch.zeros((), dtype=maps.dtype, device=maps.device)
+    return flatten_maps(check_maps(torch.where(mask.reshape(maps.shape), maps.detach(), zero), name, floating=False))
+
+
 def _masked_pair(maps_a: Any, maps_b: Any, mask: Any) -> Tuple[Tensor, Tensor, Tensor, torch.dtype]:
-    """Checked, flattened, detached maps (masked-out entries zeroed, so only the masked-in ones
-    must be finite), the ``B x n`` mask and the result dtype."""
-    for m, name in ((maps_a, "maps_a"), (maps_b, "maps_b")):
-        if not isinstance(m, Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor of maps (B x ...), got {type(m).__name__}")
-        if m.dim() < 2:
-            check_maps(m, name)  # raises the batch-dimension error
+    """Checked, flattened, detached maps (:func:`masked_maps`), the ``B x n`` mask and the result dtype."""
+    check_batched(maps_a, "maps_a")
+    check_batched(maps_b, "maps_b")
     check_same_shape(maps_a, maps_b, "maps_a", "maps_b")
     mask = check_mask(mask, maps_a)
-    keep = mask.reshape(maps_a.shape)
-    a = torch.where(keep, maps_a.detach(), torch.zeros((), dtype=maps_a.dtype, device=maps_a.device))
-    b = torch.where(keep, maps_b.detach(), torch.zeros((), dtype=maps_b.dtype, device=maps_b.device))
-    check_maps(a, "maps_a", floating=False)
-    check_maps(b, "maps_b", floating=False)
     out_dtype = result_dtype(maps_a) if maps_a.is_floating_point() else result_dtype(maps_b)
-    return flatten_maps(a), flatten_maps(b), mask, out_dtype
+    return masked_maps(maps_a, mask, "maps_a"), masked_maps(maps_b, mask, "maps_b"), mask, out_dtype
 
 
 def masked_topk_mask(flat: Tensor, mask: Tensor, k: int) -> Tensor:

@@ -15,7 +15,8 @@ from torch import Tensor
 
 from captum_robust.robust.discrepancy._backend import CPU_CHUNK, numpy_backend
 from captum_robust.robust.discrepancy._checks import check_k, check_maps, flatten_maps, rank_pair, split_rows
-from captum_robust.robust.discrepancy.masked import check_mask, masked_topk_intersection, masked_topk_mask
+from captum_robust.robust.discrepancy.masked import check_batched, check_mask, masked_maps, masked_topk_intersection
+from captum_robust.robust.discrepancy.masked import masked_topk_mask
 
 __all__ = ["topk_mask", "topk_intersection"]
 
@@ -121,12 +122,9 @@ def topk_mask(maps: Tensor, k: int, mask: Optional[Tensor] = None) -> Tensor:
         tensor([[ True,  True, False,  True]])
     """
     if mask is not None:
-        if not isinstance(maps, Tensor) or maps.dim() < 2:
-            check_maps(maps, "maps", floating=False)
+        check_batched(maps, "maps")
         valid = check_mask(mask, maps)
-        zero = torch.zeros((), dtype=maps.dtype, device=maps.device)
-        filled = torch.where(valid.reshape(maps.shape), maps.detach(), zero)
-        flat = flatten_maps(check_maps(filled, "maps", floating=False))
+        flat = masked_maps(maps, valid, "maps")
         with torch.no_grad():
             return masked_topk_mask(flat, valid, check_k(k, flat.shape[1])).reshape(maps.shape)
     check_maps(maps, "maps", floating=False)
