@@ -13,7 +13,7 @@ The task is synthetic so that the right answer is known:
 :func:`~captum_robust.data.make_token_task` draws sequences of random filler tokens with one or
 two *signal* tokens of the sequence's class at random positions, and
 :class:`~captum_robust.models.TokenBagClassifier` (embedding, a per-token MLP, a masked mean, a
-linear head) learns it in a fraction of a second. The same calls work on a Hugging Face text
+linear head) learns it in a second or two. The same calls work on a Hugging Face text
 classifier with ``embedding_layer=model.bert.embeddings`` (the end of this example).
 
 The script runs in well under a minute on one CPU core.
