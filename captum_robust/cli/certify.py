@@ -187,6 +187,7 @@ def _certify(args: argparse.Namespace, ctx: Any, device: torch.device, folder: O
               f"{folder.path('report.md')} (\"Why the certificates are small\")")
     return 0
 
+
 def _vacuous_settings(n_features: int, args: argparse.Namespace) -> bool:
     """True when --n-samples is too small for any certificate at --rho and --sigma (even a map of
     exact 1s and 0s certifies nothing): the certificates are vacuous whatever the model."""
