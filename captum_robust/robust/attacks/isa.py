@@ -242,15 +242,8 @@ class ISA(MapAttack):
             if active.numel() == 0:
                 break
             mid = (lo[active] + hi[active]) / 2
-            success, x_s, _, s_step = self._run(ctx, active, mid, None)
-            won, lost = active[success], active[~success]
-            hi[won] = mid[success]
-            lo[lost] = mid[~success]
-            for mine, new in zip(x_best, x_s):
-                mine[won] = new[success]
-            best_step[won] = steps[won] + s_step[success]
-            steps[active] += self.n_iterations
-            bar.update(1)
+            success = self._try_size(ctx, active, mid, hi, x_best, best_step, steps, bar)
+            lo[active[~success]] = mid[~success]
         non_monotone = self._monotone_checks(ctx, ok, hi, x_best, best_step, steps, bar)
         return ok, hi, x_best, best_step, non_monotone
 
@@ -268,16 +261,26 @@ class ISA(MapAttack):
         eps_star = hi[active].clone()
         for j in range(self.n_monotone_checks, 0, -1):  # largest size first: the last success is the smallest
             size = eps_star * (1.0 - 2.0 ** -j)
-            success, x_s, _, s_step = self._run(ctx, active, size, None)
-            won = active[success]
-            hi[won] = size[success]
-            non_monotone[won] = True
-            for mine, new in zip(x_best, x_s):
-                mine[won] = new[success]
-            best_step[won] = steps[won] + s_step[success]
-            steps[active] += self.n_iterations
-            bar.update(1)
+            success = self._try_size(ctx, active, size, hi, x_best, best_step, steps, bar)
+            non_monotone[active[success]] = True
         return non_monotone
+
+    def _try_size(
+        self, ctx: _Context, active: Tensor, size: Tensor, hi: Tensor, x_best: Tensors, best_step: Tensor,
+        steps: Tensor, bar: Any,
+    ) -> Tensor:
+        """One run of the pure misclassification attack at ``size`` for the examples ``active``;
+        where it succeeds, ``hi`` becomes ``size`` and its iterate and step are kept (in place).
+        Returns the success of each active example."""
+        success, x_s, _, s_step = self._run(ctx, active, size, None)
+        won = active[success]
+        hi[won] = size[success]
+        for mine, new in zip(x_best, x_s):
+            mine[won] = new[success]
+        best_step[won] = steps[won] + s_step[success]
+        steps[active] += self.n_iterations
+        bar.update(1)
+        return success
 
     def _weight_bisection(
         self, ctx: _Context, ok: Tensor, eps2: Tensor, x_best: Tensors, best_step: Tensor, steps: Tensor, bar: Any
