@@ -1,4 +1,6 @@
-"""Tiny Hugging Face text classifiers with random weights, for the token-model tests (no download).
+"""Tiny Hugging Face text classifiers with random weights, for the token-model tests (no download),
+and the hand references those tests share (logits with the embedding output replaced, the
+embedding output, the masked top-k by a sorted list).
 
 Built as the tests need them: eager attention (PyTorch's fused attention kernels have no double
 backward) and, with ``large_weights=True``, weight matrices drawn from N(0, 0.5^2) and random
