@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from captum_robust.attr import BatchedIntegratedGradients, token_attributions
+from captum_robust.attr import BatchedIntegratedGradients, embed_tokens, token_attributions
 from captum_robust.attr._core.tokens import embedding_sigma
 from captum_robust.data import TokenTask, make_token_task
 from captum_robust.models import TokenBagClassifier
@@ -169,6 +169,19 @@ def test_trained_model_and_ig_recovers_signal_tokens(trained):
     other = token_attributions(_ig(model, test, 1 - test.labels, n_steps=20), test.attention_mask)
     assert float(_topk_hits(-other, test).double().mean()) >= 0.95
     assert float(_topk_hits(other, test).double().mean()) <= chance
+
+
+def test_gradient_magnitude_is_not_where_the_evidence_is(trained):
+    # the guide's "a stable map is not a faithful one": the per-token |gradient| (what the SmoothGrad
+    # family smooths) is largest at the signal tokens almost never, gradient x embedding almost always
+    model, test, _ = trained
+    tb = embed_tokens(model, model.embedding, test.ids, (test.attention_mask,))
+    e = tb.embeddings.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(tb.model(e, *tb.forward_args).gather(1, test.labels[:, None]).sum(), e)
+    abs_hits = float(_topk_hits(g.abs().sum(-1), test).double().mean())
+    times_input_hits = float(_topk_hits((g * tb.embeddings).sum(-1), test).double().mean())
+    # measured: 3 of 400 and 400 of 400
+    assert abs_hits <= 0.05 and times_input_hits >= 0.95
 
 
 def test_ig_closed_form_and_completeness(trained):
