@@ -253,3 +253,25 @@ def test_layer_methods_on_a_compiled_model_equal_uncompiled(method):
     with pytest.warns(CompiledModelWarning, match="layer hooks"):
         got = make(compiled).attribute(x, target=2) if method == "CAM" else cls(compiled, model.feature_layer).attribute(x, target=2)
     torch.testing.assert_close(got, expected)
+
+
+def test_token_attack_with_surrogate_on_compiled_model():
+    # the embedding layer's name is looked up in the module inside torch.compile (it used to be
+    # "_orig_mod.embedding", which the uncompiled surrogate does not have: a ValueError)
+    from captum_robust.models import TokenBagClassifier
+
+    torch.manual_seed(0)
+    model = TokenBagClassifier(vocab_size=50, embedding_dim=8, n_classes=3, hidden=16, softplus=2.0).eval()
+    ids = torch.randint(1, 50, (4, 7), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones_like(ids)
+    mask[0, 5:], ids[0, 5:] = 0, 0
+    kw = dict(eps=0.05, n_iterations=4, step_size=0.02, k=2, embedding_layer=model.embedding)
+    call = dict(additional_forward_args=(mask,), token_mask=mask)
+    ref, ref_res = TopKAttack(model, Saliency(model), surrogate=model, **kw).perturb(ids, **call)
+    compiled = _compile(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CompiledModelWarning)
+        adv, res = TopKAttack(compiled, Saliency(compiled), surrogate=model, **kw).perturb(ids, **call)
+    assert not torch.equal(ref, model.embedding(ids))  # the attack moved the embeddings
+    torch.testing.assert_close(adv, ref, atol=1e-6, rtol=0)
+    torch.testing.assert_close(res.similarity, ref_res.similarity, atol=1e-6, rtol=0)

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from captum_robust._utils.geometry import BoundType, Box, Tensors, check_norm, detach_all, per_example, project
+from captum_robust._utils.compiled import uncompiled
 from captum_robust._utils.geometry import random_in_ball
 from captum_robust._utils.validation import TargetType, TensorOrTuple, check_bool, check_choice, check_int
 from captum_robust._utils.validation import check_nonnegative, check_positive, check_submodule, format_inputs
@@ -135,7 +136,7 @@ class MapAttack(Attack):
                 )
             check_submodule(model, embedding_layer, "embedding_layer")
             if surrogate is not None:
-                names = {id(m): n for n, m in model.named_modules()} if isinstance(model, nn.Module) else {}
+                names = {id(m): n for n, m in uncompiled(model).named_modules()} if isinstance(model, nn.Module) else {}
                 if not isinstance(surrogate, nn.Module) or id(embedding_layer) not in names:
                     raise TypeError("embedding_layer= with surrogate= needs nn.Module models of the same structure")
                 self._surrogate_layer = submodule_like(surrogate, names[id(embedding_layer)])
