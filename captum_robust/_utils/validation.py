@@ -115,6 +115,16 @@ def check_forward_args_batch(args: Sequence[Any], batch_size: int, name: str = "
             )
 
 
+def normal_tensor(value: Any) -> Any:
+    """``value``, or a normal copy of it when it is a tensor created under ``torch.inference_mode()``
+    (an inference tensor can neither enter a graph nor be saved for backward; its clone made outside
+    inference mode can). Non-tensors are returned as they are."""
+    if isinstance(value, Tensor) and value.is_inference():
+        with torch.inference_mode(False):
+            return value.clone()
+    return value
+
+
 def format_additional_args(additional_forward_args: Any) -> Tuple[Any, ...]:
     """Captum's convention: ``None`` -> ``()``, a single object -> a 1-tuple."""
     if additional_forward_args is None:

@@ -22,11 +22,11 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Iterator, Sequence, Tuple
 
-import torch
 from torch import Tensor, nn
 
 from captum_robust._utils.state import call_mode, keep_model_mode  # noqa: F401  (re-exported for the attr modules)
 from captum_robust._utils.validation import (
+    normal_tensor,
     check_finite_outputs,
     check_forward_args_batch,
     check_model_dtype,
@@ -40,13 +40,7 @@ __all__ = ["keep_model_mode", "call_mode", "prepare_inputs", "normal_tensors", "
 
 def normal_tensors(tensors: Sequence[Tensor]) -> Tuple[Tensor, ...]:
     """Clone tensors created under ``torch.inference_mode()`` into normal tensors (others as they are)."""
-    out = []
-    for t in tensors:
-        if t.is_inference():
-            with torch.inference_mode(False):
-                t = t.clone()
-        out.append(t)
-    return tuple(out)
+    return tuple(normal_tensor(t) for t in tensors)
 
 
 def prepare_inputs(

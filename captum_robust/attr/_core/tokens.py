@@ -40,7 +40,7 @@ from typing import Any, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from captum_robust._utils.validation import check_submodule, format_additional_args
+from captum_robust._utils.validation import check_submodule, format_additional_args, normal_tensor
 
 __all__ = ["token_attributions", "TokenBatch", "embed_tokens", "check_token_mask", "token_scores", "embedding_sigma"]
 
@@ -230,8 +230,8 @@ def embed_tokens(
         raise TypeError(
             f"with embedding_layer= the inputs are token ids and must be an integer tensor, got {inputs.dtype}"
         )
-    ids = _plain(inputs)
-    args = tuple(_plain(a) if isinstance(a, Tensor) else a for a in format_additional_args(additional_forward_args))
+    ids = normal_tensor(inputs)
+    args = tuple(normal_tensor(a) for a in format_additional_args(additional_forward_args))
     mask = None if token_mask is None else check_token_mask(token_mask, ids)
     with torch.set_grad_enabled(create_graph or torch.is_grad_enabled()):
         emb = embedding_output(forward_func, embedding_layer, ids, args)
@@ -243,11 +243,6 @@ def embed_tokens(
             f"got {tuple(emb.shape)}"
         )
     return TokenBatch(ids, args, emb, _EmbeddingReplaced(forward_func, embedding_layer), mask)
-
-
-def _plain(t: Tensor) -> Tensor:
-    """A normal tensor (inference-mode tensors cloned) for the model call."""
-    return t.clone() if t.is_inference() else t
 
 
 class _EmbeddingReplaced(nn.Module):

@@ -23,6 +23,7 @@ from captum_robust._utils.geometry import Box, Tensors, check_inside_box, detach
 from captum_robust._utils.state import preserved_model_state, warn_train_mode
 from captum_robust._utils.validation import TargetType, TensorOrTuple, check_bool, check_finite_outputs
 from captum_robust._utils.validation import check_float_inputs, check_forward_args_batch, check_generator
+from captum_robust._utils.validation import normal_tensor
 from captum_robust._utils.validation import check_model_dtype, check_nonempty_batch, classification_outputs
 from captum_robust._utils.validation import format_additional_args, format_inputs, resolve_target
 
@@ -57,7 +58,7 @@ def usable(values: Sequence[Any]) -> Tuple[Any, ...]:
     """``values`` with every tensor created under ``torch.inference_mode()`` replaced by a normal
     copy (an inference tensor can neither require gradients nor be saved for backward outside
     inference mode; cloning it outside inference mode gives an ordinary tensor)."""
-    return tuple(v.clone() if isinstance(v, Tensor) and v.is_inference() else v for v in values)
+    return tuple(normal_tensor(v) for v in values)
 
 
 def finite_rows(logits: Tensor) -> Tensor:

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from captum_robust._utils.compiled import is_compiled, uncompiled, warn_uncompiled
 from captum_robust._utils.state import keep_model_mode, preserved_model_state
 from captum_robust._utils.validation import (
+    normal_tensor,
     check_bool,
     output_tensor,
     check_finite,
@@ -175,7 +176,7 @@ def compiled_wrapper(model: Any) -> Any:
 def fresh(tensor: Tensor) -> Tensor:
     """``tensor``, or a normal copy of it when it was created under ``torch.inference_mode()``
     (an inference tensor cannot enter a graph; its clone outside inference mode can)."""
-    return tensor.clone() if isinstance(tensor, Tensor) and tensor.is_inference() else tensor
+    return normal_tensor(tensor)
 
 
 def check_target(target: Any, batch: int, device: torch.device,

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from captum_robust._utils.layers import forward_with_layer
 from captum_robust._utils.state import evaluation_mode
 from captum_robust._utils.validation import (
+    normal_tensor,
     InvalidParameterError,
     check_bool,
     check_choice,
@@ -292,7 +293,7 @@ def prepare(
         check_submodule(model, layer, "layer")
     check_model_dtype(model, xs, "inputs")
     return Setup(
-        explain=explain, xs=tuple(x.detach().clone() if x.is_inference() else x.detach() for x in xs),
+        explain=explain, xs=tuple(normal_tensor(x).detach() for x in xs),
         is_tuple=is_tuple, target=_target(target, b, xs[0].device),
         args=format_additional_args(additional_forward_args), n_samples=n_samples, chunk=chunk or n_samples * b,
         norm=norm, normalise=normalise_how if normalise else None, abs=abs, model=model, layer=layer, exclude=exclude,
