@@ -88,11 +88,13 @@ def test_masked_measures_float32_and_registry():
     assert kendall_tau(a32, c32, mask=mask).dtype == torch.float32
     torch.testing.assert_close(kendall_tau(a32, c32, mask=mask).double(), kendall_tau(a, c, mask=mask), atol=1e-6, rtol=0,
                                equal_nan=True)
-    for name in ("topk", "kendall", "spearman"):
-        fn = measure_function(name, k=2)
-        direct = {"topk": lambda x, y, mask: topk_intersection(x, y, 2, mask=mask), "kendall": kendall_tau,
-                  "spearman": spearman}[name]
-        torch.testing.assert_close(fn(a, c, mask=mask), direct(a, c, mask=mask), equal_nan=True)
+    # the registry's functions take mask= too: compared with the independent references
+    refs = {"topk": brute_topk_intersection(a, c, mask, 2, torch.float64),
+            "kendall": _scipy(stats.kendalltau, a, c, mask, variant="b"),
+            "spearman": _scipy(stats.spearmanr, a, c, mask)}
+    for name, ref in refs.items():
+        torch.testing.assert_close(measure_function(name, k=2)(a, c, mask=mask), ref, atol=1e-12, rtol=0,
+                                   equal_nan=True)
 
 
 def test_bad_masks():
