@@ -13,7 +13,7 @@ transformers = pytest.importorskip("transformers", reason="transformers is neede
 from captum.attr import LayerIntegratedGradients  # noqa: E402
 
 from captum_robust.attr import BatchedIntegratedGradients, token_attributions  # noqa: E402
-from tests.helpers.text_models import tiny_text_classifier  # noqa: E402
+from tests.helpers.text_models import logits_with_embeddings, tiny_text_classifier  # noqa: E402
 
 
 def _bert(dtype=torch.float32, seed=0):
@@ -65,14 +65,6 @@ def test_equals_captum_layer_ig(method, dtype, tol):
         torch.testing.assert_close(ours_w, ref_w, atol=1e-8 * float(ref_w.abs().max()), rtol=0)
 
 
-def _logits_with_embedding(model, ids, mask, emb):
-    h = model.bert.embeddings.register_forward_hook(lambda m, i, o: emb)
-    try:
-        return model(ids, attention_mask=mask).logits
-    finally:
-        h.remove()
-
-
 def test_completeness_and_zero_embedding_baseline():
     model, ids, mask = _bert(torch.float64)
     target = torch.tensor([1, 0])
@@ -83,7 +75,7 @@ def test_completeness_and_zero_embedding_baseline():
     with torch.no_grad():
         emb = model.bert.embeddings(ids)
         f_x = model(ids, attention_mask=mask).logits[[0, 1], target]
-        f_0 = _logits_with_embedding(model, ids, mask, torch.zeros_like(emb))[[0, 1], target]
+        f_0 = logits_with_embeddings(model, model.bert.embeddings, ids, mask, torch.zeros_like(emb))[[0, 1], target]
     total = token_attributions(attr).sum(dim=1)
     assert token_attributions(attr).shape == (2, 6)
     # measured on this model (Gauss-Legendre): |error| 2e-4 with 16 points, 7e-13 with 64
